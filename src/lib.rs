@@ -1,0 +1,18 @@
+//! shake: a SHAKE/1 access node.
+//!
+//! The crate is split so that everything that decides what a packet means is pure Rust with no
+//! I/O in it, and every I/O layer (DPDK ports, kernel sockets, the generator, the crash tests)
+//! calls the same code:
+//!
+//! - [`wire`]: zero-copy views over frame bytes (Ethernet, ARP, IPv4, ICMP, UDP, SHAKE/1).
+//! - [`mac`]: the SipHash-2-4 token and claim MACs of SPEC section 2.
+//! - [`activity`]: sponsors, rounds and limits as the operator writes them.
+//! - [`engine`]: one worker's state and the decision for one shake.
+//! - [`frame`]: a burst of frames rewritten in place into their answers.
+//! - [`counters`]: per-worker counters, written by one core, read by the control loop.
+#![deny(unsafe_code)]
+
+pub mod activity;
+pub mod counters;
+pub mod mac;
+pub mod wire;
