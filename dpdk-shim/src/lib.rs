@@ -1,0 +1,1 @@
+//! DPDK bindings (placeholder until the shim lands).
