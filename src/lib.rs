@@ -14,5 +14,8 @@
 
 pub mod activity;
 pub mod counters;
+pub mod engine;
+pub mod journal;
 pub mod mac;
+pub mod seed;
 pub mod wire;

@@ -1,0 +1,2 @@
+//! One worker's state and the decision for one shake.
+pub mod rng;
