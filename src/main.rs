@@ -1,1 +1,31 @@
-fn main() {}
+//! The `shake` command: the node, its seed and journal tools, and the generator.
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+#[derive(Parser)]
+#[command(name = "shake", version, about = "SHAKE/1 access node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print an activity's totals (a quick check of an activity file).
+    Activity(cli::activity::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Activity(a) => cli::activity::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shake: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

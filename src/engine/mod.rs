@@ -1,2 +1,3 @@
 //! One worker's state and the decision for one shake.
 pub mod rng;
+pub mod winners;

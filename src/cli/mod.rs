@@ -1,0 +1,2 @@
+//! One module per subcommand; each exposes `Args` and `run(Args) -> anyhow::Result<ExitCode>`.
+pub mod activity;
