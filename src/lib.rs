@@ -19,3 +19,4 @@ pub mod journal;
 pub mod mac;
 pub mod seed;
 pub mod wire;
+pub mod node_config;

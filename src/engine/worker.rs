@@ -1,0 +1,358 @@
+//! One worker: its tables, its seeds, its journal, and the decision for one shake.
+//!
+//! The I/O layer calls [`Worker::begin_burst`] once per burst with the time, then
+//! [`Worker::shake`] for each SHAKE/1 payload, which it rewrites in place into the answer.
+//! Time is an argument, never read here, so tests drive the clock and the datapath makes one
+//! clock read per burst rather than per packet.
+//!
+//! Order of checks, cheapest refusal first: shedding (no hashing at all), token (one SipHash),
+//! owner node, user throttle (one table probe), round, blacklist, then the draw. Only a drawn
+//! win touches the seeds, the winner table and the journal.
+
+use std::sync::Arc;
+
+use crate::counters::{Counters, Drop, Event};
+use crate::engine::config::{Live, RoundAt};
+use crate::engine::rng::Rng;
+use crate::engine::users::{Admit, UserTable};
+use crate::engine::winners::{WinCheck, WinnerTable};
+use crate::journal::{Claim, ClaimSink};
+use crate::seed::SeedSource;
+use crate::wire::shake::{self, Outcome, ShakeAnswerRepr, ShakeRequest};
+
+/// Pacing within the current round: no more than the share due by elapsed time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pacing {
+    round_id: u32,
+    /// When this worker entered the round (its start, or later after a restart).
+    from_ms: u64,
+    to_ms: u64,
+    /// Packets available when the worker entered the round (carry-over included).
+    pool: u64,
+    issued: u64,
+}
+
+impl Pacing {
+    #[inline]
+    fn due(&self, now_ms: u64) -> u64 {
+        let span = self.to_ms.saturating_sub(self.from_ms).max(1);
+        let t = now_ms.saturating_sub(self.from_ms).min(span);
+        ((self.pool as u128 * t as u128) / span as u128) as u64
+    }
+}
+
+/// Per-tick load accounting for shedding and the adaptive retry_after.
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    tick_start_ms: u64,
+    /// Full decisions left in this tick before shedding.
+    budget: u32,
+    decided: u32,
+    /// retry_after_ms currently told to clients.
+    interval_ms: u32,
+}
+
+/// Length of a load tick.
+pub const TICK_MS: u64 = 100;
+
+/// The state a worker owns. Generic over its seed source and journal so the per-packet calls
+/// are static.
+pub struct Worker<S: SeedSource, J: ClaimSink> {
+    live: Arc<Live>,
+    users: UserTable,
+    winners: WinnerTable,
+    rng: Rng,
+    seeds: S,
+    journal: J,
+    counters: Arc<Counters>,
+    now_ms: u64,
+    round: RoundAt,
+    pacing: Pacing,
+    load: Load,
+}
+
+impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
+    /// `users` is the planned user count (the table never grows); `winners` comes from
+    /// recovery (or empty); `seed` seeds the draw generator.
+    pub fn new(
+        live: Arc<Live>,
+        users: UserTable,
+        winners: WinnerTable,
+        seeds: S,
+        journal: J,
+        seed: u64,
+    ) -> Self {
+        let mut w = Worker {
+            live,
+            users,
+            winners,
+            rng: Rng::new(seed),
+            seeds,
+            journal,
+            counters: Arc::new(Counters::default()),
+            now_ms: 0,
+            round: RoundAt::Over,
+            pacing: Pacing::default(),
+            load: Load::default(),
+        };
+        w.load.interval_ms = w.live.throttle.floor_ms;
+        w
+    }
+
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    pub fn seeds(&self) -> &S {
+        &self.seeds
+    }
+
+    pub fn journal(&self) -> &J {
+        &self.journal
+    }
+
+    pub fn journal_mut(&mut self) -> &mut J {
+        &mut self.journal
+    }
+
+    pub fn winners(&self) -> &WinnerTable {
+        &self.winners
+    }
+
+    /// Takes a new config snapshot (between bursts).
+    pub fn reload(&mut self, live: Arc<Live>) {
+        self.live = live;
+        // Pacing restarts if the round's timing changed; same round id keeps its count.
+        let now = self.now_ms;
+        self.now_ms = 0;
+        self.begin_burst(now);
+    }
+
+    /// Called once per burst: advances the clock, the round and the load tick.
+    pub fn begin_burst(&mut self, now_ms: u64) {
+        if now_ms != self.now_ms {
+            self.now_ms = now_ms;
+            self.round = self.live.round_at(now_ms);
+            if let RoundAt::Active(i) = self.round {
+                let r = &self.live.rounds[i];
+                // Entering a round, or its end moved on reload: plan what is left over the
+                // rest of it. After a restart mid-round this spreads the remaining packets
+                // over the remaining time, so the money still lasts the whole round.
+                if self.pacing.round_id != r.id || self.pacing.to_ms != r.end_ms {
+                    self.pacing = Pacing {
+                        round_id: r.id,
+                        from_ms: now_ms.max(r.start_ms),
+                        to_ms: r.end_ms,
+                        pool: self.seeds.available(r.seed_round),
+                        issued: 0,
+                    };
+                }
+            }
+        }
+        if now_ms >= self.load.tick_start_ms + TICK_MS || now_ms < self.load.tick_start_ms {
+            self.new_tick(now_ms);
+        }
+    }
+
+    fn new_tick(&mut self, now_ms: u64) {
+        let t = self.live.throttle;
+        let per_tick = (t.worker_capacity_rps as u64 * TICK_MS / 1000) as u32;
+        let span = t.ceiling_ms.saturating_sub(t.floor_ms) as u64;
+        // retry_after rises linearly with the last tick's utilisation: clients slow down
+        // before the worker has to shed.
+        self.load.interval_ms = if per_tick == 0 {
+            t.floor_ms
+        } else {
+            let used = (self.load.decided as u64).min(per_tick as u64);
+            t.floor_ms + (span * used / per_tick as u64) as u32
+        };
+        self.load.budget = if per_tick == 0 { u32::MAX } else { per_tick };
+        self.load.decided = 0;
+        self.load.tick_start_ms = now_ms;
+    }
+
+    /// Hints that `payload` is about to be decided: touches the user's table bucket.
+    #[inline]
+    pub fn prefetch(&self, payload: &[u8]) {
+        if payload.len() == shake::PAYLOAD_LEN {
+            self.users.touch(ShakeRequest::new_unchecked(payload).user_id());
+        }
+    }
+
+    /// Decides one SHAKE/1 request and rewrites `payload` into its answer, or says why it is
+    /// dropped. Counts either way.
+    #[inline]
+    pub fn shake(&mut self, payload: &mut [u8]) -> Result<Outcome, Drop> {
+        if payload.len() != shake::PAYLOAD_LEN {
+            return Err(self.dropped(Drop::PayloadLength));
+        }
+        let req = ShakeRequest::new_unchecked(&*payload);
+        if req.magic() != shake::MAGIC {
+            return Err(self.dropped(Drop::Magic));
+        }
+        if req.version() != shake::VERSION {
+            return Err(self.dropped(Drop::Version));
+        }
+        if req.kind() != shake::KIND_SHAKE {
+            return Err(self.dropped(Drop::Kind));
+        }
+        if req.shakes() == 0 {
+            return Err(self.dropped(Drop::ZeroShakes));
+        }
+        let user_id = req.user_id();
+        let client_version = req.config_version();
+        let expiry = req.token_expiry();
+        let token = req.token();
+        let live = &*self.live;
+        let mut a = ShakeAnswerRepr {
+            outcome: Outcome::Nothing,
+            flags: 0,
+            resource_id: 0,
+            user_id,
+            seq: req.seq(),
+            retry_after_ms: self.load.interval_ms,
+            client_ts: req.client_ts(),
+            packet_id: 0,
+            amount_cents: 0,
+            sponsor_id: 0,
+            claim_mac: 0,
+            config_version: live.config_version,
+            round_id: 0,
+        };
+        if live.config_version > client_version {
+            a.flags |= shake::FLAG_CONFIG_STALE;
+            self.counters.event(Event::ConfigStale);
+        }
+        a.outcome = self.decide(&mut a, expiry, token);
+        shake::write_answer(payload, &a);
+        self.counters.outcome(a.outcome);
+        Ok(a.outcome)
+    }
+
+    #[inline]
+    fn dropped(&self, d: Drop) -> Drop {
+        self.counters.drop(d);
+        d
+    }
+
+    #[inline]
+    fn decide(&mut self, a: &mut ShakeAnswerRepr, expiry: u32, token: u64) -> Outcome {
+        let live = &*self.live;
+        let user_id = a.user_id;
+        if self.load.budget == 0 {
+            self.counters.event(Event::Shed);
+            a.retry_after_ms = live.throttle.ceiling_ms;
+            return Outcome::Throttled;
+        }
+        self.load.budget -= 1;
+        self.load.decided += 1;
+
+        if (expiry as u64) * 1000 < self.now_ms || live.identity.token_key.token(user_id, expiry) != token {
+            return Outcome::Denied;
+        }
+        let owner = live.owner_node(user_id);
+        if owner != live.identity.node_index {
+            a.resource_id = owner as u16;
+            return Outcome::Redirect;
+        }
+        match self.users.admit(user_id, self.now_ms, self.load.interval_ms) {
+            Admit::Ok => {}
+            Admit::Throttled(left) => {
+                a.retry_after_ms = left;
+                return Outcome::Throttled;
+            }
+            Admit::Full => {
+                self.counters.event(Event::UserTableFull);
+                a.retry_after_ms = live.throttle.ceiling_ms;
+                return Outcome::Throttled;
+            }
+        }
+        let round = match self.round {
+            RoundAt::Active(i) => &live.rounds[i],
+            RoundAt::Before(i) => {
+                let next = &live.rounds[i];
+                a.round_id = next.id;
+                let wait = next.start_ms.saturating_sub(self.now_ms);
+                a.retry_after_ms = wait.min(live.throttle.closed_cap_ms as u64) as u32;
+                return Outcome::Closed;
+            }
+            RoundAt::Over => {
+                a.retry_after_ms = live.throttle.closed_cap_ms;
+                return Outcome::Closed;
+            }
+        };
+        a.round_id = round.id;
+        if !live.blacklist.is_empty() && live.blacklist.contains(&user_id) {
+            self.counters.event(Event::Blacklisted);
+            return Outcome::Nothing;
+        }
+        let (seed_round, round_id, win, greet) = (round.seed_round, round.id, round.win, round.greet);
+        let draw = self.rng.next_u64();
+        if draw < win && self.try_issue(a, seed_round, round_id) {
+            return Outcome::RedPacket;
+        }
+        let live = &*self.live;
+        if draw < greet && !live.greeters.is_empty() {
+            let s = &live.sponsors[live.greeters[self.rng.below(live.greeters.len() as u64) as usize] as usize];
+            a.sponsor_id = s.id;
+            a.resource_id = s.greeting_resources[self.rng.below(s.greeting_resources.len() as u64) as usize];
+            return Outcome::Greeting;
+        }
+        Outcome::Nothing
+    }
+
+    /// Issues the next due packet to the user if pacing and the limits allow; the claim is in
+    /// the journal before this returns true.
+    #[inline]
+    fn try_issue(&mut self, a: &mut ShakeAnswerRepr, seed_round: u16, round_id: u32) -> bool {
+        let Some(rec) = self.seeds.peek(seed_round) else {
+            self.counters.event(Event::NoPacket);
+            return false;
+        };
+        if self.pacing.issued >= self.pacing.due(self.now_ms) {
+            self.counters.event(Event::PacingWait);
+            return false;
+        }
+        let live = &*self.live;
+        match self.winners.check(a.user_id, rec.sponsor_index, live.limits.per_user, live.limits.per_sponsor) {
+            WinCheck::Allowed => {}
+            WinCheck::UserLimit => {
+                self.counters.event(Event::UserLimit);
+                return false;
+            }
+            WinCheck::SponsorLimit => {
+                self.counters.event(Event::SponsorLimit);
+                return false;
+            }
+        }
+        let sponsor = &live.sponsors[rec.sponsor_index as usize];
+        let claim = Claim {
+            packet_id: rec.packet_id,
+            user_id: a.user_id,
+            amount_cents: rec.amount_cents,
+            sponsor_id: sponsor.id,
+            round_id,
+            time_ms: self.now_ms,
+        };
+        if self.journal.append(&claim).is_err() {
+            self.counters.event(Event::JournalError);
+            return false;
+        }
+        self.seeds.commit(seed_round);
+        self.winners.record(a.user_id, rec.sponsor_index);
+        self.pacing.issued += 1;
+        a.packet_id = rec.packet_id;
+        a.amount_cents = rec.amount_cents;
+        a.sponsor_id = sponsor.id;
+        a.resource_id = sponsor.resource;
+        a.claim_mac = live
+            .identity
+            .claim_key
+            .claim(rec.packet_id, a.user_id, rec.amount_cents, sponsor.id);
+        true
+    }
+}
