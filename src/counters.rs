@@ -27,7 +27,7 @@ macro_rules! reasons {
 
 reasons! {
     /// Why a frame was dropped without an answer (SPEC section 2), one counter each.
-    Drop {
+    DropReason {
         /// Frame too short for the headers it claims.
         Truncated = "truncated",
         /// Neither IPv4 nor ARP (IPv6, LLDP, a second VLAN tag, ...).
@@ -90,7 +90,7 @@ pub struct Counters {
     pub rx: AtomicU64,
     pub tx: AtomicU64,
     outcomes: [AtomicU64; Outcome::ALL.len()],
-    drops: [AtomicU64; Drop::COUNT],
+    drops: [AtomicU64; DropReason::COUNT],
     events: [AtomicU64; Event::COUNT],
 }
 
@@ -118,7 +118,7 @@ impl Counters {
         bump(&self.outcomes[o as usize], 1);
     }
     #[inline]
-    pub fn drop(&self, d: Drop) {
+    pub fn dropped(&self, d: DropReason) {
         bump(&self.drops[d as usize], 1);
     }
     #[inline]
@@ -144,7 +144,7 @@ pub struct Snapshot {
     pub rx: u64,
     pub tx: u64,
     pub outcomes: [u64; Outcome::ALL.len()],
-    pub drops: [u64; Drop::COUNT],
+    pub drops: [u64; DropReason::COUNT],
     pub events: [u64; Event::COUNT],
 }
 
@@ -152,7 +152,7 @@ impl Snapshot {
     pub fn outcome(&self, o: Outcome) -> u64 {
         self.outcomes[o as usize]
     }
-    pub fn drop(&self, d: Drop) -> u64 {
+    pub fn dropped(&self, d: DropReason) -> u64 {
         self.drops[d as usize]
     }
     pub fn event(&self, e: Event) -> u64 {
@@ -161,7 +161,7 @@ impl Snapshot {
     pub fn answered(&self) -> u64 {
         self.outcomes.iter().sum()
     }
-    pub fn dropped(&self) -> u64 {
+    pub fn dropped_total(&self) -> u64 {
         self.drops.iter().sum()
     }
 
@@ -190,15 +190,21 @@ impl Snapshot {
 
     /// The periodic log line: totals and the non-zero reasons.
     pub fn line(&self) -> String {
-        let mut s = format!("rx={} tx={} answered={} dropped={}", self.rx, self.tx, self.answered(), self.dropped());
+        let mut s = format!(
+            "rx={} tx={} answered={} dropped={}",
+            self.rx,
+            self.tx,
+            self.answered(),
+            self.dropped_total()
+        );
         for o in Outcome::ALL {
             let v = self.outcome(o);
             if v > 0 {
                 s += &format!(" {}={v}", o.name());
             }
         }
-        for &d in Drop::ALL {
-            let v = self.drop(d);
+        for &d in DropReason::ALL {
+            let v = self.dropped(d);
             if v > 0 {
                 s += &format!(" drop.{}={v}", d.name());
             }
@@ -215,8 +221,16 @@ impl Snapshot {
     /// Prometheus text exposition of one worker's counters.
     pub fn prometheus(&self, worker: usize, out: &mut String) {
         use std::fmt::Write;
-        let _ = writeln!(out, "shake_rx_frames_total{{worker=\"{worker}\"}} {}", self.rx);
-        let _ = writeln!(out, "shake_tx_frames_total{{worker=\"{worker}\"}} {}", self.tx);
+        let _ = writeln!(
+            out,
+            "shake_rx_frames_total{{worker=\"{worker}\"}} {}",
+            self.rx
+        );
+        let _ = writeln!(
+            out,
+            "shake_tx_frames_total{{worker=\"{worker}\"}} {}",
+            self.tx
+        );
         for o in Outcome::ALL {
             let _ = writeln!(
                 out,
@@ -225,12 +239,12 @@ impl Snapshot {
                 self.outcome(o)
             );
         }
-        for &d in Drop::ALL {
+        for &d in DropReason::ALL {
             let _ = writeln!(
                 out,
                 "shake_drops_total{{worker=\"{worker}\",reason=\"{}\"}} {}",
                 d.name(),
-                self.drop(d)
+                self.dropped(d)
             );
         }
         for &e in Event::ALL {
@@ -253,21 +267,27 @@ mod test {
         let c = Counters::default();
         c.outcome(Outcome::RedPacket);
         c.outcome(Outcome::RedPacket);
-        c.drop(Drop::Magic);
+        c.dropped(DropReason::Magic);
         c.event(Event::Shed);
         bump(&c.rx, 3);
         let s = c.snapshot();
         assert_eq!(s.outcome(Outcome::RedPacket), 2);
-        assert_eq!(s.drop(Drop::Magic), 1);
+        assert_eq!(s.dropped(DropReason::Magic), 1);
         assert_eq!(s.answered(), 2);
         let t = Snapshot::total([&s, &s]);
         assert_eq!(t.rx, 6);
         assert_eq!(t.event(Event::Shed), 2);
         let line = t.line();
-        assert!(line.contains("red_packet=4") && line.contains("drop.magic=2"), "{line}");
+        assert!(
+            line.contains("red_packet=4") && line.contains("drop.magic=2"),
+            "{line}"
+        );
         let mut p = String::new();
         s.prometheus(0, &mut p);
-        assert!(p.contains("shake_drops_total{worker=\"0\",reason=\"magic\"} 1"), "{p}");
+        assert!(
+            p.contains("shake_drops_total{worker=\"0\",reason=\"magic\"} 1"),
+            "{p}"
+        );
         assert!(std::mem::align_of::<Counters>() >= 64);
     }
 }

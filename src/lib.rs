@@ -17,6 +17,6 @@ pub mod counters;
 pub mod engine;
 pub mod journal;
 pub mod mac;
+pub mod node_config;
 pub mod seed;
 pub mod wire;
-pub mod node_config;

@@ -19,7 +19,11 @@ use crate::mac::MacKey;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}:{line}: {message}")]
-    At { file: String, line: usize, message: String },
+    At {
+        file: String,
+        line: usize,
+        message: String,
+    },
     #[error("{0}")]
     Activity(#[from] crate::activity::ActivityError),
     #[error("{0}")]
@@ -223,7 +227,11 @@ pub struct NodeConfig {
 
 fn line_of(text: &str, offset: usize) -> usize {
     let offset = offset.min(text.len());
-    text.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 impl NodeConfig {
@@ -245,23 +253,41 @@ impl NodeConfig {
             message,
         };
         let mut c: NodeConfig = toml::from_str(text).map_err(|e| {
-            at(e.span().map(|s| s.start).unwrap_or(0), e.message().to_string())
+            at(
+                e.span().map(|s| s.start).unwrap_or(0),
+                e.message().to_string(),
+            )
         })?;
         c.path = path.to_path_buf();
         let find = |key: &str| text.find(key).unwrap_or(0);
         if c.node.count == 0 || c.node.index >= c.node.count {
-            return Err(at(find("index"), format!("node.index {} must be below node.count {}", c.node.index, c.node.count)));
+            return Err(at(
+                find("index"),
+                format!(
+                    "node.index {} must be below node.count {}",
+                    c.node.index, c.node.count
+                ),
+            ));
         }
         let t = &c.throttle;
         if t.floor_ms == 0 || t.floor_ms > t.ceiling_ms {
-            return Err(at(find("floor_ms"), "throttle: need 0 < floor_ms <= ceiling_ms".into()));
+            return Err(at(
+                find("floor_ms"),
+                "throttle: need 0 < floor_ms <= ceiling_ms".into(),
+            ));
         }
         if c.socket.workers == 0 || c.socket.batch == 0 || c.socket.batch > 1024 {
-            return Err(at(find("[socket]"), "socket: workers >= 1 and batch 1..=1024".into()));
+            return Err(at(
+                find("[socket]"),
+                "socket: workers >= 1 and batch 1..=1024".into(),
+            ));
         }
         if let Some(m) = &c.node.mac {
             if parse_mac(m).is_none() {
-                return Err(at(find("mac"), format!("node.mac {m:?} is not six hex bytes like 02:00:00:00:00:01")));
+                return Err(at(
+                    find("mac"),
+                    format!("node.mac {m:?} is not six hex bytes like 02:00:00:00:00:01"),
+                ));
             }
         }
         Ok(c)
@@ -335,7 +361,13 @@ impl NodeConfig {
     }
 
     /// Builds the workers' snapshot.
-    pub fn live(&self, activity: &Activity, start_s: u64, previous_version: u32, now_s: u64) -> Result<Arc<Live>, ConfigError> {
+    pub fn live(
+        &self,
+        activity: &Activity,
+        start_s: u64,
+        previous_version: u32,
+        now_s: u64,
+    ) -> Result<Arc<Live>, ConfigError> {
         Ok(Live::new(
             activity,
             self.identity()?,
@@ -392,18 +424,33 @@ users = [5, 6]
         assert_eq!(c.node.port, 7000);
         assert_eq!(c.throttle().floor_ms, 5000);
         assert_eq!(c.epoch_s(123), Some(123));
-        assert_eq!(c.resolve(&c.keys.token_key), PathBuf::from("/etc/shake/token.key"));
+        assert_eq!(
+            c.resolve(&c.keys.token_key),
+            PathBuf::from("/etc/shake/token.key")
+        );
         assert_eq!(c.socket_bind().to_string(), "10.0.0.2:7000");
         assert_eq!(c.blacklist().unwrap().len(), 2);
     }
 
     #[test]
     fn errors_name_file_and_line() {
-        let e = NodeConfig::parse(Path::new("n.toml"), &GOOD.replace("index = 1", "index = 4")).unwrap_err();
-        assert_eq!(e.to_string(), "n.toml:3: node.index 4 must be below node.count 4");
-        let e = NodeConfig::parse(Path::new("n.toml"), &GOOD.replace("ipv4 = \"10.0.0.2\"", "ipv4 = \"10.0.0\"")).unwrap_err();
+        let e = NodeConfig::parse(Path::new("n.toml"), &GOOD.replace("index = 1", "index = 4"))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "n.toml:3: node.index 4 must be below node.count 4"
+        );
+        let e = NodeConfig::parse(
+            Path::new("n.toml"),
+            &GOOD.replace("ipv4 = \"10.0.0.2\"", "ipv4 = \"10.0.0\""),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("n.toml:5:"), "{e}");
-        let e = NodeConfig::parse(Path::new("n.toml"), &GOOD.replace("epoch = \"now\"", "epoch = \"soon\"")).unwrap_err();
+        let e = NodeConfig::parse(
+            Path::new("n.toml"),
+            &GOOD.replace("epoch = \"now\"", "epoch = \"soon\""),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("n.toml:9:"), "{e}");
     }
 

@@ -61,7 +61,9 @@ impl UserTable {
     /// (49 days of uptime).
     pub fn new(users: usize, now_ms: u64) -> Self {
         let bytes = users.max(1) * BYTES_PER_USER;
-        let n = bytes.div_ceil(std::mem::size_of::<Bucket>()).max(PROBE_BUCKETS);
+        let n = bytes
+            .div_ceil(std::mem::size_of::<Bucket>())
+            .max(PROBE_BUCKETS);
         UserTable {
             buckets: vec![Bucket::default(); n],
             base_ms: now_ms,

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use crate::counters::{Counters, Drop, Event};
+use crate::counters::{Counters, DropReason, Event};
 use crate::engine::config::{Live, RoundAt};
 use crate::engine::rng::Rng;
 use crate::engine::users::{Admit, UserTable};
@@ -179,29 +179,30 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
     #[inline]
     pub fn prefetch(&self, payload: &[u8]) {
         if payload.len() == shake::PAYLOAD_LEN {
-            self.users.touch(ShakeRequest::new_unchecked(payload).user_id());
+            self.users
+                .touch(ShakeRequest::new_unchecked(payload).user_id());
         }
     }
 
     /// Decides one SHAKE/1 request and rewrites `payload` into its answer, or says why it is
     /// dropped. Counts either way.
     #[inline]
-    pub fn shake(&mut self, payload: &mut [u8]) -> Result<Outcome, Drop> {
+    pub fn shake(&mut self, payload: &mut [u8]) -> Result<Outcome, DropReason> {
         if payload.len() != shake::PAYLOAD_LEN {
-            return Err(self.dropped(Drop::PayloadLength));
+            return Err(self.dropped(DropReason::PayloadLength));
         }
         let req = ShakeRequest::new_unchecked(&*payload);
         if req.magic() != shake::MAGIC {
-            return Err(self.dropped(Drop::Magic));
+            return Err(self.dropped(DropReason::Magic));
         }
         if req.version() != shake::VERSION {
-            return Err(self.dropped(Drop::Version));
+            return Err(self.dropped(DropReason::Version));
         }
         if req.kind() != shake::KIND_SHAKE {
-            return Err(self.dropped(Drop::Kind));
+            return Err(self.dropped(DropReason::Kind));
         }
         if req.shakes() == 0 {
-            return Err(self.dropped(Drop::ZeroShakes));
+            return Err(self.dropped(DropReason::ZeroShakes));
         }
         let user_id = req.user_id();
         let client_version = req.config_version();
@@ -234,8 +235,8 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
     }
 
     #[inline]
-    fn dropped(&self, d: Drop) -> Drop {
-        self.counters.drop(d);
+    fn dropped(&self, d: DropReason) -> DropReason {
+        self.counters.dropped(d);
         d
     }
 
@@ -251,7 +252,9 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         self.load.budget -= 1;
         self.load.decided += 1;
 
-        if (expiry as u64) * 1000 < self.now_ms || live.identity.token_key.token(user_id, expiry) != token {
+        if (expiry as u64) * 1000 < self.now_ms
+            || live.identity.token_key.token(user_id, expiry) != token
+        {
             return Outcome::Denied;
         }
         let owner = live.owner_node(user_id);
@@ -259,7 +262,10 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             a.resource_id = owner as u16;
             return Outcome::Redirect;
         }
-        match self.users.admit(user_id, self.now_ms, self.load.interval_ms) {
+        match self
+            .users
+            .admit(user_id, self.now_ms, self.load.interval_ms)
+        {
             Admit::Ok => {}
             Admit::Throttled(left) => {
                 a.retry_after_ms = left;
@@ -290,16 +296,19 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             self.counters.event(Event::Blacklisted);
             return Outcome::Nothing;
         }
-        let (seed_round, round_id, win, greet) = (round.seed_round, round.id, round.win, round.greet);
+        let (seed_round, round_id, win, greet) =
+            (round.seed_round, round.id, round.win, round.greet);
         let draw = self.rng.next_u64();
         if draw < win && self.try_issue(a, seed_round, round_id) {
             return Outcome::RedPacket;
         }
         let live = &*self.live;
         if draw < greet && !live.greeters.is_empty() {
-            let s = &live.sponsors[live.greeters[self.rng.below(live.greeters.len() as u64) as usize] as usize];
+            let s = &live.sponsors
+                [live.greeters[self.rng.below(live.greeters.len() as u64) as usize] as usize];
             a.sponsor_id = s.id;
-            a.resource_id = s.greeting_resources[self.rng.below(s.greeting_resources.len() as u64) as usize];
+            a.resource_id =
+                s.greeting_resources[self.rng.below(s.greeting_resources.len() as u64) as usize];
             return Outcome::Greeting;
         }
         Outcome::Nothing
@@ -318,7 +327,12 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             return false;
         }
         let live = &*self.live;
-        match self.winners.check(a.user_id, rec.sponsor_index, live.limits.per_user, live.limits.per_sponsor) {
+        match self.winners.check(
+            a.user_id,
+            rec.sponsor_index,
+            live.limits.per_user,
+            live.limits.per_sponsor,
+        ) {
             WinCheck::Allowed => {}
             WinCheck::UserLimit => {
                 self.counters.event(Event::UserLimit);
@@ -349,10 +363,10 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         a.amount_cents = rec.amount_cents;
         a.sponsor_id = sponsor.id;
         a.resource_id = sponsor.resource;
-        a.claim_mac = live
-            .identity
-            .claim_key
-            .claim(rec.packet_id, a.user_id, rec.amount_cents, sponsor.id);
+        a.claim_mac =
+            live.identity
+                .claim_key
+                .claim(rec.packet_id, a.user_id, rec.amount_cents, sponsor.id);
         true
     }
 }

@@ -1,1 +1,2 @@
 //! Zero-copy views over frame bytes.
+pub mod shake;
