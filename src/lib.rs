@@ -20,3 +20,6 @@ pub mod mac;
 pub mod node_config;
 pub mod seed;
 pub mod wire;
+pub mod control;
+pub mod io;
+pub mod node;

@@ -1,0 +1,143 @@
+//! The control side of a node: signals, the periodic counter line, the Prometheus text
+//! endpoint and live reload. Runs on the main thread (the main lcore under DPDK), never on a
+//! worker.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::counters::{Counters, Snapshot};
+
+/// Flags set by signal handlers; the handlers do nothing else.
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    /// SIGINT or SIGTERM: stop cleanly.
+    pub stop: Arc<AtomicBool>,
+    /// SIGHUP: reload the config.
+    pub reload: Arc<AtomicBool>,
+}
+
+impl Signals {
+    pub fn register() -> std::io::Result<Signals> {
+        let s = Signals::default();
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, s.stop.clone())?;
+        }
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, s.reload.clone())?;
+        Ok(s)
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// True once per SIGHUP.
+    pub fn take_reload(&self) -> bool {
+        self.reload.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// Every worker's counters, for reporting.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub workers: Vec<Arc<Counters>>,
+}
+
+impl Stats {
+    pub fn snapshots(&self) -> Vec<Snapshot> {
+        self.workers.iter().map(|c| c.snapshot()).collect()
+    }
+
+    pub fn total(&self) -> Snapshot {
+        Snapshot::total(&self.snapshots())
+    }
+
+    pub fn prometheus(&self) -> String {
+        let mut out = String::from(
+            "# TYPE shake_rx_frames_total counter\n# TYPE shake_tx_frames_total counter\n\
+             # TYPE shake_answers_total counter\n# TYPE shake_drops_total counter\n\
+             # TYPE shake_events_total counter\n",
+        );
+        for (i, s) in self.snapshots().iter().enumerate() {
+            s.prometheus(i, &mut out);
+        }
+        out
+    }
+}
+
+/// Prints one counter line per interval: totals since start and the rate over the interval.
+pub struct Ticker {
+    interval: Duration,
+    last: Instant,
+    last_rx: u64,
+    last_answered: u64,
+}
+
+impl Ticker {
+    pub fn new(interval: Duration) -> Self {
+        Ticker {
+            interval,
+            last: Instant::now(),
+            last_rx: 0,
+            last_answered: 0,
+        }
+    }
+
+    /// The line to print if an interval has passed.
+    pub fn poll(&mut self, stats: &Stats) -> Option<String> {
+        if self.interval.is_zero() || self.last.elapsed() < self.interval {
+            return None;
+        }
+        let secs = self.last.elapsed().as_secs_f64();
+        self.last = Instant::now();
+        let t = stats.total();
+        let rx_rate = (t.rx - self.last_rx) as f64 / secs;
+        let ans_rate = (t.answered() - self.last_answered) as f64 / secs;
+        self.last_rx = t.rx;
+        self.last_answered = t.answered();
+        Some(format!(
+            "stats rx_rate={rx_rate:.0}/s answer_rate={ans_rate:.0}/s {}",
+            t.line()
+        ))
+    }
+}
+
+/// Serves `GET /metrics` (any path) in Prometheus text format until `stop` is set.
+pub fn serve_prometheus(
+    addr: SocketAddr,
+    stats: Stats,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let handle = std::thread::Builder::new()
+        .name("shake-prometheus".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+                        let mut req = [0u8; 1024];
+                        let _ = conn.read(&mut req);
+                        let body = stats.prometheus();
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    // Control-plane poll, not the datapath: a short nap between accepts.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })?;
+    Ok((local, handle))
+}

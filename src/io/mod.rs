@@ -1,0 +1,2 @@
+//! I/O backends. Each feeds frames or payloads to the same workers; none decides anything.
+pub mod socket;

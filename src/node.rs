@@ -1,0 +1,109 @@
+//! Assembling a node from its config: the activity, the workers' snapshot, and one worker per
+//! core with its own seeds, journal and tables. Shared by every I/O backend, so the socket
+//! backend and the DPDK appliance serve exactly the same decisions.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::activity::Activity;
+use crate::engine::config::{owner_worker, Live};
+use crate::engine::users::UserTable;
+use crate::engine::winners::WinnerTable;
+use crate::engine::Worker;
+use crate::journal::MemoryJournal;
+use crate::node_config::{ConfigError, NodeConfig};
+use crate::seed::{plan, MemorySource};
+
+/// Unix milliseconds now.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A node's config, activity and current snapshot.
+pub struct Node {
+    pub config: NodeConfig,
+    pub activity: Activity,
+    pub live: Arc<Live>,
+    /// When the node started (unix seconds): `epoch = "now"` means this.
+    pub start_s: u64,
+}
+
+/// A worker with in-memory seeds and journal.
+pub type MemoryWorker = Worker<MemorySource, MemoryJournal>;
+
+impl Node {
+    pub fn load(path: &Path) -> Result<Node, ConfigError> {
+        let config = NodeConfig::load(path)?;
+        let activity = config.activity()?;
+        let start_s = unix_ms() / 1000;
+        let live = config.live(&activity, start_s, 0, start_s)?;
+        Ok(Node {
+            config,
+            activity,
+            live,
+            start_s,
+        })
+    }
+
+    /// Re-reads the config and the activity for a live reload. Sponsors and rounds are bound
+    /// to the seeds by position, so a reload may change timing, probabilities, limits,
+    /// throttling and the blacklist, but not which sponsors and rounds exist.
+    pub fn reload(&mut self) -> Result<Arc<Live>, ConfigError> {
+        let config = NodeConfig::load(&self.config.path)?;
+        let activity = config.activity()?;
+        let same_ids = |a: &Activity, b: &Activity| {
+            a.header.id == b.header.id
+                && a.sponsors.iter().map(|s| s.id).eq(b.sponsors.iter().map(|s| s.id))
+                && a.rounds.iter().map(|r| r.id).eq(b.rounds.iter().map(|r| r.id))
+        };
+        if !same_ids(&activity, &self.activity) {
+            return Err(ConfigError::At {
+                file: activity.path.display().to_string(),
+                line: 0,
+                message: "reload may not add, remove or reorder sponsors or rounds (seeds are bound to them); restart with new seeds".into(),
+            });
+        }
+        let now_s = unix_ms() / 1000;
+        let live = config.live(&activity, self.start_s, self.live.config_version, now_s)?;
+        self.config = config;
+        self.activity = activity;
+        self.live = live.clone();
+        Ok(live)
+    }
+
+    /// Which of `workers` workers owns a user.
+    pub fn owner_worker(&self, user_id: u64, workers: u32) -> u32 {
+        owner_worker(user_id, self.config.node.count, workers)
+    }
+
+    /// Workers with seeds planned in memory from the activity: shard (node, worker) of a plan
+    /// for `node.count` nodes of `workers` workers each.
+    pub fn memory_workers(&self, workers: u32, now_ms: u64) -> Vec<MemoryWorker> {
+        let planned = plan::plan(
+            &self.activity,
+            self.config.node.count,
+            workers,
+            self.config.activity.random_seed,
+        );
+        let users_each = (self.config.node.planned_users / workers.max(1) as u64).max(1) as usize;
+        (0..workers)
+            .map(|w| {
+                let shard = self.config.node.index * workers + w;
+                let records = plan::shard_records(&planned, shard);
+                let n = records.len();
+                Worker::new(
+                    self.live.clone(),
+                    UserTable::new(users_each, now_ms),
+                    WinnerTable::with_capacity(n),
+                    MemorySource::new(records, self.activity.rounds.len()),
+                    MemoryJournal::with_capacity(n),
+                    self.config.activity.random_seed ^ ((shard as u64 + 1) << 17),
+                )
+            })
+            .collect()
+    }
+}
