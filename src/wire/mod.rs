@@ -25,9 +25,13 @@
 //! All multi-byte fields are big-endian (network order); addresses are plain byte arrays
 //! (`[u8; 6]` MAC, `[u8; 4]` IPv4) in wire order.
 
+pub mod arp;
 pub mod checksum;
+pub mod ethernet;
 
 
+pub use arp::{ArpPacket, ArpRepr};
+pub use ethernet::{EthernetFrame, EthernetRepr};
 
 /// A byte range of a fixed-layout header.
 type Field = core::ops::Range<usize>;
