@@ -28,10 +28,16 @@
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod icmp;
+pub mod ipv4;
+pub mod udp;
 
 
 pub use arp::{ArpPacket, ArpRepr};
 pub use ethernet::{EthernetFrame, EthernetRepr};
+pub use icmp::{IcmpEchoRepr, IcmpPacket};
+pub use ipv4::{Ipv4Packet, Ipv4Repr};
+pub use udp::{UdpPacket, UdpRepr};
 
 /// A byte range of a fixed-layout header.
 type Field = core::ops::Range<usize>;
