@@ -30,6 +30,7 @@ pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
+pub mod shake;
 pub mod udp;
 
 
@@ -37,6 +38,9 @@ pub use arp::{ArpPacket, ArpRepr};
 pub use ethernet::{EthernetFrame, EthernetRepr};
 pub use icmp::{IcmpEchoRepr, IcmpPacket};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
+pub use shake::{
+    write_answer, Outcome, ShakeAnswer, ShakeAnswerRepr, ShakeRequest, ShakeRequestRepr,
+};
 pub use udp::{UdpPacket, UdpRepr};
 
 /// A byte range of a fixed-layout header.
