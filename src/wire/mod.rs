@@ -33,6 +33,8 @@ pub mod ipv4;
 pub mod shake;
 pub mod udp;
 
+#[cfg(test)]
+mod test_frames;
 
 pub use arp::{ArpPacket, ArpRepr};
 pub use ethernet::{EthernetFrame, EthernetRepr};
