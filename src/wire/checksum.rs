@@ -1,0 +1,198 @@
+//! RFC 1071 internet checksum.
+//!
+//! The checksum is the ones-complement of the ones-complement sum of the data taken as 16-bit
+//! big-endian words. [`sum`] returns a *partial* sum (not complemented) so that several regions
+//! (pseudo header, header, payload) can be added as plain `u32`s; [`fold`] reduces such a total
+//! to 16 bits and [`checksum`] is the complemented result for one region.
+//!
+//! A region verifies when `fold(sum(region_with_checksum_field)) == 0xffff`.
+
+/// Partial ones-complement sum of `data` as 16-bit big-endian words; an odd trailing byte is
+/// padded with a zero byte on the right.
+///
+/// The result is already reduced to at most `0xffff`, so callers can add a handful of partial
+/// sums (and a [`pseudo_header_v4`]) in a `u32` without overflow before calling [`fold`]. It is
+/// zero only if every word of `data` is zero.
+#[inline]
+pub fn sum(data: &[u8]) -> u32 {
+    // Ones-complement addition is associative and 2^16 == 1 (mod 0xffff), so summing 32-bit
+    // big-endian words into a wide accumulator and folding at the end gives the same value as
+    // summing 16-bit words. Each step adds < 2^33, so a u64 cannot overflow for any frame.
+    let mut acc: u64 = 0;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        acc += (w >> 32) + (w & 0xffff_ffff);
+    }
+    let mut rest = chunks.remainder();
+    if rest.len() >= 4 {
+        acc += u64::from(u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]));
+        rest = &rest[4..];
+    }
+    if rest.len() >= 2 {
+        acc += u64::from(u16::from_be_bytes([rest[0], rest[1]]));
+        rest = &rest[2..];
+    }
+    if let Some(&b) = rest.first() {
+        acc += u64::from(b) << 8;
+    }
+    // Reduce to 16 bits; end-around carries keep the value congruent mod 0xffff.
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    u32::from(fold(
+        ((acc & 0xffff_ffff) as u32).wrapping_add((acc >> 32) as u32),
+    ))
+}
+
+/// Fold the carries of a 32-bit ones-complement accumulator into 16 bits (not complemented).
+#[inline]
+pub fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// The internet checksum of `data`: the complement of its folded sum.
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(sum(data))
+}
+
+/// Partial sum of the IPv4 pseudo header used by UDP (and TCP): source and destination
+/// address, zero byte, protocol, and the transport length.
+#[inline]
+pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], protocol: u8, length: u16) -> u32 {
+    u32::from(u16::from_be_bytes([src[0], src[1]]))
+        + u32::from(u16::from_be_bytes([src[2], src[3]]))
+        + u32::from(u16::from_be_bytes([dst[0], dst[1]]))
+        + u32::from(u16::from_be_bytes([dst[2], dst[3]]))
+        + u32::from(protocol)
+        + u32::from(length)
+}
+
+/// Incremental update (RFC 1624, eqn. 3) of a checksum when one 16-bit word of the covered
+/// data changes from `old_word` to `new_word`: `HC' = ~(~HC + ~m + m')`.
+///
+/// Equals a full recompute whenever the covered data, after the change, has a non-zero word
+/// other than the checksum (always true for an IPv4 header: the version nibble). In the one
+/// degenerate case where all the other words become zero it returns `0x0000` where a full
+/// recompute gives `0xffff`; callers that can meet that case (ICMP, see
+/// `IcmpPacket::make_echo_reply`) transmit `0xffff` for a computed `0`, which always verifies.
+#[inline]
+pub fn update(old_checksum: u16, old_word: u16, new_word: u16) -> u16 {
+    !fold(u32::from(!old_checksum) + u32::from(!old_word) + u32::from(new_word))
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Reference: the obvious 16-bit-word loop.
+    fn sum_ref(data: &[u8]) -> u16 {
+        let mut acc: u32 = 0;
+        for c in data.chunks(2) {
+            let w = if c.len() == 2 {
+                u16::from_be_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], 0])
+            };
+            acc += u32::from(w);
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        acc as u16
+    }
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 section 3: bytes 00 01 f2 03 f4 f5 f6 f7 sum to 0xddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum(&data)), 0xddf2);
+        assert_eq!(checksum(&data), !0xddf2);
+    }
+
+    #[test]
+    fn ipv4_header_known_value() {
+        let mut hdr = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(
+            fold(sum(&hdr)),
+            0xffff,
+            "verifies with its checksum in place"
+        );
+        hdr[10] = 0;
+        hdr[11] = 0;
+        assert_eq!(checksum(&hdr), 0xb861);
+    }
+
+    #[test]
+    fn odd_length_pads_right() {
+        assert_eq!(sum(&[0xab]), 0xab00);
+        assert_eq!(sum(&[0x12, 0x34, 0xab]), 0x1234 + 0xab00);
+    }
+
+    #[test]
+    fn empty_and_all_ones() {
+        assert_eq!(sum(&[]), 0);
+        assert_eq!(checksum(&[]), 0xffff);
+        assert_eq!(fold(sum(&[0xff; 64])), 0xffff);
+    }
+
+    #[test]
+    fn pseudo_header_known_value() {
+        // 192.168.0.1 -> 192.168.0.199, UDP, length 0x5f.
+        let p = pseudo_header_v4([192, 168, 0, 1], [192, 168, 0, 199], 17, 0x5f);
+        assert_eq!(p, 0xc0a8 + 0x0001 + 0xc0a8 + 0x00c7 + 17 + 0x5f);
+    }
+
+    #[test]
+    fn update_rfc1624_example() {
+        // RFC 1624 section 4: HC = 0xdd2f, m = 0x5555 -> m' = 0x3285, HC' = 0x0000.
+        assert_eq!(update(0xdd2f, 0x5555, 0x3285), 0x0000);
+    }
+
+    proptest! {
+        #[test]
+        fn sum_matches_reference(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            prop_assert_eq!(fold(sum(&data)), sum_ref(&data));
+            prop_assert!(sum(&data) <= 0xffff);
+        }
+
+        #[test]
+        fn sum_is_additive_over_even_splits(
+            data in proptest::collection::vec(any::<u8>(), 0..200),
+            split in 0usize..100,
+        ) {
+            let split = (split * 2).min(data.len() & !1);
+            let (a, b) = data.split_at(split);
+            prop_assert_eq!(fold(sum(a) + sum(b)), fold(sum(&data)));
+        }
+
+        #[test]
+        fn incremental_update_equals_full_recompute(
+            words in proptest::collection::vec(any::<u16>(), 1..30),
+            index in any::<prop::sample::Index>(),
+            new_word in any::<u16>(),
+        ) {
+            // Word 0 is a fixed non-zero word (like an IPv4 version/IHL byte), word 1 the
+            // checksum field, the rest arbitrary.
+            let mut data: Vec<u8> = [0x4500u16, 0].iter().chain(&words)
+                .flat_map(|w| w.to_be_bytes()).collect();
+            let ck = checksum(&data);
+            data[2..4].copy_from_slice(&ck.to_be_bytes());
+
+            let i = 2 + index.index(words.len());
+            let old_word = u16::from_be_bytes([data[2 * i], data[2 * i + 1]]);
+            data[2 * i..2 * i + 2].copy_from_slice(&new_word.to_be_bytes());
+            let incremental = update(ck, old_word, new_word);
+
+            data[2..4].copy_from_slice(&[0, 0]);
+            let full = checksum(&data);
+            prop_assert_eq!(incremental, full);
+            data[2..4].copy_from_slice(&incremental.to_be_bytes());
+            prop_assert_eq!(fold(sum(&data)), 0xffff);
+        }
+    }
+}
