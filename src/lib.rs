@@ -13,13 +13,15 @@
 #![deny(unsafe_code)]
 
 pub mod activity;
+pub mod client;
+pub mod control;
 pub mod counters;
 pub mod engine;
+pub mod frame;
+pub mod io;
 pub mod journal;
 pub mod mac;
+pub mod node;
 pub mod node_config;
 pub mod seed;
 pub mod wire;
-pub mod control;
-pub mod io;
-pub mod node;

@@ -57,8 +57,14 @@ impl Node {
         let activity = config.activity()?;
         let same_ids = |a: &Activity, b: &Activity| {
             a.header.id == b.header.id
-                && a.sponsors.iter().map(|s| s.id).eq(b.sponsors.iter().map(|s| s.id))
-                && a.rounds.iter().map(|r| r.id).eq(b.rounds.iter().map(|r| r.id))
+                && a.sponsors
+                    .iter()
+                    .map(|s| s.id)
+                    .eq(b.sponsors.iter().map(|s| s.id))
+                && a.rounds
+                    .iter()
+                    .map(|r| r.id)
+                    .eq(b.rounds.iter().map(|r| r.id))
         };
         if !same_ids(&activity, &self.activity) {
             return Err(ConfigError::At {

@@ -66,7 +66,9 @@ pub fn bind(addr: SocketAddr, n: usize) -> Result<Vec<UdpSocket>, SocketError> {
         s.bind(&at.into()).map_err(err)?;
         let sock: UdpSocket = s.into();
         if at.port() == 0 {
-            at = sock.local_addr().map_err(|source| SocketError::Bind { addr, source })?;
+            at = sock
+                .local_addr()
+                .map_err(|source| SocketError::Bind { addr, source })?;
         }
         out.push(sock);
     }
@@ -248,7 +250,14 @@ fn send_all(
 ) {
     let mut done = 0;
     while done < out.len() {
-        match sendmmsg(fd, headers, out[done..].iter(), &to[done..], [], MsgFlags::empty()) {
+        match sendmmsg(
+            fd,
+            headers,
+            out[done..].iter(),
+            &to[done..],
+            [],
+            MsgFlags::empty(),
+        ) {
             Ok(r) => {
                 let sent = r.count();
                 if sent == 0 {

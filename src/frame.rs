@@ -1,0 +1,889 @@
+//! The frame layer: a burst of Ethernet frames, each rewritten in place into its answer or
+//! dropped with a counted reason.
+//!
+//! Every I/O layer that sees whole frames (DPDK ports, pcap replays, tests) calls
+//! [`process_burst`]. A frame is parsed once, layer by layer, through the zero-copy views;
+//! answers reuse the request's buffer: MAC, IP and port swap, the IPv4 checksum updated
+//! incrementally (the address swap leaves it unchanged, only the TTL moves), and the UDP
+//! checksum set over the new payload (or left to the NIC). Nothing here allocates, locks,
+//! logs or makes a system call.
+//!
+//! Answers never grow: IPv4 options of a request are not echoed (they are source routes and
+//! timestamps meant for the forward path), so an answer with options stripped is shorter.
+
+use crate::counters::DropReason;
+use crate::engine::Worker;
+use crate::journal::ClaimSink;
+use crate::seed::SeedSource;
+use crate::wire::arp::{self, ArpPacket};
+use crate::wire::checksum;
+use crate::wire::ethernet::{self, EthernetFrame};
+use crate::wire::icmp::{self, IcmpPacket};
+use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::shake::PAYLOAD_LEN;
+use crate::wire::udp::{self, UdpPacket};
+
+/// TTL of every answer.
+pub const ANSWER_TTL: u8 = 64;
+
+/// What the frame layer answers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameConfig {
+    pub ipv4: [u8; 4],
+    /// Our MAC, for ARP replies (the port's MAC under DPDK).
+    pub mac: [u8; 6],
+    pub udp_port: u16,
+    /// Leave the UDP checksum to the NIC: the field gets the pseudo-header sum, as DPDK's
+    /// `RTE_MBUF_F_TX_UDP_CKSUM` expects.
+    pub tx_udp_offload: bool,
+}
+
+/// What became of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit the first `len` bytes of the buffer.
+    Answer { len: usize },
+    /// Transmit `len` bytes with the UDP checksum offloaded to the NIC.
+    AnswerUdpOffload {
+        len: usize,
+        l2_len: u16,
+        l3_len: u16,
+    },
+    /// Dropped and counted.
+    Drop(DropReason),
+}
+
+impl Verdict {
+    /// Bytes to transmit, if any.
+    pub fn len(&self) -> Option<usize> {
+        match *self {
+            Verdict::Answer { len } | Verdict::AnswerUdpOffload { len, .. } => Some(len),
+            Verdict::Drop(_) => None,
+        }
+    }
+}
+
+/// Decides a burst. Call [`Worker::begin_burst`] first. `verdicts` must be at least as long
+/// as `frames`.
+pub fn process_burst<S: SeedSource, J: ClaimSink>(
+    worker: &mut Worker<S, J>,
+    cfg: &FrameConfig,
+    frames: &mut [&mut [u8]],
+    verdicts: &mut [Verdict],
+) {
+    // First pass: touch every user's table bucket so the cache misses overlap.
+    for f in frames.iter() {
+        if let Some(off) = shake_payload(f) {
+            worker.prefetch(&f[off..off + PAYLOAD_LEN]);
+        }
+    }
+    crate::counters::bump(&worker.counters().rx, frames.len() as u64);
+    for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
+        *v = process_frame(worker, cfg, f);
+    }
+}
+
+/// Where a frame's SHAKE/1 payload starts, if it looks like one (no checksum checks): for
+/// prefetching and for steering a frame to the worker that owns its user.
+#[inline]
+pub fn shake_payload(frame: &[u8]) -> Option<usize> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != ethernet::ETHERTYPE_IPV4 {
+        return None;
+    }
+    let l3 = eth.header_len();
+    let ip = Ipv4Packet::new_checked(&frame[l3..]).ok()?;
+    if ip.protocol() != ipv4::PROTOCOL_UDP {
+        return None;
+    }
+    let l4 = l3 + ip.header_len();
+    let u = UdpPacket::new_checked(&frame[l4..l3 + ip.total_len() as usize]).ok()?;
+    (u.len() as usize == udp::HEADER_LEN + PAYLOAD_LEN).then_some(l4 + udp::HEADER_LEN)
+}
+
+/// The user id of a SHAKE/1 frame, for steering.
+#[inline]
+pub fn peek_user(frame: &[u8]) -> Option<u64> {
+    let off = shake_payload(frame)?;
+    Some(u64::from_be_bytes(
+        frame[off + 8..off + 16].try_into().ok()?,
+    ))
+}
+
+/// Decides one frame.
+pub fn process_frame<S: SeedSource, J: ClaimSink>(
+    worker: &mut Worker<S, J>,
+    cfg: &FrameConfig,
+    frame: &mut [u8],
+) -> Verdict {
+    match answer(worker, cfg, frame) {
+        Ok(v) => v,
+        Err(d) => {
+            if d.counted_here() {
+                worker.counters().dropped(d);
+            }
+            Verdict::Drop(d)
+        }
+    }
+}
+
+impl DropReason {
+    /// Reasons the worker counts itself (payload checks) versus the frame layer.
+    fn counted_here(self) -> bool {
+        !matches!(
+            self,
+            DropReason::PayloadLength
+                | DropReason::Magic
+                | DropReason::Version
+                | DropReason::Kind
+                | DropReason::ZeroShakes
+        )
+    }
+}
+
+fn answer<S: SeedSource, J: ClaimSink>(
+    worker: &mut Worker<S, J>,
+    cfg: &FrameConfig,
+    frame: &mut [u8],
+) -> Result<Verdict, DropReason> {
+    let eth = EthernetFrame::new_checked(&*frame).map_err(|_| DropReason::Truncated)?;
+    let l3 = eth.header_len();
+    match eth.ethertype() {
+        ethernet::ETHERTYPE_IPV4 => {}
+        ethernet::ETHERTYPE_ARP => {
+            let v = arp_reply(cfg, frame, l3)?;
+            worker.counters().event(crate::counters::Event::ArpReply);
+            return Ok(v);
+        }
+        _ => return Err(DropReason::Ethertype),
+    }
+    let ip = Ipv4Packet::new_checked(&frame[l3..]).map_err(|_| DropReason::Ipv4Malformed)?;
+    if !ip.verify_checksum() {
+        return Err(DropReason::Ipv4Checksum);
+    }
+    if ip.dst_addr() != cfg.ipv4 {
+        return Err(DropReason::NotForUs);
+    }
+    if ip.is_fragment() {
+        return Err(DropReason::Fragment);
+    }
+    let ihl = ip.header_len();
+    let l4 = l3 + ihl;
+    let end = l3 + ip.total_len() as usize;
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    match ip.protocol() {
+        ipv4::PROTOCOL_UDP => {
+            let u =
+                UdpPacket::new_checked(&frame[l4..end]).map_err(|_| DropReason::UdpMalformed)?;
+            if u.dst_port() != cfg.udp_port {
+                return Err(DropReason::Port);
+            }
+            if u.checksum() != 0 && !u.verify_checksum(src, dst) {
+                return Err(DropReason::UdpChecksum);
+            }
+            let udp_len = u.len() as usize;
+            if udp_len != udp::HEADER_LEN + PAYLOAD_LEN {
+                worker.counters().dropped(DropReason::PayloadLength);
+                return Err(DropReason::PayloadLength);
+            }
+            let p = l4 + udp::HEADER_LEN;
+            worker.shake(&mut frame[p..p + PAYLOAD_LEN])?;
+            let l4 = finish_ip(frame, l3, ihl, udp_len);
+            let mut u = UdpPacket::new_unchecked(&mut frame[l4..l4 + udp_len]);
+            u.swap_ports();
+            // src/dst are the request's; the answer goes the other way.
+            if cfg.tx_udp_offload {
+                let ph = checksum::fold(checksum::pseudo_header_v4(
+                    dst,
+                    src,
+                    ipv4::PROTOCOL_UDP,
+                    udp_len as u16,
+                ));
+                u.set_checksum(ph);
+                Ok(Verdict::AnswerUdpOffload {
+                    len: l4 + udp_len,
+                    l2_len: l3 as u16,
+                    l3_len: ipv4::HEADER_LEN as u16,
+                })
+            } else {
+                u.fill_checksum(dst, src);
+                Ok(Verdict::Answer { len: l4 + udp_len })
+            }
+        }
+        ipv4::PROTOCOL_ICMP => {
+            let mut m =
+                IcmpPacket::new_checked(&mut frame[l4..end]).map_err(|_| DropReason::Icmp)?;
+            if m.msg_type() != icmp::ECHO_REQUEST || m.code() != 0 || !m.verify_checksum() {
+                return Err(DropReason::Icmp);
+            }
+            m.make_echo_reply();
+            let icmp_len = end - l4;
+            let l4 = finish_ip(frame, l3, ihl, icmp_len);
+            worker
+                .counters()
+                .event(crate::counters::Event::IcmpEchoReply);
+            Ok(Verdict::Answer { len: l4 + icmp_len })
+        }
+        _ => Err(DropReason::Protocol),
+    }
+}
+
+/// Turns the IPv4 and Ethernet headers around for an answer carrying `l4_len` bytes after
+/// the IP header; strips options if there were any. Returns where the L4 header now starts.
+fn finish_ip(frame: &mut [u8], l3: usize, ihl: usize, l4_len: usize) -> usize {
+    EthernetFrame::new_unchecked(&mut frame[..l3]).swap_addrs();
+    if ihl > ipv4::HEADER_LEN {
+        let from = l3 + ihl;
+        frame.copy_within(from..from + l4_len, l3 + ipv4::HEADER_LEN);
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[l3..l3 + ipv4::HEADER_LEN + l4_len]);
+        ip.set_header_len(ipv4::HEADER_LEN);
+        ip.set_total_len((ipv4::HEADER_LEN + l4_len) as u16);
+        ip.swap_addrs();
+        ip.set_ttl(ANSWER_TTL);
+        ip.fill_checksum();
+    } else {
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[l3..l3 + ihl + l4_len]);
+        ip.swap_addrs();
+        // The swap leaves the checksum as it was; only the TTL word changes.
+        let old = u16::from_be_bytes([ip.ttl(), ip.protocol()]);
+        ip.set_ttl(ANSWER_TTL);
+        let new = u16::from_be_bytes([ANSWER_TTL, ip.protocol()]);
+        let ck = checksum::update(ip.checksum(), old, new);
+        ip.set_checksum(ck);
+    }
+    l3 + ipv4::HEADER_LEN
+}
+
+/// Answers an ARP request for our address in place.
+fn arp_reply(cfg: &FrameConfig, frame: &mut [u8], l3: usize) -> Result<Verdict, DropReason> {
+    let len = frame.len();
+    let mut a = ArpPacket::new_checked(&mut frame[l3..]).map_err(|_| DropReason::ArpNotForUs)?;
+    if a.operation() != arp::ARP_REQUEST || a.target_ip() != cfg.ipv4 {
+        return Err(DropReason::ArpNotForUs);
+    }
+    let (sha, spa) = (a.sender_hw(), a.sender_ip());
+    a.set_operation(arp::ARP_REPLY);
+    a.set_target_hw(sha);
+    a.set_target_ip(spa);
+    a.set_sender_hw(cfg.mac);
+    a.set_sender_ip(cfg.ipv4);
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.set_dst_addr(sha);
+    eth.set_src_addr(cfg.mac);
+    Ok(Verdict::Answer { len })
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::activity::Activity;
+    use crate::client::{self, Flow};
+    use crate::counters::Event;
+    use crate::engine::users::UserTable;
+    use crate::engine::winners::WinnerTable;
+    use crate::engine::{Identity, Live, Throttle};
+    use crate::journal::MemoryJournal;
+    use crate::mac::MacKey;
+    use crate::seed::{plan, MemorySource};
+    use crate::wire::shake::{Outcome, ShakeAnswer, ShakeAnswerRepr, ShakeRequest};
+    use hashbrown::HashSet;
+    use std::path::Path;
+
+    const TOKEN: MacKey = MacKey::from_bytes([7; 16]);
+    const CLAIM: MacKey = MacKey::from_bytes([9; 16]);
+    const OUR_IP: [u8; 4] = [10, 0, 0, 2];
+    const OUR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+    /// Round 1 runs from 1_100_000 to 1_200_000 ms; MID is halfway.
+    const MID: u64 = 1_150_000;
+
+    fn cfg() -> FrameConfig {
+        FrameConfig {
+            ipv4: OUR_IP,
+            mac: OUR_MAC,
+            udp_port: 7000,
+            tx_udp_offload: false,
+        }
+    }
+
+    fn flow() -> Flow {
+        Flow {
+            src_mac: [2, 0, 0, 0, 0, 9],
+            dst_mac: OUR_MAC,
+            vlan: None,
+            src_ip: [10, 0, 0, 9],
+            dst_ip: OUR_IP,
+            src_port: 40000,
+            dst_port: 7000,
+        }
+    }
+
+    fn activity(win: f64, greet: f64, per_user: u8) -> Activity {
+        Activity::parse(
+            Path::new("t.toml"),
+            &format!(
+                r#"
+[activity]
+id = 5
+name = "t"
+epoch = 1000
+[limits]
+per_user = {per_user}
+per_sponsor = 1
+[[sponsor]]
+id = 11
+budget_cents = 100000
+packets = 1000
+resource = 3
+greeting_resources = [21, 22]
+[[sponsor]]
+id = 12
+budget_cents = 100000
+packets = 1000
+[[round]]
+id = 1
+start_s = 100
+duration_s = 100
+win_probability = {win}
+greeting_probability = {greet}
+"#
+            ),
+        )
+        .unwrap()
+    }
+
+    struct Setup {
+        win: f64,
+        greet: f64,
+        per_user: u8,
+        node_count: u32,
+        blacklist: Vec<u64>,
+        capacity: u32,
+    }
+
+    impl Default for Setup {
+        fn default() -> Self {
+            Setup {
+                win: 0.0,
+                greet: 0.0,
+                per_user: 3,
+                node_count: 1,
+                blacklist: vec![],
+                capacity: 0,
+            }
+        }
+    }
+
+    type W = Worker<MemorySource, MemoryJournal>;
+
+    fn worker(s: Setup) -> W {
+        let a = activity(s.win, s.greet, s.per_user);
+        let live = Live::new(
+            &a,
+            Identity {
+                node_index: 0,
+                node_count: s.node_count,
+                token_key: TOKEN,
+                claim_key: CLAIM,
+            },
+            Throttle {
+                worker_capacity_rps: s.capacity,
+                ..Throttle::default()
+            },
+            None,
+            0,
+            s.blacklist.into_iter().collect::<HashSet<u64>>(),
+            100,
+        );
+        let planned = plan::plan(&a, 1, 1, 3);
+        let records = plan::shard_records(&planned, 0);
+        let n = records.len();
+        Worker::new(
+            live,
+            UserTable::new(10_000, 0),
+            WinnerTable::with_capacity(n),
+            MemorySource::new(records, 1),
+            MemoryJournal::with_capacity(n),
+            42,
+        )
+    }
+
+    fn frame_for(user: u64, expiry_s: u32) -> Vec<u8> {
+        let r = client::request(&TOKEN, user, 77, expiry_s, 0xfeed);
+        let mut buf = vec![0u8; 256];
+        let len = flow().emit(&mut buf, &client::payload(&r), 1);
+        buf.truncate(len);
+        buf
+    }
+
+    fn run(w: &mut W, now: u64, frame: &mut [u8]) -> Verdict {
+        w.begin_burst(now);
+        let mut frames = [frame];
+        let mut v = [Verdict::Drop(DropReason::Truncated)];
+        process_burst(w, &cfg(), &mut frames, &mut v);
+        v[0]
+    }
+
+    /// Sends a valid shake and returns the decoded answer.
+    fn shake(w: &mut W, now: u64, user: u64) -> ShakeAnswerRepr {
+        let mut f = frame_for(user, 2_000_000_000);
+        let v = run(w, now, &mut f);
+        let len = v.len().expect("answered");
+        let r = client::request(&TOKEN, user, 77, 2_000_000_000, 0xfeed);
+        let p = &f[len - PAYLOAD_LEN..len];
+        client::check_answer(&r, p, &CLAIM).unwrap()
+    }
+
+    #[test]
+    fn red_packet_is_paid_journaled_and_verifiable() {
+        let mut w = worker(Setup {
+            win: 1.0,
+            ..Setup::default()
+        });
+        // The worker enters the round at its start; by MID half its packets are due.
+        w.begin_burst(1_100_000);
+        let a = shake(&mut w, MID, 1);
+        assert_eq!(a.outcome, Outcome::RedPacket);
+        assert_eq!(a.round_id, 1);
+        assert_eq!(a.config_version, 100);
+        assert_eq!(a.retry_after_ms, 5_000);
+        let j = &w.journal().claims;
+        assert_eq!(j.len(), 1);
+        assert_eq!(
+            (j[0].packet_id, j[0].user_id, j[0].amount_cents),
+            (a.packet_id, 1, a.amount_cents)
+        );
+        assert_eq!(j[0].sponsor_id, a.sponsor_id);
+        let sponsor_resource = if a.sponsor_id == 11 { 3 } else { 0 };
+        assert_eq!(a.resource_id, sponsor_resource);
+    }
+
+    #[test]
+    fn greeting_and_nothing() {
+        let mut w = worker(Setup {
+            greet: 1.0,
+            ..Setup::default()
+        });
+        let a = shake(&mut w, MID, 1);
+        assert_eq!(a.outcome, Outcome::Greeting);
+        assert_eq!(a.sponsor_id, 11);
+        assert!([21, 22].contains(&a.resource_id));
+        let mut w = worker(Setup::default());
+        assert_eq!(shake(&mut w, MID, 1).outcome, Outcome::Nothing);
+    }
+
+    #[test]
+    fn throttled_until_retry_after() {
+        let mut w = worker(Setup::default());
+        assert_eq!(shake(&mut w, MID, 1).outcome, Outcome::Nothing);
+        let a = shake(&mut w, MID + 1_000, 1);
+        assert_eq!(a.outcome, Outcome::Throttled);
+        assert_eq!(a.retry_after_ms, 4_000);
+        assert_eq!(shake(&mut w, MID + 5_000, 1).outcome, Outcome::Nothing);
+    }
+
+    #[test]
+    fn closed_before_and_after_rounds() {
+        let mut w = worker(Setup::default());
+        let a = shake(&mut w, 1_090_000, 1);
+        assert_eq!(a.outcome, Outcome::Closed);
+        assert_eq!(a.round_id, 1);
+        assert_eq!(a.retry_after_ms, 10_000);
+        let a = shake(&mut w, 1_300_000, 2);
+        assert_eq!(a.outcome, Outcome::Closed);
+        assert_eq!(a.round_id, 0);
+        assert_eq!(a.retry_after_ms, 60_000);
+    }
+
+    #[test]
+    fn denied_for_bad_or_expired_token() {
+        let mut w = worker(Setup::default());
+        let mut f = frame_for(1, 1_000);
+        let v = run(&mut w, MID, &mut f);
+        let len = v.len().unwrap();
+        assert_eq!(f[len - PAYLOAD_LEN + 4], Outcome::Denied as u8);
+        // A token for another user.
+        let mut r = client::request(&TOKEN, 1, 1, 2_000_000_000, 0);
+        r.token ^= 1;
+        let mut buf = vec![0u8; 256];
+        let len = flow().emit(&mut buf, &client::payload(&r), 1);
+        let v = run(&mut w, MID, &mut buf[..len]);
+        let a =
+            client::check_answer(&r, &buf[v.len().unwrap() - PAYLOAD_LEN..len], &CLAIM).unwrap();
+        assert_eq!(a.outcome, Outcome::Denied);
+    }
+
+    #[test]
+    fn redirect_names_the_owner() {
+        let mut w = worker(Setup {
+            node_count: 4,
+            ..Setup::default()
+        });
+        let a = shake(&mut w, MID, 4 * 1000 + 3);
+        assert_eq!(a.outcome, Outcome::Redirect);
+        assert_eq!(a.resource_id, 3);
+        assert_eq!(shake(&mut w, MID, 4 * 1000).outcome, Outcome::Nothing);
+    }
+
+    #[test]
+    fn blacklisted_get_nothing_and_are_counted() {
+        let mut w = worker(Setup {
+            win: 1.0,
+            blacklist: vec![9],
+            ..Setup::default()
+        });
+        assert_eq!(shake(&mut w, MID, 9).outcome, Outcome::Nothing);
+        assert_eq!(w.counters().snapshot().event(Event::Blacklisted), 1);
+        assert!(w.journal().claims.is_empty());
+    }
+
+    #[test]
+    fn config_stale_flag() {
+        let mut w = worker(Setup::default());
+        let a = shake(&mut w, MID, 1);
+        assert_ne!(a.flags & crate::wire::shake::FLAG_CONFIG_STALE, 0);
+        let mut r = client::request(&TOKEN, 2, 1, 2_000_000_000, 0);
+        r.config_version = 100;
+        let mut buf = vec![0u8; 256];
+        let len = flow().emit(&mut buf, &client::payload(&r), 1);
+        run(&mut w, MID, &mut buf[..len]);
+        let a = client::check_answer(&r, &buf[len - PAYLOAD_LEN..len], &CLAIM).unwrap();
+        assert_eq!(a.flags, 0);
+    }
+
+    #[test]
+    fn limits_per_user_and_sponsor_hold() {
+        let mut w = worker(Setup {
+            win: 1.0,
+            per_user: 2,
+            ..Setup::default()
+        });
+        let mut t = MID;
+        let mut won = vec![];
+        for _ in 0..20 {
+            let a = shake(&mut w, t, 1);
+            if a.outcome == Outcome::RedPacket {
+                won.push(a.sponsor_id);
+            }
+            t += 5_000;
+        }
+        won.sort();
+        // Two sponsors, one packet each at most, two in all.
+        assert_eq!(won, vec![11, 12]);
+        let s = w.counters().snapshot();
+        assert!(s.event(Event::UserLimit) > 0);
+    }
+
+    #[test]
+    fn pacing_releases_packets_over_the_round() {
+        let mut w = worker(Setup {
+            win: 1.0,
+            per_user: 8,
+            ..Setup::default()
+        });
+        // At the very start nothing is due yet.
+        assert_ne!(shake(&mut w, 1_100_000, 1).outcome, Outcome::RedPacket);
+        assert!(w.counters().snapshot().event(Event::PacingWait) > 0);
+        // At 1% of the round, 1% of the 2000 packets (20) is due: the 21st waiting user gets
+        // a greeting or nothing.
+        let mut paid = 0;
+        for u in 0..100 {
+            if shake(&mut w, 1_101_000, 1000 + u).outcome == Outcome::RedPacket {
+                paid += 1;
+            }
+        }
+        assert_eq!(paid, 20);
+    }
+
+    #[test]
+    fn sheds_beyond_capacity_with_cheap_throttles() {
+        // 10 decisions per second: 1 per 100 ms tick.
+        let mut w = worker(Setup {
+            capacity: 10,
+            ..Setup::default()
+        });
+        assert_eq!(shake(&mut w, MID, 1).outcome, Outcome::Nothing);
+        let a = shake(&mut w, MID, 2);
+        assert_eq!(a.outcome, Outcome::Throttled);
+        assert_eq!(a.retry_after_ms, 10_000);
+        assert_eq!(w.counters().snapshot().event(Event::Shed), 1);
+        // Next tick: budget again, and retry_after has risen to the ceiling (full tick).
+        let a = shake(&mut w, MID + 100, 3);
+        assert_eq!(a.outcome, Outcome::Nothing);
+        assert_eq!(a.retry_after_ms, 10_000);
+    }
+
+    fn drop_of(w: &mut W, f: &mut [u8]) -> DropReason {
+        match run(w, MID, f) {
+            Verdict::Drop(d) => d,
+            v => panic!("expected a drop, got {v:?}"),
+        }
+    }
+
+    /// Recomputes IPv4 and UDP checksums after a test edits a frame.
+    fn fix(f: &mut [u8]) {
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+        ip.fill_checksum();
+        let (s, d) = (ip.src_addr(), ip.dst_addr());
+        let hl = ip.header_len();
+        let tl = ip.total_len() as usize;
+        UdpPacket::new_unchecked(&mut f[14 + hl..14 + tl]).fill_checksum(s, d);
+    }
+
+    #[test]
+    fn every_drop_reason_is_counted() {
+        let mut w = worker(Setup::default());
+        let base = frame_for(1, 2_000_000_000);
+        let mut cases: Vec<(DropReason, Vec<u8>)> = vec![];
+        cases.push((DropReason::Truncated, base[..10].to_vec()));
+        let mut f = base.clone();
+        f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        cases.push((DropReason::Ethertype, f));
+        let mut f = base.clone();
+        f[14] = 0x46; // IHL 6 but no option bytes reserved in total length: header > total
+        f[16..18].copy_from_slice(&22u16.to_be_bytes());
+        cases.push((DropReason::Ipv4Malformed, f));
+        let mut f = base.clone();
+        f[24] ^= 0xff;
+        cases.push((DropReason::Ipv4Checksum, f));
+        let mut f = base.clone();
+        f[33] = 3;
+        fix(&mut f);
+        cases.push((DropReason::NotForUs, f));
+        let mut f = base.clone();
+        f[20] = 0x20; // MF
+        fix(&mut f);
+        cases.push((DropReason::Fragment, f));
+        let mut f = base.clone();
+        f[23] = 6; // TCP
+        Ipv4Packet::new_unchecked(&mut f[14..]).fill_checksum();
+        cases.push((DropReason::Protocol, f));
+        let mut f = base.clone();
+        f[36..38].copy_from_slice(&7001u16.to_be_bytes());
+        fix(&mut f);
+        cases.push((DropReason::Port, f));
+        let mut f = base.clone();
+        f[38..40].copy_from_slice(&4u16.to_be_bytes());
+        cases.push((DropReason::UdpMalformed, f));
+        let mut f = base.clone();
+        f[50] ^= 1;
+        cases.push((DropReason::UdpChecksum, f));
+        let mut f = base.clone();
+        f.truncate(f.len() - 1);
+        f[16..18].copy_from_slice(&(20 + 8 + 63u16).to_be_bytes());
+        f[38..40].copy_from_slice(&(8 + 63u16).to_be_bytes());
+        fix(&mut f);
+        cases.push((DropReason::PayloadLength, f));
+        for (reason, at, value) in [
+            (DropReason::Magic, 0, b'X'),
+            (DropReason::Version, 2, 2),
+            (DropReason::Kind, 3, 0x81),
+            (DropReason::ZeroShakes, 5, 0),
+        ] {
+            let mut f = base.clone();
+            f[42 + at] = value;
+            if reason == DropReason::ZeroShakes {
+                f[42 + 4] = 0;
+            }
+            fix(&mut f);
+            cases.push((reason, f));
+        }
+        let mut f = base.clone();
+        f[40..42].copy_from_slice(&[0, 0]); // no UDP checksum: accepted
+        f[42] = b'X';
+        cases.push((DropReason::Magic, f));
+        for (want, mut f) in cases {
+            let before = w.counters().snapshot().dropped(want);
+            assert_eq!(drop_of(&mut w, &mut f), want);
+            assert_eq!(
+                w.counters().snapshot().dropped(want),
+                before + 1,
+                "{want:?} counted once"
+            );
+        }
+        assert_eq!(w.counters().snapshot().answered(), 0);
+    }
+
+    #[test]
+    fn answers_vlan_tagged_requests_with_options_stripped() {
+        use crate::wire::ipv4::Ipv4Repr;
+        let mut w = worker(Setup::default());
+        let r = client::request(&TOKEN, 1, 5, 2_000_000_000, 9);
+        let p = client::payload(&r);
+        // VLAN 42, IPv4 with 4 bytes of options (Router Alert).
+        let mut f = vec![0u8; 18 + 24 + 8 + 64];
+        let eth = ethernet::EthernetRepr {
+            dst: OUR_MAC,
+            src: [2, 0, 0, 0, 0, 9],
+            vlan: Some(42),
+            ethertype: ethernet::ETHERTYPE_IPV4,
+        };
+        eth.emit(&mut EthernetFrame::new_unchecked(&mut f[..]));
+        Ipv4Repr {
+            src: [10, 0, 0, 9],
+            dst: OUR_IP,
+            protocol: ipv4::PROTOCOL_UDP,
+            ttl: 3,
+            payload_len: 72,
+            ident: 1,
+            dont_frag: false,
+        }
+        .emit(&mut Ipv4Packet::new_unchecked(&mut f[18..38]));
+        // Re-lay the header with options: shift nothing (payload is written after).
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[18..]);
+        ip.set_header_len(24);
+        ip.set_total_len(24 + 72);
+        f[38..42].copy_from_slice(&[0x94, 0x04, 0, 0]);
+        Ipv4Packet::new_unchecked(&mut f[18..]).fill_checksum();
+        udp::UdpRepr {
+            src_port: 40000,
+            dst_port: 7000,
+            payload_len: 64,
+        }
+        .emit(
+            &mut UdpPacket::new_unchecked(&mut f[42..]),
+            [10, 0, 0, 9],
+            OUR_IP,
+            |b| b.copy_from_slice(&p),
+        );
+        let len = run(&mut w, MID, &mut f).len().unwrap();
+        assert_eq!(len, 18 + 20 + 8 + 64);
+        let out = etherparse::SlicedPacket::from_ethernet(&f[..len]).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &out.net else {
+            panic!("not ipv4")
+        };
+        assert_eq!(ip.header().destination(), [10, 0, 0, 9]);
+        assert_eq!(ip.header().ttl(), ANSWER_TTL);
+        assert_eq!(ip.header().options().len(), 0);
+        assert!(
+            matches!(&out.vlan, Some(etherparse::VlanSlice::SingleVlan(v)) if v.vlan_identifier().value() == 42)
+        );
+        let a = client::check_answer(&r, &f[len - 64..len], &CLAIM).unwrap();
+        assert_eq!(a.outcome, Outcome::Nothing);
+        let v = Ipv4Packet::new_checked(&f[18..len]).unwrap();
+        assert!(v.verify_checksum());
+        assert!(UdpPacket::new_checked(&f[38..len])
+            .unwrap()
+            .verify_checksum(OUR_IP, [10, 0, 0, 9]));
+    }
+
+    #[test]
+    fn arp_for_us_is_answered_and_others_dropped() {
+        use crate::wire::arp::ArpRepr;
+        let mut w = worker(Setup::default());
+        let mk = |target: [u8; 4]| {
+            let mut f = vec![0u8; 60];
+            ethernet::EthernetRepr {
+                dst: [0xff; 6],
+                src: [2, 0, 0, 0, 0, 9],
+                vlan: None,
+                ethertype: ethernet::ETHERTYPE_ARP,
+            }
+            .emit(&mut EthernetFrame::new_unchecked(&mut f[..]));
+            ArpRepr {
+                operation: arp::ARP_REQUEST,
+                sender_hw: [2, 0, 0, 0, 0, 9],
+                sender_ip: [10, 0, 0, 9],
+                target_hw: [0; 6],
+                target_ip: target,
+            }
+            .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
+            f
+        };
+        let mut f = mk(OUR_IP);
+        assert_eq!(run(&mut w, MID, &mut f), Verdict::Answer { len: 60 });
+        let a = ArpPacket::new_checked(&f[14..]).unwrap();
+        assert_eq!(a.operation(), arp::ARP_REPLY);
+        assert_eq!((a.sender_hw(), a.sender_ip()), (OUR_MAC, OUR_IP));
+        assert_eq!(
+            (a.target_hw(), a.target_ip()),
+            ([2, 0, 0, 0, 0, 9], [10, 0, 0, 9])
+        );
+        assert_eq!(&f[0..6], &[2, 0, 0, 0, 0, 9]);
+        assert_eq!(&f[6..12], &OUR_MAC);
+        let mut f = mk([10, 0, 0, 3]);
+        assert_eq!(drop_of(&mut w, &mut f), DropReason::ArpNotForUs);
+    }
+
+    #[test]
+    fn icmp_echo_is_answered_other_icmp_dropped() {
+        use crate::wire::icmp::IcmpEchoRepr;
+        use crate::wire::ipv4::Ipv4Repr;
+        let mut w = worker(Setup::default());
+        let mk = |t: u8| {
+            let data = [0xabu8; 32];
+            let mut f = vec![0u8; 14 + 20 + 8 + 32];
+            ethernet::EthernetRepr {
+                dst: OUR_MAC,
+                src: [2, 0, 0, 0, 0, 9],
+                vlan: None,
+                ethertype: ethernet::ETHERTYPE_IPV4,
+            }
+            .emit(&mut EthernetFrame::new_unchecked(&mut f[..]));
+            Ipv4Repr {
+                src: [10, 0, 0, 9],
+                dst: OUR_IP,
+                protocol: ipv4::PROTOCOL_ICMP,
+                ttl: 64,
+                payload_len: 40,
+                ident: 1,
+                dont_frag: true,
+            }
+            .emit(&mut Ipv4Packet::new_unchecked(&mut f[14..]));
+            IcmpEchoRepr {
+                msg_type: t,
+                ident: 7,
+                seq_no: 1,
+                data: &data,
+            }
+            .emit(&mut IcmpPacket::new_unchecked(&mut f[34..]));
+            f
+        };
+        let mut f = mk(icmp::ECHO_REQUEST);
+        let len = run(&mut w, MID, &mut f).len().unwrap();
+        let out = etherparse::SlicedPacket::from_ethernet(&f[..len]).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &out.net else {
+            panic!()
+        };
+        assert_eq!(ip.header().destination(), [10, 0, 0, 9]);
+        let m = IcmpPacket::new_checked(&f[34..len]).unwrap();
+        assert_eq!(m.msg_type(), icmp::ECHO_REPLY);
+        assert!(m.verify_checksum());
+        assert!(Ipv4Packet::new_checked(&f[14..len])
+            .unwrap()
+            .verify_checksum());
+        let mut f = mk(icmp::ECHO_REPLY);
+        assert_eq!(drop_of(&mut w, &mut f), DropReason::Icmp);
+    }
+
+    #[test]
+    fn udp_offload_leaves_the_pseudo_header_sum() {
+        let mut w = worker(Setup::default());
+        let mut f = frame_for(1, 2_000_000_000);
+        w.begin_burst(MID);
+        let c = FrameConfig {
+            tx_udp_offload: true,
+            ..cfg()
+        };
+        let v = process_frame(&mut w, &c, &mut f);
+        assert_eq!(
+            v,
+            Verdict::AnswerUdpOffload {
+                len: f.len(),
+                l2_len: 14,
+                l3_len: 20
+            }
+        );
+        let u = UdpPacket::new_checked(&f[34..]).unwrap();
+        let ph = checksum::fold(checksum::pseudo_header_v4(OUR_IP, [10, 0, 0, 9], 17, 72));
+        assert_eq!(u.checksum(), ph);
+        let _ = ShakeAnswer::new_checked(&f[42..]).unwrap();
+        let _ = ShakeRequest::new_unchecked(&f[42..]);
+    }
+
+    #[test]
+    fn peek_user_finds_shakes_only() {
+        let f = frame_for(0x1234, 1);
+        assert_eq!(peek_user(&f), Some(0x1234));
+        assert_eq!(peek_user(&f[..40]), None);
+    }
+}
