@@ -14,12 +14,15 @@ struct Cli {
 enum Command {
     /// Print an activity's totals (a quick check of an activity file).
     Activity(cli::activity::Args),
+    /// Serve SHAKE/1: DPDK poll-mode workers, or kernel sockets with --io socket.
+    Serve(cli::serve::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Activity(a) => cli::activity::run(a),
+        Command::Serve(a) => cli::serve::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,111 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use shake::control::{serve_prometheus, Signals, Stats, Ticker};
+use shake::io::socket;
+use shake::node::{unix_ms, Node};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Io {
+    /// Kernel UDP sockets (recvmmsg/sendmmsg): where DPDK is absent, and the baseline.
+    Socket,
+    /// DPDK poll-mode workers on the ports of the config's [dpdk] section.
+    Dpdk,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Node config file (TOML).
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long, value_enum, default_value_t = Io::Dpdk)]
+    pub io: Io,
+    /// Socket backend: worker threads (overrides [socket] workers).
+    #[arg(long)]
+    pub workers: Option<u32>,
+    /// Socket backend: address to bind (overrides [socket] bind), e.g. 127.0.0.1:0.
+    #[arg(long)]
+    pub bind: Option<std::net::SocketAddr>,
+    /// Extra EAL arguments, after `--`.
+    #[arg(last = true)]
+    pub eal: Vec<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut node = Node::load(&args.config)?;
+    match args.io {
+        Io::Socket => serve_socket(&mut node, &args),
+        Io::Dpdk => anyhow::bail!(
+            "{}: this build has no DPDK backend yet; use --io socket",
+            args.config.display()
+        ),
+    }
+}
+
+fn serve_socket(node: &mut Node, args: &Args) -> anyhow::Result<ExitCode> {
+    let signals = Signals::register().context("installing signal handlers")?;
+    let n = args.workers.unwrap_or(node.config.socket.workers).max(1);
+    let addr = args.bind.unwrap_or_else(|| node.config.socket_bind());
+    let workers = node.memory_workers(n, unix_ms());
+    let stats = Stats {
+        workers: workers.iter().map(|w| w.counters().clone()).collect(),
+    };
+    let sockets = socket::bind(addr, n as usize)?;
+    let bound = sockets[0].local_addr()?;
+    let prometheus = match node.config.stats.prometheus {
+        Some(at) => Some(serve_prometheus(at, stats.clone(), signals.stop.clone())?),
+        None => None,
+    };
+    println!(
+        "shake: serving SHAKE/1 on udp {bound} with {n} socket worker(s), node {}/{}, config_version {}{}",
+        node.config.node.index,
+        node.config.node.count,
+        node.live.config_version,
+        prometheus
+            .as_ref()
+            .map(|(a, _)| format!(", metrics on http://{a}/metrics"))
+            .unwrap_or_default()
+    );
+    let (reload_tx, reload_rx) = socket::reload_channels(n as usize);
+    let stop = signals.stop.clone();
+    let batch = node.config.socket.batch as usize;
+    let node_count = node.config.node.count;
+    let server = std::thread::spawn(move || {
+        socket::serve(sockets, workers, node_count, batch, stop, reload_rx)
+    });
+
+    let mut ticker = Ticker::new(Duration::from_secs(node.config.stats.interval_s));
+    while !signals.stopping() && !server.is_finished() {
+        if signals.take_reload() {
+            match node.reload() {
+                Ok(live) => {
+                    for tx in &reload_tx {
+                        let _ = tx.try_send(live.clone());
+                    }
+                    println!("shake: reloaded, config_version {}", live.config_version);
+                }
+                Err(e) => {
+                    eprintln!("shake: reload refused, still serving the previous config: {e}")
+                }
+            }
+        }
+        if let Some(line) = ticker.poll(&stats) {
+            println!("{line}");
+        }
+        // The control loop's cadence; workers never wait on it.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signals
+        .stop
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let _workers = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("socket server thread panicked"))??;
+    if let Some((_, h)) = prometheus {
+        let _ = h.join();
+    }
+    println!("shake: stopped. totals {}", stats.total().line());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,191 @@
+//! Helpers for tests that run the `shake` binary: a node directory with an activity, keys and
+//! a config, and a server process that is stopped by its PID when the test ends.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+use shake::mac::MacKey;
+
+pub const TOKEN_KEY: MacKey = MacKey::from_bytes([0x11; 16]);
+pub const CLAIM_KEY: MacKey = MacKey::from_bytes([0x22; 16]);
+
+pub struct NodeDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl NodeDir {
+    /// `rounds` is TOML for the [[round]] tables; `extra` is appended to the node config.
+    pub fn new(epoch: u64, rounds: &str, node_count: u32, extra: &str) -> NodeDir {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("token.key"), TOKEN_KEY.to_hex()).unwrap();
+        std::fs::write(p.join("claim.key"), CLAIM_KEY.to_hex()).unwrap();
+        std::fs::write(
+            p.join("activity.toml"),
+            format!(
+                r#"
+[activity]
+id = 9
+name = "socket test"
+epoch = {epoch}
+
+[[sponsor]]
+id = 101
+budget_cents = 5000000
+packets = 10000
+greeting_resources = [1]
+
+[[sponsor]]
+id = 102
+budget_cents = 5000000
+packets = 10000
+greeting_resources = [2]
+
+{rounds}
+"#
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            p.join("node.toml"),
+            format!(
+                r#"
+[node]
+index = 0
+count = {node_count}
+ipv4 = "127.0.0.1"
+port = 0
+planned_users = 100000
+
+[activity]
+file = "activity.toml"
+
+[keys]
+token_key = "token.key"
+claim_key = "claim.key"
+
+[stats]
+interval_s = 0
+prometheus = "127.0.0.1:0"
+{extra}
+"#
+            ),
+        )
+        .unwrap();
+        NodeDir { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("node.toml")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A running `shake serve`, stopped with SIGTERM (then SIGKILL) by its PID on drop.
+pub struct Server {
+    pub child: Child,
+    pub udp: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub stdout: BufReader<ChildStdout>,
+}
+
+pub fn unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+impl Server {
+    pub fn start_socket(config: &Path, workers: u32) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shake"))
+            .args([
+                "serve",
+                "--io",
+                "socket",
+                "--bind",
+                "127.0.0.1:0",
+                "--workers",
+            ])
+            .arg(workers.to_string())
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start shake serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        // "shake: serving SHAKE/1 on udp 127.0.0.1:PORT with ..., metrics on http://ADDR/metrics"
+        let udp = line
+            .split("udp ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        let metrics = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .map(|s| s.parse().unwrap());
+        Server {
+            child,
+            udp,
+            metrics,
+            stdout,
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(self.metrics.expect("metrics endpoint")).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s
+    }
+
+    /// Sum of a metric over workers, e.g. `shake_drops_total` with `reason="magic"`.
+    pub fn metric(&self, name: &str, label: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // Tests stay free of unsafe: kill(1) with our own child's PID.
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// SIGTERM and wait; returns the exit status and the rest of stdout.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        self.signal(15);
+        let mut rest = String::new();
+        use std::io::Read;
+        let _ = self.stdout.read_to_string(&mut rest);
+        let status = self.child.wait().unwrap();
+        (status, rest)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
