@@ -1,0 +1,246 @@
+//! Properties of the datapath over random input: no panics, answers never grow, every answer
+//! decodes with an independent parser (etherparse), and across a million random shakes no
+//! packet is issued twice and no user passes a limit.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use proptest::prelude::*;
+use shake::activity::Activity;
+use shake::client::{self, Flow};
+use shake::engine::users::UserTable;
+use shake::engine::winners::WinnerTable;
+use shake::engine::{Identity, Live, Throttle, Worker};
+use shake::frame::{process_burst, FrameConfig, Verdict};
+use shake::journal::MemoryJournal;
+use shake::mac::MacKey;
+use shake::seed::{plan, MemorySource};
+use shake::wire::shake::Outcome;
+
+const TOKEN: MacKey = MacKey::from_bytes([3; 16]);
+const CLAIM: MacKey = MacKey::from_bytes([4; 16]);
+const IP: [u8; 4] = [192, 0, 2, 1];
+const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const START_MS: u64 = 1_000_000;
+
+fn activity(per_user: u8, per_sponsor: u8) -> Activity {
+    Activity::parse(
+        Path::new("props.toml"),
+        &format!(
+            r#"
+[activity]
+id = 77
+name = "props"
+epoch = 1000
+[limits]
+per_user = {per_user}
+per_sponsor = {per_sponsor}
+[[sponsor]]
+id = 1
+budget_cents = 2000000
+packets = 20000
+greeting_resources = [1]
+[[sponsor]]
+id = 2
+budget_cents = 2000000
+packets = 20000
+[[sponsor]]
+id = 3
+budget_cents = 2000000
+packets = 20000
+[[sponsor]]
+id = 4
+budget_cents = 2000000
+packets = 20000
+[[round]]
+id = 1
+start_s = 0
+duration_s = 100
+win_probability = 0.5
+greeting_probability = 0.2
+"#
+        ),
+    )
+    .unwrap()
+}
+
+fn worker(a: &Activity) -> Worker<MemorySource, MemoryJournal> {
+    let live = Live::new(
+        a,
+        Identity {
+            node_index: 0,
+            node_count: 1,
+            token_key: TOKEN,
+            claim_key: CLAIM,
+        },
+        Throttle {
+            floor_ms: 1,
+            ceiling_ms: 1,
+            ..Throttle::default()
+        },
+        None,
+        0,
+        Default::default(),
+        1,
+    );
+    let planned = plan::plan(a, 1, 1, 5);
+    let records = plan::shard_records(&planned, 0);
+    let n = records.len();
+    Worker::new(
+        live,
+        UserTable::new(1 << 20, 0),
+        WinnerTable::with_capacity(n),
+        MemorySource::new(records, a.rounds.len()),
+        MemoryJournal::with_capacity(n),
+        9,
+    )
+}
+
+fn cfg() -> FrameConfig {
+    FrameConfig {
+        ipv4: IP,
+        mac: MAC,
+        udp_port: 7000,
+        tx_udp_offload: false,
+    }
+}
+
+fn flow(src_ip: [u8; 4], src_port: u16, vlan: Option<u16>) -> Flow {
+    Flow {
+        src_mac: [2, 0, 0, 0, 0, 9],
+        dst_mac: MAC,
+        vlan,
+        src_ip,
+        dst_ip: IP,
+        src_port,
+        dst_port: 7000,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_never_grow(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let a = activity(3, 1);
+        let mut w = worker(&a);
+        w.begin_burst(START_MS + 50_000);
+        let mut f = bytes.clone();
+        let mut frames = [&mut f[..]];
+        let mut v = [Verdict::Drop(shake::counters::DropReason::Truncated)];
+        process_burst(&mut w, &cfg(), &mut frames, &mut v);
+        if let Some(len) = v[0].len() {
+            prop_assert!(len <= bytes.len());
+        }
+    }
+
+    #[test]
+    fn mutated_valid_frames_never_panic(user: u64, flips in proptest::collection::vec((0usize..106, any::<u8>()), 1..4)) {
+        let a = activity(3, 1);
+        let mut w = worker(&a);
+        w.begin_burst(START_MS + 50_000);
+        let r = client::request(&TOKEN, user, 1, u32::MAX, 0);
+        let mut f = vec![0u8; 106];
+        flow([10, 1, 1, 1], 5555, None).emit(&mut f, &client::payload(&r), 0);
+        for (at, x) in flips { f[at] ^= x; }
+        let mut frames = [&mut f[..]];
+        let mut v = [Verdict::Drop(shake::counters::DropReason::Truncated)];
+        process_burst(&mut w, &cfg(), &mut frames, &mut v);
+        if let Some(len) = v[0].len() { prop_assert!(len <= 106); }
+    }
+
+    #[test]
+    fn answers_decode_with_etherparse(
+        user: u64, seq: u32, ts: u64,
+        src_ip in any::<[u8; 4]>(), src_port in 1u16.., vlan in proptest::option::of(0u16..4095),
+    ) {
+        let a = activity(3, 1);
+        let mut w = worker(&a);
+        w.begin_burst(START_MS + 50_000);
+        let r = client::request(&TOKEN, user, seq, u32::MAX, ts);
+        let fl = flow(src_ip, src_port, vlan);
+        let mut f = vec![0u8; fl.frame_len()];
+        let n = fl.emit(&mut f, &client::payload(&r), 0);
+        let mut frames = [&mut f[..n]];
+        let mut v = [Verdict::Drop(shake::counters::DropReason::Truncated)];
+        process_burst(&mut w, &cfg(), &mut frames, &mut v);
+        let len = v[0].len().expect("a valid shake is answered");
+        prop_assert_eq!(len, n);
+        let p = etherparse::SlicedPacket::from_ethernet(&f[..len]).expect("etherparse decodes the answer");
+        let link = match &p.link { Some(etherparse::LinkSlice::Ethernet2(e)) => e.clone(), _ => panic!("no ethernet") };
+        prop_assert_eq!(link.destination(), [2, 0, 0, 0, 0, 9]);
+        prop_assert_eq!(link.source(), MAC);
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else { panic!("no ipv4") };
+        let h = ip.header().to_header();
+        prop_assert_eq!(h.source, IP);
+        prop_assert_eq!(h.destination, src_ip);
+        prop_assert_eq!(h.header_checksum, h.calc_header_checksum());
+        let Some(etherparse::TransportSlice::Udp(u)) = &p.transport else { panic!("no udp") };
+        prop_assert_eq!(u.source_port(), 7000);
+        prop_assert_eq!(u.destination_port(), src_port);
+        let uh = u.to_header();
+        prop_assert_eq!(uh.checksum, uh.calc_checksum_ipv4(&h, u.payload()).unwrap());
+        let ans = client::check_answer(&r, u.payload(), &CLAIM);
+        prop_assert!(ans.is_ok(), "{:?}", ans);
+    }
+}
+
+/// A million shakes from 50,000 users with per-user limit 3 and per-sponsor limit 1: no
+/// packet twice, no user over either limit, and the journal holds exactly what was answered.
+#[test]
+fn a_million_random_shakes_keep_every_limit() {
+    let a = activity(3, 1);
+    let mut w = worker(&a);
+    let mut rng = shake::engine::rng::Rng::new(2024);
+    let mut issued: HashSet<u64> = HashSet::new();
+    let mut per_user: HashMap<u64, Vec<u32>> = HashMap::new();
+    let mut answered_red = 0usize;
+    let fl = flow([10, 0, 0, 1], 4000, None);
+    let mut bufs = vec![[0u8; 106]; 32];
+    let mut reqs = Vec::with_capacity(32);
+    let mut now = START_MS;
+    for _ in 0..(1_000_000 / 32) {
+        now += 3; // 100 s round, ~31k bursts: the clock crosses most of the round
+        w.begin_burst(now);
+        reqs.clear();
+        for b in bufs.iter_mut() {
+            let user = rng.below(50_000);
+            let r = client::request(&TOKEN, user, 0, u32::MAX, 0);
+            fl.emit(b, &client::payload(&r), 0);
+            reqs.push(r);
+        }
+        let mut frames: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+        let mut v = [Verdict::Drop(shake::counters::DropReason::Truncated); 32];
+        process_burst(&mut w, &cfg(), &mut frames, &mut v);
+        for (k, b) in bufs.iter().enumerate() {
+            let len = v[k].len().expect("answered");
+            let ans = client::check_answer(&reqs[k], &b[len - 64..len], &CLAIM).unwrap();
+            if ans.outcome == Outcome::RedPacket {
+                answered_red += 1;
+                assert!(
+                    issued.insert(ans.packet_id),
+                    "packet {} twice",
+                    ans.packet_id
+                );
+                per_user
+                    .entry(ans.user_id)
+                    .or_default()
+                    .push(ans.sponsor_id);
+            }
+        }
+    }
+    assert!(answered_red > 10_000, "only {answered_red} red packets");
+    for (user, sponsors) in &per_user {
+        assert!(sponsors.len() <= 3, "user {user} won {}", sponsors.len());
+        let distinct: HashSet<_> = sponsors.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            sponsors.len(),
+            "user {user} twice from one sponsor"
+        );
+    }
+    let journal = &w.journal().claims;
+    assert_eq!(journal.len(), answered_red);
+    let jset: HashSet<u64> = journal.iter().map(|c| c.packet_id).collect();
+    assert_eq!(jset, issued);
+}
