@@ -65,16 +65,21 @@ impl Verdict {
 
 /// Decides a burst. Call [`Worker::begin_burst`] first. `verdicts` must be at least as long
 /// as `frames`.
+///
+/// Not inlined into callers: one call per burst costs nothing, and it keeps the datapath one
+/// symbol that profilers (callgrind) can count instructions for.
+#[inline(never)]
 pub fn process_burst<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
     cfg: &FrameConfig,
     frames: &mut [&mut [u8]],
     verdicts: &mut [Verdict],
 ) {
-    // First pass: touch every user's table bucket so the cache misses overlap.
+    // First pass: touch every user's table bucket so the cache misses overlap. It must stay
+    // short (a few instructions a frame) for all 32 loads to be in flight at once.
     for f in frames.iter() {
-        if let Some(off) = shake_payload(f) {
-            worker.prefetch(&f[off..off + PAYLOAD_LEN]);
+        if let Some(user) = quick_user(f) {
+            worker.prefetch_user(user);
         }
     }
     crate::counters::bump(&worker.counters().rx, frames.len() as u64);
@@ -99,6 +104,23 @@ pub fn shake_payload(frame: &[u8]) -> Option<usize> {
     let l4 = l3 + ip.header_len();
     let u = UdpPacket::new_checked(&frame[l4..l3 + ip.total_len() as usize]).ok()?;
     (u.len() as usize == udp::HEADER_LEN + PAYLOAD_LEN).then_some(l4 + udp::HEADER_LEN)
+}
+
+/// The user id of the common frame (untagged, IPv4 without options, UDP), by fixed offsets;
+/// anything else goes through [`shake_payload`]. Only a hint: nothing is validated.
+#[inline]
+fn quick_user(f: &[u8]) -> Option<u64> {
+    const AT: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + 8;
+    if f.len() >= AT + 8
+        && f[12] == 0x08
+        && f[13] == 0x00
+        && f[14] == 0x45
+        && f[23] == ipv4::PROTOCOL_UDP
+    {
+        Some(u64::from_be_bytes(f[AT..AT + 8].try_into().ok()?))
+    } else {
+        peek_user(f)
+    }
 }
 
 /// The user id of a SHAKE/1 frame, for steering.

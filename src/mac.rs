@@ -11,7 +11,12 @@ use siphasher::sip::SipHasher24;
 
 /// A 16-byte SipHash key.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct MacKey([u8; 16]);
+pub struct MacKey {
+    bytes: [u8; 16],
+    /// The key as SipHash's two words, computed once: the datapath hashes per packet.
+    k0: u64,
+    k1: u64,
+}
 
 /// Why a key could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +40,24 @@ impl std::fmt::Debug for MacKey {
 
 impl MacKey {
     pub const fn from_bytes(bytes: [u8; 16]) -> Self {
-        MacKey(bytes)
+        let (a, b) = bytes.split_at(8);
+        let mut k0 = [0u8; 8];
+        let mut k1 = [0u8; 8];
+        let mut i = 0;
+        while i < 8 {
+            k0[i] = a[i];
+            k1[i] = b[i];
+            i += 1;
+        }
+        MacKey {
+            bytes,
+            k0: u64::from_le_bytes(k0),
+            k1: u64::from_le_bytes(k1),
+        }
     }
 
     pub fn bytes(&self) -> &[u8; 16] {
-        &self.0
+        &self.bytes
     }
 
     /// Parses 32 hex digits; surrounding whitespace is ignored.
@@ -52,12 +70,12 @@ impl MacKey {
         for (i, byte) in out.iter_mut().enumerate() {
             *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
         }
-        Some(MacKey(out))
+        Some(MacKey::from_bytes(out))
     }
 
     /// Formats the key as 32 lowercase hex digits, as key files hold it.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        self.bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Reads a key file: 32 hex digits, optionally followed by a newline.
@@ -74,7 +92,7 @@ impl MacKey {
 
     #[inline]
     fn hasher(&self) -> SipHasher24 {
-        SipHasher24::new_with_key(&self.0)
+        SipHasher24::new_with_keys(self.k0, self.k1)
     }
 
     /// SipHash-2-4 of an arbitrary message (the reference-vector form).
@@ -85,24 +103,29 @@ impl MacKey {
     }
 
     /// token = SipHash-2-4(token_key, user_id ‖ token_expiry), 12 bytes in.
+    ///
+    /// Fed as integers rather than a byte slice: SipHash reads its input as little-endian
+    /// words and the hasher takes an integer `i` as the word `i.to_le()`, so passing
+    /// `x.swap_bytes().to_le()` hashes exactly the big-endian bytes of `x`, without the tail
+    /// handling of a slice write.
     #[inline]
     pub fn token(&self, user_id: u64, token_expiry: u32) -> u64 {
-        let mut m = [0u8; 12];
-        m[..8].copy_from_slice(&user_id.to_be_bytes());
-        m[8..].copy_from_slice(&token_expiry.to_be_bytes());
-        self.sip(&m)
+        let mut h = self.hasher();
+        h.write_u64(user_id.swap_bytes().to_le());
+        h.write_u32(token_expiry.swap_bytes().to_le());
+        h.finish()
     }
 
     /// claim_mac = SipHash-2-4(claim_key, packet_id ‖ user_id ‖ amount_cents ‖ sponsor_id),
     /// 24 bytes in.
     #[inline]
     pub fn claim(&self, packet_id: u64, user_id: u64, amount_cents: u32, sponsor_id: u32) -> u64 {
-        let mut m = [0u8; 24];
-        m[..8].copy_from_slice(&packet_id.to_be_bytes());
-        m[8..16].copy_from_slice(&user_id.to_be_bytes());
-        m[16..20].copy_from_slice(&amount_cents.to_be_bytes());
-        m[20..].copy_from_slice(&sponsor_id.to_be_bytes());
-        self.sip(&m)
+        let mut h = self.hasher();
+        h.write_u64(packet_id.swap_bytes().to_le());
+        h.write_u64(user_id.swap_bytes().to_le());
+        h.write_u32(amount_cents.swap_bytes().to_le());
+        h.write_u32(sponsor_id.swap_bytes().to_le());
+        h.finish()
     }
 }
 
@@ -153,6 +176,18 @@ mod test {
             key(0x10).claim(42, 0x0123456789abcdef, 888, 7),
             0x4a2b60f82bceb928
         );
+    }
+
+    #[test]
+    fn integer_writes_equal_the_byte_layout() {
+        let k = key(3);
+        let mut m = [0u8; 24];
+        m[..8].copy_from_slice(&9u64.to_be_bytes());
+        m[8..16].copy_from_slice(&0xdead_beef_u64.to_be_bytes());
+        m[16..20].copy_from_slice(&5u32.to_be_bytes());
+        m[20..].copy_from_slice(&6u32.to_be_bytes());
+        assert_eq!(k.claim(9, 0xdead_beef, 5, 6), k.sip(&m));
+        assert_eq!(k.token(0xdead_beef, 5), k.sip(&m[8..20]));
     }
 
     #[test]

@@ -175,13 +175,10 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         self.load.tick_start_ms = now_ms;
     }
 
-    /// Hints that `payload` is about to be decided: touches the user's table bucket.
+    /// Hints that a shake of `user_id` is about to be decided: touches its table bucket.
     #[inline]
-    pub fn prefetch(&self, payload: &[u8]) {
-        if payload.len() == shake::PAYLOAD_LEN {
-            self.users
-                .touch(ShakeRequest::new_unchecked(payload).user_id());
-        }
+    pub fn prefetch_user(&self, user_id: u64) {
+        self.users.touch(user_id);
     }
 
     /// Decides one SHAKE/1 request and rewrites `payload` into its answer, or says why it is

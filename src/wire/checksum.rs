@@ -15,33 +15,35 @@
 /// zero only if every word of `data` is zero.
 #[inline]
 pub fn sum(data: &[u8]) -> u32 {
-    // Ones-complement addition is associative and 2^16 == 1 (mod 0xffff), so summing 32-bit
-    // big-endian words into a wide accumulator and folding at the end gives the same value as
-    // summing 16-bit words. Each step adds < 2^33, so a u64 cannot overflow for any frame.
+    // The ones-complement sum is byte-order independent (RFC 1071 section 2.B): summing the
+    // data as native-endian words and swapping the folded result gives the big-endian sum.
+    // So the loop is a plain load and add-with-carry per 8 bytes, with no byte swaps.
     let mut acc: u64 = 0;
+    let mut carries: u64 = 0;
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        acc += (w >> 32) + (w & 0xffff_ffff);
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let (s, o) = acc.overflowing_add(u64::from_ne_bytes(w));
+        acc = s;
+        carries += u64::from(o);
     }
-    let mut rest = chunks.remainder();
-    if rest.len() >= 4 {
-        acc += u64::from(u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]));
-        rest = &rest[4..];
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        // Zero padding on the right keeps an odd trailing byte in the high half of its word.
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        let (s, o) = acc.overflowing_add(u64::from_ne_bytes(w));
+        acc = s;
+        carries += u64::from(o);
     }
-    if rest.len() >= 2 {
-        acc += u64::from(u16::from_be_bytes([rest[0], rest[1]]));
-        rest = &rest[2..];
-    }
-    if let Some(&b) = rest.first() {
-        acc += u64::from(b) << 8;
-    }
-    // Reduce to 16 bits; end-around carries keep the value congruent mod 0xffff.
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    u32::from(fold(
-        ((acc & 0xffff_ffff) as u32).wrapping_add((acc >> 32) as u32),
-    ))
+    // Reduce 64 -> 16 bits with end-around carries (2^16 == 1 mod 0xffff).
+    let (s, o) = acc.overflowing_add(carries);
+    let acc = s + u64::from(o);
+    let acc = (acc & 0xffff_ffff) + (acc >> 32);
+    let acc = (acc & 0xffff_ffff) + (acc >> 32);
+    let native = fold(acc as u32);
+    u32::from(u16::from_be(native))
 }
 
 /// Fold the carries of a 32-bit ones-complement accumulator into 16 bits (not complemented).

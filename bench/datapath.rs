@@ -1,0 +1,143 @@
+//! `make bench-datapath`: the burst function on one core, no I/O.
+//!
+//! 32-frame bursts drawn at random from 10 million users (a user table of 250 MB, far larger
+//! than the caches), with a clock that moves 1 ms per burst so returning users are mostly past
+//! their throttle and get full decisions. Each iteration copies 32 request frames from a
+//! 1M-frame pool into the burst buffers (the datapath rewrites them in place) and decides
+//! them; the copy is part of the measured time, so the figure slightly overstates the
+//! datapath. Report: time per burst / 32 = ns per request.
+
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use shake::activity::Activity;
+use shake::client::{self, Flow};
+use shake::engine::users::UserTable;
+use shake::engine::winners::WinnerTable;
+use shake::engine::{Identity, Live, Throttle, Worker};
+use shake::frame::{process_burst, FrameConfig, Verdict};
+use shake::journal::MemoryJournal;
+use shake::mac::MacKey;
+use shake::seed::{plan, MemorySource};
+
+const USERS_DEFAULT: u64 = 10_000_000;
+const POOL: usize = 1 << 20;
+const BURST: usize = 32;
+const FRAME: usize = 106;
+
+fn datapath(c: &mut Criterion) {
+    // SHAKE_BENCH_USERS overrides the population, e.g. to see the cost without cache misses.
+    let users: u64 = std::env::var("SHAKE_BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(USERS_DEFAULT);
+    let token = MacKey::from_bytes([1; 16]);
+    let claim = MacKey::from_bytes([2; 16]);
+    let activity = Activity::parse(
+        Path::new("bench.toml"),
+        r#"
+[activity]
+id = 1
+name = "bench"
+epoch = 0
+[limits]
+per_user = 3
+per_sponsor = 1
+[[sponsor]]
+id = 1
+budget_cents = 100000000
+packets = 1000000
+greeting_resources = [1, 2]
+[[round]]
+id = 1
+start_s = 0
+duration_s = 100000
+win_probability = 0.05
+greeting_probability = 0.3
+"#,
+    )
+    .unwrap();
+    let live = Live::new(
+        &activity,
+        Identity {
+            node_index: 0,
+            node_count: 1,
+            token_key: token,
+            claim_key: claim,
+        },
+        Throttle::default(),
+        None,
+        0,
+        Default::default(),
+        1,
+    );
+    let planned = plan::plan(&activity, 1, 1, 1);
+    let records = plan::shard_records(&planned, 0);
+    let n = records.len();
+    let mut worker = Worker::new(
+        live,
+        UserTable::new(users as usize, 0),
+        WinnerTable::with_capacity(n),
+        MemorySource::new(records, 1),
+        MemoryJournal::with_capacity(n),
+        7,
+    );
+    let flow = Flow {
+        src_mac: [2, 0, 0, 0, 0, 2],
+        dst_mac: [2, 0, 0, 0, 0, 1],
+        vlan: None,
+        src_ip: [10, 0, 0, 2],
+        dst_ip: [10, 0, 0, 1],
+        src_port: 40000,
+        dst_port: 7000,
+    };
+    let cfg = FrameConfig {
+        ipv4: [10, 0, 0, 1],
+        mac: [2, 0, 0, 0, 0, 1],
+        udp_port: 7000,
+        tx_udp_offload: false,
+    };
+    let mut rng = shake::engine::rng::Rng::new(99);
+    let mut pool = vec![[0u8; FRAME]; POOL];
+    for (i, f) in pool.iter_mut().enumerate() {
+        let user = rng.below(users);
+        let r = client::request(&token, user, i as u32, u32::MAX, i as u64);
+        flow.emit(f, &client::payload(&r), 0);
+    }
+    // Warm the table with every user once, as a node mid-broadcast would be.
+    let mut now = 10_000_000u64;
+    let mut bufs = [[0u8; FRAME]; BURST];
+    let mut verdicts = [Verdict::Drop(shake::counters::DropReason::Truncated); BURST];
+    let mut at = 0usize;
+    let mut run_burst = |worker: &mut Worker<MemorySource, MemoryJournal>, now: u64| {
+        for b in bufs.iter_mut() {
+            *b = pool[at];
+            at = (at + 1) & (POOL - 1);
+        }
+        worker.begin_burst(now);
+        let mut frames: [&mut [u8]; BURST] = {
+            let mut it = bufs.iter_mut();
+            std::array::from_fn(|_| &mut it.next().unwrap()[..])
+        };
+        process_burst(worker, &cfg, &mut frames, &mut verdicts);
+        std::hint::black_box(&verdicts);
+    };
+    for _ in 0..POOL / BURST {
+        now += 1;
+        run_burst(&mut worker, now);
+    }
+    let mut g = c.benchmark_group("datapath");
+    g.throughput(Throughput::Elements(BURST as u64));
+    g.bench_function("burst32_10M_users", |b| {
+        b.iter(|| {
+            now += 1;
+            run_burst(&mut worker, now)
+        })
+    });
+    g.finish();
+    let s = worker.counters().snapshot();
+    eprintln!("outcomes over the run: {}", s.line());
+}
+
+criterion_group!(benches, datapath);
+criterion_main!(benches);
