@@ -14,12 +14,24 @@ struct Cli {
 enum Command {
     /// Print an activity's totals (a quick check of an activity file).
     Activity(cli::activity::Args),
+    /// Turn an activity into one seed shard per (node, worker) plus a manifest.
+    Seedgen(cli::seedgen::Args),
+    /// Verify shards against their manifest, or show what has been issued.
+    Seeds(cli::seeds::Args),
+    /// Verify or export claim journals.
+    Journal(cli::journal::Args),
+    /// Reconcile manifests, shards and journals of any number of nodes, to the cent.
+    Reconcile(cli::reconcile::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Activity(a) => cli::activity::run(a),
+        Command::Seedgen(a) => cli::seedgen::run(a),
+        Command::Seeds(a) => cli::seeds::run(a),
+        Command::Journal(a) => cli::journal::run(a),
+        Command::Reconcile(a) => cli::reconcile::run(a),
     };
     match result {
         Ok(code) => code,
