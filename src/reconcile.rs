@@ -60,7 +60,11 @@ impl StateTally {
 }
 
 /// State tallies of one shard, by sponsor index and by round index.
-pub fn tally_shard(img: &ShardImage, sponsors: usize, rounds: usize) -> (Vec<StateTally>, Vec<StateTally>) {
+pub fn tally_shard(
+    img: &ShardImage,
+    sponsors: usize,
+    rounds: usize,
+) -> (Vec<StateTally>, Vec<StateTally>) {
     let mut by_sponsor = vec![StateTally::default(); sponsors];
     let mut by_round = vec![StateTally::default(); rounds];
     for i in 0..img.len() {
@@ -179,7 +183,10 @@ pub fn reconcile(
                 continue;
             }
         };
-        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "shard")) {
+        for f in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "shard"))
+        {
             match ShardImage::load(f, &expect) {
                 Ok(img) => {
                     let key = (img.header.node, img.header.worker);
@@ -205,16 +212,15 @@ pub fn reconcile(
                 "shard node {} worker {} ({}) is in the manifest but was not given",
                 e.node, e.worker, e.file
             )),
-            Some(img) if img.header.checksum != e.checksum || img.len() as u64 != e.records => {
-                rep.problem(format!(
+            Some(img) if img.header.checksum != e.checksum || img.len() as u64 != e.records => rep
+                .problem(format!(
                     "{}: checksum {:#010x} and {} records, manifest says {:#010x} and {}",
                     img.path.display(),
                     img.header.checksum,
                     img.len(),
                     e.checksum,
                     e.records
-                ))
-            }
+                )),
             Some(_) => {}
         }
     }
@@ -302,7 +308,10 @@ pub fn reconcile(
             let c = &r.claim;
             let at = format!("{} record {}", dir.display(), r.seq);
             let Some(sponsor) = rep.sponsors.iter().position(|s| s.id == c.sponsor_id) else {
-                rep.problem(format!("{at}: sponsor {} is not in the manifest", c.sponsor_id));
+                rep.problem(format!(
+                    "{at}: sponsor {} is not in the manifest",
+                    c.sponsor_id
+                ));
                 continue;
             };
             match r.kind {
@@ -391,7 +400,12 @@ pub fn reconcile(
         if t.cents != s.budget_cents {
             rep.problem(format!(
                 "sponsor {}: issued {} + unissued {} + forfeited {} = {} cents, budget is {}",
-                s.id, s.shards.issued.cents, s.shards.unissued.cents, s.shards.forfeited.cents, t.cents, s.budget_cents
+                s.id,
+                s.shards.issued.cents,
+                s.shards.unissued.cents,
+                s.shards.forfeited.cents,
+                t.cents,
+                s.budget_cents
             ));
         }
         if s.journal_claims != s.shards.issued {

@@ -22,9 +22,7 @@ use crate::journal::{
     open_journal, Claim, JournalConfig, JournalError, JournalFlusher, JournalId, JournalWriter,
     Kind, SinkError, TailPolicy,
 };
-use crate::seed::shard::{
-    current_boot_id, ShardError, ShardExpect, ShardFile, FORFEITED, ISSUED,
-};
+use crate::seed::shard::{current_boot_id, ShardError, ShardExpect, ShardFile, FORFEITED, ISSUED};
 use crate::seed::{ShardFlusher, ShardSource};
 
 /// Where one node's files are and how to open them.
@@ -202,7 +200,10 @@ where
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| (WinnerTable::with_capacity(0), u64::MAX)))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| (WinnerTable::with_capacity(0), u64::MAX))
+            })
             .collect()
     });
     drop(per_owner);
@@ -346,9 +347,7 @@ where
     // Past the journal's end: marks with no record, and (after a power cut) the lease.
     let journaled = opened.end.records as usize;
     let marked = shard.marked_end();
-    report.unjournaled_marks = (journaled..marked)
-        .filter(|&i| shard.state(i) != 0)
-        .count() as u64;
+    report.unjournaled_marks = (journaled..marked).filter(|&i| shard.state(i) != 0).count() as u64;
     let mut forfeit_end = journaled.max(marked);
     if power_cut {
         forfeit_end = forfeit_end.max(shard.header.reserved_through as usize);

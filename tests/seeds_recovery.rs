@@ -12,7 +12,9 @@ use shake::journal::{Claim, ClaimSink, JournalReader, Kind, TailPolicy};
 use shake::reconcile::reconcile;
 use shake::recovery::{recover, Recovered};
 use shake::seed::manifest::{generate, MANIFEST_FILE};
-use shake::seed::shard::{ShardExpect, ShardImage, FORFEITED, HEADER_LEN, ISSUED, RECORD_LEN, UNISSUED};
+use shake::seed::shard::{
+    ShardExpect, ShardImage, FORFEITED, HEADER_LEN, ISSUED, RECORD_LEN, UNISSUED,
+};
 use shake::seed::SeedSource;
 
 const BOOT_A: [u8; 16] = [0xa; 16];
@@ -20,7 +22,13 @@ const BOOT_B: [u8; 16] = [0xb; 16];
 const WORKERS: u32 = 2;
 
 /// Shakes from random users until `n` packets are issued (or nothing more can be).
-fn play(a: &shake::activity::Activity, r: &mut Recovered, rng: &mut Rng, n: usize, out: &mut Vec<Claim>) {
+fn play(
+    a: &shake::activity::Activity,
+    r: &mut Recovered,
+    rng: &mut Rng,
+    n: usize,
+    out: &mut Vec<Claim>,
+) {
     let round = (a.rounds.len() - 1) as u16;
     let mut tries = 0;
     let mut issued = 0;
@@ -63,12 +71,21 @@ fn check_limits(a: &shake::activity::Activity, claims: &[(Kind, Claim)]) {
     for (u, s) in per_user {
         assert!(s.len() <= a.limits.per_user as usize, "user {u}: {s:?}");
         let distinct: HashSet<_> = s.iter().collect();
-        assert_eq!(distinct.len(), s.len(), "user {u} twice from one sponsor: {s:?}");
+        assert_eq!(
+            distinct.len(),
+            s.len(),
+            "user {u} twice from one sponsor: {s:?}"
+        );
     }
 }
 
 fn reconcile_exact(seeds: &Path, journals: &Path) {
-    let rep = reconcile(&seeds.join(MANIFEST_FILE), &[seeds.to_path_buf()], &[journals.to_path_buf()]).unwrap();
+    let rep = reconcile(
+        &seeds.join(MANIFEST_FILE),
+        &[seeds.to_path_buf()],
+        &[journals.to_path_buf()],
+    )
+    .unwrap();
     assert!(rep.is_exact(), "{:#?}", rep.problems);
     for s in &rep.sponsors {
         assert_eq!(s.shards.total().cents, s.budget_cents);
@@ -108,7 +125,10 @@ fn kill_9_then_recovery_keeps_every_claim_and_the_limits() {
     let mut r = recover(&cfg, owner(WORKERS)).unwrap();
     let s = &r.summary;
     assert_eq!(s.claims, answered.len() as u64);
-    assert_eq!(s.forfeited_now, 0, "same boot: the page cache kept everything");
+    assert_eq!(
+        s.forfeited_now, 0,
+        "same boot: the page cache kept everything"
+    );
     assert!(s.workers.iter().all(|w| w.unclean && !w.power_cut));
     assert_eq!(s.workers[0].marks_fixed, 1);
     assert_eq!(s.limit_violations, 0);
@@ -118,7 +138,11 @@ fn kill_9_then_recovery_keeps_every_claim_and_the_limits() {
         *wins.entry(c.user_id).or_default() += 1;
     }
     for (u, n) in &wins {
-        assert_eq!(r.workers[owner(WORKERS)(*u)].winners.wins(*u), *n, "user {u}");
+        assert_eq!(
+            r.workers[owner(WORKERS)(*u)].winners.wins(*u),
+            *n,
+            "user {u}"
+        );
     }
     // Keep serving, crash again, recover, close cleanly.
     play(&a, &mut r, &mut rng, 200, &mut answered);
@@ -144,7 +168,14 @@ fn kill_9_then_recovery_keeps_every_claim_and_the_limits() {
 /// Zeroes journal records from `from` on and clears shard marks from `from` on, except the
 /// marks listed in `keep` (pages that happened to reach the disk): what a power cut leaves
 /// when the last sync covered `from` records.
-fn power_cut(seeds: &Path, journals: &Path, worker: u32, from: u64, keep: &[u64], seg_records: u64) {
+fn power_cut(
+    seeds: &Path,
+    journals: &Path,
+    worker: u32,
+    from: u64,
+    keep: &[u64],
+    seg_records: u64,
+) {
     let dir = journals.join("node-0").join(format!("worker-{worker}"));
     let mut n = 0;
     loop {
@@ -185,22 +216,36 @@ fn power_cut_forfeits_the_lease_window_and_never_issues_twice() {
     for w in r.workers.iter_mut() {
         flush(w);
     }
-    let durable: Vec<u64> = r.workers.iter().map(|w| w.journal_flusher.durable()).collect();
+    let durable: Vec<u64> = r
+        .workers
+        .iter()
+        .map(|w| w.journal_flusher.durable())
+        .collect();
     let leases: Vec<u64> = r.workers.iter().map(|w| w.seed_flusher.lease()).collect();
     // Issued after the last sync: answered, then lost with the power.
     let before = answered.len();
     let round = 2;
     for u in 0..6u64 {
         let user = 50_000 + u * WORKERS as u64; // all on worker 0
-        issue(&a, &mut r.workers[0], round, user).map(|c| answered.push(c));
+        answered.extend(issue(&a, &mut r.workers[0], round, user));
     }
     let lost: Vec<Claim> = answered[before..].to_vec();
     assert_eq!(lost.len(), 6);
     let cursor0 = r.workers[0].seeds.cursor() as u64;
-    assert!(cursor0 <= leases[0], "the worker never passes the durable lease");
+    assert!(
+        cursor0 <= leases[0],
+        "the worker never passes the durable lease"
+    );
     drop(r);
     // Worker 0 loses its journal tail and marks, but one later mark page survived.
-    power_cut(seeds.path(), journals.path(), 0, durable[0], &[cursor0 - 1], 64);
+    power_cut(
+        seeds.path(),
+        journals.path(),
+        0,
+        durable[0],
+        &[cursor0 - 1],
+        64,
+    );
     power_cut(seeds.path(), journals.path(), 1, durable[1], &[], 64);
 
     let cfg_b = config(&a, seeds.path(), journals.path(), 0, WORKERS, BOOT_B);
@@ -211,12 +256,21 @@ fn power_cut_forfeits_the_lease_window_and_never_issues_twice() {
     assert_eq!(s.workers[0].unjournaled_marks, 1);
     for (i, w) in s.workers.iter().enumerate() {
         assert_eq!(w.forfeited_now, leases[i] - durable[i], "worker {i}");
-        assert!(w.forfeited_now <= 32 + 32, "bounded by about one lease window");
+        assert!(
+            w.forfeited_now <= 32 + 32,
+            "bounded by about one lease window"
+        );
         assert_eq!(w.cursor, leases[i]);
     }
     // Each lost packet is forfeited: recorded, and never issued again.
-    let img = ShardImage::load(&seeds.path().join("node-0/worker-0.shard"), &ShardExpect::default()).unwrap();
-    let state: HashMap<u64, u8> = (0..img.len()).map(|i| (img.record(i).packet_id, img.state(i))).collect();
+    let img = ShardImage::load(
+        &seeds.path().join("node-0/worker-0.shard"),
+        &ShardExpect::default(),
+    )
+    .unwrap();
+    let state: HashMap<u64, u8> = (0..img.len())
+        .map(|i| (img.record(i).packet_id, img.state(i)))
+        .collect();
     for c in &lost {
         assert_eq!(state[&c.packet_id], FORFEITED);
     }
@@ -250,7 +304,13 @@ fn reconcile_is_exact_over_nodes_and_fails_on_a_tampered_journal() {
         let cfg = config(&a, seeds.path(), journals.path(), node, WORKERS, BOOT_A);
         let mut r = recover(&cfg, owner(WORKERS)).unwrap();
         let mut answered = Vec::new();
-        play(&a, &mut r, &mut rng, 150 + node as usize * 100, &mut answered);
+        play(
+            &a,
+            &mut r,
+            &mut rng,
+            150 + node as usize * 100,
+            &mut answered,
+        );
         drop(r); // node 1 and node 0 both crash...
         let cfg = config(&a, seeds.path(), journals.path(), node, WORKERS, BOOT_B);
         let r = recover(&cfg, owner(WORKERS)).unwrap(); // ...and come back after a reboot
@@ -271,11 +331,18 @@ fn reconcile_is_exact_over_nodes_and_fails_on_a_tampered_journal() {
             .unwrap()
     };
     let out = run();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("exact"));
 
     // Tamper: one claim's amount raised by a cent, checksum recomputed so it reads as valid.
-    let seg = journals.path().join("node-1/worker-0").join(segment_name(0));
+    let seg = journals
+        .path()
+        .join("node-1/worker-0")
+        .join(segment_name(0));
     let good = std::fs::read(&seg).unwrap();
     let mut b = good.clone();
     let at = JH + 3 * JR;
@@ -287,16 +354,32 @@ fn reconcile_is_exact_over_nodes_and_fails_on_a_tampered_journal() {
     let out = run();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("worker-0 record 3") && err.contains("cents"), "{err}");
+    assert!(
+        err.contains("worker-0 record 3") && err.contains("cents"),
+        "{err}"
+    );
 
     // Tamper: a record of another journal copied in as the next record (valid checksum and
     // sequence number): the same packet twice.
     std::fs::write(&seg, &good).unwrap();
-    let other = std::fs::read(journals.path().join("node-0/worker-1").join(segment_name(0))).unwrap();
-    let n = JournalReader::open_dir(&journals.path().join("node-1/worker-0"), None, TailPolicy::Strict)
-        .unwrap()
-        .count() as u64;
-    let tail = journals.path().join("node-1/worker-0").join(segment_name(n / 64));
+    let other = std::fs::read(
+        journals
+            .path()
+            .join("node-0/worker-1")
+            .join(segment_name(0)),
+    )
+    .unwrap();
+    let n = JournalReader::open_dir(
+        &journals.path().join("node-1/worker-0"),
+        None,
+        TailPolicy::Strict,
+    )
+    .unwrap()
+    .count() as u64;
+    let tail = journals
+        .path()
+        .join("node-1/worker-0")
+        .join(segment_name(n / 64));
     let tail_good = std::fs::read(&tail).unwrap();
     let mut b = tail_good.clone();
     let at = JH + (n % 64) as usize * JR;
@@ -340,7 +423,11 @@ fn crc32c_of(b: &[u8]) -> u32 {
         sponsor_id: f(36..40) as u32,
         round_id: f(40..44) as u32,
     };
-    let kind = if b[44] == 2 { Kind::Forfeit } else { Kind::Claim };
+    let kind = if b[44] == 2 {
+        Kind::Forfeit
+    } else {
+        Kind::Claim
+    };
     let enc = shake::journal::format::encode(f(24..32), kind, &claim);
     u32::from_le_bytes(enc[60..64].try_into().unwrap())
 }
@@ -362,11 +449,19 @@ fn journal_records_follow_shard_order() {
     }
     let n = r.workers[0].journal.appended();
     close(r.workers);
-    let img = ShardImage::load(&seeds.path().join("node-0/worker-0.shard"), &ShardExpect::default()).unwrap();
-    let recs: Vec<_> = JournalReader::open_dir(&journals.path().join("node-0/worker-0"), None, TailPolicy::Strict)
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
+    let img = ShardImage::load(
+        &seeds.path().join("node-0/worker-0.shard"),
+        &ShardExpect::default(),
+    )
+    .unwrap();
+    let recs: Vec<_> = JournalReader::open_dir(
+        &journals.path().join("node-0/worker-0"),
+        None,
+        TailPolicy::Strict,
+    )
+    .unwrap()
+    .map(|r| r.unwrap())
+    .collect();
     assert_eq!(recs.len() as u64, n);
     for (i, r) in recs.iter().enumerate() {
         assert_eq!(r.claim.packet_id, img.record(i).packet_id);

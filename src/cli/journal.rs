@@ -95,7 +95,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 writeln!(w, "node,worker,seq,kind,packet_id,user_id,amount_cents,sponsor_id,round_id,time_ms")?;
             }
             for (_, mut r) in readers(&path)? {
-                let id = r.segments().first().map(|s| s.header.id).unwrap_or_default();
+                let id = r
+                    .segments()
+                    .first()
+                    .map(|s| s.header.id)
+                    .unwrap_or_default();
                 while let Some(rec) = r.next_record()? {
                     let c = rec.claim;
                     match format {

@@ -66,11 +66,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 };
                 let (s, r) = tally_shard(&img, ns, nr);
-                for (acc, t) in by_sponsor.iter_mut().zip(s).chain(by_round.iter_mut().zip(r)) {
+                for (acc, t) in by_sponsor
+                    .iter_mut()
+                    .zip(s)
+                    .chain(by_round.iter_mut().zip(r))
+                {
                     add(acc, &t);
                 }
             }
-            println!("{:<12} {:>28} {:>28} {:>28}", "", "issued", "unissued", "forfeited");
+            println!(
+                "{:<12} {:>28} {:>28} {:>28}",
+                "", "issued", "unissued", "forfeited"
+            );
             for (s, t) in m.sponsor.iter().zip(&by_sponsor) {
                 row(&format!("sponsor {}", s.id), t);
             }

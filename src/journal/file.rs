@@ -219,8 +219,14 @@ pub fn open_journal(
                 continue;
             }
             let (mut seg, f) = map_segment(&s.path, s.header)?;
-            let from = if i == end.segment { end.slot } else { 0 };
-            let n = wipe(&mut seg, from);
+            // The reader has checked what follows the end: wipe only when something does
+            // (a torn record, or power-cut debris), so a normal start touches no extra pages.
+            let n = if end.torn || end.discarded > 0 {
+                let from = if i == end.segment { end.slot } else { 0 };
+                wipe(&mut seg, from)
+            } else {
+                0
+            };
             if n > 0 {
                 f.sync_data().map_err(|e| JournalError::io(&s.path, e))?;
             }

@@ -326,7 +326,10 @@ pub fn segment_name(number: u64) -> String {
 
 /// Parses a segment file name.
 pub fn segment_number(name: &str) -> Option<u64> {
-    name.strip_prefix("seg-")?.strip_suffix(".jnl")?.parse().ok()
+    name.strip_prefix("seg-")?
+        .strip_suffix(".jnl")?
+        .parse()
+        .ok()
 }
 
 /// Conventional journal directory of one worker under a node's journal root.

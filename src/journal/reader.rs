@@ -97,10 +97,7 @@ pub fn list_segments(
             header.check_id(&path, &want)?;
         }
         let (want_n, want_seq) = match out.last() {
-            Some(p) => (
-                p.header.segment + 1,
-                p.header.first_seq + p.header.capacity,
-            ),
+            Some(p) => (p.header.segment + 1, p.header.first_seq + p.header.capacity),
             None => (0, 0),
         };
         if header.segment != want_n || header.first_seq != want_seq {
@@ -122,7 +119,8 @@ pub fn read_header(path: &Path) -> Result<SegmentHeader, JournalError> {
     let mut f = File::open(path).map_err(|e| JournalError::io(path, e))?;
     let len = f.metadata().map_err(|e| JournalError::io(path, e))?.len();
     let mut h = vec![0u8; HEADER_LEN.min(len as usize)];
-    f.read_exact(&mut h).map_err(|e| JournalError::io(path, e))?;
+    f.read_exact(&mut h)
+        .map_err(|e| JournalError::io(path, e))?;
     SegmentHeader::parse(path, &h, len)
 }
 

@@ -44,7 +44,8 @@ pub fn lock_exclusive(file: &File) -> io::Result<()> {
 /// writing through a mapping can never hit a full disk: on a sparse file that would be a
 /// SIGBUS in the worker instead of an error in the flusher.
 pub fn allocate(file: &File, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: posix_fallocate takes a valid open descriptor and two integers; it touches no
     // memory of ours. It returns the error number instead of setting errno.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };

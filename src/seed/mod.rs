@@ -16,8 +16,8 @@ pub mod shard;
 
 pub use lease::{ShardFlusher, ShardSource};
 pub use memory::MemorySource;
-pub use shard::{ShardError, ShardExpect, ShardFile, ShardImage};
 pub use plan::{plan, PlannedPacket};
+pub use shard::{ShardError, ShardExpect, ShardFile, ShardImage};
 
 /// One packet as a worker issues it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

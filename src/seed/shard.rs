@@ -293,7 +293,10 @@ pub fn parse_header(path: &Path, h: &[u8], file_len: u64) -> Result<ShardHeader,
     }
     let mut boot_id = [0u8; 16];
     boot_id.copy_from_slice(&h[field::BOOT_ID]);
-    if h[52..64].iter().chain(&h[100..field::ROUND_ENDS]).any(|&b| b != 0)
+    if h[52..64]
+        .iter()
+        .chain(&h[100..field::ROUND_ENDS])
+        .any(|&b| b != 0)
         || h[field::ROUND_ENDS + 8 * rounds..HEADER_LEN]
             .iter()
             .any(|&b| b != 0)
@@ -641,7 +644,9 @@ impl ShardFile {
 
     /// Makes marks written through the map durable.
     pub fn sync(&self) -> Result<(), ShardError> {
-        self.file.sync_data().map_err(|e| ShardError::io(&self.path, e))
+        self.file
+            .sync_data()
+            .map_err(|e| ShardError::io(&self.path, e))
     }
 }
 

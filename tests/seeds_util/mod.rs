@@ -75,8 +75,12 @@ pub fn owner(workers: u32) -> impl Fn(u64) -> usize + Sync {
 pub fn issue(a: &Activity, w: &mut WorkerState, round: u16, user: u64) -> Option<Claim> {
     let r = w.seeds.peek(round)?;
     let table = &mut w.winners;
-    if table.check(user, r.sponsor_index, a.limits.per_user, a.limits.per_sponsor)
-        != WinCheck::Allowed
+    if table.check(
+        user,
+        r.sponsor_index,
+        a.limits.per_user,
+        a.limits.per_sponsor,
+    ) != WinCheck::Allowed
     {
         return None;
     }
