@@ -338,6 +338,53 @@ fn reconcile_is_exact_over_nodes_and_fails_on_a_tampered_journal() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("exact"));
 
+    // The other tools agree.
+    let tool =
+        |args: &[&std::ffi::OsStr]| std::process::Command::new(bin).args(args).output().unwrap();
+    let j = journals.path().as_os_str();
+    let out = tool(&["journal".as_ref(), "verify".as_ref(), j]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).matches(": ok").count(),
+        4
+    );
+    let records = journal_claims(journals.path()).len();
+    for (fmt, header) in [("csv", 1), ("jsonl", 0)] {
+        let out = tool(&[
+            "journal".as_ref(),
+            "export".as_ref(),
+            j,
+            "--format".as_ref(),
+            fmt.as_ref(),
+        ]);
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).lines().count(),
+            records + header
+        );
+    }
+    let out = tool(&[
+        "seeds".as_ref(),
+        "status".as_ref(),
+        seeds.path().as_os_str(),
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sponsor 103"));
+    let out = tool(&[
+        "seeds".as_ref(),
+        "verify".as_ref(),
+        seeds.path().as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Tamper: one claim's amount raised by a cent, checksum recomputed so it reads as valid.
     let seg = journals
         .path()
