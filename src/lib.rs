@@ -10,6 +10,8 @@
 //! - [`engine`]: one worker's state and the decision for one shake.
 //! - [`frame`]: a burst of frames rewritten in place into their answers.
 //! - [`counters`]: per-worker counters, written by one core, read by the control loop.
+//! - [`seed`], [`journal`], [`recovery`], [`reconcile`]: red packets issued once, recorded,
+//!   recovered after a crash and reconciled to the cent.
 #![deny(unsafe_code)]
 
 pub mod activity;
@@ -23,5 +25,7 @@ pub mod journal;
 pub mod mac;
 pub mod node;
 pub mod node_config;
+pub mod reconcile;
+pub mod recovery;
 pub mod seed;
 pub mod wire;

@@ -16,6 +16,14 @@ enum Command {
     Activity(cli::activity::Args),
     /// Serve SHAKE/1: DPDK poll-mode workers, or kernel sockets with --io socket.
     Serve(cli::serve::Args),
+    /// Turn an activity into one seed shard per (node, worker) plus a manifest.
+    Seedgen(cli::seedgen::Args),
+    /// Verify shards against their manifest, or show what has been issued.
+    Seeds(cli::seeds::Args),
+    /// Verify or export claim journals.
+    Journal(cli::journal::Args),
+    /// Reconcile manifests, shards and journals of any number of nodes, to the cent.
+    Reconcile(cli::reconcile::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -23,6 +31,10 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Activity(a) => cli::activity::run(a),
         Command::Serve(a) => cli::serve::run(a),
+        Command::Seedgen(a) => cli::seedgen::run(a),
+        Command::Seeds(a) => cli::seeds::run(a),
+        Command::Journal(a) => cli::journal::run(a),
+        Command::Reconcile(a) => cli::reconcile::run(a),
     };
     match result {
         Ok(code) => code,

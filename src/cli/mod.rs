@@ -1,3 +1,7 @@
 //! One module per subcommand; each exposes `Args` and `run(Args) -> anyhow::Result<ExitCode>`.
 pub mod activity;
+pub mod journal;
+pub mod reconcile;
+pub mod seedgen;
+pub mod seeds;
 pub mod serve;

@@ -1,7 +1,21 @@
 //! Claim journals: every issued red packet, recorded before its answer leaves the node.
 //!
 //! The worker appends through [`ClaimSink`], which must not block or make a syscall: file
-//! journals copy the record into a buffer that another thread makes durable on a cadence.
+//! journals copy the record into a `MAP_SHARED` segment (so it is in the page cache at once)
+//! that a flusher makes durable on a cadence.
+//!
+//! - [`format`]: segment header and 64-byte records, checksums.
+//! - [`file`]: the worker's [`file::JournalWriter`] and the control loop's
+//!   [`file::JournalFlusher`].
+//! - [`reader`]: reading a worker's segments back in order.
+
+pub mod file;
+pub mod format;
+pub mod reader;
+
+pub use file::{open_journal, JournalConfig, JournalFlusher, JournalOpen, JournalWriter};
+pub use format::{JournalError, JournalId, JournalRecord, Kind};
+pub use reader::{JournalEnd, JournalReader, TailPolicy};
 
 /// One issued packet, as the payment system ("fund flow") reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -7,11 +7,17 @@
 //! to the end of round `r`. That makes carry-over and pacing O(1) and lets a shard be a flat
 //! array of fixed-size records, memory-mapped and marked in place.
 
+pub mod lease;
+pub mod manifest;
 pub mod memory;
+pub(crate) mod mmap;
 pub mod plan;
+pub mod shard;
 
+pub use lease::{ShardFlusher, ShardSource};
 pub use memory::MemorySource;
 pub use plan::{plan, PlannedPacket};
+pub use shard::{ShardError, ShardExpect, ShardFile, ShardImage};
 
 /// One packet as a worker issues it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

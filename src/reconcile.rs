@@ -1,0 +1,425 @@
+//! Reconciling money: manifests, shards and journals of any number of nodes, to the cent.
+//!
+//! Checks, and reports every failure by file and record:
+//! - every shard the manifest lists is present once, with the manifest's checksum;
+//! - journal record `i` of (node, worker) is shard record `i` of (node, worker): same packet,
+//!   amount, sponsor and round, and the shard's mark agrees (claim = issued, forfeit =
+//!   forfeited); marks past a journal's end are unissued;
+//! - no packet_id appears twice across all journals;
+//! - per sponsor: issued + unissued + forfeited = budget, and the journals' claims and
+//!   forfeits add up to the shards' issued and forfeited money.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::journal::reader::list_segments;
+use crate::journal::{JournalReader, Kind, TailPolicy};
+use crate::seed::manifest::{Manifest, ManifestError};
+use crate::seed::shard::{ShardExpect, ShardImage, FORFEITED, ISSUED, UNISSUED};
+
+/// Problems listed in full; past this many only the count grows.
+pub const MAX_LISTED: usize = 50;
+
+/// Packets and cents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Money {
+    pub packets: u64,
+    pub cents: u64,
+}
+
+impl Money {
+    fn add(&mut self, cents: u32) {
+        self.packets += 1;
+        self.cents += cents as u64;
+    }
+}
+
+/// Issue states of a set of records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateTally {
+    pub issued: Money,
+    pub unissued: Money,
+    pub forfeited: Money,
+}
+
+impl StateTally {
+    fn add(&mut self, state: u8, cents: u32) {
+        match state {
+            ISSUED => self.issued.add(cents),
+            FORFEITED => self.forfeited.add(cents),
+            _ => self.unissued.add(cents),
+        }
+    }
+
+    pub fn total(&self) -> Money {
+        Money {
+            packets: self.issued.packets + self.unissued.packets + self.forfeited.packets,
+            cents: self.issued.cents + self.unissued.cents + self.forfeited.cents,
+        }
+    }
+}
+
+/// State tallies of one shard, by sponsor index and by round index.
+pub fn tally_shard(
+    img: &ShardImage,
+    sponsors: usize,
+    rounds: usize,
+) -> (Vec<StateTally>, Vec<StateTally>) {
+    let mut by_sponsor = vec![StateTally::default(); sponsors];
+    let mut by_round = vec![StateTally::default(); rounds];
+    for i in 0..img.len() {
+        let r = img.record(i);
+        let st = img.state(i);
+        if let Some(t) = by_sponsor.get_mut(r.sponsor_index as usize) {
+            t.add(st, r.amount_cents);
+        }
+        if let Some(t) = by_round.get_mut(r.round_index as usize) {
+            t.add(st, r.amount_cents);
+        }
+    }
+    (by_sponsor, by_round)
+}
+
+/// One sponsor's money, from the shards and from the journals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SponsorMoney {
+    pub id: u32,
+    pub budget_cents: u64,
+    pub shards: StateTally,
+    pub journal_claims: Money,
+    pub journal_forfeits: Money,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileReport {
+    pub sponsors: Vec<SponsorMoney>,
+    pub shards: usize,
+    pub journals: usize,
+    pub journal_records: u64,
+    /// The first [`MAX_LISTED`] problems.
+    pub problems: Vec<String>,
+    pub problem_count: u64,
+}
+
+impl ReconcileReport {
+    pub fn is_exact(&self) -> bool {
+        self.problem_count == 0
+    }
+
+    fn problem(&mut self, p: String) {
+        self.problem_count += 1;
+        if self.problems.len() < MAX_LISTED {
+            self.problems.push(p);
+        }
+    }
+}
+
+/// Every file under `dir` (recursively), sorted.
+pub fn walk_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Directories under `root` (itself included) that hold journal segments.
+pub fn journal_dirs(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = walk_files(root)?
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(crate::journal::format::segment_number)
+                .is_some()
+        })
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.dedup();
+    Ok(dirs)
+}
+
+/// Reconciles. `Err` only when the manifest cannot be read; everything else is a problem in
+/// the report.
+pub fn reconcile(
+    manifest_path: &Path,
+    seed_dirs: &[PathBuf],
+    journal_roots: &[PathBuf],
+) -> Result<ReconcileReport, ManifestError> {
+    let m = Manifest::load(manifest_path)?;
+    let mut rep = ReconcileReport {
+        sponsors: m
+            .sponsor
+            .iter()
+            .map(|s| SponsorMoney {
+                id: s.id,
+                budget_cents: s.budget_cents,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let expect = ShardExpect {
+        activity_id: Some(m.manifest.activity_id),
+        ..Default::default()
+    };
+
+    // Shards, by (node, worker).
+    let mut shards: BTreeMap<(u32, u32), ShardImage> = BTreeMap::new();
+    for dir in seed_dirs {
+        let files = match walk_files(dir) {
+            Ok(f) => f,
+            Err(e) => {
+                rep.problem(format!("{}: {e}", dir.display()));
+                continue;
+            }
+        };
+        for f in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "shard"))
+        {
+            match ShardImage::load(f, &expect) {
+                Ok(img) => {
+                    let key = (img.header.node, img.header.worker);
+                    if let Some(prev) = shards.get(&key) {
+                        rep.problem(format!(
+                            "{}: shard node {} worker {} given twice (also {})",
+                            f.display(),
+                            key.0,
+                            key.1,
+                            prev.path.display()
+                        ));
+                    } else {
+                        shards.insert(key, img);
+                    }
+                }
+                Err(e) => rep.problem(e.to_string()),
+            }
+        }
+    }
+    for e in &m.shard {
+        match shards.get(&(e.node, e.worker)) {
+            None => rep.problem(format!(
+                "shard node {} worker {} ({}) is in the manifest but was not given",
+                e.node, e.worker, e.file
+            )),
+            Some(img) if img.header.checksum != e.checksum || img.len() as u64 != e.records => rep
+                .problem(format!(
+                    "{}: checksum {:#010x} and {} records, manifest says {:#010x} and {}",
+                    img.path.display(),
+                    img.header.checksum,
+                    img.len(),
+                    e.checksum,
+                    e.records
+                )),
+            Some(_) => {}
+        }
+    }
+    for (&(n, w), img) in &shards {
+        if !m.shard.iter().any(|e| e.node == n && e.worker == w) {
+            rep.problem(format!("{}: not in the manifest", img.path.display()));
+        }
+    }
+    rep.shards = shards.len();
+
+    // Journals, by (node, worker).
+    let mut journals: BTreeMap<(u32, u32), PathBuf> = BTreeMap::new();
+    for root in journal_roots {
+        let dirs = match journal_dirs(root) {
+            Ok(d) => d,
+            Err(e) => {
+                rep.problem(format!("{}: {e}", root.display()));
+                continue;
+            }
+        };
+        for d in dirs {
+            match list_segments(&d, None) {
+                Ok(segs) => {
+                    let Some(first) = segs.first() else { continue };
+                    let id = first.header.id;
+                    if id.activity_id != m.manifest.activity_id {
+                        rep.problem(format!(
+                            "{}: journal of activity {}, manifest is activity {}",
+                            d.display(),
+                            id.activity_id,
+                            m.manifest.activity_id
+                        ));
+                        continue;
+                    }
+                    if let Some(prev) = journals.insert((id.node, id.worker), d.clone()) {
+                        rep.problem(format!(
+                            "{}: journal of node {} worker {} given twice (also {})",
+                            d.display(),
+                            id.node,
+                            id.worker,
+                            prev.display()
+                        ));
+                    }
+                }
+                Err(e) => rep.problem(e.to_string()),
+            }
+        }
+    }
+    rep.journals = journals.len();
+
+    // Journal against shard, record by record.
+    let mut ids: Vec<(u64, u32, u64)> = Vec::new();
+    let journal_list: Vec<((u32, u32), PathBuf)> = journals.into_iter().collect();
+    let mut journaled: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    for (ji, (key, dir)) in journal_list.iter().enumerate() {
+        let Some(img) = shards.get(key) else {
+            rep.problem(format!(
+                "{}: journal of node {} worker {}, whose shard was not given",
+                dir.display(),
+                key.0,
+                key.1
+            ));
+            continue;
+        };
+        let mut reader = match JournalReader::open_dir(dir, None, TailPolicy::Strict) {
+            Ok(r) => r,
+            Err(e) => {
+                rep.problem(e.to_string());
+                continue;
+            }
+        };
+        let mut n = 0u64;
+        loop {
+            let r = match reader.next_record() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    rep.problem(e.to_string());
+                    break;
+                }
+            };
+            n += 1;
+            rep.journal_records += 1;
+            ids.push((r.claim.packet_id, ji as u32, r.seq));
+            let c = &r.claim;
+            let at = format!("{} record {}", dir.display(), r.seq);
+            let Some(sponsor) = rep.sponsors.iter().position(|s| s.id == c.sponsor_id) else {
+                rep.problem(format!(
+                    "{at}: sponsor {} is not in the manifest",
+                    c.sponsor_id
+                ));
+                continue;
+            };
+            match r.kind {
+                Kind::Claim => rep.sponsors[sponsor].journal_claims.add(c.amount_cents),
+                Kind::Forfeit => rep.sponsors[sponsor].journal_forfeits.add(c.amount_cents),
+            }
+            let i = r.seq as usize;
+            if i >= img.len() {
+                rep.problem(format!(
+                    "{at}: beyond the end of {} ({} records)",
+                    img.path.display(),
+                    img.len()
+                ));
+                continue;
+            }
+            let s = img.record(i);
+            let (sid, rid) = (m.sponsor_id(s.sponsor_index), m.round_id(s.round_index));
+            if s.packet_id != c.packet_id
+                || s.amount_cents != c.amount_cents
+                || sid != Some(c.sponsor_id)
+                || rid != Some(c.round_id)
+            {
+                rep.problem(format!(
+                    "{at}: packet {} of {} cents (sponsor {}, round {}), but {} record {i} is packet {} of {} cents (sponsor {:?}, round {:?})",
+                    c.packet_id, c.amount_cents, c.sponsor_id, c.round_id,
+                    img.path.display(), s.packet_id, s.amount_cents, sid, rid
+                ));
+                continue;
+            }
+            let want = match r.kind {
+                Kind::Claim => ISSUED,
+                Kind::Forfeit => FORFEITED,
+            };
+            if img.state(i) != want {
+                rep.problem(format!(
+                    "{at}: {} of packet {}, but {} record {i} has state {}",
+                    r.kind.name(),
+                    c.packet_id,
+                    img.path.display(),
+                    img.state(i)
+                ));
+            }
+        }
+        journaled.insert(*key, n);
+    }
+
+    // Shard marks past their journal's end, and money per sponsor.
+    for (key, img) in &shards {
+        let from = journaled.get(key).copied().unwrap_or(0) as usize;
+        if let Some(i) = (from..img.len()).find(|&i| img.state(i) != UNISSUED) {
+            rep.problem(format!(
+                "{} record {i}: marked {} but no journal records it (journal ends at {from})",
+                img.path.display(),
+                img.state(i)
+            ));
+        }
+        let (by_sponsor, _) = tally_shard(img, rep.sponsors.len(), 0);
+        for (s, t) in rep.sponsors.iter_mut().zip(by_sponsor) {
+            s.shards.issued.packets += t.issued.packets;
+            s.shards.issued.cents += t.issued.cents;
+            s.shards.unissued.packets += t.unissued.packets;
+            s.shards.unissued.cents += t.unissued.cents;
+            s.shards.forfeited.packets += t.forfeited.packets;
+            s.shards.forfeited.cents += t.forfeited.cents;
+        }
+    }
+
+    // No packet twice.
+    ids.sort_unstable();
+    for w in ids.windows(2) {
+        if w[0].0 == w[1].0 {
+            rep.problem(format!(
+                "packet_id {} appears twice: {} record {} and {} record {}",
+                w[0].0,
+                journal_list[w[0].1 as usize].1.display(),
+                w[0].2,
+                journal_list[w[1].1 as usize].1.display(),
+                w[1].2
+            ));
+        }
+    }
+
+    let sponsors = rep.sponsors.clone();
+    for s in &sponsors {
+        let t = s.shards.total();
+        if t.cents != s.budget_cents {
+            rep.problem(format!(
+                "sponsor {}: issued {} + unissued {} + forfeited {} = {} cents, budget is {}",
+                s.id,
+                s.shards.issued.cents,
+                s.shards.unissued.cents,
+                s.shards.forfeited.cents,
+                t.cents,
+                s.budget_cents
+            ));
+        }
+        if s.journal_claims != s.shards.issued {
+            rep.problem(format!(
+                "sponsor {}: journals claim {} packets, {} cents; shards mark {} packets, {} cents issued",
+                s.id, s.journal_claims.packets, s.journal_claims.cents, s.shards.issued.packets, s.shards.issued.cents
+            ));
+        }
+        if s.journal_forfeits != s.shards.forfeited {
+            rep.problem(format!(
+                "sponsor {}: journals forfeit {} packets, {} cents; shards mark {} packets, {} cents forfeited",
+                s.id, s.journal_forfeits.packets, s.journal_forfeits.cents, s.shards.forfeited.packets, s.shards.forfeited.cents
+            ));
+        }
+    }
+    Ok(rep)
+}

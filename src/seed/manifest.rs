@@ -1,0 +1,350 @@
+//! `seedgen`'s output: one shard per (node, worker) and a manifest of them all.
+//!
+//! Layout: `DIR/manifest.toml`, `DIR/node-<n>/worker-<w>.shard`. A node is given its
+//! `node-<n>` directory; tools and reconcile read the manifest with any set of shards.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::activity::Activity;
+
+use super::plan::plan;
+use super::shard::{self, ShardError, ShardExpect, ShardIdentity, ShardImage};
+use super::SeedRecord;
+
+pub const MANIFEST_FILE: &str = "manifest.toml";
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Where seedgen puts a shard, relative to its output directory.
+pub fn shard_rel_path(node: u32, worker: u32) -> PathBuf {
+    PathBuf::from(format!("node-{node}")).join(format!("worker-{worker}.shard"))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub manifest: ManifestHeader,
+    pub sponsor: Vec<SponsorTotals>,
+    pub round: Vec<RoundTotals>,
+    pub shard: Vec<ShardEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestHeader {
+    pub version: u32,
+    pub activity_id: u32,
+    pub activity_name: String,
+    /// The random seed, as a decimal string (TOML integers are signed 64-bit).
+    pub random_seed: String,
+    pub nodes: u32,
+    pub workers: u32,
+    pub packets: u64,
+    pub cents: u64,
+    pub shard_version: u32,
+}
+
+/// A sponsor's totals over all shards; index is its position in the activity (and in every
+/// shard record's sponsor_index).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SponsorTotals {
+    pub index: u16,
+    pub id: u32,
+    pub budget_cents: u64,
+    pub packets: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundTotals {
+    pub index: u16,
+    pub id: u32,
+    pub packets: u64,
+    pub cents: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardEntry {
+    pub node: u32,
+    pub worker: u32,
+    /// Relative to the manifest's directory.
+    pub file: String,
+    pub checksum: u32,
+    pub records: u64,
+    pub cents: u64,
+    /// Indexed by sponsor index.
+    pub sponsor_packets: Vec<u64>,
+    pub sponsor_cents: Vec<u64>,
+    /// Indexed by round index.
+    pub round_packets: Vec<u64>,
+    pub round_cents: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Manifest {
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let m: Manifest = toml::from_str(&text).map_err(|e| ManifestError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if m.manifest.version != MANIFEST_VERSION {
+            return Err(ManifestError::Parse {
+                path: path.to_path_buf(),
+                message: format!(
+                    "manifest version {}, this build reads {MANIFEST_VERSION}",
+                    m.manifest.version
+                ),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Sponsor id of a sponsor index, if in range.
+    pub fn sponsor_id(&self, index: u16) -> Option<u32> {
+        self.sponsor.get(index as usize).map(|s| s.id)
+    }
+
+    pub fn round_id(&self, index: u16) -> Option<u32> {
+        self.round.get(index as usize).map(|r| r.id)
+    }
+}
+
+/// Per-sponsor and per-round counts of a set of records.
+fn tally(
+    records: &[SeedRecord],
+    sponsors: usize,
+    rounds: usize,
+) -> (Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>) {
+    let (mut sp, mut sc, mut rp, mut rc) = (
+        vec![0u64; sponsors],
+        vec![0u64; sponsors],
+        vec![0u64; rounds],
+        vec![0u64; rounds],
+    );
+    for r in records {
+        let (s, ro) = (r.sponsor_index as usize, r.round_index as usize);
+        if s < sponsors {
+            sp[s] += 1;
+            sc[s] += r.amount_cents as u64;
+        }
+        if ro < rounds {
+            rp[ro] += 1;
+            rc[ro] += r.amount_cents as u64;
+        }
+    }
+    (sp, sc, rp, rc)
+}
+
+/// Plans `activity` for `nodes` × `workers` and writes every shard and the manifest under
+/// `out`. Deterministic for a given `random_seed`.
+pub fn generate(
+    activity: &Activity,
+    nodes: u32,
+    workers: u32,
+    random_seed: u64,
+    out: &Path,
+) -> Result<Manifest, ManifestError> {
+    if nodes == 0 || workers == 0 {
+        return Err(ManifestError::Invalid(
+            "nodes and workers must be at least 1".into(),
+        ));
+    }
+    if activity.rounds.len() > shard::MAX_ROUNDS {
+        return Err(ManifestError::Invalid(format!(
+            "{}: {} rounds, a shard holds at most {}",
+            activity.path.display(),
+            activity.rounds.len(),
+            shard::MAX_ROUNDS
+        )));
+    }
+    let planned = plan(activity, nodes, workers, random_seed);
+    let (ns, nr) = (activity.sponsors.len(), activity.rounds.len());
+    let mut entries = Vec::with_capacity((nodes * workers) as usize);
+    let mut records: Vec<SeedRecord> = Vec::new();
+    let mut start = 0usize;
+    for node in 0..nodes {
+        let dir = out.join(format!("node-{node}"));
+        std::fs::create_dir_all(&dir).map_err(|e| ManifestError::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        for worker in 0..workers {
+            let shard_no = node * workers + worker;
+            let end = start + planned[start..].partition_point(|p| p.shard <= shard_no);
+            records.clear();
+            records.extend(planned[start..end].iter().map(|p| p.record));
+            start = end;
+            let rel = shard_rel_path(node, worker);
+            let checksum = shard::write_shard(
+                &out.join(&rel),
+                ShardIdentity {
+                    activity_id: activity.header.id,
+                    node,
+                    worker,
+                    random_seed,
+                },
+                nr,
+                &records,
+            )?;
+            let (sponsor_packets, sponsor_cents, round_packets, round_cents) =
+                tally(&records, ns, nr);
+            entries.push(ShardEntry {
+                node,
+                worker,
+                file: rel.to_string_lossy().into_owned(),
+                checksum,
+                records: records.len() as u64,
+                cents: sponsor_cents.iter().sum(),
+                sponsor_packets,
+                sponsor_cents,
+                round_packets,
+                round_cents,
+            });
+        }
+    }
+    let (mut rp, mut rc) = (vec![0u64; nr], vec![0u64; nr]);
+    for e in &entries {
+        for r in 0..nr {
+            rp[r] += e.round_packets[r];
+            rc[r] += e.round_cents[r];
+        }
+    }
+    let (packets, cents) = activity.totals();
+    let manifest = Manifest {
+        manifest: ManifestHeader {
+            version: MANIFEST_VERSION,
+            activity_id: activity.header.id,
+            activity_name: activity.header.name.clone(),
+            random_seed: random_seed.to_string(),
+            nodes,
+            workers,
+            packets,
+            cents,
+            shard_version: shard::VERSION,
+        },
+        sponsor: activity
+            .sponsors
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SponsorTotals {
+                index: i as u16,
+                id: s.id,
+                budget_cents: s.budget_cents,
+                packets: s.packets as u64,
+            })
+            .collect(),
+        round: activity
+            .rounds
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RoundTotals {
+                index: i as u16,
+                id: r.id,
+                packets: rp[i],
+                cents: rc[i],
+            })
+            .collect(),
+        shard: entries,
+    };
+    let path = out.join(MANIFEST_FILE);
+    let text = toml::to_string(&manifest).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+    let tmp = path.with_extension("toml.tmp");
+    let io = |e| ManifestError::Io {
+        path: path.clone(),
+        source: e,
+    };
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(manifest)
+}
+
+/// Checks every shard the manifest lists under `dir` against it (checksum, counts, totals),
+/// and the manifest's own totals. Returns the problems found, each naming its file; a shard
+/// that cannot be opened is a problem too, so one bad shard does not hide the others.
+pub fn verify(dir: &Path, manifest: &Manifest) -> Vec<String> {
+    let mut problems = Vec::new();
+    let (ns, nr) = (manifest.sponsor.len(), manifest.round.len());
+    let mut sp_total = vec![0u64; ns];
+    let mut sc_total = vec![0u64; ns];
+    for e in &manifest.shard {
+        let path = dir.join(&e.file);
+        let expect = ShardExpect {
+            activity_id: Some(manifest.manifest.activity_id),
+            node: Some(e.node),
+            worker: Some(e.worker),
+        };
+        let img = match ShardImage::load(&path, &expect) {
+            Ok(i) => i,
+            Err(err) => {
+                problems.push(err.to_string());
+                continue;
+            }
+        };
+        if img.header.checksum != e.checksum {
+            problems.push(format!(
+                "{}: checksum {:#010x}, manifest says {:#010x}",
+                path.display(),
+                img.header.checksum,
+                e.checksum
+            ));
+        }
+        let records: Vec<SeedRecord> = (0..img.len()).map(|i| img.record(i)).collect();
+        let (sp, sc, rp, rc) = tally(&records, ns, nr);
+        if let Some(bad) = records
+            .iter()
+            .position(|r| r.sponsor_index as usize >= ns || r.round_index as usize >= nr)
+        {
+            problems.push(format!(
+                "{}: record {bad}: sponsor or round index outside the manifest's",
+                path.display()
+            ));
+        }
+        if records.len() as u64 != e.records
+            || sp != e.sponsor_packets
+            || sc != e.sponsor_cents
+            || rp != e.round_packets
+            || rc != e.round_cents
+            || sc.iter().sum::<u64>() != e.cents
+        {
+            problems.push(format!(
+                "{}: counts or totals differ from the manifest",
+                path.display()
+            ));
+        }
+        for s in 0..ns {
+            sp_total[s] += sp[s];
+            sc_total[s] += sc[s];
+        }
+    }
+    for (i, s) in manifest.sponsor.iter().enumerate() {
+        if sp_total[i] != s.packets || sc_total[i] != s.budget_cents {
+            problems.push(format!(
+                "sponsor {}: shards hold {} packets, {} cents; budget is {} packets, {} cents",
+                s.id, sp_total[i], sc_total[i], s.packets, s.budget_cents
+            ));
+        }
+    }
+    problems
+}
