@@ -11,9 +11,12 @@ use crate::engine::config::{owner_worker, Live};
 use crate::engine::users::UserTable;
 use crate::engine::winners::WinnerTable;
 use crate::engine::Worker;
-use crate::journal::MemoryJournal;
+use crate::journal::{JournalConfig, JournalError, JournalFlusher, JournalWriter, MemoryJournal};
 use crate::node_config::{ConfigError, NodeConfig};
-use crate::seed::{plan, MemorySource};
+use crate::recovery::{recover, RecoveryConfig, RecoveryError, RecoverySummary};
+use crate::seed::lease::DEFAULT_WINDOW;
+use crate::seed::shard::ShardError;
+use crate::seed::{plan, MemorySource, ShardFlusher, ShardSource};
 
 /// Unix milliseconds now.
 pub fn unix_ms() -> u64 {
@@ -34,6 +37,47 @@ pub struct Node {
 
 /// A worker with in-memory seeds and journal.
 pub type MemoryWorker = Worker<MemorySource, MemoryJournal>;
+
+/// A worker with memory-mapped shards and a claim journal: what production nodes run.
+pub type DurableWorker = Worker<ShardSource, JournalWriter>;
+
+/// The control loop's half of a durable worker: it makes the worker's writes durable.
+pub struct Flushers {
+    pub seed: ShardFlusher,
+    pub journal: JournalFlusher,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    #[error("{0}")]
+    Layout(String),
+}
+
+impl Flushers {
+    /// Makes everything appended so far durable and extends the lease. Called every few
+    /// milliseconds by the control loop; never by a worker.
+    pub fn flush(&mut self) -> Result<(), NodeError> {
+        self.journal.flush()?;
+        self.seed.flush()?;
+        Ok(())
+    }
+
+    /// Clean close: final sync, then the shard's clean flag.
+    pub fn close(self, worker: DurableWorker) -> Result<(), NodeError> {
+        let (seeds, journal, _) = worker.into_parts();
+        self.journal.close(journal)?;
+        self.seed.close(seeds)?;
+        Ok(())
+    }
+}
 
 impl Node {
     pub fn load(path: &Path) -> Result<Node, ConfigError> {
@@ -84,6 +128,79 @@ impl Node {
     /// Which of `workers` workers owns a user.
     pub fn owner_worker(&self, user_id: u64, workers: u32) -> u32 {
         owner_worker(user_id, self.config.node.count, workers)
+    }
+
+    /// This node's shard directory (seedgen's `DIR/node-<index>`), if the config names seeds.
+    pub fn shard_dir(&self) -> Option<std::path::PathBuf> {
+        let dir = self.config.activity.seeds.as_ref()?;
+        Some(
+            self.config
+                .resolve(dir)
+                .join(format!("node-{}", self.config.node.index)),
+        )
+    }
+
+    /// Workers over the node's memory-mapped shards and claim journals, recovered from the
+    /// journals: one worker per shard (`worker-<w>.shard`) in the node's shard directory.
+    pub fn durable_workers(
+        &self,
+        now_ms: u64,
+    ) -> Result<(Vec<DurableWorker>, Vec<Flushers>, RecoverySummary), NodeError> {
+        let shard_dir = self
+            .shard_dir()
+            .ok_or_else(|| NodeError::Layout("no [activity] seeds directory configured".into()))?;
+        let journal_dir = self
+            .config
+            .activity
+            .journal
+            .as_ref()
+            .map(|j| self.config.resolve(j))
+            .ok_or_else(|| {
+                NodeError::Layout(format!(
+                    "{}: [activity] seeds needs a journal directory too",
+                    self.config.path.display()
+                ))
+            })?;
+        let workers = (0u32..)
+            .take_while(|w| shard_dir.join(format!("worker-{w}.shard")).exists())
+            .count() as u32;
+        if workers == 0 {
+            return Err(NodeError::Layout(format!(
+                "{}: no worker-0.shard: run `shake seedgen` for this node first",
+                shard_dir.display()
+            )));
+        }
+        let node_count = self.config.node.count;
+        let rc = RecoveryConfig {
+            activity: &self.activity,
+            node: self.config.node.index,
+            workers,
+            shard_dir,
+            journal_dir,
+            journal: JournalConfig::default(),
+            lease_window: DEFAULT_WINDOW,
+            boot_id: None,
+            now_ms,
+        };
+        let recovered = recover(&rc, |user| owner_worker(user, node_count, workers) as usize)?;
+        let users_each = (self.config.node.planned_users / workers as u64).max(1) as usize;
+        let mut out = Vec::with_capacity(workers as usize);
+        let mut flushers = Vec::with_capacity(workers as usize);
+        for st in recovered.workers {
+            out.push(Worker::new(
+                self.live.clone(),
+                UserTable::new(users_each, now_ms),
+                st.winners,
+                st.seeds,
+                st.journal,
+                self.config.activity.random_seed ^ ((st.worker as u64 + 1) << 17) ^ now_ms,
+            ));
+            flushers.push(Flushers {
+                seed: st.seed_flusher,
+                journal: st.journal_flusher,
+            });
+        }
+        Ok((out, flushers, recovered.summary))
     }
 
     /// Workers with seeds planned in memory from the activity: shard (node, worker) of a plan

@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shake::control::{serve_prometheus, Signals, Stats, Ticker};
+use shake::engine::Worker;
 use shake::io::socket;
-use shake::node::{unix_ms, Node};
+use shake::journal::{ClaimSink, JournalWriter};
+use shake::node::{unix_ms, DurableWorker, Flushers, Node};
+use shake::seed::{SeedSource, ShardSource};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Io {
@@ -46,13 +49,83 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn serve_socket(node: &mut Node, args: &Args) -> anyhow::Result<ExitCode> {
     let signals = Signals::register().context("installing signal handlers")?;
-    let n = args.workers.unwrap_or(node.config.socket.workers).max(1);
+    let now = unix_ms();
+    if node.shard_dir().is_some() {
+        let (workers, flushers, summary) = node.durable_workers(now)?;
+        println!(
+            "shake: recovered {} claims from the journals, {} packets forfeited now ({} cents), {} worker(s) from shards",
+            summary.claims,
+            summary.forfeited_now,
+            summary.forfeited_cents,
+            workers.len()
+        );
+        if args.workers.is_some_and(|n| n as usize != workers.len()) {
+            anyhow::bail!(
+                "--workers must match the node's shards ({}): each worker owns one",
+                workers.len()
+            );
+        }
+        run_socket(node, args, &signals, workers, Durable(flushers))
+    } else {
+        let n = args.workers.unwrap_or(node.config.socket.workers).max(1);
+        let workers = node.memory_workers(n, now);
+        run_socket(node, args, &signals, workers, NotDurable)
+    }
+}
+
+/// What the control loop does for the workers' seeds and journals.
+trait Durability<S: SeedSource, J: ClaimSink> {
+    fn flush(&mut self) -> anyhow::Result<()>;
+    fn close(self, workers: Vec<Worker<S, J>>) -> anyhow::Result<()>;
+}
+
+/// In-memory seeds: nothing to make durable.
+struct NotDurable;
+
+impl<S: SeedSource, J: ClaimSink> Durability<S, J> for NotDurable {
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn close(self, _: Vec<Worker<S, J>>) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+struct Durable(Vec<Flushers>);
+
+impl Durability<ShardSource, JournalWriter> for Durable {
+    fn flush(&mut self) -> anyhow::Result<()> {
+        for f in &mut self.0 {
+            f.flush()?;
+        }
+        Ok(())
+    }
+    fn close(self, workers: Vec<DurableWorker>) -> anyhow::Result<()> {
+        for (f, w) in self.0.into_iter().zip(workers) {
+            f.close(w)?;
+        }
+        Ok(())
+    }
+}
+
+fn run_socket<S, J, D>(
+    node: &mut Node,
+    args: &Args,
+    signals: &Signals,
+    workers: Vec<Worker<S, J>>,
+    mut durability: D,
+) -> anyhow::Result<ExitCode>
+where
+    S: SeedSource + Send + 'static,
+    J: ClaimSink + Send + 'static,
+    D: Durability<S, J>,
+{
+    let n = workers.len();
     let addr = args.bind.unwrap_or_else(|| node.config.socket_bind());
-    let workers = node.memory_workers(n, unix_ms());
     let stats = Stats {
         workers: workers.iter().map(|w| w.counters().clone()).collect(),
     };
-    let sockets = socket::bind(addr, n as usize)?;
+    let sockets = socket::bind(addr, n)?;
     let bound = sockets[0].local_addr()?;
     let prometheus = match node.config.stats.prometheus {
         Some(at) => Some(serve_prometheus(at, stats.clone(), signals.stop.clone())?),
@@ -68,7 +141,7 @@ fn serve_socket(node: &mut Node, args: &Args) -> anyhow::Result<ExitCode> {
             .map(|(a, _)| format!(", metrics on http://{a}/metrics"))
             .unwrap_or_default()
     );
-    let (reload_tx, reload_rx) = socket::reload_channels(n as usize);
+    let (reload_tx, reload_rx) = socket::reload_channels(n);
     let stop = signals.stop.clone();
     let batch = node.config.socket.batch as usize;
     let node_count = node.config.node.count;
@@ -77,6 +150,7 @@ fn serve_socket(node: &mut Node, args: &Args) -> anyhow::Result<ExitCode> {
     });
 
     let mut ticker = Ticker::new(Duration::from_secs(node.config.stats.interval_s));
+    let mut failed = None;
     while !signals.stopping() && !server.is_finished() {
         if signals.take_reload() {
             match node.reload() {
@@ -91,21 +165,32 @@ fn serve_socket(node: &mut Node, args: &Args) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        if let Err(e) = durability.flush() {
+            // Workers stop issuing at their lease and get `Full` from their journals, so
+            // money stays safe; the node stops rather than serve without durability.
+            eprintln!("shake: making claims durable failed, stopping: {e:#}");
+            failed = Some(e);
+            break;
+        }
         if let Some(line) = ticker.poll(&stats) {
             println!("{line}");
         }
-        // The control loop's cadence; workers never wait on it.
-        std::thread::sleep(Duration::from_millis(20));
+        // The control loop's cadence (flush, reload, stats); workers never wait on it.
+        std::thread::sleep(Duration::from_millis(5));
     }
     signals
         .stop
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let _workers = server
+    let workers = server
         .join()
         .map_err(|_| anyhow::anyhow!("socket server thread panicked"))??;
+    durability.close(workers)?;
     if let Some((_, h)) = prometheus {
         let _ = h.join();
     }
     println!("shake: stopped. totals {}", stats.total().line());
-    Ok(ExitCode::SUCCESS)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }

@@ -123,6 +123,11 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         &self.winners
     }
 
+    /// Takes the worker apart at a clean stop, so the seeds and journal can be closed.
+    pub fn into_parts(self) -> (S, J, WinnerTable) {
+        (self.seeds, self.journal, self.winners)
+    }
+
     /// Takes a new config snapshot (between bursts).
     pub fn reload(&mut self, live: Arc<Live>) {
         self.live = live;

@@ -104,16 +104,17 @@ pub fn unix_s() -> u64 {
 
 impl Server {
     pub fn start_socket(config: &Path, workers: u32) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shake"))
-            .args([
-                "serve",
-                "--io",
-                "socket",
-                "--bind",
-                "127.0.0.1:0",
-                "--workers",
-            ])
-            .arg(workers.to_string())
+        Self::start_socket_with(config, Some(workers))
+    }
+
+    /// `workers: None` leaves the count to the config (or the node's shards).
+    pub fn start_socket_with(config: &Path, workers: Option<u32>) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shake"));
+        cmd.args(["serve", "--io", "socket", "--bind", "127.0.0.1:0"]);
+        if let Some(w) = workers {
+            cmd.arg("--workers").arg(w.to_string());
+        }
+        let mut child = cmd
             .arg("--config")
             .arg(config)
             .stdout(Stdio::piped())
@@ -122,7 +123,13 @@ impl Server {
             .expect("start shake serve");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
+        // Recovery may say what it found first.
+        while !line.contains("serving SHAKE/1") {
+            line.clear();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                panic!("shake serve exited before serving");
+            }
+        }
         // "shake: serving SHAKE/1 on udp 127.0.0.1:PORT with ..., metrics on http://ADDR/metrics"
         let udp = line
             .split("udp ")

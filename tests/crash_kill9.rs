@@ -1,0 +1,255 @@
+//! The money test: `shake serve --io socket` over memory-mapped shards and claim journals,
+//! under load from a client that ignores retry_after, is killed with SIGKILL at random
+//! moments 20 times and restarted each time. Afterwards no packet_id is in the journals twice,
+//! no user has more than 3 packets or more than 1 from one sponsor, every RED_PACKET
+//! answer the client received is in a journal with the same user, amount and sponsor, and
+//! `shake reconcile` is exact.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{unix_s, Server, CLAIM_KEY, TOKEN_KEY};
+use shake::client;
+use shake::journal::{JournalReader, Kind, TailPolicy};
+use shake::wire::shake::Outcome;
+
+const USERS: u64 = 3_000;
+const KILLS: usize = 20;
+
+fn shake_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shake"))
+}
+
+/// Received RED_PACKET answers: packet_id -> (user, amount, sponsor).
+type Paid = HashMap<u64, (u64, u32, u32)>;
+
+/// Floods the server with shakes of all users (ignoring retry_after, as a stress client
+/// does) until `answers` answers arrived or the server stopped answering.
+fn load(server: &Server, answers: usize, seq: &mut u32, paid: &mut Paid) -> usize {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let expiry = (unix_s() + 3600) as u32;
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sent: HashMap<(u64, u32), shake::wire::shake::ShakeRequestRepr> = HashMap::new();
+    'outer: while got < answers && Instant::now() < deadline {
+        for _ in 0..64 {
+            *seq += 1;
+            let user = (*seq as u64 * 7919) % USERS;
+            let r = client::request(&TOKEN_KEY, user, *seq, expiry, 0);
+            sent.insert((user, *seq), r);
+            s.send_to(&client::payload(&r), server.udp).unwrap();
+        }
+        let mut buf = [0u8; 128];
+        for _ in 0..64 {
+            let Ok((n, _)) = s.recv_from(&mut buf) else {
+                continue 'outer;
+            };
+            let user = u64::from_be_bytes(buf[8..16].try_into().unwrap());
+            let sq = u32::from_be_bytes(buf[16..20].try_into().unwrap());
+            let r = sent
+                .remove(&(user, sq))
+                .expect("answer to a request we sent");
+            let a = client::check_answer(&r, &buf[..n], &CLAIM_KEY).unwrap();
+            if a.outcome == Outcome::RedPacket {
+                assert!(
+                    paid.insert(a.packet_id, (a.user_id, a.amount_cents, a.sponsor_id))
+                        .is_none(),
+                    "packet {} answered twice",
+                    a.packet_id
+                );
+            }
+            got += 1;
+        }
+    }
+    got
+}
+
+#[test]
+fn sigkill_twenty_times_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("token.key"), TOKEN_KEY.to_hex()).unwrap();
+    std::fs::write(p.join("claim.key"), CLAIM_KEY.to_hex()).unwrap();
+    // Four back-to-back rounds of 30 s from now: packets are due at 100 a second.
+    let mut rounds = String::new();
+    for i in 0..4 {
+        rounds += &format!(
+            "[[round]]\nid = {}\nstart_s = {}\nduration_s = 30\nwin_probability = 0.5\ngreeting_probability = 0.2\n",
+            i + 1,
+            i * 30
+        );
+    }
+    std::fs::write(
+        p.join("activity.toml"),
+        format!(
+            r#"
+[activity]
+id = 31
+name = "crash"
+epoch = {}
+[limits]
+per_user = 3
+per_sponsor = 1
+[[sponsor]]
+id = 1
+budget_cents = 600000
+packets = 6000
+min_cents = 10
+max_cents = 500
+[[sponsor]]
+id = 2
+budget_cents = 300000
+packets = 6000
+min_cents = 5
+max_cents = 100
+{rounds}
+"#,
+            unix_s()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("node.toml"),
+        r#"
+[node]
+index = 0
+count = 1
+ipv4 = "127.0.0.1"
+port = 0
+planned_users = 100000
+[activity]
+file = "activity.toml"
+seeds = "seeds"
+journal = "journal"
+[keys]
+token_key = "token.key"
+claim_key = "claim.key"
+[throttle]
+floor_ms = 1
+ceiling_ms = 2
+[stats]
+interval_s = 0
+"#,
+    )
+    .unwrap();
+    let out = shake_bin()
+        .args([
+            "seedgen",
+            "--nodes",
+            "1",
+            "--workers",
+            "2",
+            "--seed",
+            "5",
+            "--activity",
+        ])
+        .arg(p.join("activity.toml"))
+        .arg("--out")
+        .arg(p.join("seeds"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut rng = shake::engine::rng::Rng::new(77);
+    let mut paid = Paid::new();
+    let mut seq = 0u32;
+    let config = p.join("node.toml");
+    for _ in 0..KILLS {
+        let mut server = Server::start_socket_with(&config, None);
+        // Kill at a random point of the load, with requests in flight.
+        let n = 200 + rng.below(3_000) as usize;
+        load(&server, n, &mut seq, &mut paid);
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+    }
+    // One more start: recovery after the last kill, then a clean stop.
+    let server = Server::start_socket_with(&config, None);
+    load(&server, 500, &mut seq, &mut paid);
+    let (status, _) = server.stop();
+    assert!(status.success());
+    assert!(
+        paid.len() > 100,
+        "only {} red packets were paid",
+        paid.len()
+    );
+
+    // Every journal record, all workers.
+    let mut claims: HashMap<u64, (u64, u32, u32)> = HashMap::new();
+    let mut per_user: HashMap<u64, Vec<u32>> = HashMap::new();
+    let mut forfeits = 0;
+    for w in 0..2 {
+        let d = p.join("journal").join(format!("worker-{w}"));
+        let mut r = JournalReader::open_dir(&d, None, TailPolicy::Strict).unwrap();
+        while let Some(rec) = r.next_record().unwrap() {
+            match rec.kind {
+                Kind::Claim => {
+                    let c = rec.claim;
+                    assert!(
+                        claims
+                            .insert(c.packet_id, (c.user_id, c.amount_cents, c.sponsor_id))
+                            .is_none(),
+                        "packet {} journaled twice",
+                        c.packet_id
+                    );
+                    per_user.entry(c.user_id).or_default().push(c.sponsor_id);
+                }
+                Kind::Forfeit => forfeits += 1,
+            }
+        }
+    }
+    for (pid, got) in &paid {
+        assert_eq!(
+            claims.get(pid),
+            Some(got),
+            "paid packet {pid} not journaled as answered"
+        );
+    }
+    for (user, sponsors) in &per_user {
+        assert!(
+            sponsors.len() <= 3,
+            "user {user} has {} packets",
+            sponsors.len()
+        );
+        let distinct: HashSet<_> = sponsors.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            sponsors.len(),
+            "user {user} has two from one sponsor"
+        );
+    }
+    eprintln!(
+        "{} red packets answered, {} claims journaled, {} users won",
+        paid.len(),
+        claims.len(),
+        per_user.len()
+    );
+    // Same boot, so SIGKILL forfeits nothing: the page cache kept every record.
+    assert_eq!(forfeits, 0);
+
+    let out = shake_bin()
+        .arg("reconcile")
+        .arg("--manifest")
+        .arg(p.join("seeds/manifest.toml"))
+        .arg("--seeds")
+        .arg(p.join("seeds"))
+        .arg("--journals")
+        .arg(p.join("journal"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reconcile: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
