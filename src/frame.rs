@@ -55,7 +55,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// Bytes to transmit, if any.
-    pub fn len(&self) -> Option<usize> {
+    pub fn tx_len(&self) -> Option<usize> {
         match *self {
             Verdict::Answer { len } | Verdict::AnswerUdpOffload { len, .. } => Some(len),
             Verdict::Drop(_) => None,
@@ -449,7 +449,7 @@ greeting_probability = {greet}
     fn shake(w: &mut W, now: u64, user: u64) -> ShakeAnswerRepr {
         let mut f = frame_for(user, 2_000_000_000);
         let v = run(w, now, &mut f);
-        let len = v.len().expect("answered");
+        let len = v.tx_len().expect("answered");
         let r = client::request(&TOKEN, user, 77, 2_000_000_000, 0xfeed);
         let p = &f[len - PAYLOAD_LEN..len];
         client::check_answer(&r, p, &CLAIM).unwrap()
@@ -521,7 +521,7 @@ greeting_probability = {greet}
         let mut w = worker(Setup::default());
         let mut f = frame_for(1, 1_000);
         let v = run(&mut w, MID, &mut f);
-        let len = v.len().unwrap();
+        let len = v.tx_len().unwrap();
         assert_eq!(f[len - PAYLOAD_LEN + 4], Outcome::Denied as u8);
         // A token for another user.
         let mut r = client::request(&TOKEN, 1, 1, 2_000_000_000, 0);
@@ -530,7 +530,7 @@ greeting_probability = {greet}
         let len = flow().emit(&mut buf, &client::payload(&r), 1);
         let v = run(&mut w, MID, &mut buf[..len]);
         let a =
-            client::check_answer(&r, &buf[v.len().unwrap() - PAYLOAD_LEN..len], &CLAIM).unwrap();
+            client::check_answer(&r, &buf[v.tx_len().unwrap() - PAYLOAD_LEN..len], &CLAIM).unwrap();
         assert_eq!(a.outcome, Outcome::Denied);
     }
 
@@ -767,7 +767,7 @@ greeting_probability = {greet}
             OUR_IP,
             |b| b.copy_from_slice(&p),
         );
-        let len = run(&mut w, MID, &mut f).len().unwrap();
+        let len = run(&mut w, MID, &mut f).tx_len().unwrap();
         assert_eq!(len, 18 + 20 + 8 + 64);
         let out = etherparse::SlicedPacket::from_ethernet(&f[..len]).unwrap();
         let Some(etherparse::NetSlice::Ipv4(ip)) = &out.net else {
@@ -861,7 +861,7 @@ greeting_probability = {greet}
             f
         };
         let mut f = mk(icmp::ECHO_REQUEST);
-        let len = run(&mut w, MID, &mut f).len().unwrap();
+        let len = run(&mut w, MID, &mut f).tx_len().unwrap();
         let out = etherparse::SlicedPacket::from_ethernet(&f[..len]).unwrap();
         let Some(etherparse::NetSlice::Ipv4(ip)) = &out.net else {
             panic!()

@@ -129,7 +129,7 @@ proptest! {
         let mut frames = [&mut f[..]];
         let mut v = [Verdict::Drop(shake::counters::DropReason::Truncated)];
         process_burst(&mut w, &cfg(), &mut frames, &mut v);
-        if let Some(len) = v[0].len() {
+        if let Some(len) = v[0].tx_len() {
             prop_assert!(len <= bytes.len());
         }
     }
@@ -146,7 +146,7 @@ proptest! {
         let mut frames = [&mut f[..]];
         let mut v = [Verdict::Drop(shake::counters::DropReason::Truncated)];
         process_burst(&mut w, &cfg(), &mut frames, &mut v);
-        if let Some(len) = v[0].len() { prop_assert!(len <= 106); }
+        if let Some(len) = v[0].tx_len() { prop_assert!(len <= 106); }
     }
 
     #[test]
@@ -164,7 +164,7 @@ proptest! {
         let mut frames = [&mut f[..n]];
         let mut v = [Verdict::Drop(shake::counters::DropReason::Truncated)];
         process_burst(&mut w, &cfg(), &mut frames, &mut v);
-        let len = v[0].len().expect("a valid shake is answered");
+        let len = v[0].tx_len().expect("a valid shake is answered");
         prop_assert_eq!(len, n);
         let p = etherparse::SlicedPacket::from_ethernet(&f[..len]).expect("etherparse decodes the answer");
         let link = match &p.link { Some(etherparse::LinkSlice::Ethernet2(e)) => e.clone(), _ => panic!("no ethernet") };
@@ -213,7 +213,7 @@ fn a_million_random_shakes_keep_every_limit() {
         let mut v = [Verdict::Drop(shake::counters::DropReason::Truncated); 32];
         process_burst(&mut w, &cfg(), &mut frames, &mut v);
         for (k, b) in bufs.iter().enumerate() {
-            let len = v[k].len().expect("answered");
+            let len = v[k].tx_len().expect("answered");
             let ans = client::check_answer(&reqs[k], &b[len - 64..len], &CLAIM).unwrap();
             if ans.outcome == Outcome::RedPacket {
                 answered_red += 1;

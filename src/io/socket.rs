@@ -275,7 +275,12 @@ fn send_all(
     }
 }
 
+/// The control loop's ends of the reload channels, one per worker.
+pub type ReloadSenders = Vec<Sender<Arc<Live>>>;
+/// The workers' ends.
+pub type ReloadReceivers = Vec<Receiver<Arc<Live>>>;
+
 /// Channels for handing each worker new snapshots.
-pub fn reload_channels(n: usize) -> (Vec<Sender<Arc<Live>>>, Vec<Receiver<Arc<Live>>>) {
+pub fn reload_channels(n: usize) -> (ReloadSenders, ReloadReceivers) {
     (0..n).map(|_| crossbeam::channel::bounded(4)).unzip()
 }

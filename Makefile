@@ -1,0 +1,58 @@
+# shake: the two commands are `make demo` and `make test`. Both install what they need on a
+# fresh Debian 12 machine (as root), build, and run. See README.md.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# Debian packages the build and the tests need: DPDK 22.11 and its pkg-config file, libclang
+# for bindgen, libpcap for net_pcap captures, iproute2/ethtool for the veth test.
+APT_PACKAGES := dpdk libdpdk-dev pkg-config libclang-dev clang libpcap-dev iproute2 ethtool python3 valgrind
+BUILD := build
+
+.PHONY: all deps build release test lint demo bench bench-datapath bench-seeds hugepages clean
+
+all: build
+
+# Install what is missing, once. Quiet when everything is there.
+deps:
+	@missing=""; \
+	pkg-config --exists libdpdk 2>/dev/null || missing="yes"; \
+	ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing="yes"; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="yes"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make: missing Debian packages ($(APT_PACKAGES)); run as root or install them" >&2; exit 1; fi; \
+	  echo "make: installing $(APT_PACKAGES)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi; \
+	pkg-config --modversion libdpdk | sed 's/^/make: DPDK /'
+	@command -v $(CARGO) >/dev/null || { echo "make: cargo (Rust) is required" >&2; exit 1; }
+
+build: deps
+	$(CARGO) build --release --workspace
+
+release: build
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Everything: formatting, lints, unit, property, integration and DPDK tests.
+test: deps lint
+	$(CARGO) test --workspace
+
+hugepages:
+	bash nic-config/hugepages.sh
+
+# The datapath micro-benchmark: ns per request over 32-frame bursts from 10M users.
+bench-datapath: deps
+	$(CARGO) bench --bench datapath
+
+# Seedgen rate and start-up with 10M claims.
+bench-seeds: deps
+	$(CARGO) bench --bench seeds_startup
+
+bench: bench-datapath bench-seeds
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD)
