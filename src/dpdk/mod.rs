@@ -7,7 +7,8 @@
 //! - [`mbuf`], [`mempool`], [`ring`]: owned mbufs, bursts in stack arrays, pools, SPSC rings.
 //! - [`worker`]: the poll loop of one lcore.
 //! - [`telemetry`]: `/shake/stats` on the DPDK telemetry socket.
-//! - [`standin`]: the processor interface and frame peeking until `crate::frame` merges.
+//! - [`processor`]: what the loop calls per burst, and the engine worker behind the frame
+//!   layer that `shake serve` runs.
 //!
 //! Users are steered, not shared: RSS spreads frames over the workers' queues by address, so
 //! a worker that receives a shake of a user another worker owns
@@ -25,8 +26,8 @@ pub mod error;
 pub mod mbuf;
 pub mod mempool;
 pub mod port;
+pub mod processor;
 pub mod ring;
-pub mod standin;
 pub mod telemetry;
 pub mod worker;
 
@@ -43,8 +44,8 @@ pub use error::DpdkError;
 pub use mbuf::{Burst, Mbuf, BURST};
 pub use mempool::Mempool;
 pub use port::{Port, PortInfo};
+pub use processor::{peek_user, BurstProcessor, FrameProcessor, Verdict};
 pub use ring::{ring_port, Consumer, Producer, Ring};
-pub use standin::{peek_user, BurstProcessor, Verdict};
 pub use worker::{WorkerLoop, WorkerPort};
 
 use crate::control::{Signals, Stats, Ticker};

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::clock::TscClock;
 use super::mbuf::{Burst, BURST};
+use super::processor::{peek_user, BurstProcessor, Verdict};
 use super::ring::{Consumer, Producer};
-use super::standin::{peek_user, BurstProcessor, Verdict};
 use crate::counters::{bump, Counters, DropReason};
 use crate::engine::config::owner_worker;
 
