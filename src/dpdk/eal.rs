@@ -268,4 +268,29 @@ name = "0000:03:00.0"
         .unwrap_err();
         assert!(e.to_string().contains("exactly one of name and id"), "{e}");
     }
+
+    /// The shipped node configs parse, their keys and activity load, and their EAL
+    /// arguments never probe PCI unless the file allows devices by address.
+    #[test]
+    fn nic_config_examples() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("nic-config");
+        for (file, pci) in [("demo.toml", false), ("pcap.toml", false), ("bare-metal.toml", true)] {
+            let c = NodeConfig::load(&dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
+            let args = eal_args(c.dpdk.as_ref().unwrap(), &dir, &[]);
+            assert_eq!(args.contains(&"--no-pci".to_owned()), !pci, "{file}: {args:?}");
+            assert_eq!(args.iter().any(|a| a == "-a"), pci, "{file}: {args:?}");
+            assert!(args.iter().any(|a| a.starts_with("--file-prefix=shake")), "{file}");
+            if !pci {
+                c.identity().unwrap_or_else(|e| panic!("{file}: {e}"));
+                c.activity().unwrap_or_else(|e| panic!("{file}: {e}"));
+            }
+        }
+        let pcap = NodeConfig::load(&dir.join("pcap.toml")).unwrap();
+        let args = eal_args(pcap.dpdk.as_ref().unwrap(), &dir, &[]);
+        let rx = format!("rx_pcap={}", dir.join("in.pcap").display());
+        assert!(args.iter().any(|a| a.contains(&rx)), "{args:?}");
+        let bare = NodeConfig::load(&dir.join("bare-metal.toml")).unwrap();
+        assert_eq!(bare.port.len(), 2);
+        assert!(bare.dpdk.as_ref().unwrap().huge);
+    }
 }
