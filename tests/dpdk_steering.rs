@@ -167,9 +167,19 @@ fn send(pool: &Mempool, ring: &Ring, frames: &mut dyn Iterator<Item = Vec<u8>>, 
     }
 }
 
+/// Removes this test's EAL runtime directory, also when the test fails.
+struct RuntimeDir(std::path::PathBuf);
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn two_workers_steer_users_and_answer_on_their_queues() {
     let prefix = format!("shake-test-steer-{}", std::process::id());
+    let _runtime_dir = RuntimeDir(Path::new("/var/run/dpdk").join(&prefix));
     let config = config(&prefix);
     let args = dpdk::node_eal_args(&config, &["--no-shconf".to_owned()]).unwrap();
     assert!(args.contains(&"--no-pci".to_owned()) && args.contains(&"--no-huge".to_owned()));
@@ -192,16 +202,19 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
     let pool = Mempool::new("t_pool", 8191, 0, 0).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let app = dpdk::launch(&eal, &config, stop, |index, ports| {
+    let app = dpdk::launch(&eal, &config, stop, |workers, ports| {
+        assert_eq!(workers, 2);
         assert_eq!(ports.len(), 1);
         assert_eq!(ports[0].id, port);
         assert_eq!(ports[0].queues, 2);
-        Echo {
-            index: index as u8,
-            counters: Arc::default(),
-            users: Vec::new(),
-            now_ms: 0,
-        }
+        (0..workers)
+            .map(|index| Echo {
+                index: index as u8,
+                counters: Arc::default(),
+                users: Vec::new(),
+                now_ms: 0,
+            })
+            .collect()
     })
     .expect("launch");
     dpdk::telemetry::publish(app.stats().clone()).expect("telemetry command");
@@ -318,9 +331,7 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
     drop(pool);
     drop(to_node);
     drop(from_node);
-    let runtime_dir = eal.runtime_dir().to_path_buf();
     drop(eal);
-    let _ = std::fs::remove_dir_all(runtime_dir);
 }
 
 /// One command over the telemetry socket (`SOCK_SEQPACKET`, protocol v2): the server first

@@ -17,7 +17,7 @@ pub struct TscClock {
 
 impl TscClock {
     /// Anchors the TSC to the system clock now. Needs the EAL (which measured the TSC rate).
-    pub fn new() -> TscClock {
+    pub fn anchor_now() -> TscClock {
         // SAFETY: reads the EAL's TSC frequency and the TSC; no preconditions beyond an
         // initialised EAL, which every caller has.
         let (hz, tsc0) = unsafe { (dpdk_sys::shake_get_tsc_hz(), dpdk_sys::shake_rdtsc()) };
@@ -36,7 +36,7 @@ impl TscClock {
             ms0,
             hz,
             // Rounded up, so a whole second of cycles is never a millisecond short.
-            ms_per_cycle: ((1000u128 << 48) + u128::from(hz) - 1) / u128::from(hz),
+            ms_per_cycle: (1000u128 << 48).div_ceil(u128::from(hz)),
         }
     }
 

@@ -274,12 +274,23 @@ name = "0000:03:00.0"
     #[test]
     fn nic_config_examples() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("nic-config");
-        for (file, pci) in [("demo.toml", false), ("pcap.toml", false), ("bare-metal.toml", true)] {
+        for (file, pci) in [
+            ("demo.toml", false),
+            ("pcap.toml", false),
+            ("bare-metal.toml", true),
+        ] {
             let c = NodeConfig::load(&dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
             let args = eal_args(c.dpdk.as_ref().unwrap(), &dir, &[]);
-            assert_eq!(args.contains(&"--no-pci".to_owned()), !pci, "{file}: {args:?}");
+            assert_eq!(
+                args.contains(&"--no-pci".to_owned()),
+                !pci,
+                "{file}: {args:?}"
+            );
             assert_eq!(args.iter().any(|a| a == "-a"), pci, "{file}: {args:?}");
-            assert!(args.iter().any(|a| a.starts_with("--file-prefix=shake")), "{file}");
+            assert!(
+                args.iter().any(|a| a.starts_with("--file-prefix=shake")),
+                "{file}"
+            );
             if !pci {
                 c.identity().unwrap_or_else(|e| panic!("{file}: {e}"));
                 c.activity().unwrap_or_else(|e| panic!("{file}: {e}"));

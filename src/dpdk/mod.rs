@@ -44,7 +44,7 @@ pub use error::DpdkError;
 pub use mbuf::{Burst, Mbuf, BURST};
 pub use mempool::Mempool;
 pub use port::{Port, PortInfo};
-pub use processor::{peek_user, BurstProcessor, FrameProcessor, Verdict};
+pub use processor::{frame_configs, peek_user, BurstProcessor, FrameProcessor, Verdict};
 pub use ring::{ring_port, Consumer, Producer, Ring};
 pub use worker::{WorkerLoop, WorkerPort};
 
@@ -86,18 +86,19 @@ pub struct Appliance<P: BurstProcessor + Send + 'static> {
 }
 
 /// Starts the ports of `config` with one queue pair per worker lcore, the hand-off rings,
-/// and a worker on every lcore but the main one. `make_processor(worker, ports)` builds
-/// worker `i`'s processor here, on the main lcore. Workers run until `stop` is set (by a
-/// signal, the caller, or a worker that failed).
+/// and a worker on every lcore but the main one. `make_processors(workers, ports)` builds
+/// the workers' processors here, on the main lcore, one per worker in worker order (so
+/// seeds can be planned for that many shards). Workers run until `stop` is set (by a signal,
+/// the caller, or a worker that failed).
 pub fn launch<P, F>(
     eal: &Eal,
     config: &NodeConfig,
     stop: Arc<AtomicBool>,
-    mut make_processor: F,
+    make_processors: F,
 ) -> Result<Appliance<P>, DpdkError>
 where
     P: BurstProcessor + Send + 'static,
-    F: FnMut(usize, &[PortInfo]) -> P,
+    F: FnOnce(usize, &[PortInfo]) -> Vec<P>,
 {
     let dpdk = section(config)?;
     let lcores = eal.worker_lcores();
@@ -137,7 +138,7 @@ where
         .map(|_| (0..workers).map(|_| None).collect())
         .collect();
     let mut from: Vec<Vec<Consumer>> = (0..workers).map(|_| Vec::new()).collect();
-    for src in 0..workers {
+    for (src, to_src) in to.iter_mut().enumerate() {
         for dst in (0..workers).filter(|&d| d != src) {
             // SAFETY: a lookup in the EAL's lcore table.
             let socket = unsafe { dpdk_sys::rte_lcore_to_socket_id(lcores[dst]) } as i32;
@@ -148,12 +149,12 @@ where
                 true,
             )?;
             let (p, c) = ring.split();
-            to[src][dst] = Some(p);
+            to_src[dst] = Some(p);
             from[dst].push(c);
         }
     }
 
-    let clock = TscClock::new();
+    let clock = TscClock::anchor_now();
     let ports_of_worker: Vec<WorkerPort> = infos
         .iter()
         .map(|i| WorkerPort {
@@ -161,10 +162,16 @@ where
             tx_udp_cksum: i.tx_udp_cksum,
         })
         .collect();
+    let processors = make_processors(workers, &infos);
+    if processors.len() != workers {
+        return Err(DpdkError::Config(format!(
+            "{} processors for {workers} worker lcores",
+            processors.len()
+        )));
+    }
     let mut tasks = Vec::with_capacity(workers);
     let mut counters = Vec::with_capacity(workers);
-    for (index, (to, from)) in to.into_iter().zip(from).enumerate() {
-        let processor = make_processor(index, &infos);
+    for (index, ((to, from), processor)) in to.into_iter().zip(from).zip(processors).enumerate() {
         counters.push(processor.counters().clone());
         tasks.push(Box::new(Task {
             lcore: lcores[index],
@@ -313,18 +320,18 @@ impl<P: BurstProcessor + Send + 'static> Drop for Appliance<P> {
 pub fn serve<P, F, C>(
     config: &NodeConfig,
     extra_eal_args: &[String],
-    make_processor: F,
+    make_processors: F,
     mut control: C,
 ) -> Result<Vec<P>, DpdkError>
 where
     P: BurstProcessor + Send + 'static,
-    F: FnMut(usize, &[PortInfo]) -> P,
+    F: FnOnce(usize, &[PortInfo]) -> Vec<P>,
     C: FnMut(&Signals, &Stats),
 {
     let dpdk = section(config)?;
     let signals = Signals::register().map_err(DpdkError::Signals)?;
     let eal = Eal::init(&node_eal_args(config, extra_eal_args)?)?;
-    let app = launch(&eal, config, signals.stop.clone(), make_processor)?;
+    let app = launch(&eal, config, signals.stop.clone(), make_processors)?;
     eprintln!(
         "shake: serving with {} workers on lcores {:?} (main lcore {})",
         app.workers(),

@@ -37,23 +37,22 @@ pub struct FrameProcessor<S: SeedSource, J: ClaimSink> {
     pub reload: Option<Receiver<Arc<Live>>>,
 }
 
-impl<S: SeedSource, J: ClaimSink> FrameProcessor<S, J> {
-    /// The frame configs for a node answering on `ipv4:udp_port` on `ports`.
-    pub fn frame_configs(
-        ipv4: std::net::Ipv4Addr,
-        udp_port: u16,
-        ports: &[super::PortInfo],
-    ) -> Vec<FrameConfig> {
-        ports
-            .iter()
-            .map(|p| FrameConfig {
-                ipv4: ipv4.octets(),
-                mac: p.mac,
-                udp_port,
-                tx_udp_offload: p.tx_udp_cksum,
-            })
-            .collect()
-    }
+/// The frame configs, per port, of a node answering on `ipv4:udp_port`: each port's own
+/// MAC for ARP replies, and its UDP checksum offload where the device has it.
+pub fn frame_configs(
+    ipv4: std::net::Ipv4Addr,
+    udp_port: u16,
+    ports: &[super::PortInfo],
+) -> Vec<FrameConfig> {
+    ports
+        .iter()
+        .map(|p| FrameConfig {
+            ipv4: ipv4.octets(),
+            mac: p.mac,
+            udp_port,
+            tx_udp_offload: p.tx_udp_cksum,
+        })
+        .collect()
 }
 
 impl<S: SeedSource, J: ClaimSink> BurstProcessor for FrameProcessor<S, J> {
