@@ -12,12 +12,15 @@
 //! - [`counters`]: per-worker counters, written by one core, read by the control loop.
 //! - [`seed`], [`journal`], [`recovery`], [`reconcile`]: red packets issued once, recorded,
 //!   recovered after a crash and reconciled to the cent.
+//! - `dpdk` (feature `dpdk`, default): the DPDK appliance, poll-mode workers per lcore.
 #![deny(unsafe_code)]
 
 pub mod activity;
 pub mod client;
 pub mod control;
 pub mod counters;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod engine;
 pub mod frame;
 pub mod io;

@@ -16,6 +16,9 @@ use crate::activity::Activity;
 use crate::engine::config::{next_config_version, Identity, Live, Throttle};
 use crate::mac::MacKey;
 
+mod dpdk_section;
+pub use dpdk_section::{DpdkSection, PortSection};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}:{line}: {message}")]
@@ -215,11 +218,12 @@ pub struct NodeConfig {
     pub stats: StatsSection,
     #[serde(default)]
     pub socket: SocketSection,
-    /// DPDK settings; kept as TOML here and read by the DPDK layer.
+    /// DPDK settings (EAL arguments, workers), read by the DPDK layer.
     #[serde(default)]
-    pub dpdk: Option<toml::Table>,
+    pub dpdk: Option<DpdkSection>,
+    /// The DPDK ports, `[[port]]` tables.
     #[serde(default)]
-    pub port: Vec<toml::Table>,
+    pub port: Vec<PortSection>,
     /// Where the file was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -289,6 +293,9 @@ impl NodeConfig {
                     format!("node.mac {m:?} is not six hex bytes like 02:00:00:00:00:01"),
                 ));
             }
+        }
+        if let Some(d) = &c.dpdk {
+            d.validate(&c.port).map_err(|m| at(find("[dpdk]"), m))?;
         }
         Ok(c)
     }

@@ -1,0 +1,296 @@
+//! An owned packet buffer, and bursts of them in fixed stack arrays.
+
+use std::ptr::{self, NonNull};
+
+use dpdk_sys::rte_mbuf;
+
+/// Frames per RX burst, TX burst and ring transfer.
+pub const BURST: usize = 32;
+
+/// One single-segment mbuf, owned: dropping it frees it; [`Mbuf::into_raw`] hands it to
+/// something that takes ownership (TX, a ring).
+#[derive(Debug)]
+#[repr(transparent)]
+pub struct Mbuf(NonNull<rte_mbuf>);
+
+// SAFETY: an owned mbuf is referenced by nobody else, and freeing it from any thread is
+// safe (it goes back to its pool, which is thread-safe). Ownership moving between lcores is
+// exactly what the hand-off rings do.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// Takes ownership of a raw mbuf.
+    ///
+    /// # Safety
+    /// `m` must be a valid mbuf that nobody else owns or references afterwards (just
+    /// received, allocated or dequeued).
+    pub unsafe fn from_raw(m: NonNull<rte_mbuf>) -> Mbuf {
+        Mbuf(m)
+    }
+
+    /// Gives up ownership, e.g. to TX, without freeing.
+    pub fn into_raw(self) -> NonNull<rte_mbuf> {
+        let m = self.0;
+        std::mem::forget(self);
+        m
+    }
+
+    pub fn as_ptr(&self) -> *mut rte_mbuf {
+        self.0.as_ptr()
+    }
+
+    /// Bytes of data in this (first) segment.
+    pub fn data_len(&self) -> usize {
+        // SAFETY: self owns a valid mbuf.
+        usize::from(unsafe { dpdk_sys::shake_pktmbuf_data_len(self.as_ptr()) })
+    }
+
+    /// Bytes of the whole packet, all segments.
+    pub fn pkt_len(&self) -> usize {
+        // SAFETY: self owns a valid mbuf.
+        unsafe { dpdk_sys::shake_pktmbuf_pkt_len(self.as_ptr()) as usize }
+    }
+
+    /// Room after the data in this segment.
+    pub fn tailroom(&self) -> usize {
+        // SAFETY: self owns a valid mbuf.
+        usize::from(unsafe { dpdk_sys::shake_pktmbuf_tailroom(self.as_ptr()) })
+    }
+
+    /// The DPDK port the mbuf was received on.
+    pub fn port(&self) -> u16 {
+        // SAFETY: self owns a valid mbuf.
+        unsafe { dpdk_sys::shake_mbuf_port(self.as_ptr()) }
+    }
+
+    /// Records the port a frame belongs to, for frames that travel between lcores (not every
+    /// driver sets it on RX).
+    pub fn set_port(&mut self, port: u16) {
+        // SAFETY: self owns a valid mbuf; `port` is a plain u16 field of rte_mbuf, whose
+        // layout bindgen checked against the installed headers.
+        unsafe { (*self.as_ptr()).port = port }
+    }
+
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: mtod points at data_len initialised bytes of the mbuf's buffer, which self
+        // owns and which outlives the borrow of self.
+        unsafe {
+            std::slice::from_raw_parts(dpdk_sys::shake_pktmbuf_mtod(self.as_ptr()), self.data_len())
+        }
+    }
+
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `data`, and the borrow of self is exclusive.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                dpdk_sys::shake_pktmbuf_mtod(self.as_ptr()),
+                self.data_len(),
+            )
+        }
+    }
+
+    /// Sets the frame length of a single-segment mbuf (data_len and pkt_len). Growing past
+    /// the buffer is refused (false); the new bytes are whatever the buffer held.
+    pub fn set_len(&mut self, len: usize) -> bool {
+        if len > self.data_len() + self.tailroom() {
+            return false;
+        }
+        // SAFETY: self owns a valid mbuf; len fits its buffer (checked above) and in u16.
+        unsafe {
+            dpdk_sys::shake_pktmbuf_set_data_len(self.as_ptr(), len as u16);
+            dpdk_sys::shake_pktmbuf_set_pkt_len(self.as_ptr(), len as u32);
+        }
+        true
+    }
+
+    /// TX offload flags (`RTE_MBUF_F_TX_*`); RX flags are replaced.
+    pub fn set_tx_offload(&mut self, ol_flags: u64, l2_len: u16, l3_len: u16) {
+        // SAFETY: self owns a valid mbuf; these are plain field stores.
+        unsafe {
+            dpdk_sys::shake_mbuf_set_ol_flags(self.as_ptr(), ol_flags);
+            dpdk_sys::shake_mbuf_set_l2_len(self.as_ptr(), l2_len);
+            dpdk_sys::shake_mbuf_set_l3_len(self.as_ptr(), l3_len);
+        }
+    }
+
+    /// Starts loading the frame's first cache line.
+    #[inline]
+    pub fn prefetch(&self) {
+        // SAFETY: a prefetch of any address is harmless; this one is the mbuf's data.
+        unsafe { dpdk_sys::shake_prefetch0(dpdk_sys::shake_pktmbuf_mtod(self.as_ptr()).cast()) }
+    }
+}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        // SAFETY: self owns the mbuf; it is freed exactly once, here.
+        unsafe { dpdk_sys::shake_pktmbuf_free(self.as_ptr()) }
+    }
+}
+
+/// Up to [`BURST`] owned mbufs in a stack array: what RX filled, what goes to TX or a ring.
+/// Dropping it frees what it still holds. No allocation, ever.
+pub struct Burst {
+    /// `mbufs[..len]` are owned; the rest are null.
+    mbufs: [*mut rte_mbuf; BURST],
+    len: usize,
+}
+
+impl Default for Burst {
+    fn default() -> Self {
+        Burst {
+            mbufs: [ptr::null_mut(); BURST],
+            len: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for Burst {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Burst").field("len", &self.len).finish()
+    }
+}
+
+// SAFETY: a Burst owns its mbufs exclusively, like a collection of `Mbuf`s (which are Send).
+unsafe impl Send for Burst {}
+
+impl Burst {
+    pub fn new() -> Burst {
+        Burst::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len == BURST
+    }
+
+    /// Adds an mbuf; gives it back when the burst is full.
+    #[inline]
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        if self.is_full() {
+            return Err(m);
+        }
+        self.mbufs[self.len] = m.into_raw().as_ptr();
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Takes the mbufs out, in order, leaving the burst empty.
+    #[inline]
+    pub fn take(&mut self) -> Drain {
+        let d = Drain {
+            mbufs: self.mbufs,
+            at: 0,
+            len: self.len,
+        };
+        self.len = 0;
+        d
+    }
+
+    /// The mbufs, borrowed.
+    pub fn iter(&self) -> impl Iterator<Item = &Mbuf> {
+        // SAFETY: Mbuf is a transparent NonNull and mbufs[..len] are non-null owned mbufs;
+        // the borrow of self keeps them alive and owned.
+        self.mbufs[..self.len]
+            .iter()
+            .map(|p| unsafe { &*(p as *const *mut rte_mbuf as *const Mbuf) })
+    }
+
+    /// The mbufs, mutably borrowed.
+    pub fn as_mut_slice(&mut self) -> &mut [Mbuf] {
+        // SAFETY: as in `iter`; Mbuf has the layout of a non-null pointer, and the exclusive
+        // borrow of self makes the slice the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.mbufs.as_mut_ptr().cast::<Mbuf>(), self.len) }
+    }
+
+    /// Frees everything held.
+    pub fn clear(&mut self) {
+        drop(self.take());
+    }
+
+    /// Fills an empty burst from an RX queue; returns how many came.
+    #[inline]
+    pub fn rx(&mut self, port: u16, queue: u16) -> usize {
+        debug_assert!(self.is_empty());
+        self.clear();
+        // SAFETY: the array has room for BURST pointers; the driver writes `n` owned mbufs
+        // into it. The caller's port/queue are configured and started (worker contract:
+        // each queue is polled by one lcore only).
+        let n = unsafe {
+            dpdk_sys::shake_eth_rx_burst(port, queue, self.mbufs.as_mut_ptr(), BURST as u16)
+        };
+        self.len = usize::from(n);
+        self.len
+    }
+
+    /// Hands the mbufs to a TX queue; those it did not take stay in the burst (at the front).
+    /// Returns how many it took.
+    #[inline]
+    pub fn tx(&mut self, port: u16, queue: u16) -> usize {
+        if self.is_empty() {
+            return 0;
+        }
+        // SAFETY: mbufs[..len] are owned mbufs; the driver takes ownership of the first
+        // `sent`, the rest stay ours. One lcore per TX queue (worker contract).
+        let sent = usize::from(unsafe {
+            dpdk_sys::shake_eth_tx_burst(port, queue, self.mbufs.as_mut_ptr(), self.len as u16)
+        });
+        self.forget_front(sent);
+        sent
+    }
+
+    /// Drops ownership of the first `n` (someone else took them) and moves the rest forward.
+    pub(super) fn forget_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.mbufs.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+
+    /// The raw array, for ring transfers.
+    pub(super) fn raw_parts(&mut self) -> (&mut [*mut rte_mbuf; BURST], &mut usize) {
+        (&mut self.mbufs, &mut self.len)
+    }
+}
+
+impl Drop for Burst {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// The mbufs taken out of a [`Burst`]; whatever is not consumed is freed on drop.
+pub struct Drain {
+    mbufs: [*mut rte_mbuf; BURST],
+    at: usize,
+    len: usize,
+}
+
+impl Iterator for Drain {
+    type Item = Mbuf;
+
+    #[inline]
+    fn next(&mut self) -> Option<Mbuf> {
+        if self.at == self.len {
+            return None;
+        }
+        let p = self.mbufs[self.at];
+        self.at += 1;
+        // SAFETY: mbufs[at..len] are owned, non-null mbufs; each is handed out once.
+        Some(unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) })
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        for m in self.by_ref() {
+            drop(m);
+        }
+    }
+}

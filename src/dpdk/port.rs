@@ -1,0 +1,269 @@
+//! Port setup in the order of DPDK's l2fwd: device info, offloads the device has, configure,
+//! descriptor adjustment, queues on the port's socket, start, promiscuous mode, link check.
+
+use std::ffi::{CStr, CString};
+use std::time::{Duration, Instant};
+
+use dpdk_sys as sys;
+
+use super::error::{check, DpdkError};
+use super::mbuf::BURST;
+use super::mempool::Mempool;
+use crate::node_config::PortSection;
+
+/// What workers and processors need to know about a started port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    /// Position in the config's `[[port]]` list.
+    pub index: usize,
+    /// DPDK port id.
+    pub id: u16,
+    /// How errors and logs name it.
+    pub name: String,
+    pub mac: [u8; 6],
+    pub socket: i32,
+    /// Queue pairs: one per worker.
+    pub queues: u16,
+    /// The device computes IPv4 header checksums on TX.
+    pub tx_ipv4_cksum: bool,
+    /// The device computes UDP checksums on TX (`RTE_MBUF_F_TX_UDP_CKSUM`).
+    pub tx_udp_cksum: bool,
+    /// RX spread by an RSS hash over IP/UDP.
+    pub rss: bool,
+}
+
+/// A configured and started port with its mempool. Dropping it stops and closes the port,
+/// then frees the pool.
+#[derive(Debug)]
+pub struct Port {
+    info: PortInfo,
+    // Dropped after the port is closed (fields drop after `Drop::drop`).
+    pool: Mempool,
+}
+
+/// Finds a port's DPDK id by its config name or id.
+pub fn port_id(section: &PortSection) -> Result<u16, DpdkError> {
+    let label = section.label();
+    let id = match (&section.name, section.id) {
+        (Some(name), _) => {
+            let c_name = CString::new(name.as_str())
+                .map_err(|_| DpdkError::Config(format!("port name {name:?} contains NUL")))?;
+            let mut id = 0u16;
+            // SAFETY: c_name is NUL-terminated; id is a valid out-pointer.
+            let ret = unsafe { sys::rte_eth_dev_get_port_by_name(c_name.as_ptr(), &mut id) };
+            check(ret, || {
+                format!("port {label}: no such DPDK device (is it probed? check [dpdk] vdevs and allow)")
+            })?;
+            id
+        }
+        (None, Some(id)) => id,
+        (None, None) => return Err(DpdkError::Config("port without name or id".into())),
+    };
+    // SAFETY: a plain lookup in the ethdev table.
+    if unsafe { sys::rte_eth_dev_is_valid_port(id) } == 0 {
+        return Err(DpdkError::Config(format!(
+            "port {label}: DPDK has no port {id}"
+        )));
+    }
+    Ok(id)
+}
+
+/// Mbufs a port's pool needs: every RX and TX descriptor, a burst in flight per queue, the
+/// per-lcore caches, and the hand-off rings (which may all hold this port's frames).
+pub fn pool_size(section: &PortSection, queues: u16, handoff: u32) -> u32 {
+    let q = u32::from(queues);
+    let need = q * (u32::from(section.rx_desc) + u32::from(section.tx_desc) + 2 * BURST as u32)
+        + (q + 1) * section.mempool_cache
+        + q * q.saturating_sub(1) * handoff;
+    let auto = need
+        .max(8191)
+        .checked_next_power_of_two()
+        .unwrap_or(u32::MAX)
+        - 1;
+    section.mbufs.unwrap_or(auto)
+}
+
+impl Port {
+    /// Sets up and starts port number `index` of the config with `queues` queue pairs.
+    pub fn open(
+        index: usize,
+        section: &PortSection,
+        queues: u16,
+        handoff: u32,
+    ) -> Result<Port, DpdkError> {
+        let id = port_id(section)?;
+        let name = section.label();
+        let err = |what: &str, ret: i32| check(ret, || format!("port {name} (id {id}): {what}"));
+
+        let mut dev = sys::rte_eth_dev_info::default();
+        // SAFETY: id is a valid port; dev is a valid out-pointer.
+        err("rte_eth_dev_info_get", unsafe {
+            sys::rte_eth_dev_info_get(id, &mut dev)
+        })?;
+        if queues > dev.max_rx_queues || queues > dev.max_tx_queues {
+            return Err(DpdkError::Config(format!(
+                "port {name}: {queues} workers need {queues} queue pairs, the device has {} RX and {} TX",
+                dev.max_rx_queues, dev.max_tx_queues
+            )));
+        }
+        // SAFETY: plain lookup; SOCKET_ID_ANY (-1) for virtual devices.
+        let socket = match unsafe { sys::shake_eth_dev_socket_id(id) } {
+            // SAFETY: the calling thread's socket.
+            s if s < 0 => (unsafe { sys::rte_socket_id() }) as i32,
+            s => s,
+        };
+
+        let mut conf = sys::rte_eth_conf::default();
+        let mut tx_ipv4_cksum = false;
+        let mut tx_udp_cksum = false;
+        if section.offloads {
+            let tx = dev.tx_offload_capa;
+            // Every mbuf sent on this port comes from its own pool with refcount 1.
+            conf.txmode.offloads |= tx & sys::RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE;
+            conf.txmode.offloads |=
+                tx & (sys::RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | sys::RTE_ETH_TX_OFFLOAD_UDP_CKSUM);
+            tx_ipv4_cksum = tx & sys::RTE_ETH_TX_OFFLOAD_IPV4_CKSUM != 0;
+            tx_udp_cksum = tx & sys::RTE_ETH_TX_OFFLOAD_UDP_CKSUM != 0;
+            conf.rxmode.offloads |= dev.rx_offload_capa
+                & (sys::RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | sys::RTE_ETH_RX_OFFLOAD_UDP_CKSUM);
+        }
+        let rss_hf = (sys::RTE_ETH_RSS_IP | sys::RTE_ETH_RSS_UDP) & dev.flow_type_rss_offloads;
+        let rss = section.rss && queues > 1 && rss_hf != 0;
+        if rss {
+            conf.rxmode.mq_mode = sys::RTE_ETH_MQ_RX_RSS;
+            conf.rx_adv_conf.rss_conf.rss_key = std::ptr::null_mut();
+            conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+        }
+        if dev.max_mtu != 0 && section.mtu > dev.max_mtu {
+            return Err(DpdkError::Config(format!(
+                "port {name}: mtu {} is above the device's maximum {}",
+                section.mtu, dev.max_mtu
+            )));
+        }
+        conf.rxmode.mtu = u32::from(section.mtu);
+
+        // SAFETY: id is valid and stopped; conf is a fully initialised rte_eth_conf.
+        err("rte_eth_dev_configure", unsafe {
+            sys::rte_eth_dev_configure(id, queues, queues, &conf)
+        })?;
+        let (mut rx_desc, mut tx_desc) = (section.rx_desc, section.tx_desc);
+        // SAFETY: valid port and out-pointers.
+        err("rte_eth_dev_adjust_nb_rx_tx_desc", unsafe {
+            sys::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut rx_desc, &mut tx_desc)
+        })?;
+
+        let pool = Mempool::new(
+            &format!("shake_mp_p{id}"),
+            pool_size(section, queues, handoff),
+            section.mempool_cache,
+            socket,
+        )
+        .map_err(|e| match e {
+            DpdkError::Call { what, errno, text } => DpdkError::Call {
+                what: format!("port {name}: {what}"),
+                errno,
+                text,
+            },
+            e => e,
+        })?;
+        let mut rxconf = dev.default_rxconf;
+        rxconf.offloads = conf.rxmode.offloads;
+        let mut txconf = dev.default_txconf;
+        txconf.offloads = conf.txmode.offloads;
+        for q in 0..queues {
+            // SAFETY: valid configured port and queue index; rxconf and pool are live for
+            // the call, and the pool outlives the port (Port owns it, drops it after close).
+            err(&format!("rte_eth_rx_queue_setup queue {q}"), unsafe {
+                sys::rte_eth_rx_queue_setup(id, q, rx_desc, socket as u32, &rxconf, pool.as_ptr())
+            })?;
+            // SAFETY: as above.
+            err(&format!("rte_eth_tx_queue_setup queue {q}"), unsafe {
+                sys::rte_eth_tx_queue_setup(id, q, tx_desc, socket as u32, &txconf)
+            })?;
+        }
+
+        let mut mac = sys::rte_ether_addr::default();
+        // SAFETY: valid port; mac is a valid out-pointer.
+        err("rte_eth_macaddr_get", unsafe {
+            sys::rte_eth_macaddr_get(id, &mut mac)
+        })?;
+
+        // SAFETY: the port is configured with all its queues set up.
+        err("rte_eth_dev_start", unsafe { sys::rte_eth_dev_start(id) })?;
+        let port = Port {
+            info: PortInfo {
+                index,
+                id,
+                name: name.clone(),
+                mac: mac.addr_bytes,
+                socket,
+                queues,
+                tx_ipv4_cksum,
+                tx_udp_cksum,
+                rss,
+            },
+            pool,
+        };
+        if section.promiscuous {
+            // SAFETY: started port.
+            let ret = unsafe { sys::rte_eth_promiscuous_enable(id) };
+            // Virtual devices often lack it and have nothing to filter anyway.
+            if ret < 0 && ret != -libc::ENOTSUP {
+                err("rte_eth_promiscuous_enable", ret)?;
+            }
+        }
+        Ok(port)
+    }
+
+    pub fn info(&self) -> &PortInfo {
+        &self.info
+    }
+
+    pub fn pool(&self) -> &Mempool {
+        &self.pool
+    }
+
+    /// Waits up to `timeout` for the link to come up (as l2fwd does) and describes it,
+    /// e.g. "Link up at 10 Gbps FDX Autoneg".
+    pub fn wait_link(&self, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let mut link = sys::rte_eth_link::default();
+            // SAFETY: started port; link is a valid out-pointer.
+            let ret = unsafe { sys::rte_eth_link_get_nowait(self.info.id, &mut link) };
+            if ret < 0 {
+                return format!("link unknown ({})", super::error::strerror(-ret));
+            }
+            if link.link_status() == sys::RTE_ETH_LINK_UP as u16 || start.elapsed() >= timeout {
+                let mut text = [0 as std::os::raw::c_char; sys::RTE_ETH_LINK_MAX_STR_LEN as usize];
+                // SAFETY: text has RTE_ETH_LINK_MAX_STR_LEN bytes, as the call requires.
+                unsafe { sys::rte_eth_link_to_str(text.as_mut_ptr(), text.len(), &link) };
+                // SAFETY: rte_eth_link_to_str wrote a NUL-terminated string into text.
+                return unsafe { CStr::from_ptr(text.as_ptr()) }
+                    .to_string_lossy()
+                    .into_owned();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        let id = self.info.id;
+        // SAFETY: the port was started by Port::open; workers polling it have returned (the
+        // launcher joins them before dropping ports).
+        let stop = unsafe { sys::rte_eth_dev_stop(id) };
+        // SAFETY: as above; close releases the queues and their mbufs back to the pool.
+        let close = unsafe { sys::rte_eth_dev_close(id) };
+        for (what, ret) in [("stop", stop), ("close", close)] {
+            if ret < 0 {
+                eprintln!(
+                    "shake: port {}: {what}: {}",
+                    self.info.name,
+                    super::error::strerror(-ret)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! What a worker lcore runs on its frames: the [`BurstProcessor`] interface of the poll
+//! loop, and [`FrameProcessor`], the node's engine worker behind the frame layer.
+
+use std::sync::Arc;
+
+use crossbeam::channel::Receiver;
+
+use crate::counters::Counters;
+use crate::engine::config::Live;
+use crate::engine::Worker;
+pub use crate::frame::{peek_user, Verdict};
+use crate::frame::{process_burst, FrameConfig};
+use crate::journal::ClaimSink;
+use crate::seed::SeedSource;
+
+/// One worker's datapath, as the poll loop drives it. Everything here runs on the worker's
+/// own lcore: no locks, no allocation, no system calls.
+pub trait BurstProcessor {
+    /// The time for the frames that follow (unix ms, one clock read per burst).
+    fn begin(&mut self, now_ms: u64);
+    /// Decides a burst received on (or handed over for) port number `port` of the config:
+    /// rewrites answers in place and sets one verdict per frame (`verdicts` is as long as
+    /// `frames`). Counts `rx` and the drops it decides.
+    fn process(&mut self, port: usize, frames: &mut [&mut [u8]], verdicts: &mut [Verdict]);
+    /// Periodic work off the per-packet path, about every 100 ms (config reload).
+    fn tick(&mut self, now_ms: u64);
+    /// The worker's counters; the poll loop adds `tx` and `tx_full` to them.
+    fn counters(&self) -> &Arc<Counters>;
+}
+
+/// An engine worker behind the frame layer: the processor `shake serve` runs on DPDK.
+pub struct FrameProcessor<S: SeedSource, J: ClaimSink> {
+    pub worker: Worker<S, J>,
+    /// Per port (config order): our address, the port's MAC, the UDP port, offloads.
+    pub frame: Vec<FrameConfig>,
+    /// New snapshots from the control loop (SIGHUP), picked up on a tick.
+    pub reload: Option<Receiver<Arc<Live>>>,
+}
+
+/// The frame configs, per port, of a node answering on `ipv4:udp_port`: each port's own
+/// MAC for ARP replies, and its UDP checksum offload where the device has it.
+pub fn frame_configs(
+    ipv4: std::net::Ipv4Addr,
+    udp_port: u16,
+    ports: &[super::PortInfo],
+) -> Vec<FrameConfig> {
+    ports
+        .iter()
+        .map(|p| FrameConfig {
+            ipv4: ipv4.octets(),
+            mac: p.mac,
+            udp_port,
+            tx_udp_offload: p.tx_udp_cksum,
+        })
+        .collect()
+}
+
+impl<S: SeedSource, J: ClaimSink> BurstProcessor for FrameProcessor<S, J> {
+    #[inline]
+    fn begin(&mut self, now_ms: u64) {
+        self.worker.begin_burst(now_ms);
+    }
+
+    #[inline]
+    fn process(&mut self, port: usize, frames: &mut [&mut [u8]], verdicts: &mut [Verdict]) {
+        process_burst(&mut self.worker, &self.frame[port], frames, verdicts);
+    }
+
+    fn tick(&mut self, _now_ms: u64) {
+        if let Some(live) = self.reload.as_ref().and_then(|r| r.try_recv().ok()) {
+            self.worker.reload(live);
+        }
+    }
+
+    fn counters(&self) -> &Arc<Counters> {
+        self.worker.counters()
+    }
+}

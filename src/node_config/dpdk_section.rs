@@ -1,0 +1,144 @@
+//! The `[dpdk]` and `[[port]]` sections: EAL settings and the ports a node serves on.
+//!
+//! Plain data, parsed with the rest of the file and usable without DPDK installed; the DPDK
+//! layer (`crate::dpdk`, feature `dpdk`) turns them into EAL arguments and port setup.
+
+use serde::Deserialize;
+
+/// `[dpdk]`: what the EAL gets and how the workers run.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkSection {
+    /// EAL `--lcores`: "0-8", "0,2,4", or "0@0,(1,2)@1" to place several lcores on one CPU.
+    /// The main lcore does control; every other lcore is a worker with its own queue pair.
+    #[serde(default = "default_lcores")]
+    pub lcores: String,
+    /// EAL `--main-lcore`; absent: the first lcore.
+    #[serde(default)]
+    pub main_lcore: Option<u32>,
+    /// EAL `-m`: megabytes of memory to take at start-up; absent: what the EAL decides
+    /// (all reserved hugepages).
+    #[serde(default)]
+    pub memory_mb: Option<u32>,
+    /// Use hugepages; `false` is EAL `--no-huge` (anonymous memory: demos and tests).
+    #[serde(default = "yes")]
+    pub huge: bool,
+    /// EAL `--file-prefix`: unique per DPDK process on a machine.
+    #[serde(default = "default_prefix")]
+    pub file_prefix: String,
+    /// PCI devices to probe (EAL `-a`), e.g. "0000:03:00.0". Empty: `--no-pci`, so only
+    /// virtual devices are used and no NIC is ever touched.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Virtual devices (EAL `--vdev`), e.g. "net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap".
+    /// Relative paths in `rx_pcap`, `tx_pcap`, `socket` and `path` are relative to this file.
+    #[serde(default)]
+    pub vdevs: Vec<String>,
+    /// EAL `--log-level`, e.g. "notice" or "pmd.net.*:debug".
+    #[serde(default)]
+    pub log_level: Option<String>,
+    /// DPDK telemetry socket (`/shake/stats` is registered on it); `false` is `--no-telemetry`.
+    #[serde(default = "yes")]
+    pub telemetry: bool,
+    /// Appended to the EAL arguments as they are, before those given on the command line.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// Slots of each single-producer single-consumer ring that hands a frame to the worker
+    /// owning its user (a power of two).
+    #[serde(default = "default_handoff_ring")]
+    pub handoff_ring: u32,
+    /// Microseconds a worker sleeps after a pass that found nothing at all; 0 (the default)
+    /// polls without pause as a dedicated core should. For demos on shared machines.
+    #[serde(default)]
+    pub idle_sleep_us: u32,
+}
+
+/// `[[port]]`: one DPDK port, served by every worker on its own queue pair.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSection {
+    /// The device name: a PCI address ("0000:03:00.0") or a virtual device ("net_pcap0").
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Or the DPDK port id.
+    #[serde(default)]
+    pub id: Option<u16>,
+    #[serde(default = "default_desc")]
+    pub rx_desc: u16,
+    #[serde(default = "default_desc")]
+    pub tx_desc: u16,
+    /// Mbufs in the port's pool; absent: enough for every queue, ring and cache, at least
+    /// 8191.
+    #[serde(default)]
+    pub mbufs: Option<u32>,
+    /// Per-lcore mempool cache.
+    #[serde(default = "default_cache")]
+    pub mempool_cache: u32,
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+    #[serde(default)]
+    pub promiscuous: bool,
+    /// Enable what the device offers: mbuf fast free, IPv4/UDP checksum offloads.
+    #[serde(default = "yes")]
+    pub offloads: bool,
+    /// Spread frames over the workers' RX queues by an IP/UDP hash, when the device can.
+    #[serde(default = "yes")]
+    pub rss: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_lcores() -> String {
+    "0-1".into()
+}
+fn default_prefix() -> String {
+    "shake".into()
+}
+fn default_handoff_ring() -> u32 {
+    1024
+}
+fn default_desc() -> u16 {
+    1024
+}
+fn default_cache() -> u32 {
+    256
+}
+fn default_mtu() -> u16 {
+    1500
+}
+
+impl DpdkSection {
+    /// Checks what the EAL would only report obscurely, or not at all.
+    pub fn validate(&self, ports: &[PortSection]) -> Result<(), String> {
+        if self.file_prefix.is_empty() || self.file_prefix.contains('/') {
+            return Err("dpdk.file_prefix must be a non-empty name without '/'".into());
+        }
+        if !self.handoff_ring.is_power_of_two() || self.handoff_ring < 64 {
+            return Err("dpdk.handoff_ring must be a power of two, at least 64".into());
+        }
+        if ports.is_empty() {
+            return Err("[dpdk] needs at least one [[port]]".into());
+        }
+        for (i, p) in ports.iter().enumerate() {
+            if p.name.is_some() == p.id.is_some() {
+                return Err(format!("port {i}: give exactly one of name and id"));
+            }
+            if p.rx_desc == 0 || p.tx_desc == 0 {
+                return Err(format!("port {i}: rx_desc and tx_desc must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PortSection {
+    /// How errors name the port: its device name, or "port <id>".
+    pub fn label(&self) -> String {
+        match (&self.name, self.id) {
+            (Some(n), _) => n.clone(),
+            (None, Some(id)) => format!("port {id}"),
+            (None, None) => "port ?".into(),
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The DPDK poll loop end to end on a ring-backed port with two workers and two queues:
+//! frames go in on both RX queues, each SHAKE/1 frame is decided by the worker that owns its
+//! user (handed over between workers when it arrived on the other's queue) and its answer
+//! leaves on that worker's TX queue, trimmed to the length the processor chose. Non-SHAKE
+//! frames are answered where they arrived; dropped frames and leftovers are freed (the test
+//! pool is whole again at the end). `/shake/stats` answers on the telemetry socket.
+//!
+//! One EAL per process, so this file has one test. Safe on a shared machine: `--no-pci`,
+//! `--no-huge`, its own `--file-prefix`, no device but the rings it creates; every loop is
+//! bounded in time.
+#![cfg(feature = "dpdk")]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shake::counters::{bump, Counters, DropReason};
+use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mempool, Ring, Verdict};
+use shake::engine::config::owner_worker;
+use shake::node_config::NodeConfig;
+
+const USERS: u64 = 3000;
+const ARPS_PER_QUEUE: usize = 16;
+/// Shake frames carry this much junk after the IPv4 packet; answers are trimmed to 106.
+const TRAILER: usize = 20;
+const SHAKE_FRAME: usize = 14 + 20 + 8 + 64;
+const ARP_FRAME: usize = 60;
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Answers every SHAKE/1 frame with its first 106 bytes and this worker's index in the
+/// padding, drops users divisible by 7, answers ARP-like frames with 60 bytes, and records
+/// which users it decided.
+struct Echo {
+    index: u8,
+    counters: Arc<Counters>,
+    users: Vec<u64>,
+    now_ms: u64,
+}
+
+impl BurstProcessor for Echo {
+    fn begin(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    fn process(&mut self, port: usize, frames: &mut [&mut [u8]], verdicts: &mut [Verdict]) {
+        assert_eq!(port, 0);
+        bump(&self.counters.rx, frames.len() as u64);
+        for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
+            *v = match dpdk::peek_user(f) {
+                Some(user) if user % 7 == 0 => {
+                    self.users.push(user);
+                    self.counters.dropped(DropReason::Magic);
+                    Verdict::Drop(DropReason::Magic)
+                }
+                Some(user) => {
+                    self.users.push(user);
+                    f[14 + 20 + 8 + 48] = self.index;
+                    Verdict::Answer { len: SHAKE_FRAME }
+                }
+                None => {
+                    f[59] = self.index;
+                    Verdict::Answer { len: ARP_FRAME }
+                }
+            };
+        }
+    }
+
+    fn tick(&mut self, now_ms: u64) {
+        assert!(now_ms >= self.now_ms.saturating_sub(1000));
+    }
+
+    fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+}
+
+fn shake_frame(user: u64) -> Vec<u8> {
+    let mut f = vec![0xee; SHAKE_FRAME + TRAILER];
+    f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip = &mut f[14..34];
+    ip.fill(0);
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&92u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    let udp = &mut f[34..42];
+    udp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&7000u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&72u16.to_be_bytes());
+    udp[6..8].fill(0);
+    let p = &mut f[42..106];
+    p.fill(0);
+    p[..4].copy_from_slice(b"SK\x01\x01");
+    p[4..6].copy_from_slice(&1u16.to_be_bytes());
+    p[8..16].copy_from_slice(&user.to_be_bytes());
+    f
+}
+
+fn arp_frame() -> Vec<u8> {
+    let mut f = vec![0; ARP_FRAME];
+    f[..6].fill(0xff);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    f[12..14].copy_from_slice(&[0x08, 0x06]);
+    f
+}
+
+fn config(prefix: &str) -> NodeConfig {
+    let text = format!(
+        r#"
+[node]
+index = 0
+count = 1
+ipv4 = "10.0.0.2"
+
+[activity]
+file = "unused.toml"
+
+[keys]
+token_key = "unused.key"
+claim_key = "unused.key"
+
+[dpdk]
+# Three lcores floating over the machine's first two CPUs: main, worker 0, worker 1.
+lcores = "(0-2)@(0-1)"
+main_lcore = 0
+memory_mb = 256
+huge = false
+file_prefix = "{prefix}"
+log_level = "error"
+handoff_ring = 1024
+idle_sleep_us = 20
+
+[[port]]
+name = "net_ring_steer"
+rx_desc = 256
+tx_desc = 256
+mempool_cache = 32
+"#
+    );
+    NodeConfig::parse(Path::new("/nonexistent/node.toml"), &text).expect("test config parses")
+}
+
+/// Frames on `rings[q]`, one mbuf per frame, retrying while the ring is full.
+fn send(pool: &Mempool, ring: &Ring, frames: &mut dyn Iterator<Item = Vec<u8>>, deadline: Instant) {
+    let mut burst = Burst::new();
+    let mut frames = frames.peekable();
+    while frames.peek().is_some() || !burst.is_empty() {
+        assert!(Instant::now() < deadline, "could not feed the port in time");
+        while !burst.is_full() {
+            let Some(frame) = frames.next() else { break };
+            let mut m = pool.alloc().expect("test pool has room");
+            assert!(m.set_len(frame.len()));
+            m.data_mut().copy_from_slice(&frame);
+            burst.push(m).expect("room checked");
+        }
+        // SAFETY: this thread is the rings' only producer (the port only dequeues).
+        unsafe { ring.enqueue(&mut burst) };
+        if !burst.is_empty() {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+/// Removes this test's EAL runtime directory, also when the test fails.
+struct RuntimeDir(std::path::PathBuf);
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn two_workers_steer_users_and_answer_on_their_queues() {
+    let prefix = format!("shake-test-steer-{}", std::process::id());
+    let _runtime_dir = RuntimeDir(Path::new("/var/run/dpdk").join(&prefix));
+    let config = config(&prefix);
+    let args = dpdk::node_eal_args(&config, &["--no-shconf".to_owned()]).unwrap();
+    assert!(args.contains(&"--no-pci".to_owned()) && args.contains(&"--no-huge".to_owned()));
+    let eal = Eal::init(&args).expect("EAL init");
+    assert_eq!(eal.worker_lcores(), [1, 2]);
+    assert!(matches!(
+        Eal::init(&args),
+        Err(dpdk::DpdkError::EalAlreadyInitialised)
+    ));
+
+    // The wire: to_node[q] feeds RX queue q, TX queue q fills from_node[q].
+    let to_node = [0, 1].map(|q| Ring::new(&format!("t_to{q}"), 4096, 0, false).unwrap());
+    let from_node = [0, 1].map(|q| Ring::new(&format!("t_from{q}"), 8192, 0, false).unwrap());
+    let port = dpdk::ring_port(
+        "steer",
+        &[&to_node[0], &to_node[1]],
+        &[&from_node[0], &from_node[1]],
+    )
+    .expect("ring port");
+    let pool = Mempool::new("t_pool", 8191, 0, 0).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let app = dpdk::launch(&eal, &config, stop, |workers, ports| {
+        assert_eq!(workers, 2);
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0].id, port);
+        assert_eq!(ports[0].queues, 2);
+        (0..workers)
+            .map(|index| Echo {
+                index: index as u8,
+                counters: Arc::default(),
+                users: Vec::new(),
+                now_ms: 0,
+            })
+            .collect()
+    })
+    .expect("launch");
+    dpdk::telemetry::publish(app.stats().clone()).expect("telemetry command");
+
+    // Users alternate between the queues, so about half arrive at the wrong worker.
+    let deadline = Instant::now() + DEADLINE;
+    for q in 0..2u64 {
+        let mut frames = (1..=USERS)
+            .filter(|u| u % 2 == q)
+            .map(shake_frame)
+            .chain((0..ARPS_PER_QUEUE).map(|_| arp_frame()))
+            .collect::<Vec<_>>()
+            .into_iter();
+        send(&pool, &to_node[q as usize], &mut frames, deadline);
+    }
+
+    let owner = |u: u64| owner_worker(u, 1, 2) as usize;
+    let answered_users = (1..=USERS).filter(|u| u % 7 != 0).count();
+    let expected = answered_users + 2 * ARPS_PER_QUEUE;
+    let mut seen_users = BTreeMap::new();
+    let mut arps = [0usize; 2];
+    let mut got = 0;
+    let mut burst = Burst::new();
+    while got < expected {
+        assert!(
+            Instant::now() < deadline,
+            "only {got} of {expected} answers in time"
+        );
+        let mut idle = true;
+        for (q, ring) in from_node.iter().enumerate() {
+            // SAFETY: this thread is the ring's only consumer (the port only enqueues).
+            while unsafe { ring.dequeue(&mut burst) } > 0 {
+                idle = false;
+                for m in burst.take() {
+                    got += 1;
+                    let f = m.data();
+                    assert_eq!(m.pkt_len(), f.len());
+                    match dpdk::peek_user(f) {
+                        Some(user) => {
+                            assert_eq!(f.len(), SHAKE_FRAME, "answer trimmed to the verdict");
+                            assert_eq!(
+                                usize::from(f[14 + 20 + 8 + 48]),
+                                q,
+                                "decided by queue owner"
+                            );
+                            assert_eq!(owner(user), q, "user {user} answered by its owner");
+                            assert_eq!(seen_users.insert(user, q), None, "one answer per user");
+                        }
+                        None => {
+                            assert_eq!(f.len(), ARP_FRAME);
+                            assert_eq!(
+                                usize::from(f[59]),
+                                q,
+                                "non-SHAKE answered where it came in"
+                            );
+                            arps[q] += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert_eq!(seen_users.len(), answered_users);
+    assert_eq!(arps, [ARPS_PER_QUEUE; 2]);
+    // Both workers got some users, and some arrived on the other worker's queue.
+    let per_worker = (1..=USERS).fold([0usize; 2], |mut n, u| {
+        n[owner(u)] += 1;
+        n
+    });
+    assert!(
+        per_worker[0] > USERS as usize / 4 && per_worker[1] > USERS as usize / 4,
+        "{per_worker:?}"
+    );
+
+    let total = app.stats().total();
+    assert_eq!(total.rx, USERS + 2 * ARPS_PER_QUEUE as u64);
+    assert_eq!(total.tx, expected as u64);
+    assert_eq!(total.dropped(DropReason::TxFull), 0);
+    assert_eq!(total.dropped(DropReason::Magic), USERS / 7);
+
+    let telemetry = query_telemetry(eal.runtime_dir(), dpdk::telemetry::COMMAND);
+    assert!(telemetry.contains("\"workers\":2"), "{telemetry}");
+    assert!(
+        telemetry.contains(&format!("\"tx\":{expected}")),
+        "{telemetry}"
+    );
+    assert!(
+        telemetry.contains(&format!("\"drop_magic\":{}", USERS / 7)),
+        "{telemetry}"
+    );
+    dpdk::telemetry::withdraw();
+
+    let processors = app.join().expect("workers stop cleanly");
+    for (w, p) in processors.iter().enumerate() {
+        assert!(
+            p.users.iter().all(|&u| owner(u) == w),
+            "worker {w} decided only its users"
+        );
+    }
+    assert_eq!(
+        processors.iter().map(|p| p.users.len() as u64).sum::<u64>(),
+        USERS
+    );
+    assert!(
+        processors[0].now_ms > 1_600_000_000_000,
+        "TSC clock gives unix ms"
+    );
+
+    // Every mbuf came back: answers freed above, drops freed by the workers.
+    assert_eq!(pool.available(), pool.size(), "no mbuf leaked");
+    drop(pool);
+    drop(to_node);
+    drop(from_node);
+    drop(eal);
+}
+
+/// One command over the telemetry socket (`SOCK_SEQPACKET`, protocol v2): the server first
+/// sends its info, then answers each command with one JSON message.
+fn query_telemetry(runtime_dir: &Path, command: &str) -> String {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let path = runtime_dir.join("dpdk_telemetry.v2");
+    let sock = Socket::new(Domain::UNIX, Type::SEQPACKET, None).expect("unix socket");
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.connect(&SockAddr::unix(&path).unwrap())
+        .unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    let mut sock = std::fs::File::from(std::os::fd::OwnedFd::from(sock));
+    let mut buf = vec![0u8; 16384];
+    let n = sock.read(&mut buf).expect("telemetry greeting");
+    assert!(n > 0);
+    sock.write_all(command.as_bytes()).unwrap();
+    let n = sock.read(&mut buf).expect("telemetry answer");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
