@@ -37,11 +37,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut node = Node::load(&args.config)?;
+    let node = Node::load(&args.config)?;
     match args.io {
-        Io::Socket => serve_socket(&mut node, &args),
+        Io::Socket => serve_socket(&mut { node }, &args),
+        #[cfg(feature = "dpdk")]
+        Io::Dpdk => serve_dpdk(node, &args),
+        #[cfg(not(feature = "dpdk"))]
         Io::Dpdk => anyhow::bail!(
-            "{}: this build has no DPDK backend yet; use --io socket",
+            "{}: this build has no DPDK backend (built without the `dpdk` feature); use --io socket",
             args.config.display()
         ),
     }
@@ -193,4 +196,115 @@ where
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// DPDK poll-mode workers: one per worker lcore, each behind the frame layer.
+#[cfg(feature = "dpdk")]
+fn serve_dpdk(node: Node, args: &Args) -> anyhow::Result<ExitCode> {
+    use shake::dpdk::{self, FrameProcessor};
+    use shake::node::spawn_flusher;
+    use std::cell::RefCell;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    use std::sync::Arc;
+
+    let ipv4 = node.config.node.ipv4;
+    let udp_port = node.config.node.port;
+    let config = node.config.clone();
+    let node = RefCell::new(node);
+    let reloads = RefCell::new(Vec::new());
+    let reload = |signals: &Signals| {
+        if signals.take_reload() {
+            match node.borrow_mut().reload() {
+                Ok(live) => {
+                    for tx in reloads.borrow().iter() {
+                        let _: Result<(), _> =
+                            crossbeam::channel::Sender::try_send(tx, live.clone());
+                    }
+                    println!("shake: reloaded, config_version {}", live.config_version);
+                }
+                Err(e) => {
+                    eprintln!("shake: reload refused, still serving the previous config: {e}")
+                }
+            }
+        }
+    };
+    // One per worker, each with its own reload channel; generic over the seed and journal kinds.
+    fn processor<S: SeedSource, J: ClaimSink>(
+        worker: Worker<S, J>,
+        ports: &[dpdk::PortInfo],
+        at: (std::net::Ipv4Addr, u16),
+        reloads: &RefCell<Vec<crossbeam::channel::Sender<Arc<shake::engine::Live>>>>,
+    ) -> FrameProcessor<S, J> {
+        let (tx, rx) = crossbeam::channel::bounded(4);
+        reloads.borrow_mut().push(tx);
+        FrameProcessor {
+            worker,
+            frame: dpdk::frame_configs(at.0, at.1, ports),
+            reload: Some(rx),
+        }
+    }
+    let at = (ipv4, udp_port);
+
+    if node.borrow().shard_dir().is_some() {
+        let (workers, flushers, summary) = node.borrow().durable_workers(unix_ms())?;
+        println!(
+            "shake: recovered {} claims from the journals, {} packets forfeited now ({} cents), {} worker(s) from shards",
+            summary.claims,
+            summary.forfeited_now,
+            summary.forfeited_cents,
+            workers.len()
+        );
+        let stop_flush = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicBool::new(false));
+        let flusher = spawn_flusher(
+            flushers,
+            stop_flush.clone(),
+            failed.clone(),
+            Duration::from_millis(2),
+        )?;
+        let mut workers = Some(workers);
+        let served = dpdk::serve(
+            &config,
+            &args.eal,
+            |n, ports| {
+                let ws = workers.take().unwrap_or_default();
+                if ws.len() != n {
+                    eprintln!("shake: the node has {} shards but {n} worker lcores: each worker owns one shard", ws.len());
+                }
+                ws.into_iter()
+                    .map(|w| processor(w, ports, at, &reloads))
+                    .collect()
+            },
+            |signals, _| {
+                if failed.load(Relaxed) {
+                    signals.stop.store(true, Relaxed);
+                }
+                reload(signals)
+            },
+        );
+        stop_flush.store(true, Relaxed);
+        let (flushers, flush_error) = flusher
+            .join()
+            .map_err(|_| anyhow::anyhow!("flush thread panicked"))?;
+        let processors = served?;
+        for (f, p) in flushers.into_iter().zip(processors) {
+            f.close(p.worker)?;
+        }
+        if let Some(e) = flush_error {
+            return Err(anyhow::anyhow!("making claims durable failed: {e}"));
+        }
+    } else {
+        dpdk::serve(
+            &config,
+            &args.eal,
+            |n, ports| {
+                let ws = node.borrow().memory_workers(n as u32, unix_ms());
+                ws.into_iter()
+                    .map(|w| processor(w, ports, at, &reloads))
+                    .collect()
+            },
+            |signals, _| reload(signals),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
