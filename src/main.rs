@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 mod cli;
 
 #[derive(Parser)]
-#[command(name = "shake", version, about = "SHAKE/1 access node")]
+#[command(
+    name = "shake",
+    version = concat!(env!("CARGO_PKG_VERSION"), ", DPDK ", env!("SHAKE_DPDK_VERSION")),
+    about = "SHAKE/1 access node"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -169,7 +169,7 @@ impl Consumer {
     }
 }
 
-#[link(name = "rte_net_ring")]
+// Linked by the top-level build.rs (librte_net_ring, found through pkg-config).
 unsafe extern "C" {
     // rte_eth_ring.h. net_ring is otherwise loaded as a plugin; linking it here is the same
     // shared object (Debian links /usr/lib/<arch>/librte_net_ring.so.23 into pmds-23.0), so
