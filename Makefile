@@ -47,9 +47,10 @@ hugepages:
 bench-datapath: deps
 	$(CARGO) bench --bench datapath
 
-# Seedgen rate and start-up with 10M claims.
+# Seedgen rate, start-up with 10M claims, and the user table's memory at 100M users.
 bench-seeds: deps
 	$(CARGO) bench --bench seeds_startup
+	$(CARGO) bench --bench user_table
 
 bench: bench-datapath bench-seeds
 
