@@ -12,7 +12,7 @@ use std::sync::Arc;
 use hashbrown::HashSet;
 use serde::Deserialize;
 
-use crate::activity::Activity;
+use crate::activity::{line_of, Activity};
 use crate::engine::config::{next_config_version, Identity, Live, Throttle};
 use crate::mac::MacKey;
 
@@ -229,14 +229,6 @@ pub struct NodeConfig {
     pub path: PathBuf,
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    let offset = offset.min(text.len());
-    text.as_bytes()[..offset]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
-}
 
 impl NodeConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
