@@ -16,7 +16,7 @@ use crate::engine::Worker;
 use crate::journal::ClaimSink;
 use crate::seed::SeedSource;
 use crate::wire::arp::{self, ArpPacket};
-use crate::wire::checksum;
+use crate::wire::checksum::{self, NativeSum};
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::icmp::{self, IcmpPacket};
 use crate::wire::ipv4::{self, Ipv4Packet};
@@ -164,6 +164,139 @@ impl DropReason {
 }
 
 fn answer<S: SeedSource, J: ClaimSink>(
+    worker: &mut Worker<S, J>,
+    cfg: &FrameConfig,
+    frame: &mut [u8],
+) -> Result<Verdict, DropReason> {
+    match common_request(frame) {
+        Some(f) => answer_common(worker, cfg, f),
+        None => answer_any(worker, cfg, frame),
+    }
+}
+
+/// Length of the common request frame: untagged Ethernet, IPv4 without options, UDP, SHAKE/1.
+const COMMON_LEN: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + PAYLOAD_LEN;
+
+/// Fixed offsets in the common frame.
+mod common {
+    use super::*;
+    pub const IP: usize = ethernet::HEADER_LEN;
+    pub const UDP: usize = IP + ipv4::HEADER_LEN;
+    pub const PAYLOAD: usize = UDP + udp::HEADER_LEN;
+    pub const UDP_LEN: u16 = (udp::HEADER_LEN + PAYLOAD_LEN) as u16;
+    pub const IP_TOTAL_LEN: u16 = ipv4::HEADER_LEN as u16 + UDP_LEN;
+}
+
+/// The frame as a fixed-size array if its layout is the common one: untagged IPv4, IHL 5,
+/// total length and UDP length those of a 64-byte payload. Such a frame passes every length
+/// check of [`answer_any`], so [`answer_common`] can decide it with fixed offsets and no
+/// bounds checks, in the same order of checks and with the same result.
+#[inline]
+fn common_request(frame: &mut [u8]) -> Option<&mut [u8; COMMON_LEN]> {
+    let f: &mut [u8; COMMON_LEN] = frame.get_mut(..COMMON_LEN)?.try_into().ok()?;
+    let ip = common::IP;
+    let u = common::UDP;
+    let ok = u16::from_be_bytes([f[12], f[13]]) == ethernet::ETHERTYPE_IPV4
+        && f[ip] == 0x45
+        && u16::from_be_bytes([f[ip + 2], f[ip + 3]]) == common::IP_TOTAL_LEN
+        && f[ip + 9] == ipv4::PROTOCOL_UDP
+        && u16::from_be_bytes([f[u + 4], f[u + 5]]) == common::UDP_LEN;
+    ok.then_some(f)
+}
+
+#[inline]
+fn ip_header(f: &[u8; COMMON_LEN]) -> &[u8; ipv4::HEADER_LEN] {
+    f[common::IP..common::UDP].try_into().expect("fixed layout")
+}
+
+#[inline]
+fn payload(f: &[u8; COMMON_LEN]) -> &[u8; PAYLOAD_LEN] {
+    f[common::PAYLOAD..].try_into().expect("fixed layout")
+}
+
+#[inline]
+fn payload_mut(f: &mut [u8; COMMON_LEN]) -> &mut [u8; PAYLOAD_LEN] {
+    (&mut f[common::PAYLOAD..])
+        .try_into()
+        .expect("fixed layout")
+}
+
+/// [`answer_any`] for a frame [`common_request`] accepted.
+#[inline]
+fn answer_common<S: SeedSource, J: ClaimSink>(
+    worker: &mut Worker<S, J>,
+    cfg: &FrameConfig,
+    f: &mut [u8; COMMON_LEN],
+) -> Result<Verdict, DropReason> {
+    use common::{IP, UDP, UDP_LEN};
+    if NativeSum::default().add_bytes(ip_header(f)).fold() != 0xffff {
+        return Err(DropReason::Ipv4Checksum);
+    }
+    let src = [f[IP + 12], f[IP + 13], f[IP + 14], f[IP + 15]];
+    let dst = [f[IP + 16], f[IP + 17], f[IP + 18], f[IP + 19]];
+    if dst != cfg.ipv4 {
+        return Err(DropReason::NotForUs);
+    }
+    if Ipv4Packet::new_unchecked(&f[IP..UDP]).is_fragment() {
+        return Err(DropReason::Fragment);
+    }
+    let ports: [u8; 4] = [f[UDP], f[UDP + 1], f[UDP + 2], f[UDP + 3]];
+    if u16::from_be_bytes([ports[2], ports[3]]) != cfg.udp_port {
+        return Err(DropReason::Port);
+    }
+    // What the UDP checksum covers except its own field and the payload: the pseudo header
+    // (both addresses, which sit side by side in the IP header), ports and length. The answer
+    // swaps each pair, which leaves this part of the sum as it is.
+    let addrs: &[u8; 8] = f[IP + 12..UDP].try_into().expect("fixed layout");
+    let pseudo = NativeSum::default()
+        .add_bytes(addrs)
+        .add_be_word(u16::from(ipv4::PROTOCOL_UDP))
+        .add_be_word(UDP_LEN);
+    let fixed = pseudo.add_bytes(&[
+        ports[0],
+        ports[1],
+        ports[2],
+        ports[3],
+        f[UDP + 4],
+        f[UDP + 5],
+    ]);
+    let request_ck = [f[UDP + 6], f[UDP + 7]];
+    if request_ck != [0, 0] && fixed.add_bytes(&request_ck).add_bytes(payload(f)).fold() != 0xffff {
+        return Err(DropReason::UdpChecksum);
+    }
+    worker.shake(payload_mut(f))?;
+    // Ethernet and IP addresses and ports swap; only the TTL word of the IP header changes
+    // its checksum.
+    let (dst_mac, src_mac) = f.split_at_mut(6);
+    dst_mac.swap_with_slice(&mut src_mac[..6]);
+    f[IP + 12..IP + 16].copy_from_slice(&dst);
+    f[IP + 16..IP + 20].copy_from_slice(&src);
+    let old = u16::from_be_bytes([f[IP + 8], f[IP + 9]]);
+    let new = u16::from_be_bytes([ANSWER_TTL, f[IP + 9]]);
+    let ck = checksum::update(u16::from_be_bytes([f[IP + 10], f[IP + 11]]), old, new);
+    f[IP + 8] = ANSWER_TTL;
+    f[IP + 10..IP + 12].copy_from_slice(&ck.to_be_bytes());
+    f[UDP..UDP + 4].copy_from_slice(&[ports[2], ports[3], ports[0], ports[1]]);
+    // Sums in native order give checksums in native order: stored with to_ne_bytes.
+    if cfg.tx_udp_offload {
+        f[UDP + 6..UDP + 8].copy_from_slice(&pseudo.fold().to_ne_bytes());
+        Ok(Verdict::AnswerUdpOffload {
+            len: COMMON_LEN,
+            l2_len: IP as u16,
+            l3_len: ipv4::HEADER_LEN as u16,
+        })
+    } else {
+        let ck = !fixed.add_bytes(payload(f)).fold();
+        // Zero on the wire means "no checksum" (and reads zero in either byte order).
+        let ck = if ck == 0 { 0xffff } else { ck };
+        f[UDP + 6..UDP + 8].copy_from_slice(&ck.to_ne_bytes());
+        Ok(Verdict::Answer { len: COMMON_LEN })
+    }
+}
+
+/// Any frame: Ethernet with or without a VLAN tag, ARP, IPv4 with or without options, ICMP
+/// echo, UDP.
+fn answer_any<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
     cfg: &FrameConfig,
     frame: &mut [u8],
@@ -900,6 +1033,43 @@ greeting_probability = {greet}
         assert_eq!(u.checksum(), ph);
         let _ = ShakeAnswer::new_checked(&f[42..]).unwrap();
         let _ = ShakeRequest::new_unchecked(&f[42..]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// The fixed-offset path for the common frame decides exactly like the general one:
+        /// same verdict, same bytes, same counters, on valid frames and on frames with a few
+        /// bytes changed (with or without checksums fixed up afterwards).
+        #[test]
+        fn common_path_equals_general_path(
+            user in 0u64..50,
+            edits in proptest::collection::vec((0usize..106, 1u8..=255), 0..3),
+            refix in proptest::prelude::any::<bool>(),
+            no_udp_ck in proptest::prelude::any::<bool>(),
+            offload in proptest::prelude::any::<bool>(),
+        ) {
+            let c = FrameConfig { tx_udp_offload: offload, ..cfg() };
+            let mut f = frame_for(user, 2_000_000_000);
+            for (at, x) in edits {
+                f[at] ^= x;
+            }
+            let udp_len = u16::from_be_bytes([f[38], f[39]]);
+            if refix && f[14] == 0x45 && f[16..18] == [0, 92] && (8..=72).contains(&udp_len) {
+                fix(&mut f);
+            }
+            if no_udp_ck {
+                f[40..42].copy_from_slice(&[0, 0]);
+            }
+            let (mut w1, mut w2) = (worker(Setup::default()), worker(Setup::default()));
+            let (mut f1, mut f2) = (f.clone(), f);
+            w1.begin_burst(MID);
+            w2.begin_burst(MID);
+            let v1 = answer(&mut w1, &c, &mut f1);
+            let v2 = answer_any(&mut w2, &c, &mut f2);
+            proptest::prop_assert_eq!(v1, v2);
+            proptest::prop_assert_eq!(f1, f2);
+            proptest::prop_assert_eq!(w1.counters().snapshot(), w2.counters().snapshot());
+        }
     }
 
     #[test]

@@ -15,34 +15,79 @@
 /// zero only if every word of `data` is zero.
 #[inline]
 pub fn sum(data: &[u8]) -> u32 {
-    // The ones-complement sum is byte-order independent (RFC 1071 section 2.B): summing the
-    // data as native-endian words and swapping the folded result gives the big-endian sum.
-    // So the loop is a plain load and add-with-carry per 8 bytes, with no byte swaps.
-    let mut acc: u64 = 0;
-    let mut carries: u64 = 0;
+    sum_native(data)
+}
+
+/// [`sum`] of a fixed-size region (a header, a SHAKE/1 payload): the same value, with the
+/// loop fully unrolled into loads and add-with-carry.
+#[inline]
+pub fn sum_array<const N: usize>(data: &[u8; N]) -> u32 {
+    sum_native(data)
+}
+
+/// A ones-complement sum kept in native byte order and unreduced, for a datapath that sums
+/// several fixed regions and folds once.
+///
+/// By RFC 1071 section 2.B the sum of the data taken as native-endian words is the byte swap
+/// of the big-endian sum; a checksum computed in native order is therefore written with
+/// `to_ne_bytes` and needs no swap at all, and the "verifies" test (`0xffff`) reads the same
+/// in either order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NativeSum(u128);
+
+impl NativeSum {
+    /// Adds a region; `N` must be even for the words of regions added after it to line up.
+    #[inline(always)]
+    pub fn add_bytes<const N: usize>(self, data: &[u8; N]) -> Self {
+        NativeSum(self.0 + native_words(data))
+    }
+
+    /// Adds a 16-bit word given in host order as it would appear big-endian on the wire
+    /// (a pseudo-header protocol or length).
+    #[inline(always)]
+    pub fn add_be_word(self, word: u16) -> Self {
+        NativeSum(self.0 + u128::from(u16::from_ne_bytes(word.to_be_bytes())))
+    }
+
+    /// The folded sum, in native order: `0xffff` when the data verifies; `!folded` is the
+    /// checksum, to be stored with `to_ne_bytes`.
+    #[inline(always)]
+    pub fn fold(self) -> u16 {
+        let (s, o) = (self.0 as u64).overflowing_add((self.0 >> 64) as u64);
+        let acc = s + u64::from(o);
+        let acc = (acc & 0xffff_ffff) + (acc >> 32);
+        let acc = (acc & 0xffff_ffff) + (acc >> 32);
+        fold(acc as u32)
+    }
+}
+
+/// Plain sum of `data` as native-endian 64-bit words (a short tail padded with zeros on the
+/// right); reduce with [`NativeSum::fold`].
+#[inline(always)]
+fn native_words(data: &[u8]) -> u128 {
+    let mut acc: u128 = 0;
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
         let mut w = [0u8; 8];
         w.copy_from_slice(c);
-        let (s, o) = acc.overflowing_add(u64::from_ne_bytes(w));
-        acc = s;
-        carries += u64::from(o);
+        acc += u128::from(u64::from_ne_bytes(w));
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
         // Zero padding on the right keeps an odd trailing byte in the high half of its word.
         let mut w = [0u8; 8];
         w[..rest.len()].copy_from_slice(rest);
-        let (s, o) = acc.overflowing_add(u64::from_ne_bytes(w));
-        acc = s;
-        carries += u64::from(o);
+        acc += u128::from(u64::from_ne_bytes(w));
     }
-    // Reduce 64 -> 16 bits with end-around carries (2^16 == 1 mod 0xffff).
-    let (s, o) = acc.overflowing_add(carries);
-    let acc = s + u64::from(o);
-    let acc = (acc & 0xffff_ffff) + (acc >> 32);
-    let acc = (acc & 0xffff_ffff) + (acc >> 32);
-    let native = fold(acc as u32);
+    acc
+}
+
+#[inline(always)]
+fn sum_native(data: &[u8]) -> u32 {
+    // The ones-complement sum is byte-order independent (RFC 1071 section 2.B): summing the
+    // data as native-endian words and swapping the folded result gives the big-endian sum.
+    // So the loop is a plain load and add-with-carry per 8 bytes, with no byte swaps.
+    let native = NativeSum(native_words(data)).fold();
     u32::from(u16::from_be(native))
 }
 
@@ -160,6 +205,28 @@ mod test {
         fn sum_matches_reference(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             prop_assert_eq!(fold(sum(&data)), sum_ref(&data));
             prop_assert!(sum(&data) <= 0xffff);
+        }
+
+        #[test]
+        fn sum_array_equals_sum(a in any::<[u8; 20]>(), b in any::<[u8; 32]>(), c in any::<[u8; 13]>()) {
+            prop_assert_eq!(sum_array(&a), sum(&a));
+            prop_assert_eq!(sum_array(&b), sum(&b));
+            prop_assert_eq!(sum_array(&c), sum(&c));
+            let big = [0xffu8; 64];
+            prop_assert_eq!(fold(sum_array(&big)), sum_ref(&big));
+        }
+
+        #[test]
+        fn native_sum_matches_big_endian_sum(
+            a in any::<[u8; 8]>(),
+            b in any::<[u8; 64]>(),
+            w in any::<u16>(),
+        ) {
+            let mut both = a.to_vec();
+            both.extend_from_slice(&b);
+            both.extend_from_slice(&w.to_be_bytes());
+            let n = NativeSum::default().add_bytes(&a).add_bytes(&b).add_be_word(w).fold();
+            prop_assert_eq!(u16::from_be_bytes(n.to_ne_bytes()), fold(sum(&both)));
         }
 
         #[test]
