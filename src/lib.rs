@@ -23,6 +23,7 @@ pub mod counters;
 pub mod dpdk;
 pub mod engine;
 pub mod frame;
+pub mod hugemem;
 pub mod io;
 pub mod journal;
 pub mod mac;

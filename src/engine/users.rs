@@ -11,6 +11,8 @@
 //! never fills up with users who left. If a probe window holds neither the user, a free slot
 //! nor an expired one, the shake is refused as overload instead of growing the table.
 
+use crate::hugemem::HugeArray;
+
 /// Buckets probed from a user's home bucket.
 pub const PROBE_BUCKETS: usize = 4;
 const SLOTS: usize = 4;
@@ -19,7 +21,7 @@ pub const BYTES_PER_USER: usize = 25;
 
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C)]
-struct Slot {
+pub(crate) struct Slot {
     user_id: u64,
     /// Milliseconds after `base_ms` before which the user is throttled.
     next_ok: u32,
@@ -29,7 +31,7 @@ struct Slot {
 
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(64))]
-struct Bucket([Slot; SLOTS]);
+pub(crate) struct Bucket([Slot; SLOTS]);
 
 /// What the table says about a shake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +46,8 @@ pub enum Admit {
 
 #[derive(Debug)]
 pub struct UserTable {
-    buckets: Vec<Bucket>,
+    /// In a huge-page-advised mapping: probes are random over the whole table.
+    buckets: HugeArray<Bucket>,
     base_ms: u64,
     len: usize,
 }
@@ -65,7 +68,7 @@ impl UserTable {
             .div_ceil(std::mem::size_of::<Bucket>())
             .max(PROBE_BUCKETS);
         UserTable {
-            buckets: vec![Bucket::default(); n],
+            buckets: HugeArray::zeroed(n).expect("mapping the user table"),
             base_ms: now_ms,
             len: 0,
         }
