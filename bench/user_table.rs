@@ -20,6 +20,16 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
+/// Huge pages backing anonymous memory (the user table asks for them).
+fn anon_huge_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/smaps_rollup")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("AnonHugePages:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 fn main() {
     // `cargo bench` passes --bench; ignore arguments.
     let users: u64 = std::env::var("SHAKE_BENCH_USERS")
@@ -40,10 +50,11 @@ fn main() {
     let rss = rss_bytes() - before;
     let gb = |b: u64| b as f64 / 1e9;
     println!(
-        "user table: {users} users, table {:.2} GB ({:.1} bytes/user), resident +{:.2} GB, {full} refused as full, {:.1} M admits/s",
+        "user table: {users} users, table {:.2} GB ({:.1} bytes/user), resident +{:.2} GB ({:.2} GB in huge pages), {full} refused as full, {:.1} M admits/s",
         gb(table.bytes() as u64),
         table.bytes() as f64 / users as f64,
         gb(rss),
+        gb(anon_huge_bytes()),
         users as f64 / secs / 1e6
     );
     assert_eq!(full, 0, "the table must hold its planned users");

@@ -154,7 +154,13 @@ impl Live {
     /// The node that owns a user (SPEC: user_id mod node_count).
     #[inline]
     pub fn owner_node(&self, user_id: u64) -> u32 {
-        (user_id % self.identity.node_count.max(1) as u64) as u32
+        let n = self.identity.node_count.max(1) as u64;
+        // A 64-bit division per packet is slow; node counts are usually powers of two.
+        if n.is_power_of_two() {
+            (user_id & (n - 1)) as u32
+        } else {
+            (user_id % n) as u32
+        }
     }
 }
 

@@ -99,11 +99,10 @@ impl UserTable {
     }
 
     /// Touches the user's home bucket so a later [`admit`](Self::admit) finds it in cache.
-    /// The loaded value is unused; issuing the loads for a whole burst first lets the core
-    /// overlap the cache misses.
+    /// Issued for a whole burst first, so the core overlaps the cache misses.
     #[inline]
     pub fn touch(&self, user_id: u64) {
-        std::hint::black_box(self.buckets[self.home(user_id)].0[0].flags);
+        self.buckets.prefetch(self.home(user_id));
     }
 
     /// Checks and updates the user's throttle: a user may shake again `interval_ms` after
