@@ -196,3 +196,7 @@ impl Drop for Server {
         }
     }
 }
+
+/// Running the DPDK appliance (`shake serve --io dpdk`) as a child process.
+#[cfg(feature = "dpdk")]
+pub mod appliance;
