@@ -174,7 +174,6 @@ mempool_cache = 64
         Instant::now() + Duration::from_secs(20),
         |a| answers.push(a.to_vec()),
     );
-    drop(next);
     assert_eq!(driven.sent, 2 * USERS, "every request sent");
     assert_eq!(driven.received, 2 * USERS, "every request answered");
 

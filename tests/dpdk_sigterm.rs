@@ -188,7 +188,6 @@ mempool_cache = 64
             }
         },
     );
-    drop(next);
     let stopped_at = stopped_at.unwrap_or_else(|| {
         panic!(
             "only {} red packets in {} answers before the deadline",
