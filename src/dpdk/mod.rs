@@ -348,6 +348,11 @@ where
         ),
         None => None,
     };
+    if let Some((addr, _)) = &prometheus {
+        // The bound address: `prometheus = "127.0.0.1:0"` picks a free port, and this line is
+        // the only place that says which.
+        println!("shake: metrics on http://{addr}/metrics");
+    }
     let mut ticker = Ticker::new(Duration::from_secs(config.stats.interval_s));
     while !signals.stopping() {
         if let Some(line) = ticker.poll(app.stats()) {

@@ -196,3 +196,11 @@ impl Drop for Server {
         }
     }
 }
+
+/// Running the DPDK appliance (`shake serve --io dpdk`) as a child process.
+#[cfg(feature = "dpdk")]
+pub mod appliance;
+
+/// The test process as a DPDK net_memif client of the appliance.
+#[cfg(feature = "dpdk")]
+pub mod memif;

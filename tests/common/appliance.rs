@@ -1,0 +1,321 @@
+//! Helpers for tests that run the DPDK appliance (`shake serve --io dpdk`) as a child
+//! process: pcap files, the EAL runtime directory, the Prometheus endpoint and the final
+//! counter line, and a stop by SIGTERM to the child's own PID with a bounded wait.
+//!
+//! Every appliance gets `--no-shconf` on top of its config (which must say `huge = false`,
+//! no `allow`, so `--no-huge --no-pci`) and its own `--file-prefix`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A classic little-endian pcap file of Ethernet frames.
+pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let mut out = Vec::new();
+    out.extend(0xa1b2_c3d4u32.to_le_bytes());
+    out.extend(2u16.to_le_bytes());
+    out.extend(4u16.to_le_bytes());
+    out.extend([0u8; 8]);
+    out.extend(65535u32.to_le_bytes());
+    out.extend(1u32.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        out.extend((i as u32).to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+        out.extend((f.len() as u32).to_le_bytes());
+        out.extend((f.len() as u32).to_le_bytes());
+        out.extend(f);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// The frames of a classic little-endian pcap file (what net_pcap's dumper writes).
+pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).unwrap_or_default();
+    let mut frames = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+        if at + 16 + len > data.len() {
+            break;
+        }
+        frames.push(data[at + 16..at + 16 + len].to_vec());
+        at += 16 + len;
+    }
+    frames
+}
+
+/// A file prefix unique to this process and `what`.
+pub fn file_prefix(what: &str) -> String {
+    format!("shake-test-{what}-{}", std::process::id())
+}
+
+/// Removes an EAL runtime directory (`/var/run/dpdk/<prefix>`), also when a test fails.
+pub struct RuntimeDir(pub PathBuf);
+
+impl RuntimeDir {
+    pub fn new(prefix: &str) -> RuntimeDir {
+        RuntimeDir(Path::new("/var/run/dpdk").join(prefix))
+    }
+}
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `cmd` and panics with its output unless it succeeds.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A running `shake serve --io dpdk`. Dropping it kills the child (by PID) if it still runs.
+pub struct Appliance {
+    pub child: Child,
+    /// Where Prometheus answers, if the config sets `[stats] prometheus`.
+    pub metrics: Option<SocketAddr>,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
+    stderr: PathBuf,
+    _runtime: RuntimeDir,
+}
+
+impl Appliance {
+    /// Starts the appliance on `config` with EAL file prefix `prefix` (which the config must
+    /// name too, for the runtime directory to be cleaned up), optionally inside network
+    /// namespace `netns`, and waits (at most 30 s) until its workers run: until it says
+    /// where its metrics endpoint is (after ports and workers started), or, when
+    /// `metrics` is false, until it says it is serving.
+    pub fn start(config: &Path, prefix: &str, netns: Option<&str>, metrics: bool) -> Appliance {
+        let runtime = RuntimeDir::new(prefix);
+        let stderr = config.with_file_name(format!("{prefix}.stderr"));
+        let bin = env!("CARGO_BIN_EXE_shake");
+        let mut cmd = match netns {
+            // `ip netns exec` execs the command in place: the child's PID is shake's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin]);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
+            .args(["serve", "--io", "dpdk", "--config"])
+            .arg(config)
+            .args(["--", "--no-shconf"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start shake serve --io dpdk");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = channel();
+        let stdout = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut app = Appliance {
+            child,
+            metrics: None,
+            lines,
+            reader: Some(reader),
+            stderr,
+            _runtime: runtime,
+        };
+        app.metrics = app.wait_ready(&rx, metrics, Duration::from_secs(30));
+        app
+    }
+
+    fn wait_ready(
+        &mut self,
+        rx: &Receiver<String>,
+        metrics: bool,
+        limit: Duration,
+    ) -> Option<SocketAddr> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if !metrics && self.stderr().contains("shake: serving with") {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left.min(Duration::from_millis(50))) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("shake: metrics on http://") {
+                        return Some(rest.trim_end_matches("/metrics").parse().unwrap());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(e) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "the appliance did not come up ({e:?}); stdout:\n{}\nstderr:\n{}",
+                        self.stdout().join("\n"),
+                        self.stderr()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Everything the appliance wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Every stdout line so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The port's MAC as the appliance reports it at start-up ("port NAME (id N): MAC, ...").
+    pub fn port_mac(&self, name: &str) -> [u8; 6] {
+        let text = self.stderr();
+        let needle = format!("port {name} (id ");
+        let line = text
+            .lines()
+            .find(|l| l.contains(&needle))
+            .unwrap_or_else(|| panic!("no port line for {name} in:\n{text}"));
+        let mac = line
+            .split("): ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap();
+        let mut out = [0u8; 6];
+        for (b, part) in out.iter_mut().zip(mac.split(':')) {
+            *b = u8::from_str_radix(part, 16).unwrap();
+        }
+        out
+    }
+
+    /// The Prometheus text, or None if the endpoint does not answer.
+    pub fn metrics_text(&self) -> Option<String> {
+        let addr = self.metrics.expect("the config sets [stats] prometheus");
+        let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut s = String::new();
+        c.read_to_string(&mut s).ok()?;
+        Some(s)
+    }
+
+    /// Sum over workers of a metric whose line contains `label`.
+    pub fn metric(&self, name: &str, label: &str) -> u64 {
+        sum_metric(&self.metrics_text().unwrap_or_default(), name, label)
+    }
+
+    /// Polls the endpoint until `done(text)` or `limit` passes; returns the last text and
+    /// whether it was done.
+    pub fn wait_metrics(&self, limit: Duration, done: impl Fn(&str) -> bool) -> (String, bool) {
+        let deadline = Instant::now() + limit;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Some(t) = self.metrics_text() {
+                if done(&t) {
+                    return (t, true);
+                }
+                last = t;
+            }
+            if self.child_exited() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (last, false)
+    }
+
+    fn child_exited(&self) -> bool {
+        // try_wait needs &mut; /proc tells without reaping.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        match stat {
+            Ok(s) => s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')),
+            Err(_) => true,
+        }
+    }
+
+    /// Sends `sig` to the appliance's PID (kill(1), so the tests need no unsafe).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// SIGTERM, then waits at most `limit` for the exit (SIGKILL and panic after that).
+    /// Returns the exit status and every stdout line.
+    pub fn stop(mut self, limit: Duration) -> (ExitStatus, Vec<String>) {
+        self.signal("TERM");
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "the appliance did not stop within {limit:?} of SIGTERM; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (status, self.stdout())
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sum over workers of a Prometheus metric whose line contains `label`.
+pub fn sum_metric(text: &str, name: &str, label: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The final counter line, "stopped rx=.. tx=.. drop.magic=1 ...", as a map; zero counters
+/// are absent from it.
+pub fn final_counters(lines: &[String]) -> HashMap<String, u64> {
+    let line = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("stopped "))
+        .unwrap_or_else(|| panic!("no final counter line in:\n{}", lines.join("\n")));
+    line.split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}

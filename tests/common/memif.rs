@@ -1,0 +1,130 @@
+//! The test process as a DPDK client of the appliance over net_memif: its own EAL (once per
+//! process: `--no-pci --no-huge --no-shconf`, its own `--file-prefix`, only the memif vdev),
+//! a port in role=client on the appliance's socket, and a bounded send/receive loop.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use shake::dpdk::{Burst, Eal, Port};
+use shake::node_config::PortSection;
+
+use super::appliance::RuntimeDir;
+
+/// A connected memif client port. Fields drop in order: port, then the EAL.
+pub struct MemifClient {
+    port: Port,
+    _eal: Eal,
+    _runtime: RuntimeDir,
+}
+
+/// What a [`MemifClient::drive`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Driven {
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl MemifClient {
+    /// Initialises this process's EAL with a net_memif client on `socket` (abstract socket
+    /// name, the default of net_memif) and waits at most `link_wait` for the appliance.
+    pub fn connect(prefix: &str, socket: &Path, link_wait: Duration) -> MemifClient {
+        let runtime = RuntimeDir::new(prefix);
+        let args: Vec<String> = [
+            "shake-test-client".to_owned(),
+            "--lcores=0".into(),
+            "-m".into(),
+            "256".into(),
+            "--no-huge".into(),
+            "--no-pci".into(),
+            "--no-shconf".into(),
+            "--no-telemetry".into(),
+            format!("--file-prefix={prefix}"),
+            format!(
+                "--vdev=net_memif_client0,role=client,id=0,socket={}",
+                socket.display()
+            ),
+            "--log-level=error".into(),
+        ]
+        .into();
+        let eal = Eal::init(&args).expect("client EAL");
+        let section = PortSection {
+            name: Some("net_memif_client0".into()),
+            id: None,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            mbufs: Some(8191),
+            mempool_cache: 32,
+            mtu: 1500,
+            promiscuous: false,
+            offloads: true,
+            rss: false,
+        };
+        let port = Port::open(0, &section, 1, 64).expect("client memif port");
+        let link = port.wait_link(link_wait);
+        assert!(
+            link.starts_with("Link up"),
+            "memif client did not connect to the appliance at {}: {link}",
+            socket.display()
+        );
+        MemifClient {
+            port,
+            _eal: eal,
+            _runtime: runtime,
+        }
+    }
+
+    /// Sends the frames `next` gives (until it gives `None`) with at most `window` unanswered
+    /// at a time, and hands every frame received to `on_answer`. Returns when everything sent
+    /// was answered and `next` is done, when nothing came for `idle` while answers were
+    /// outstanding, or at `deadline`.
+    pub fn drive(
+        &mut self,
+        mut next: impl FnMut() -> Option<Vec<u8>>,
+        window: u64,
+        idle: Duration,
+        deadline: Instant,
+        mut on_answer: impl FnMut(&[u8]),
+    ) -> Driven {
+        let id = self.port.info().id;
+        let pool = self.port.pool();
+        let mut d = Driven::default();
+        let mut tx = Burst::new();
+        let mut rx = Burst::new();
+        let mut done = false;
+        let mut last_answer = Instant::now();
+        while Instant::now() < deadline {
+            // Fill the TX burst within the window (frames TX did not take stay in it).
+            while !done && !tx.is_full() && d.sent + (tx.len() as u64) < d.received + window {
+                let mut m = pool.alloc().expect("the client's pool outlasts its window");
+                let Some(frame) = next() else {
+                    done = true;
+                    break;
+                };
+                assert!(m.set_len(frame.len()), "frame fits an mbuf");
+                m.data_mut().copy_from_slice(&frame);
+                tx.push(m).expect("burst has room");
+            }
+            d.sent += tx.tx(id, 0) as u64;
+            let n = rx.rx(id, 0);
+            for m in rx.take() {
+                on_answer(m.data());
+            }
+            if n > 0 {
+                d.received += n as u64;
+                last_answer = Instant::now();
+            }
+            let outstanding = d.sent > d.received;
+            if done && tx.is_empty() && !outstanding {
+                break;
+            }
+            if outstanding && last_answer.elapsed() >= idle {
+                break;
+            }
+            if n == 0 && (done || tx.is_full() || d.sent + tx.len() as u64 >= d.received + window) {
+                // Nothing to do until answers come: yield the shared CPU.
+                std::thread::yield_now();
+            }
+        }
+        d
+    }
+}
