@@ -68,6 +68,9 @@ pub struct Args {
     /// Distinct users.
     #[arg(long, default_value_t = 100_000)]
     pub users: u64,
+    /// Number users from here (generators with disjoint ranges are different people).
+    #[arg(long, default_value_t = 0)]
+    pub user_offset: u64,
     /// Share of users with a bad token (DENIED), e.g. 0.01.
     #[arg(long, default_value_t = 0.0)]
     pub bad_share: f64,
@@ -170,7 +173,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             anyhow::bail!("--{name} {v} is not within 0..1");
         }
     }
-    if a.users == 0 || a.users > u64::from(u32::MAX - 1) {
+    if a.users == 0
+        || a.users > u64::from(u32::MAX - 1)
+        || (a.users + a.user_offset + 1)
+            .checked_mul(u64::from(node_count))
+            .is_none()
+    {
         anyhow::bail!("--users must be within 1..{}", u32::MAX - 1);
     }
     if a.rate.is_some_and(|r| r <= 0.0 || !r.is_finite()) {
@@ -183,6 +191,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let expiry = unix_ms() / 1000 + a.token_ttl_s;
     let spec = Spec {
         users: a.users,
+        user_offset: a.user_offset,
         node_count,
         node_index,
         bad_share: a.bad_share,

@@ -558,6 +558,7 @@ mod test {
         let pop = Population::new(
             Spec {
                 users: 10,
+                user_offset: 0,
                 node_count: 1,
                 node_index: 0,
                 bad_share: 0.0,

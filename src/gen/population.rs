@@ -26,6 +26,9 @@ pub enum Class {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spec {
     pub users: u64,
+    /// Users are numbered from here: generators with disjoint ranges shake as different
+    /// people.
+    pub user_offset: u64,
     pub node_count: u32,
     pub node_index: u32,
     /// Share of users with a bad token, 0..=1.
@@ -73,7 +76,7 @@ impl Population {
             let bad = unit(h) < spec.bad_share;
             let foreign = !bad && count > 1 && unit(mix(h)) < spec.foreign_share;
             // Ids from `count` on, so no user is 0; the k-th own id is (k+1)*count + index.
-            let base = (k + 1) * count;
+            let base = (k + 1 + spec.user_offset) * count;
             let id = if foreign {
                 // Another node: shift by 1..count-1.
                 base + (index + 1 + mix(h ^ 1) % (count - 1)) % count
@@ -143,7 +146,7 @@ impl Population {
     #[inline]
     pub fn index_of(&self, id: u64) -> Option<usize> {
         let count = u64::from(self.spec.node_count.max(1));
-        let k = (id / count).checked_sub(1)? as usize;
+        let k = (id / count).checked_sub(1 + self.spec.user_offset)? as usize;
         (self.ids.get(k) == Some(&id)).then_some(k)
     }
 }
@@ -226,6 +229,7 @@ mod test {
     fn spec(users: u64) -> Spec {
         Spec {
             users,
+            user_offset: 0,
             node_count: 4,
             node_index: 2,
             bad_share: 0.1,
@@ -277,6 +281,16 @@ mod test {
         assert_eq!(one.census(), (1000, 0, 0));
         assert_eq!(one.id(0), 1);
         assert_eq!(one.index_of(1000), Some(999));
+        let later = Population::new(
+            Spec {
+                user_offset: 1000,
+                ..*one.spec()
+            },
+            &KEY,
+        );
+        assert_eq!(later.id(0), 1001);
+        assert_eq!(later.index_of(1001), Some(0));
+        assert_eq!(later.index_of(1000), None);
     }
 
     #[test]
