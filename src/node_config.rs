@@ -229,7 +229,6 @@ pub struct NodeConfig {
     pub path: PathBuf,
 }
 
-
 impl NodeConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();

@@ -440,8 +440,8 @@ enum FrameError {
 }
 
 /// The UDP payload of an answer on `flow`: Ethernet (optionally tagged) to our MAC, IPv4
-/// from the server to us with a valid header checksum, UDP from the server port to one of
-/// our ports with a valid checksum (or none).
+/// from the server to us with a valid header checksum, UDP from the server port with a valid
+/// checksum (or none).
 fn udp_payload<'a>(frame: &'a [u8], flow: &Flow) -> Result<&'a [u8], FrameError> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| FrameError::Other)?;
     if eth.ethertype() != ethernet::ETHERTYPE_IPV4 || eth.dst_addr() != flow.src_mac {
@@ -449,11 +449,11 @@ fn udp_payload<'a>(frame: &'a [u8], flow: &Flow) -> Result<&'a [u8], FrameError>
     }
     let l3 = eth.header_len();
     let ip = Ipv4Packet::new_checked(&frame[l3..]).map_err(|_| FrameError::Other)?;
-    if ip.protocol() != ipv4::PROTOCOL_UDP
-        || ip.src_addr() != flow.dst_ip
-        || ip.dst_addr() != flow.src_ip
-        || ip.is_fragment()
-    {
+    // From the server to us; or our own request with only its MACs swapped (a forwarder
+    // such as testpmd macswap), which the payload check then counts as echoed.
+    let answer = ip.src_addr() == flow.dst_ip && ip.dst_addr() == flow.src_ip;
+    let echo = ip.src_addr() == flow.src_ip && ip.dst_addr() == flow.dst_ip;
+    if ip.protocol() != ipv4::PROTOCOL_UDP || !(answer || echo) || ip.is_fragment() {
         return Err(FrameError::Other);
     }
     if !ip.verify_checksum() {
@@ -462,7 +462,8 @@ fn udp_payload<'a>(frame: &'a [u8], flow: &Flow) -> Result<&'a [u8], FrameError>
     let l4 = l3 + ip.header_len();
     let end = l3 + usize::from(ip.total_len());
     let u = UdpPacket::new_checked(&frame[l4..end]).map_err(|_| FrameError::Other)?;
-    if u.src_port() != flow.dst_port {
+    let server_port = if answer { u.src_port() } else { u.dst_port() };
+    if server_port != flow.dst_port {
         return Err(FrameError::Other);
     }
     if !u.verify_checksum(ip.src_addr(), ip.dst_addr()) {
