@@ -57,3 +57,15 @@ bench: bench-datapath bench-seeds
 clean:
 	$(CARGO) clean
 	rm -rf $(BUILD)
+
+# --- End-to-end benchmark (bench/e2e.sh): testpmd, the appliance on DPDK and on sockets, side
+# by side in one run, as ratios; results in build/bench/e2e.md and e2e.json. dpdk-testpmd is in
+# Debian's dpdk-dev package. PHASE_S=10 seconds per phase by default.
+.PHONY: bench-e2e
+bench-e2e: deps
+	@command -v dpdk-testpmd >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpdk-dev >/dev/null; \
+	  else echo "make: dpdk-testpmd (Debian package dpdk-dev) is missing; the testpmd phases are skipped" >&2; fi; }
+	bash bench/e2e.sh
+
+bench: bench-e2e

@@ -12,6 +12,7 @@
 //! - [`counters`]: per-worker counters, written by one core, read by the control loop.
 //! - [`seed`], [`journal`], [`recovery`], [`reconcile`]: red packets issued once, recorded,
 //!   recovered after a crash and reconciled to the cent.
+//! - [`gen`]: the bundled load generator (`shake gen`).
 //! - `dpdk` (feature `dpdk`, default): the DPDK appliance, poll-mode workers per lcore.
 #![deny(unsafe_code)]
 
@@ -24,6 +25,7 @@ pub mod dpdk;
 pub mod engine;
 pub mod frame;
 pub mod hugemem;
+pub mod gen;
 pub mod io;
 pub mod journal;
 pub mod mac;

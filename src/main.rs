@@ -26,6 +26,8 @@ enum Command {
     Seeds(cli::seeds::Args),
     /// Verify or export claim journals.
     Journal(cli::journal::Args),
+    /// The bundled load generator: phones shaking at a node over sockets or DPDK.
+    Gen(Box<cli::gen::Args>),
     /// Reconcile manifests, shards and journals of any number of nodes, to the cent.
     Reconcile(cli::reconcile::Args),
 }
@@ -39,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Command::Seeds(a) => cli::seeds::run(a),
         Command::Journal(a) => cli::journal::run(a),
         Command::Reconcile(a) => cli::reconcile::run(a),
+        Command::Gen(a) => cli::gen::run(*a),
     };
     match result {
         Ok(code) => code,

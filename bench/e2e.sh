@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# End to end, side by side, in one run on one machine (SPEC section 5), reported as ratios:
+#
+#   memif   dpdk-testpmd --forward-mode=macswap (the I/O limit) vs `shake serve --io dpdk`,
+#           both driven by `shake gen --io dpdk` as a net_memif client;
+#   pcap    dpdk-testpmd --forward-mode=5tswap vs `shake serve --io dpdk`, both on net_pcap
+#           replaying a pcap of requests forever (infinite_rx=1; TX dropped);
+#   socket  `shake serve --io socket` on loopback driven by `shake gen --io socket`;
+#   micro   the datapath micro-benchmark (cargo bench --bench datapath).
+#
+# Same core layout everywhere: lcore 0 (control, on CPU 0) and one worker/forwarding lcore on
+# CPU 1; the generator's single lcore on CPU 0. Every DPDK process: --no-pci, --no-huge, its
+# own --file-prefix, --no-shconf; only virtual devices. Every phase is bounded in time and
+# every process is stopped by its PID. Results: build/bench/e2e.md and build/bench/e2e.json.
+#
+# Environment: PHASE_S (seconds per phase, default 10), USERS (default 100000),
+# PCAP_FRAMES (distinct requests replayed, default 65536), SKIP_MICRO=1 to read the last
+# criterion estimate instead of running the micro-benchmark.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=$ROOT/build/bench
+B=$ROOT/target/release/shake
+PHASE_S=${PHASE_S:-10}
+USERS=${USERS:-100000}
+PCAP_FRAMES=${PCAP_FRAMES:-65536}
+TAG=$$
+TESTPMD=$(command -v dpdk-testpmd || true)
+mkdir -p "$OUT"
+cd "$ROOT"
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do stop_pid "$p"; done
+  rm -rf /var/run/dpdk/shake-bench-*-"$TAG"*
+  rm -f "$OUT/memif-$TAG.sock"
+}
+trap cleanup EXIT
+
+# SIGINT (testpmd and shake both stop cleanly on it), then SIGKILL after 10 s.
+stop_pid() {
+  local p=$1
+  kill -0 "$p" 2>/dev/null || return 0
+  kill -INT "$p" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+}
+
+# Starts a command in the background, logging to $1; sets $LAST_PID.
+start() {
+  local log=$1; shift
+  "$@" >"$log" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
+
+# Waits up to 15 s for a line in a log.
+wait_for() {
+  local log=$1 pattern=$2
+  for _ in $(seq 150); do
+    grep -q "$pattern" "$log" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "bench: timed out waiting for '$pattern' in $log" >&2
+  tail -20 "$log" >&2
+  return 1
+}
+
+# Every prefix has the run's tag in it, so the cleanup finds them (eal runs in a subshell).
+eal() { # prefix, then extra EAL arguments
+  local prefix=$1; shift
+  echo --no-pci --no-huge --no-shconf --file-prefix "$prefix" --log-level notice "$@"
+}
+
+echo "bench: building"
+cargo build --release --quiet
+
+# A node for the benches: the demo activity, in-memory seeds (no journal fsyncs in the
+# way: the I/O path is what is measured), one worker lcore on CPU 1, no idle naps.
+node_config() { # file, prefix, vdev, extra port lines
+  cat >"$1" <<TOML
+[node]
+index = 0
+count = 1
+ipv4 = "10.99.0.1"
+port = 7000
+planned_users = 1000000
+
+[activity]
+file = "$ROOT/seeds/demo.toml"
+epoch = "now"
+random_seed = 2015
+
+[keys]
+token_key = "$ROOT/nic-config/keys/demo-token.key"
+claim_key = "$ROOT/nic-config/keys/demo-claim.key"
+
+[stats]
+interval_s = 1
+
+[socket]
+workers = 1
+
+[dpdk]
+lcores = "0@0,1@1"
+main_lcore = 0
+memory_mb = ${4:-512}
+huge = false
+file_prefix = "$2"
+vdevs = ["$3"]
+log_level = "notice"
+telemetry = false
+idle_sleep_us = 0
+
+[[port]]
+name = "${3%%,*}"
+rx_desc = 1024
+tx_desc = 1024
+rss = false
+${5:-}
+TOML
+}
+
+SOCK=$OUT/memif-$TAG.sock
+GEN_VDEV="net_memif0,role=client,socket=$SOCK,id=0"
+gen_dpdk() { # report file
+  timeout $((PHASE_S + 40)) "$B" gen --io dpdk --node-config "$OUT/node-memif.toml" --quiet \
+    --users "$USERS" --bad-share 0.01 --duration "$PHASE_S" --report "$1" \
+    -- $(eal "shake-bench-gen-$TAG-$(basename "$1" .json)" --lcores "0@0" --vdev "$GEN_VDEV")
+}
+json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
+
+node_config "$OUT/node-memif.toml" "shake-bench-app-$TAG" "net_memif0,role=server,socket=$SOCK,id=0"
+
+# --- memif: testpmd macswap, the I/O limit --------------------------------------------------
+if [ -n "$TESTPMD" ]; then
+  echo "bench: memif, dpdk-testpmd macswap (${PHASE_S}s)"
+  start "$OUT/testpmd-memif.log" timeout $((PHASE_S + 60)) "$TESTPMD" -l 0,1 --main-lcore 0 -m 1024 \
+    $(eal "shake-bench-tpmd-$TAG" --vdev "net_memif0,role=server,socket=$SOCK,id=0") \
+    -- --forward-mode=macswap --nb-cores=1 --rxq=1 --txq=1 --stats-period 1
+  TPMD=$LAST_PID
+  wait_for "$OUT/testpmd-memif.log" "Press enter to exit\|Port statistics\|forwarding packets"
+  gen_dpdk "$OUT/gen-testpmd-memif.json" >"$OUT/gen-testpmd-memif.log" 2>&1 || true
+  stop_pid "$TPMD"
+  rm -f "$SOCK"
+else
+  echo "bench: dpdk-testpmd not found (Debian package dpdk-dev): skipping the testpmd phases" >&2
+fi
+
+# --- memif: the appliance --------------------------------------------------------------------
+echo "bench: memif, shake serve --io dpdk (${PHASE_S}s)"
+start "$OUT/serve-memif.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-memif.toml" -- --no-shconf
+APP=$LAST_PID
+wait_for "$OUT/serve-memif.log" "serving with"
+gen_dpdk "$OUT/gen-serve-memif.json" >"$OUT/gen-serve-memif.log" 2>&1 || true
+stop_pid "$APP"
+rm -f "$SOCK"
+
+# --- socket backend on loopback ----------------------------------------------------------------
+echo "bench: socket backend on loopback (${PHASE_S}s)"
+start "$OUT/serve-socket.log" timeout $((PHASE_S + 60)) taskset -c 1 "$B" serve --io socket \
+  --config "$OUT/node-memif.toml" --bind 127.0.0.1:0 --workers 1
+APP=$LAST_PID
+wait_for "$OUT/serve-socket.log" "serving SHAKE/1"
+ADDR=$(grep -o 'udp [0-9.:]*' "$OUT/serve-socket.log" | head -1 | cut -d' ' -f2)
+timeout $((PHASE_S + 40)) taskset -c 0 "$B" gen --io socket --node-config "$OUT/node-memif.toml" \
+  --server "$ADDR" --quiet --users "$USERS" --bad-share 0.01 --duration "$PHASE_S" \
+  --sockets 4 --batch 32 --report "$OUT/gen-serve-socket.json" >"$OUT/gen-serve-socket.log" 2>&1 || true
+stop_pid "$APP"
+
+# --- net_pcap, infinite_rx: testpmd 5tswap and the appliance -------------------------------------
+echo "bench: writing $PCAP_FRAMES requests to requests.pcap"
+"$B" gen --io none --node-config "$OUT/node-memif.toml" --users "$PCAP_FRAMES" --bad-share 0.01 \
+  --count "$PCAP_FRAMES" --pcap-out "$OUT/requests.pcap" --quiet >/dev/null
+PCAP_VDEV="net_pcap0,rx_pcap=$OUT/requests.pcap,infinite_rx=1"
+MBUFS=$(( (PCAP_FRAMES + 8192) | 1023 ))
+node_config "$OUT/node-pcap.toml" "shake-bench-pcap-$TAG" "$PCAP_VDEV" 1024 "mbufs = $MBUFS"
+if [ -n "$TESTPMD" ]; then
+  echo "bench: pcap, dpdk-testpmd 5tswap (${PHASE_S}s)"
+  start "$OUT/testpmd-pcap.log" timeout $((PHASE_S + 60)) "$TESTPMD" -l 0,1 --main-lcore 0 -m 1024 \
+    $(eal "shake-bench-tpmd-pcap-$TAG" --vdev "$PCAP_VDEV") \
+    -- --forward-mode=5tswap --nb-cores=1 --rxq=1 --txq=1 --stats-period 1 --total-num-mbufs="$MBUFS"
+  TPMD=$LAST_PID
+  sleep "$PHASE_S"
+  stop_pid "$TPMD"
+fi
+echo "bench: pcap, shake serve --io dpdk (${PHASE_S}s)"
+start "$OUT/serve-pcap.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-pcap.toml" -- --no-shconf
+APP=$LAST_PID
+wait_for "$OUT/serve-pcap.log" "serving with"
+sleep "$PHASE_S"
+stop_pid "$APP"
+
+# --- datapath micro-benchmark -----------------------------------------------------------------
+if [ "${SKIP_MICRO:-0}" != 1 ]; then
+  echo "bench: datapath micro-benchmark"
+  cargo bench --quiet --bench datapath -- --measurement-time 5 >"$OUT/datapath.log" 2>&1 || true
+fi
+
+# --- results ----------------------------------------------------------------------------------
+python3 "$ROOT/bench/e2e_report.py" "$OUT" "$ROOT/target/criterion" "$PHASE_S" "$USERS" "$PCAP_FRAMES"

@@ -1,0 +1,169 @@
+//! DPDK mode: the generator's own EAL and one port (a net_memif client on a node's socket,
+//! net_pcap, net_ring, a NIC), whole Ethernet/IPv4/UDP frames built with
+//! [`Flow::emit`](crate::client::Flow::emit), and every frame that comes back checked through
+//! the wire views. The main lcore does everything: build a burst, transmit it, poll RX, once
+//! per pass; the TSC, read once a pass, is the clock that goes into client_ts.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::load::{Generator, Request};
+use super::pcap::PcapWriter;
+use crate::client::{payload, Flow};
+use crate::dpdk::{Burst, Eal, Port, TscClock, BURST};
+use crate::node_config::PortSection;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The port's device name, e.g. "net_memif0".
+    pub port: String,
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+    /// Addresses of every request; the source MAC is the port's unless set.
+    pub flow: Flow,
+    pub src_mac_from_port: bool,
+    /// Source UDP ports used, from `flow.src_port` on: user k sends from port base + k mod n.
+    pub src_ports: u16,
+    /// How long to wait for the link (a memif client waits for its server).
+    pub link_wait: Duration,
+    /// Nap this long in a pass that moved nothing while paced or draining (0: spin).
+    pub idle_sleep: Duration,
+}
+
+/// Nanoseconds from TSC cycles, as a 32.32 fixed-point multiplier.
+struct Nanos {
+    tsc0: u64,
+    mult: u128,
+}
+
+impl Nanos {
+    fn new() -> Nanos {
+        let hz = TscClock::anchor_now().hz().max(1);
+        Nanos {
+            tsc0: TscClock::tsc(),
+            mult: (1_000_000_000u128 << 32) / u128::from(hz),
+        }
+    }
+
+    #[inline]
+    fn now(&self) -> u64 {
+        ((u128::from(TscClock::tsc().wrapping_sub(self.tsc0)) * self.mult) >> 32) as u64
+    }
+}
+
+/// EAL init with `eal_args` (argv[0] included), the port, then the load until the generator
+/// is finished or `stop` is set. Returns nanoseconds elapsed.
+pub fn run(
+    gen: &mut Generator,
+    eal_args: &[String],
+    o: &Options,
+    stop: &AtomicBool,
+    mut pcap: Option<&mut PcapWriter<std::fs::File>>,
+    live: &mut dyn FnMut(String),
+) -> anyhow::Result<u64> {
+    let eal = Eal::init(eal_args)?;
+    let section = PortSection {
+        name: Some(o.port.clone()),
+        id: None,
+        rx_desc: o.rx_desc,
+        tx_desc: o.tx_desc,
+        mbufs: None,
+        mempool_cache: 256,
+        mtu: 1500,
+        promiscuous: true,
+        // Checksums are ours: the generator's frames are what a phone's kernel would send.
+        offloads: false,
+        rss: false,
+    };
+    let port = Port::open(0, &section, 1, 0)?;
+    let link = port.wait_link(o.link_wait);
+    let info = port.info().clone();
+    eprintln!("gen: port {} (id {}): {link}", info.name, info.id);
+    if !link.starts_with("Link up") {
+        anyhow::bail!(
+            "port {}: link still down after {:?} (is the node's memif server running?)",
+            info.name,
+            o.link_wait
+        );
+    }
+    let mut flow = o.flow;
+    if o.src_mac_from_port {
+        flow.src_mac = info.mac;
+    }
+    let ports = o.src_ports.max(1);
+    let flow_of = |user: usize| Flow {
+        src_port: flow
+            .src_port
+            .wrapping_add((user % usize::from(ports)) as u16),
+        ..flow
+    };
+
+    let clock = Nanos::new();
+    let mut tx = Burst::new();
+    let mut rx = Burst::new();
+    let mut reqs: Vec<Request> = Vec::with_capacity(BURST);
+    let mut stopped = false;
+    let mut no_mbufs = 0u64;
+    loop {
+        let t = clock.now();
+        if !stopped && stop.load(Ordering::Relaxed) {
+            gen.stop_sending(t);
+            stopped = true;
+        }
+        if gen.finished(t) {
+            break;
+        }
+        let mut moved = false;
+        let n = gen.budget(t, BURST);
+        if n > 0 {
+            reqs.clear();
+            for _ in 0..n {
+                let Some(mut m) = port.pool().alloc() else {
+                    no_mbufs += 1;
+                    break;
+                };
+                let Some(r) = gen.next(t) else { break };
+                let f = flow_of(r.user);
+                if !m.set_len(f.frame_len()) {
+                    anyhow::bail!("mbuf too small for a {} byte frame", f.frame_len());
+                }
+                f.emit(m.data_mut(), &payload(&r.repr), r.repr.seq as u16);
+                if let Some(w) = pcap.as_deref_mut() {
+                    w.write(t, m.data())?;
+                }
+                // A burst of at most BURST never refuses.
+                let _ = tx.push(m);
+                reqs.push(r);
+            }
+            let sent = tx.tx(info.id, 0);
+            for r in &reqs[sent..] {
+                gen.cancel(r);
+            }
+            tx.clear();
+            moved |= sent > 0;
+        }
+        if rx.rx(info.id, 0) > 0 {
+            moved = true;
+            let t = clock.now();
+            for m in rx.take() {
+                gen.on_frame(m.data(), &flow, t);
+            }
+        }
+        if let Some(line) = gen.tick(clock.now()) {
+            live(line);
+        }
+        if !moved
+            && !o.idle_sleep.is_zero()
+            && (gen.plan().rate.is_some() || stopped || gen.sending_done(t))
+        {
+            std::thread::sleep(o.idle_sleep);
+        }
+    }
+    if no_mbufs > 0 {
+        eprintln!("gen: the mempool ran dry {no_mbufs} times (answers slower than requests)");
+    }
+    let elapsed = clock.now();
+    drop(port);
+    drop(eal);
+    Ok(elapsed)
+}

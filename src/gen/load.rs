@@ -1,0 +1,681 @@
+//! The generator's bookkeeping, shared by every I/O mode: which user shakes next, what is in
+//! flight, and what each answer (or returned frame) means. Time is nanoseconds since the run
+//! started, supplied by the caller (a monotonic clock or the TSC), and goes into client_ts so
+//! the round trip is read back from the answer itself.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::histogram::{Histogram, Summary};
+use super::population::{legal, Class, Population, Schedule};
+use crate::client::{check_answer, AnswerError, Flow};
+use crate::mac::MacKey;
+use crate::wire::ethernet::{self, EthernetFrame};
+use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::shake::{self, Outcome, ShakeRequestRepr, PAYLOAD_LEN};
+use crate::wire::udp::{self, UdpPacket};
+
+/// Requests tracked in flight: an answer is matched to its request by `seq mod WINDOW`.
+const WINDOW: usize = 1 << 20;
+/// Users looked at for one free to shake, when clients obey retry_after_ms.
+const SCAN: usize = 64;
+/// Invalid answers kept word for word in the report.
+const EXAMPLES: usize = 8;
+
+/// How a run is shaped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Requests per second; `None` floods.
+    pub rate: Option<f64>,
+    /// Stop sending after this long.
+    pub duration_ns: Option<u64>,
+    /// Stop sending after this many requests.
+    pub count: Option<u64>,
+    /// Clients wait retry_after_ms before shaking again, as phones do.
+    pub obey_retry: bool,
+    /// A client that obeys waits this long for an answer before it shakes again.
+    pub answer_timeout_ms: u32,
+    /// How long to wait for the last answers once sending stops.
+    pub drain_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// `u32::MAX`: empty.
+    user: u32,
+    seq: u32,
+    config_version: u32,
+    client_ts: u64,
+}
+
+const EMPTY: Slot = Slot {
+    user: u32::MAX,
+    seq: 0,
+    config_version: 0,
+    client_ts: 0,
+};
+
+/// One request to send: the user's index in the population and the payload fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Request {
+    pub user: usize,
+    pub repr: ShakeRequestRepr,
+}
+
+/// Running totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub sent: u64,
+    /// Valid answers.
+    pub answered: u64,
+    /// Answers to a request in flight that failed validation.
+    pub invalid: u64,
+    /// SHAKE/1 answers matching no request in flight (late past the window, duplicated).
+    pub unmatched: u64,
+    /// Our own requests come back unchanged but for addresses (a forwarder such as
+    /// testpmd macswap instead of a node).
+    pub echoed: u64,
+    /// Frames received in DPDK mode.
+    pub rx_frames: u64,
+    /// Received frames that were neither (ARP, junk, wrong addresses).
+    pub rx_other: u64,
+    /// Received frames whose IPv4 or UDP checksum is wrong.
+    pub rx_bad_checksum: u64,
+    pub outcomes: [u64; 7],
+}
+
+impl Tally {
+    /// Requests that got some response back.
+    pub fn responses(&self) -> u64 {
+        self.answered + self.invalid + self.echoed
+    }
+}
+
+/// One second of the run, for the live line and the throughput plot.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Second {
+    pub t_s: f64,
+    pub sent: u64,
+    pub answered: u64,
+    pub echoed: u64,
+    pub invalid: u64,
+}
+
+pub struct Generator {
+    pop: Population,
+    plan: Plan,
+    claim_key: MacKey,
+    token_expiry: u32,
+    schedule: Option<Schedule>,
+    cursor: usize,
+    seq: u32,
+    config_version: u32,
+    slots: Vec<Slot>,
+    pub tally: Tally,
+    rtt: Histogram,
+    examples: Vec<String>,
+    seconds: Vec<Second>,
+    last_tick: (u64, Tally),
+    send_end_ns: Option<u64>,
+}
+
+impl Generator {
+    pub fn new(pop: Population, plan: Plan, claim_key: MacKey) -> Generator {
+        let token_expiry = pop.spec().token_expiry;
+        let schedule = plan.obey_retry.then(|| Schedule::new(pop.len()));
+        Generator {
+            pop,
+            plan,
+            claim_key,
+            token_expiry,
+            schedule,
+            cursor: 0,
+            seq: 1,
+            config_version: 0,
+            slots: vec![EMPTY; WINDOW],
+            tally: Tally::default(),
+            rtt: Histogram::default(),
+            examples: Vec::new(),
+            seconds: Vec::new(),
+            last_tick: (0, Tally::default()),
+            send_end_ns: None,
+        }
+    }
+
+    pub fn population(&self) -> &Population {
+        &self.pop
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Whether sending is over (duration or count reached); remembers when it ended.
+    pub fn sending_done(&mut self, now_ns: u64) -> bool {
+        if self.send_end_ns.is_some() {
+            return true;
+        }
+        let done = self.plan.duration_ns.is_some_and(|d| now_ns >= d)
+            || self.plan.count.is_some_and(|c| self.tally.sent >= c)
+            || self.pop.is_empty();
+        if done {
+            self.send_end_ns = Some(now_ns);
+        }
+        done
+    }
+
+    /// Stops sending now (a signal).
+    pub fn stop_sending(&mut self, now_ns: u64) {
+        self.send_end_ns.get_or_insert(now_ns);
+    }
+
+    /// Whether the run is over: sending done, and every answer in or the drain time gone.
+    pub fn finished(&mut self, now_ns: u64) -> bool {
+        if !self.sending_done(now_ns) {
+            return false;
+        }
+        let end = self.send_end_ns.unwrap_or(now_ns);
+        self.outstanding() == 0 || now_ns >= end + self.plan.drain_ns
+    }
+
+    /// Requests sent and not yet answered.
+    pub fn outstanding(&self) -> u64 {
+        self.tally.sent.saturating_sub(self.tally.responses())
+    }
+
+    /// How many requests may go now, at most `max`: the rate's due share, the count's rest.
+    pub fn budget(&mut self, now_ns: u64, max: usize) -> usize {
+        if self.sending_done(now_ns) {
+            return 0;
+        }
+        let mut n = max as u64;
+        if let Some(rate) = self.plan.rate {
+            let due = (rate * now_ns as f64 / 1e9) as u64;
+            n = n.min(due.saturating_sub(self.tally.sent));
+        }
+        if let Some(c) = self.plan.count {
+            n = n.min(c.saturating_sub(self.tally.sent));
+        }
+        n as usize
+    }
+
+    /// The next request, registered as in flight; `None` when every client is waiting
+    /// (obeying retry_after_ms).
+    #[inline]
+    pub fn next(&mut self, now_ns: u64) -> Option<Request> {
+        let user = match &mut self.schedule {
+            Some(s) => {
+                let now_ms = (now_ns / 1_000_000) as u32;
+                let k = s.next_ready(now_ms, SCAN)?;
+                s.hold(k, now_ms.saturating_add(self.plan.answer_timeout_ms));
+                k
+            }
+            None => {
+                let k = self.cursor;
+                self.cursor += 1;
+                if self.cursor == self.pop.len() {
+                    self.cursor = 0;
+                }
+                k
+            }
+        };
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        let repr = ShakeRequestRepr {
+            shakes: 1,
+            user_id: self.pop.id(user),
+            seq,
+            config_version: self.config_version,
+            client_ts: now_ns,
+            token_expiry: self.token_expiry,
+            token: self.pop.token(user),
+        };
+        self.slots[seq as usize % WINDOW] = Slot {
+            user: user as u32,
+            seq,
+            config_version: self.config_version,
+            client_ts: now_ns,
+        };
+        self.tally.sent += 1;
+        Some(Request { user, repr })
+    }
+
+    /// A request that was built but never left (TX queue full): forget it.
+    pub fn cancel(&mut self, r: &Request) {
+        let slot = &mut self.slots[r.repr.seq as usize % WINDOW];
+        if slot.seq == r.repr.seq && slot.user == r.user as u32 {
+            *slot = EMPTY;
+            self.tally.sent -= 1;
+            if let Some(s) = &mut self.schedule {
+                s.hold(r.user, 0);
+            }
+        }
+    }
+
+    /// A SHAKE/1 payload received (socket mode, or inside a frame).
+    pub fn on_payload(&mut self, payload: &[u8], now_ns: u64) {
+        if payload.len() != PAYLOAD_LEN || payload[0..2] != shake::MAGIC {
+            self.tally.rx_other += 1;
+            return;
+        }
+        let seq = u32::from_be_bytes(payload[16..20].try_into().unwrap_or_default());
+        let at = seq as usize % WINDOW;
+        let slot = self.slots[at];
+        if slot.user == u32::MAX || slot.seq != seq {
+            self.tally.unmatched += 1;
+            return;
+        }
+        let user = slot.user as usize;
+        let request = ShakeRequestRepr {
+            shakes: 1,
+            user_id: self.pop.id(user),
+            seq,
+            config_version: slot.config_version,
+            client_ts: slot.client_ts,
+            token_expiry: self.token_expiry,
+            token: self.pop.token(user),
+        };
+        if payload[3] == shake::KIND_SHAKE {
+            // A forwarder sent our request back: it must be the very bytes we sent.
+            if payload == crate::client::payload(&request) {
+                self.slots[at] = EMPTY;
+                self.tally.echoed += 1;
+                self.rtt.record(now_ns.saturating_sub(slot.client_ts));
+                if let Some(s) = &mut self.schedule {
+                    s.answered(user, (now_ns / 1_000_000) as u32, 0);
+                }
+            } else {
+                self.tally.unmatched += 1;
+            }
+            return;
+        }
+        self.slots[at] = EMPTY;
+        let class = self.pop.class(user);
+        let node_count = self.pop.spec().node_count;
+        let checked = check_answer(&request, payload, &self.claim_key).and_then(|a| {
+            if legal(class, a.user_id, node_count, a.outcome, a.resource_id) {
+                Ok(a)
+            } else {
+                Err(AnswerError::Rule(match class {
+                    Class::Own => "DENIED or REDIRECT for a good user of this node",
+                    Class::Foreign => "a user of another node not redirected to its owner",
+                    Class::BadToken => "a bad token not DENIED",
+                }))
+            }
+        });
+        match checked {
+            Ok(a) => {
+                self.tally.answered += 1;
+                self.tally.outcomes[a.outcome as usize] += 1;
+                self.rtt.record(now_ns.saturating_sub(slot.client_ts));
+                self.config_version = self.config_version.max(a.config_version);
+                if let Some(s) = &mut self.schedule {
+                    s.answered(user, (now_ns / 1_000_000) as u32, a.retry_after_ms);
+                }
+            }
+            Err(e) => {
+                self.tally.invalid += 1;
+                if self.examples.len() < EXAMPLES {
+                    self.examples
+                        .push(format!("user {} seq {seq}: {e}", request.user_id));
+                }
+            }
+        }
+    }
+
+    /// A whole frame received on `flow` (whose requests we sent): addresses and checksums
+    /// are checked through the wire views before the payload is.
+    pub fn on_frame(&mut self, frame: &[u8], flow: &Flow, now_ns: u64) {
+        self.tally.rx_frames += 1;
+        match udp_payload(frame, flow) {
+            Ok(p) => self.on_payload(p, now_ns),
+            Err(FrameError::Checksum) => self.tally.rx_bad_checksum += 1,
+            Err(FrameError::Other) => self.tally.rx_other += 1,
+        }
+    }
+
+    /// A line for the terminal about once a second, and a point of the timeline.
+    pub fn tick(&mut self, now_ns: u64) -> Option<String> {
+        let (then, before) = self.last_tick;
+        if now_ns < then + 1_000_000_000 {
+            return None;
+        }
+        let t = self.tally;
+        self.last_tick = (now_ns, t);
+        let dt = (now_ns - then) as f64 / 1e9;
+        self.seconds.push(Second {
+            t_s: now_ns as f64 / 1e9,
+            sent: t.sent - before.sent,
+            answered: t.answered - before.answered,
+            echoed: t.echoed - before.echoed,
+            invalid: t.invalid - before.invalid,
+        });
+        let back = t.responses() - before.responses();
+        let mut line = format!(
+            "gen: t={:.0}s sent={} answered={} rate={:.0}/s",
+            now_ns as f64 / 1e9,
+            t.sent,
+            t.answered,
+            back as f64 / dt
+        );
+        for o in Outcome::ALL {
+            let v = t.outcomes[o as usize];
+            if v > 0 {
+                line += &format!(" {}={v}", o.name());
+            }
+        }
+        if t.echoed > 0 {
+            line += &format!(" echoed={}", t.echoed);
+        }
+        line += &format!(
+            " invalid={} loss={:.2}% p99={:.0}us",
+            t.invalid,
+            loss(t.sent, t.responses()) * 100.0,
+            self.rtt.quantile(0.99) as f64 / 1e3
+        );
+        Some(line)
+    }
+
+    pub fn latency(&self) -> &Histogram {
+        &self.rtt
+    }
+
+    pub fn timeline(&self) -> &[Second] {
+        &self.seconds
+    }
+
+    /// The final report.
+    pub fn report(&self, meta: Meta, elapsed_ns: u64) -> Report {
+        let t = self.tally;
+        let send_s = self.send_end_ns.unwrap_or(elapsed_ns) as f64 / 1e9;
+        let (own, foreign, bad) = self.pop.census();
+        let spec = *self.pop.spec();
+        Report {
+            meta,
+            users: spec.users,
+            users_own: own,
+            users_foreign: foreign,
+            users_bad_token: bad,
+            node_count: spec.node_count,
+            node_index: spec.node_index,
+            bad_share: spec.bad_share,
+            foreign_share: spec.foreign_share,
+            obey_retry: self.plan.obey_retry,
+            rate_target: self.plan.rate,
+            sending_s: send_s,
+            elapsed_s: elapsed_ns as f64 / 1e9,
+            sent_per_s: t.sent as f64 / send_s.max(1e-9),
+            answered_per_s: t.answered as f64 / send_s.max(1e-9),
+            responses_per_s: t.responses() as f64 / send_s.max(1e-9),
+            lost: t.sent.saturating_sub(t.responses()),
+            loss_ratio: loss(t.sent, t.responses()),
+            outcomes: Outcome::ALL
+                .iter()
+                .map(|&o| (o.name().to_owned(), t.outcomes[o as usize]))
+                .collect(),
+            tally: t,
+            latency_ns: self.rtt.summary(),
+            latency_buckets_ns: self.rtt.buckets(),
+            invalid_examples: self.examples.clone(),
+            config_version: self.config_version,
+            timeline: self.seconds.clone(),
+        }
+    }
+}
+
+/// Share of requests without a response (those still in flight count as lost until they
+/// come back).
+fn loss(sent: u64, back: u64) -> f64 {
+    if sent == 0 {
+        0.0
+    } else {
+        sent.saturating_sub(back) as f64 / sent as f64
+    }
+}
+
+enum FrameError {
+    Checksum,
+    Other,
+}
+
+/// The UDP payload of an answer on `flow`: Ethernet (optionally tagged) to our MAC, IPv4
+/// from the server to us with a valid header checksum, UDP from the server port with a valid
+/// checksum (or none).
+fn udp_payload<'a>(frame: &'a [u8], flow: &Flow) -> Result<&'a [u8], FrameError> {
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| FrameError::Other)?;
+    if eth.ethertype() != ethernet::ETHERTYPE_IPV4 || eth.dst_addr() != flow.src_mac {
+        return Err(FrameError::Other);
+    }
+    let l3 = eth.header_len();
+    let ip = Ipv4Packet::new_checked(&frame[l3..]).map_err(|_| FrameError::Other)?;
+    // From the server to us; or our own request with only its MACs swapped (a forwarder
+    // such as testpmd macswap), which the payload check then counts as echoed.
+    let answer = ip.src_addr() == flow.dst_ip && ip.dst_addr() == flow.src_ip;
+    let echo = ip.src_addr() == flow.src_ip && ip.dst_addr() == flow.dst_ip;
+    if ip.protocol() != ipv4::PROTOCOL_UDP || !(answer || echo) || ip.is_fragment() {
+        return Err(FrameError::Other);
+    }
+    if !ip.verify_checksum() {
+        return Err(FrameError::Checksum);
+    }
+    let l4 = l3 + ip.header_len();
+    let end = l3 + usize::from(ip.total_len());
+    let u = UdpPacket::new_checked(&frame[l4..end]).map_err(|_| FrameError::Other)?;
+    let server_port = if answer { u.src_port() } else { u.dst_port() };
+    if server_port != flow.dst_port {
+        return Err(FrameError::Other);
+    }
+    if !u.verify_checksum(ip.src_addr(), ip.dst_addr()) {
+        return Err(FrameError::Checksum);
+    }
+    Ok(&frame[l4 + udp::HEADER_LEN..end])
+}
+
+/// What the run was: filled in by the command line.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Meta {
+    pub mode: String,
+    pub target: String,
+    pub started_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub meta: Meta,
+    pub users: u64,
+    pub users_own: u64,
+    pub users_foreign: u64,
+    pub users_bad_token: u64,
+    pub node_count: u32,
+    pub node_index: u32,
+    pub bad_share: f64,
+    pub foreign_share: f64,
+    pub obey_retry: bool,
+    pub rate_target: Option<f64>,
+    /// Seconds spent sending.
+    pub sending_s: f64,
+    /// Seconds in all, with the drain.
+    pub elapsed_s: f64,
+    pub sent_per_s: f64,
+    pub answered_per_s: f64,
+    /// Valid answers plus echoed requests per second: what a forwarder run is measured by.
+    pub responses_per_s: f64,
+    pub lost: u64,
+    pub loss_ratio: f64,
+    pub outcomes: BTreeMap<String, u64>,
+    pub tally: Tally,
+    pub latency_ns: Summary,
+    /// (lowest ns, highest ns, count) of every non-empty histogram bucket.
+    pub latency_buckets_ns: Vec<(u64, u64, u64)>,
+    pub invalid_examples: Vec<String>,
+    /// The highest config_version answers carried.
+    pub config_version: u32,
+    pub timeline: Vec<Second>,
+}
+
+impl Report {
+    /// The closing summary for the terminal.
+    pub fn summary_line(&self) -> String {
+        let mut s = format!(
+            "gen: done in {:.1}s: sent={} answered={} invalid={} unmatched={} echoed={} lost={} ({:.2}%), {:.0} answers/s",
+            self.elapsed_s,
+            self.tally.sent,
+            self.tally.answered,
+            self.tally.invalid,
+            self.tally.unmatched,
+            self.tally.echoed,
+            self.lost,
+            self.loss_ratio * 100.0,
+            self.responses_per_s
+        );
+        for (name, v) in &self.outcomes {
+            if *v > 0 {
+                s += &format!(" {name}={v}");
+            }
+        }
+        let l = &self.latency_ns;
+        s += &format!(
+            "; rtt p50={:.1}us p99={:.1}us p99.9={:.1}us max={:.1}us",
+            l.p50 as f64 / 1e3,
+            l.p99 as f64 / 1e3,
+            l.p999 as f64 / 1e3,
+            l.max as f64 / 1e3
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::gen::population::Spec;
+    use crate::wire::shake::{ShakeAnswer, ShakeAnswerRepr};
+
+    const TOKEN: MacKey = MacKey::from_bytes([1; 16]);
+    const CLAIM: MacKey = MacKey::from_bytes([2; 16]);
+
+    fn generator(obey: bool) -> Generator {
+        let pop = Population::new(
+            Spec {
+                users: 10,
+                user_offset: 0,
+                node_count: 1,
+                node_index: 0,
+                bad_share: 0.0,
+                foreign_share: 0.0,
+                seed: 1,
+                token_expiry: 2_000_000_000,
+            },
+            &TOKEN,
+        );
+        Generator::new(
+            pop,
+            Plan {
+                rate: Some(1000.0),
+                duration_ns: None,
+                count: Some(100),
+                obey_retry: obey,
+                answer_timeout_ms: 1000,
+                drain_ns: 0,
+            },
+            CLAIM,
+        )
+    }
+
+    fn answer(r: &ShakeRequestRepr, outcome: Outcome, retry: u32) -> Vec<u8> {
+        let mut a = ShakeAnswerRepr {
+            outcome,
+            flags: 0,
+            resource_id: 0,
+            user_id: r.user_id,
+            seq: r.seq,
+            retry_after_ms: retry,
+            client_ts: r.client_ts,
+            packet_id: 0,
+            amount_cents: 0,
+            sponsor_id: 0,
+            claim_mac: 0,
+            config_version: 0,
+            round_id: 1,
+        };
+        if outcome == Outcome::RedPacket {
+            (a.packet_id, a.amount_cents, a.sponsor_id) = (77, 888, 5);
+            a.claim_mac = CLAIM.claim(77, r.user_id, 888, 5);
+        }
+        let mut b = vec![0u8; PAYLOAD_LEN];
+        a.emit(&mut ShakeAnswer::new_unchecked(&mut b[..]));
+        b
+    }
+
+    #[test]
+    fn rate_and_count_budget() {
+        let mut g = generator(false);
+        assert_eq!(g.budget(0, 32), 0);
+        assert_eq!(g.budget(10_000_000, 32), 10, "1000/s for 10 ms");
+        for _ in 0..10 {
+            g.next(10_000_000).unwrap();
+        }
+        assert_eq!(g.budget(10_000_000, 32), 0);
+        assert_eq!(g.budget(1_000_000_000, 32), 32);
+        assert_eq!(g.budget(10_000_000_000, 1000), 90, "the count caps it");
+    }
+
+    #[test]
+    fn answers_are_validated_and_counted() {
+        let mut g = generator(false);
+        let r1 = g.next(1_000).unwrap();
+        let r2 = g.next(2_000).unwrap();
+        let r3 = g.next(3_000).unwrap();
+        let r4 = g.next(4_000).unwrap();
+        g.on_payload(&answer(&r1.repr, Outcome::RedPacket, 5000), 11_000);
+        assert_eq!((g.tally.answered, g.tally.outcomes[2]), (1, 1));
+        assert_eq!(g.latency().max(), 10_000);
+        // The same answer again matches nothing in flight.
+        g.on_payload(&answer(&r1.repr, Outcome::RedPacket, 5000), 12_000);
+        assert_eq!(g.tally.unmatched, 1);
+        // A forged claim MAC.
+        let mut bad = answer(&r2.repr, Outcome::RedPacket, 5000);
+        bad[55] ^= 1;
+        g.on_payload(&bad, 12_000);
+        assert_eq!(g.tally.invalid, 1);
+        // DENIED for a good token is not legal.
+        g.on_payload(&answer(&r3.repr, Outcome::Denied, 0), 12_000);
+        assert_eq!(g.tally.invalid, 2);
+        // Our own request echoed back (a forwarder).
+        g.on_payload(&crate::client::payload(&r4.repr), 12_000);
+        assert_eq!(g.tally.echoed, 1);
+        assert_eq!(g.outstanding(), 0);
+        let rep = g.report(Meta::default(), 1_000_000_000);
+        assert_eq!(rep.outcomes["red_packet"], 1);
+        assert_eq!(rep.invalid_examples.len(), 2);
+        assert!(serde_json::to_string(&rep)
+            .unwrap()
+            .contains("\"answered\":1"));
+    }
+
+    #[test]
+    fn obeying_clients_wait() {
+        let mut g = generator(true);
+        let mut firsts = Vec::new();
+        for _ in 0..10 {
+            firsts.push(g.next(0).unwrap());
+        }
+        assert!(g.next(0).is_none(), "all ten wait for their answers");
+        g.on_payload(&answer(&firsts[3].repr, Outcome::Nothing, 5000), 1_000_000);
+        assert!(g.next(1_000_000).is_none());
+        // After the answer timeout everyone else shakes again; user 3 waits 5 s.
+        let again: Vec<usize> = (0..9)
+            .filter_map(|_| g.next(1_000_000_000))
+            .map(|r| r.user)
+            .collect();
+        assert_eq!(again.len(), 9);
+        assert!(!again.contains(&3));
+        assert!(g.next(1_000_000_000).is_none());
+        let later: Vec<usize> = (0..10)
+            .filter_map(|_| g.next(6_000_000_000))
+            .map(|r| r.user)
+            .collect();
+        assert!(later.contains(&3), "{later:?}");
+    }
+}

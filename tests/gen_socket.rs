@@ -1,0 +1,133 @@
+//! `shake gen` in socket mode against `shake serve --io socket` on loopback: bounded in
+//! count and time, every answer validated, outcomes counted, and the JSON report says so.
+
+mod common;
+
+use std::process::Command;
+
+use common::{unix_s, NodeDir, Server};
+
+fn gen(
+    node: &NodeDir,
+    name: &str,
+    server: std::net::SocketAddr,
+    extra: &[&str],
+) -> serde_json::Value {
+    let report = node.path().join(format!("{name}.json"));
+    let out = Command::new(env!("CARGO_BIN_EXE_shake"))
+        .arg("gen")
+        .args(["--io", "socket", "--quiet"])
+        .arg("--server")
+        .arg(server.to_string())
+        .arg("--node-config")
+        .arg(node.config())
+        .arg("--report")
+        .arg(&report)
+        .args(extra)
+        .output()
+        .expect("run shake gen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "shake gen failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("gen: done"), "{stdout}");
+    serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap()
+}
+
+fn n(v: &serde_json::Value, path: &[&str]) -> u64 {
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_u64()
+        .unwrap_or_else(|| panic!("{path:?} in {v}"))
+}
+
+#[test]
+fn gen_socket_mode_validates_and_counts_every_answer() {
+    // Two nodes: users of node 1 get REDIRECT; bad tokens get DENIED.
+    let node = NodeDir::new(
+        unix_s(),
+        "[[round]]\nid = 1\nstart_s = 0\nduration_s = 3600\nwin_probability = 0.3\ngreeting_probability = 0.3\n",
+        2,
+        "",
+    );
+    let server = Server::start_socket(&node.config(), 2);
+    let pcap = node.path().join("requests.pcap");
+
+    // Paced well below loopback's capacity, bounded by count and time.
+    let r = gen(
+        &node,
+        "paced",
+        server.udp,
+        &[
+            "--users",
+            "3000",
+            "--bad-share",
+            "0.05",
+            "--foreign-share",
+            "0.1",
+            "--rate",
+            "20000",
+            "--count",
+            "20000",
+            "--duration",
+            "10",
+            "--pcap-out",
+            pcap.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(n(&r, &["tally", "sent"]), 20_000);
+    assert_eq!(n(&r, &["tally", "invalid"]), 0, "{r}");
+    assert_eq!(n(&r, &["tally", "unmatched"]), 0);
+    let answered = n(&r, &["tally", "answered"]);
+    assert!(answered >= 19_000, "answered {answered} of 20000: {r}");
+    let o = |k: &str| n(&r, &["outcomes", k]);
+    let sum: u64 = [
+        "nothing",
+        "greeting",
+        "red_packet",
+        "throttled",
+        "closed",
+        "denied",
+        "redirect",
+    ]
+    .iter()
+    .map(|k| o(k))
+    .sum();
+    assert_eq!(sum, answered, "every answer is counted by outcome");
+    assert!(o("denied") > 0 && o("redirect") > 0, "{r}");
+    assert!(o("red_packet") + o("greeting") + o("nothing") > 0, "{r}");
+    assert!(n(&r, &["latency_ns", "count"]) == answered);
+    assert!(n(&r, &["latency_ns", "p99"]) >= n(&r, &["latency_ns", "p50"]));
+    assert!(r["users_bad_token"].as_u64().unwrap() > 0);
+    // The request stream as a pcap: 24 bytes of header, then 16 + 106 per request.
+    let len = std::fs::metadata(&pcap).unwrap().len();
+    assert_eq!(len, 24 + 20_000 * (16 + 14 + 20 + 8 + 64));
+
+    // Phones that obey retry_after_ms: each user shakes once, then waits (the node's
+    // floor is seconds), so nearly nothing is THROTTLED.
+    let r = gen(
+        &node,
+        "obey",
+        server.udp,
+        &[
+            "--users",
+            "2000",
+            "--user-offset",
+            "100000",
+            "--obey-retry",
+            "--rate",
+            "50000",
+            "--duration",
+            "1.5",
+        ],
+    );
+    assert_eq!(n(&r, &["tally", "invalid"]), 0, "{r}");
+    let sent = n(&r, &["tally", "sent"]);
+    assert!((1_900..=2_000).contains(&sent), "each user once: {sent}");
+    assert!(n(&r, &["outcomes", "throttled"]) * 10 < sent, "{r}");
+
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
