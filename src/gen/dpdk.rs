@@ -136,9 +136,7 @@ pub fn run(
                 reqs.push(r);
             }
             let sent = tx.tx(info.id, 0);
-            for r in &reqs[sent..] {
-                gen.cancel(r);
-            }
+            gen.cancel_tail(&reqs[sent..]);
             tx.clear();
             moved |= sent > 0;
         }

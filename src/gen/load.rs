@@ -241,8 +241,20 @@ impl Generator {
         Some(Request { user, repr })
     }
 
+    /// The tail of a burst that TX refused (queue full): forget those requests and, in flood
+    /// mode, move the round-robin cursor back to the first of them, so those users shake on
+    /// the next pass instead of being skipped.
+    pub fn cancel_tail(&mut self, refused: &[Request]) {
+        for r in refused {
+            self.cancel(r);
+        }
+        if let (None, Some(first)) = (&self.schedule, refused.first()) {
+            self.cursor = first.user;
+        }
+    }
+
     /// A request that was built but never left (TX queue full): forget it.
-    pub fn cancel(&mut self, r: &Request) {
+    fn cancel(&mut self, r: &Request) {
         let slot = &mut self.slots[r.repr.seq as usize % WINDOW];
         if slot.seq == r.repr.seq && slot.user == r.user as u32 {
             *slot = EMPTY;
@@ -677,5 +689,17 @@ mod test {
             .map(|r| r.user)
             .collect();
         assert!(later.contains(&3), "{later:?}");
+    }
+
+    #[test]
+    fn refused_requests_are_resent_not_skipped() {
+        let mut g = generator(false);
+        let burst: Vec<Request> = (0..6).map(|i| g.next(i).unwrap()).collect();
+        assert_eq!(g.tally.sent, 6);
+        // TX took the first two; the other four users must come next.
+        g.cancel_tail(&burst[2..]);
+        assert_eq!(g.tally.sent, 2);
+        let next: Vec<usize> = (0..4).map(|i| g.next(10 + i).unwrap().user).collect();
+        assert_eq!(next, burst[2..].iter().map(|r| r.user).collect::<Vec<_>>());
     }
 }

@@ -128,9 +128,7 @@ pub fn run(
                     Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::ECONNREFUSED | Errno::EINTR) => 0,
                     Err(e) => return Err(anyhow::anyhow!("sendmmsg to {}: {e}", o.server)),
                 };
-                for r in &reqs[sent..] {
-                    gen.cancel(r);
-                }
+                gen.cancel_tail(&reqs[sent..]);
                 if let Some(w) = pcap.as_deref_mut() {
                     for (r, p) in reqs[..sent].iter().zip(&out) {
                         let len = flows[si].emit(&mut frame, p, r.repr.seq as u16);
