@@ -61,6 +61,8 @@ echo "demo: generator: 100k phones for 10 s over net_memif"
 
 stop_appliance
 trap - EXIT
+# Both processes have ended: remove their DPDK runtime directories and the memif socket.
+rm -rf /var/run/dpdk/shake-demo /var/run/dpdk/shake-demo-gen "$SOCK"
 echo "demo: the appliance served:"
 grep -E "^(stats|stopped)" "$DEMO/appliance.log" | tail -2 | sed 's/^/appliance> /'
 
