@@ -7,14 +7,13 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{unix_s, Server, CLAIM_KEY, TOKEN_KEY};
 use shake::client;
-use shake::journal::{JournalReader, Kind, TailPolicy};
 use shake::wire::shake::Outcome;
 
 const USERS: u64 = 3_000;
@@ -183,30 +182,9 @@ interval_s = 0
         paid.len()
     );
 
-    // Every journal record, all workers.
-    let mut claims: HashMap<u64, (u64, u32, u32)> = HashMap::new();
-    let mut per_user: HashMap<u64, Vec<u32>> = HashMap::new();
-    let mut forfeits = 0;
-    for w in 0..2 {
-        let d = p.join("journal").join(format!("worker-{w}"));
-        let mut r = JournalReader::open_dir(&d, None, TailPolicy::Strict).unwrap();
-        while let Some(rec) = r.next_record().unwrap() {
-            match rec.kind {
-                Kind::Claim => {
-                    let c = rec.claim;
-                    assert!(
-                        claims
-                            .insert(c.packet_id, (c.user_id, c.amount_cents, c.sponsor_id))
-                            .is_none(),
-                        "packet {} journaled twice",
-                        c.packet_id
-                    );
-                    per_user.entry(c.user_id).or_default().push(c.sponsor_id);
-                }
-                Kind::Forfeit => forfeits += 1,
-            }
-        }
-    }
+    // Every journal record, all workers: no packet twice, limits hold.
+    let journaled = common::audit_journals(&p.join("journal"), 2);
+    let claims = &journaled.claims;
     for (pid, got) in &paid {
         assert_eq!(
             claims.get(pid),
@@ -214,27 +192,14 @@ interval_s = 0
             "paid packet {pid} not journaled as answered"
         );
     }
-    for (user, sponsors) in &per_user {
-        assert!(
-            sponsors.len() <= 3,
-            "user {user} has {} packets",
-            sponsors.len()
-        );
-        let distinct: HashSet<_> = sponsors.iter().collect();
-        assert_eq!(
-            distinct.len(),
-            sponsors.len(),
-            "user {user} has two from one sponsor"
-        );
-    }
     eprintln!(
         "{} red packets answered, {} claims journaled, {} users won",
         paid.len(),
         claims.len(),
-        per_user.len()
+        journaled.winners
     );
     // Same boot, so SIGKILL forfeits nothing: the page cache kept every record.
-    assert_eq!(forfeits, 0);
+    assert_eq!(journaled.forfeits, 0);
 
     let out = shake_bin()
         .arg("reconcile")

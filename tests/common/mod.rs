@@ -204,3 +204,60 @@ pub mod appliance;
 /// The test process as a DPDK net_memif client of the appliance.
 #[cfg(feature = "dpdk")]
 pub mod memif;
+
+/// What a node's claim journals hold, checked as they are read: no packet twice, and every
+/// user within the limits (3 packets, 1 per sponsor).
+pub struct Journaled {
+    /// packet_id -> (user, amount_cents, sponsor)
+    pub claims: std::collections::HashMap<u64, (u64, u32, u32)>,
+    pub winners: usize,
+    pub forfeits: u64,
+}
+
+/// Reads every worker's journal under `root` (`root/worker-<w>`, w in 0..workers) and
+/// asserts uniqueness and the limits.
+pub fn audit_journals(root: &Path, workers: u32) -> Journaled {
+    use shake::journal::{JournalReader, Kind, TailPolicy};
+    use std::collections::{HashMap, HashSet};
+    let mut claims = HashMap::new();
+    let mut per_user: HashMap<u64, Vec<u32>> = HashMap::new();
+    let mut forfeits = 0;
+    for w in 0..workers {
+        let dir = root.join(format!("worker-{w}"));
+        let mut r = JournalReader::open_dir(&dir, None, TailPolicy::Strict)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        while let Some(rec) = r
+            .next_record()
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        {
+            match rec.kind {
+                Kind::Claim => {
+                    let c = rec.claim;
+                    let before =
+                        claims.insert(c.packet_id, (c.user_id, c.amount_cents, c.sponsor_id));
+                    assert!(before.is_none(), "packet {} journaled twice", c.packet_id);
+                    per_user.entry(c.user_id).or_default().push(c.sponsor_id);
+                }
+                Kind::Forfeit => forfeits += 1,
+            }
+        }
+    }
+    for (user, sponsors) in &per_user {
+        assert!(
+            sponsors.len() <= 3,
+            "user {user} has {} packets",
+            sponsors.len()
+        );
+        let distinct: HashSet<_> = sponsors.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            sponsors.len(),
+            "user {user} has two from one sponsor: {sponsors:?}"
+        );
+    }
+    Journaled {
+        claims,
+        winners: per_user.len(),
+        forfeits,
+    }
+}
