@@ -189,7 +189,7 @@ impl Node {
         for st in recovered.workers {
             out.push(Worker::new(
                 self.live.clone(),
-                UserTable::new(users_each, now_ms),
+                user_table(users_each, now_ms)?,
                 st.winners,
                 st.seeds,
                 st.journal,
@@ -205,7 +205,11 @@ impl Node {
 
     /// Workers with seeds planned in memory from the activity: shard (node, worker) of a plan
     /// for `node.count` nodes of `workers` workers each.
-    pub fn memory_workers(&self, workers: u32, now_ms: u64) -> Vec<MemoryWorker> {
+    pub fn memory_workers(
+        &self,
+        workers: u32,
+        now_ms: u64,
+    ) -> Result<Vec<MemoryWorker>, NodeError> {
         let planned = plan::plan(
             &self.activity,
             self.config.node.count,
@@ -218,17 +222,27 @@ impl Node {
                 let shard = self.config.node.index * workers + w;
                 let records = plan::shard_records(&planned, shard);
                 let n = records.len();
-                Worker::new(
+                Ok(Worker::new(
                     self.live.clone(),
-                    UserTable::new(users_each, now_ms),
+                    user_table(users_each, now_ms)?,
                     WinnerTable::with_capacity(n),
                     MemorySource::new(records, self.activity.rounds.len()),
                     MemoryJournal::with_capacity(n),
                     self.config.activity.random_seed ^ ((shard as u64 + 1) << 17),
-                )
+                ))
             })
             .collect()
     }
+}
+
+/// A worker's user table, or an error that says how much memory it wanted.
+fn user_table(users: usize, now_ms: u64) -> Result<UserTable, NodeError> {
+    UserTable::try_new(users, now_ms).map_err(|e| {
+        NodeError::Layout(format!(
+            "user table for {users} users ({} MB): {e}; lower [node] planned_users",
+            (users * crate::engine::users::BYTES_PER_USER) >> 20
+        ))
+    })
 }
 
 /// Runs the flushers on their own thread, every `period`, until `stop` is set; then hands

@@ -182,6 +182,7 @@ tx_desc = 256
         &["--no-shconf".to_owned()],
         |workers, ports| {
             node.memory_workers(workers as u32, unix_ms())
+                .expect("workers")
                 .into_iter()
                 .map(|worker| FrameProcessor {
                     worker,

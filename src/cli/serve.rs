@@ -71,7 +71,7 @@ fn serve_socket(node: &mut Node, args: &Args) -> anyhow::Result<ExitCode> {
         run_socket(node, args, &signals, workers, Durable(flushers))
     } else {
         let n = args.workers.unwrap_or(node.config.socket.workers).max(1);
-        let workers = node.memory_workers(n, now);
+        let workers = node.memory_workers(n, now)?;
         run_socket(node, args, &signals, workers, NotDurable)
     }
 }
@@ -297,11 +297,16 @@ fn serve_dpdk(node: Node, args: &Args) -> anyhow::Result<ExitCode> {
         dpdk::serve(
             &config,
             &args.eal,
-            |n, ports| {
-                let ws = node.borrow().memory_workers(n as u32, unix_ms());
-                ws.into_iter()
+            |n, ports| match node.borrow().memory_workers(n as u32, unix_ms()) {
+                Ok(ws) => ws
+                    .into_iter()
                     .map(|w| processor(w, ports, at, &reloads))
-                    .collect()
+                    .collect(),
+                // No processors: launch refuses to start and names the mismatch.
+                Err(e) => {
+                    eprintln!("shake: {e}");
+                    Vec::new()
+                }
             },
             |signals, _| reload(signals),
         )?;

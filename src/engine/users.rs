@@ -62,16 +62,24 @@ fn mix(user_id: u64) -> u64 {
 impl UserTable {
     /// A table for up to `users` users; `now_ms` anchors its 32-bit millisecond clock
     /// (49 days of uptime).
+    ///
+    /// Panics if the memory cannot be mapped; a node uses [`try_new`](Self::try_new).
     pub fn new(users: usize, now_ms: u64) -> Self {
+        Self::try_new(users, now_ms).expect("mapping the user table")
+    }
+
+    /// As [`new`](Self::new), with a failed mapping (not enough memory for the planned users)
+    /// as an error.
+    pub fn try_new(users: usize, now_ms: u64) -> std::io::Result<Self> {
         let bytes = users.max(1) * BYTES_PER_USER;
         let n = bytes
             .div_ceil(std::mem::size_of::<Bucket>())
             .max(PROBE_BUCKETS);
-        UserTable {
-            buckets: HugeArray::zeroed(n).expect("mapping the user table"),
+        Ok(UserTable {
+            buckets: HugeArray::zeroed(n)?,
             base_ms: now_ms,
             len: 0,
-        }
+        })
     }
 
     /// Bytes the table occupies.
