@@ -75,18 +75,26 @@ pub fn process_burst<S: SeedSource, J: ClaimSink>(
     frames: &mut [&mut [u8]],
     verdicts: &mut [Verdict],
 ) {
-    // First pass: touch every user's table bucket so the cache misses overlap. It must stay
-    // short (a few instructions a frame) for all 32 loads to be in flight at once.
-    for f in frames.iter() {
+    // Prefetch each user's table bucket PREFETCH_AHEAD frames before deciding it, as DPDK's
+    // l3fwd does: enough ahead to hide a miss, few enough in flight that the core's miss
+    // buffers do not overflow (prefetching all 32 first measured slower).
+    let n = frames.len().min(verdicts.len());
+    for f in frames.iter().take(PREFETCH_AHEAD) {
         if let Some(user) = quick_user(f) {
             worker.prefetch_user(user);
         }
     }
     crate::counters::bump(&worker.counters().rx, frames.len() as u64);
-    for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
-        *v = process_frame(worker, cfg, f);
+    for i in 0..n {
+        if let Some(user) = frames.get(i + PREFETCH_AHEAD).and_then(|f| quick_user(f)) {
+            worker.prefetch_user(user);
+        }
+        verdicts[i] = process_frame(worker, cfg, frames[i]);
     }
 }
+
+/// Frames between a bucket's prefetch and its use.
+const PREFETCH_AHEAD: usize = 8;
 
 /// Where a frame's SHAKE/1 payload starts, if it looks like one (no checksum checks): for
 /// prefetching and for steering a frame to the worker that owns its user.
