@@ -275,8 +275,7 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
     worker.shake(payload_mut(f))?;
     // Ethernet and IP addresses and ports swap; only the TTL word of the IP header changes
     // its checksum.
-    let (dst_mac, src_mac) = f.split_at_mut(6);
-    dst_mac.swap_with_slice(&mut src_mac[..6]);
+    answer_macs(&mut f[..IP], cfg.mac);
     f[IP + 12..IP + 16].copy_from_slice(&dst);
     f[IP + 16..IP + 20].copy_from_slice(&src);
     let old = u16::from_be_bytes([f[IP + 8], f[IP + 9]]);
@@ -351,7 +350,7 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
             }
             let p = l4 + udp::HEADER_LEN;
             worker.shake(&mut frame[p..p + PAYLOAD_LEN])?;
-            let l4 = finish_ip(frame, l3, ihl, udp_len);
+            let l4 = finish_ip(frame, l3, ihl, udp_len, cfg.mac);
             let mut u = UdpPacket::new_unchecked(&mut frame[l4..l4 + udp_len]);
             u.swap_ports();
             // src/dst are the request's; the answer goes the other way.
@@ -381,7 +380,7 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
             }
             m.make_echo_reply();
             let icmp_len = end - l4;
-            let l4 = finish_ip(frame, l3, ihl, icmp_len);
+            let l4 = finish_ip(frame, l3, ihl, icmp_len, cfg.mac);
             worker
                 .counters()
                 .event(crate::counters::Event::IcmpEchoReply);
@@ -391,10 +390,22 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
     }
 }
 
+/// Swaps the Ethernet addresses of an answer: it goes back to the request's source, from the
+/// request's destination (SPEC 2) unless that was a broadcast or multicast address, which is
+/// never a valid source: then from our own MAC.
+#[inline]
+fn answer_macs(eth: &mut [u8], our_mac: [u8; 6]) {
+    let (dst, src) = eth.split_at_mut(6);
+    dst.swap_with_slice(&mut src[..6]);
+    if src[0] & 1 != 0 {
+        src[..6].copy_from_slice(&our_mac);
+    }
+}
+
 /// Turns the IPv4 and Ethernet headers around for an answer carrying `l4_len` bytes after
 /// the IP header; strips options if there were any. Returns where the L4 header now starts.
-fn finish_ip(frame: &mut [u8], l3: usize, ihl: usize, l4_len: usize) -> usize {
-    EthernetFrame::new_unchecked(&mut frame[..l3]).swap_addrs();
+fn finish_ip(frame: &mut [u8], l3: usize, ihl: usize, l4_len: usize, our_mac: [u8; 6]) -> usize {
+    answer_macs(&mut frame[..l3], our_mac);
     if ihl > ipv4::HEADER_LEN {
         let from = l3 + ihl;
         frame.copy_within(from..from + l4_len, l3 + ipv4::HEADER_LEN);
@@ -1078,6 +1089,22 @@ greeting_probability = {greet}
             proptest::prop_assert_eq!(f1, f2);
             proptest::prop_assert_eq!(w1.counters().snapshot(), w2.counters().snapshot());
         }
+    }
+
+    #[test]
+    fn answers_to_a_broadcast_destination_come_from_our_mac() {
+        let mut w = worker(Setup::default());
+        let mut f = frame_for(1, 2_000_000_000);
+        f[..6].copy_from_slice(&[0xff; 6]);
+        let len = run(&mut w, MID, &mut f).tx_len().unwrap();
+        assert_eq!(&f[..6], &[2, 0, 0, 0, 0, 9], "back to the client");
+        assert_eq!(&f[6..12], &OUR_MAC, "never from a group address");
+        // A unicast destination is echoed as the source, as SPEC 2 says.
+        let mut f = frame_for(2, 2_000_000_000);
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x77]);
+        run(&mut w, MID, &mut f);
+        assert_eq!(&f[6..12], &[2, 0, 0, 0, 0, 0x77]);
+        assert!(len > 0);
     }
 
     #[test]
