@@ -40,10 +40,20 @@ impl Signals {
     }
 }
 
-/// Every worker's counters, for reporting.
+/// The control loop's own counters: reloads applied and refused, and the config version in
+/// force.
+#[derive(Debug, Default)]
+pub struct ControlCounters {
+    pub reloads: std::sync::atomic::AtomicU64,
+    pub reloads_refused: std::sync::atomic::AtomicU64,
+    pub config_version: std::sync::atomic::AtomicU64,
+}
+
+/// Every worker's counters and the control loop's, for reporting.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub workers: Vec<Arc<Counters>>,
+    pub control: Arc<ControlCounters>,
 }
 
 impl Stats {
@@ -59,7 +69,15 @@ impl Stats {
         let mut out = String::from(
             "# TYPE shake_rx_frames_total counter\n# TYPE shake_tx_frames_total counter\n\
              # TYPE shake_answers_total counter\n# TYPE shake_drops_total counter\n\
-             # TYPE shake_events_total counter\n",
+             # TYPE shake_events_total counter\n# TYPE shake_reloads_total counter\n\
+             # TYPE shake_config_version gauge\n",
+        );
+        let c = &self.control;
+        out += &format!(
+            "shake_reloads_total{{result=\"applied\"}} {}\nshake_reloads_total{{result=\"refused\"}} {}\nshake_config_version {}\n",
+            c.reloads.load(Ordering::Relaxed),
+            c.reloads_refused.load(Ordering::Relaxed),
+            c.config_version.load(Ordering::Relaxed)
         );
         for (i, s) in self.snapshots().iter().enumerate() {
             s.prometheus(i, &mut out);

@@ -156,3 +156,85 @@ fn closed_outside_rounds_says_when_to_return() {
     );
     assert_eq!(a.client_ts, 42);
 }
+
+#[test]
+fn sighup_reloads_while_serving_and_refuses_a_bad_config() {
+    let node = NodeDir::new(
+        unix_s(),
+        "[[round]]\nid = 1\nstart_s = 0\nduration_s = 3600\nwin_probability = 0.0\ngreeting_probability = 1.0\n",
+        1,
+        "",
+    );
+    let server = Server::start_socket(&node.config(), 1);
+    let s = client_socket();
+    let first = ask(
+        &s,
+        server.udp,
+        &client::request(&TOKEN_KEY, 1, 1, expiry(), 0),
+    );
+    assert_eq!(first.outcome, Outcome::Greeting);
+    let v1 = first.config_version;
+
+    // Blacklist user 2, then SIGHUP: answers carry a newer config_version and user 2 gets
+    // NOTHING. Poll with new users until the reload shows (bounded).
+    let config = std::fs::read_to_string(node.config()).unwrap();
+    std::fs::write(
+        node.config(),
+        format!("{config}\n[blacklist]\nusers = [2]\n"),
+    )
+    .unwrap();
+    server.signal(1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut user = 100u64;
+    let v2 = loop {
+        user += 1;
+        let a = ask(
+            &s,
+            server.udp,
+            &client::request(&TOKEN_KEY, user, 1, expiry(), 0),
+        );
+        if a.config_version > v1 {
+            break a.config_version;
+        }
+        assert!(Instant::now() < deadline, "no reload within 10 s");
+    };
+    let a = ask(
+        &s,
+        server.udp,
+        &client::request(&TOKEN_KEY, 2, 1, expiry(), 0),
+    );
+    assert_eq!((a.outcome, a.config_version), (Outcome::Nothing, v2));
+    assert_eq!(
+        server.metric("shake_events_total", "event=\"blacklisted\""),
+        1
+    );
+
+    // A reload that drops a sponsor is refused: the node keeps serving the previous config.
+    let activity = node.path().join("activity.toml");
+    let text = std::fs::read_to_string(&activity).unwrap();
+    let cut = text.find("[[sponsor]]\nid = 102").expect("second sponsor");
+    let end = text[cut..].find("\n\n").map_or(text.len(), |e| cut + e);
+    std::fs::write(&activity, format!("{}{}", &text[..cut], &text[end..])).unwrap();
+    server.signal(1);
+    // The refusal is counted (bounded wait); answers keep carrying v2.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("shake_reloads_total", "result=\"refused\"") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the bad reload was neither applied nor refused"
+        );
+    }
+    assert_eq!(
+        server.metric("shake_reloads_total", "result=\"applied\""),
+        1
+    );
+    assert_eq!(server.metric("shake_config_version", ""), v2 as u64);
+    let a = ask(
+        &s,
+        server.udp,
+        &client::request(&TOKEN_KEY, 10_000, 1, expiry(), 0),
+    );
+    assert_eq!((a.outcome, a.config_version), (Outcome::Greeting, v2));
+    let (status, _) = server.stop();
+    assert!(status.success());
+}

@@ -127,7 +127,12 @@ where
     let addr = args.bind.unwrap_or_else(|| node.config.socket_bind());
     let stats = Stats {
         workers: workers.iter().map(|w| w.counters().clone()).collect(),
+        ..Stats::default()
     };
+    stats.control.config_version.store(
+        node.live.config_version as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let sockets = socket::bind(addr, n)?;
     let bound = sockets[0].local_addr()?;
     let prometheus = match node.config.stats.prometheus {
@@ -156,17 +161,7 @@ where
     let mut failed = None;
     while !signals.stopping() && !server.is_finished() {
         if signals.take_reload() {
-            match node.reload() {
-                Ok(live) => {
-                    for tx in &reload_tx {
-                        let _ = tx.try_send(live.clone());
-                    }
-                    println!("shake: reloaded, config_version {}", live.config_version);
-                }
-                Err(e) => {
-                    eprintln!("shake: reload refused, still serving the previous config: {e}")
-                }
-            }
+            reload_workers(node, &reload_tx, &stats);
         }
         if let Err(e) = durability.flush() {
             // Workers stop issuing at their lease and get `Full` from their journals, so
@@ -212,20 +207,13 @@ fn serve_dpdk(node: Node, args: &Args) -> anyhow::Result<ExitCode> {
     let config = node.config.clone();
     let node = RefCell::new(node);
     let reloads = RefCell::new(Vec::new());
-    let reload = |signals: &Signals| {
+    let reload = |signals: &Signals, stats: &Stats| {
+        stats.control.config_version.store(
+            node.borrow().live.config_version as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if signals.take_reload() {
-            match node.borrow_mut().reload() {
-                Ok(live) => {
-                    for tx in reloads.borrow().iter() {
-                        let _: Result<(), _> =
-                            crossbeam::channel::Sender::try_send(tx, live.clone());
-                    }
-                    println!("shake: reloaded, config_version {}", live.config_version);
-                }
-                Err(e) => {
-                    eprintln!("shake: reload refused, still serving the previous config: {e}")
-                }
-            }
+            reload_workers(&mut node.borrow_mut(), &reloads.borrow(), stats);
         }
     };
     // One per worker, each with its own reload channel; generic over the seed and journal kinds.
@@ -275,11 +263,11 @@ fn serve_dpdk(node: Node, args: &Args) -> anyhow::Result<ExitCode> {
                     .map(|w| processor(w, ports, at, &reloads))
                     .collect()
             },
-            |signals, _| {
+            |signals, stats| {
                 if failed.load(Relaxed) {
                     signals.stop.store(true, Relaxed);
                 }
-                reload(signals)
+                reload(signals, stats)
             },
         );
         stop_flush.store(true, Relaxed);
@@ -308,8 +296,42 @@ fn serve_dpdk(node: Node, args: &Args) -> anyhow::Result<ExitCode> {
                     Vec::new()
                 }
             },
-            |signals, _| reload(signals),
+            |signals, stats| reload(signals, stats),
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: re-reads the config and the activity and hands every worker the new snapshot (each
+/// takes it between bursts). A refused reload leaves the node serving the previous one. Both
+/// are counted (`shake_reloads_total`) and the version in force is published.
+fn reload_workers(
+    node: &mut Node,
+    workers: &[crossbeam::channel::Sender<std::sync::Arc<shake::engine::Live>>],
+    stats: &Stats,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    match node.reload() {
+        Ok(live) => {
+            for (i, tx) in workers.iter().enumerate() {
+                // Workers take a snapshot between bursts, so the small queue never fills
+                // unless a worker is stuck; say so rather than block the control loop.
+                if tx.try_send(live.clone()).is_err() {
+                    eprintln!(
+                        "shake: worker {i} has not taken earlier reloads; it keeps its config"
+                    );
+                }
+            }
+            stats.control.reloads.fetch_add(1, Relaxed);
+            stats
+                .control
+                .config_version
+                .store(live.config_version as u64, Relaxed);
+            println!("shake: reloaded, config_version {}", live.config_version);
+        }
+        Err(e) => {
+            stats.control.reloads_refused.fetch_add(1, Relaxed);
+            eprintln!("shake: reload refused, still serving the previous config: {e}");
+        }
+    }
 }

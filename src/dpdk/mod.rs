@@ -194,7 +194,10 @@ where
     let mut app = Appliance {
         tasks: Vec::with_capacity(workers),
         stop,
-        stats: Stats { workers: counters },
+        stats: Stats {
+            workers: counters,
+            ..Stats::default()
+        },
         ports,
     };
     for task in tasks {
