@@ -4,6 +4,7 @@
 //! of 64 bytes; 64 divides the page size, so a record never straddles a page (a power cut
 //! cannot tear one across two pages) nor a cache line. See `seeds/FORMAT.md`.
 
+use crate::seed::shard::{le_u32, le_u64};
 use std::path::{Path, PathBuf};
 
 use super::Claim;
@@ -143,18 +144,6 @@ impl JournalError {
             source,
         }
     }
-}
-
-fn le_u32(b: &[u8], r: std::ops::Range<usize>) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[r]);
-    u32::from_le_bytes(a)
-}
-
-fn le_u64(b: &[u8], r: std::ops::Range<usize>) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[r]);
-    u64::from_le_bytes(a)
 }
 
 impl SegmentHeader {

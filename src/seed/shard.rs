@@ -190,13 +190,14 @@ impl ShardHeader {
     }
 }
 
-fn le_u32(b: &[u8], r: std::ops::Range<usize>) -> u32 {
+/// Little-endian integers at fixed ranges of a header or record (shards and journals).
+pub(crate) fn le_u32(b: &[u8], r: std::ops::Range<usize>) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[r]);
     u32::from_le_bytes(a)
 }
 
-fn le_u64(b: &[u8], r: std::ops::Range<usize>) -> u64 {
+pub(crate) fn le_u64(b: &[u8], r: std::ops::Range<usize>) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[r]);
     u64::from_le_bytes(a)
