@@ -107,20 +107,8 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         &self.live
     }
 
-    pub fn seeds(&self) -> &S {
-        &self.seeds
-    }
-
     pub fn journal(&self) -> &J {
         &self.journal
-    }
-
-    pub fn journal_mut(&mut self) -> &mut J {
-        &mut self.journal
-    }
-
-    pub fn winners(&self) -> &WinnerTable {
-        &self.winners
     }
 
     /// Takes the worker apart at a clean stop, so the seeds and journal can be closed.
