@@ -90,8 +90,7 @@ impl Stats {
 pub struct Ticker {
     interval: Duration,
     last: Instant,
-    last_rx: u64,
-    last_answered: u64,
+    last_total: Snapshot,
 }
 
 impl Ticker {
@@ -99,8 +98,7 @@ impl Ticker {
         Ticker {
             interval,
             last: Instant::now(),
-            last_rx: 0,
-            last_answered: 0,
+            last_total: Snapshot::default(),
         }
     }
 
@@ -112,12 +110,16 @@ impl Ticker {
         let secs = self.last.elapsed().as_secs_f64();
         self.last = Instant::now();
         let t = stats.total();
-        let rx_rate = (t.rx - self.last_rx) as f64 / secs;
-        let ans_rate = (t.answered() - self.last_answered) as f64 / secs;
-        self.last_rx = t.rx;
-        self.last_answered = t.answered();
+        let rx_rate = t.rx.saturating_sub(self.last_total.rx) as f64 / secs;
+        let ans_rate = t.answered().saturating_sub(self.last_total.answered()) as f64 / secs;
+        // Busy share of the poll-mode worker lcores, the mean over workers.
+        let busy = t
+            .busy_percent_since(&self.last_total)
+            .map(|b| format!(" busy={b:.1}%"))
+            .unwrap_or_default();
+        self.last_total = t;
         Some(format!(
-            "stats rx_rate={rx_rate:.0}/s answer_rate={ans_rate:.0}/s {}",
+            "stats rx_rate={rx_rate:.0}/s answer_rate={ans_rate:.0}/s{busy} {}",
             t.line()
         ))
     }

@@ -89,6 +89,11 @@ reasons! {
 pub struct Counters {
     pub rx: AtomicU64,
     pub tx: AtomicU64,
+    /// Poll-mode workers only: TSC cycles of the poll loop, and of the passes in it that
+    /// moved frames (the rest found every queue empty). busy / cycles is how loaded the lcore
+    /// is, which a spinning lcore's CPU time cannot tell (it is always 100%).
+    pub cycles: AtomicU64,
+    pub busy_cycles: AtomicU64,
     outcomes: [AtomicU64; Outcome::ALL.len()],
     drops: [AtomicU64; DropReason::COUNT],
     events: [AtomicU64; Event::COUNT],
@@ -99,6 +104,8 @@ impl Default for Counters {
         Counters {
             rx: AtomicU64::new(0),
             tx: AtomicU64::new(0),
+            cycles: AtomicU64::new(0),
+            busy_cycles: AtomicU64::new(0),
             outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             events: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -131,6 +138,8 @@ impl Counters {
         Snapshot {
             rx: self.rx.load(Relaxed),
             tx: self.tx.load(Relaxed),
+            cycles: self.cycles.load(Relaxed),
+            busy_cycles: self.busy_cycles.load(Relaxed),
             outcomes: std::array::from_fn(|i| self.outcomes[i].load(Relaxed)),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
             events: std::array::from_fn(|i| self.events[i].load(Relaxed)),
@@ -143,6 +152,8 @@ impl Counters {
 pub struct Snapshot {
     pub rx: u64,
     pub tx: u64,
+    pub cycles: u64,
+    pub busy_cycles: u64,
     pub outcomes: [u64; Outcome::ALL.len()],
     pub drops: [u64; DropReason::COUNT],
     pub events: [u64; Event::COUNT],
@@ -165,9 +176,19 @@ impl Snapshot {
         self.drops.iter().sum()
     }
 
+    /// Percent of the poll loop's cycles spent in passes that moved frames, between `earlier`
+    /// and this snapshot; `None` without poll-mode workers (the socket backend).
+    pub fn busy_percent_since(&self, earlier: &Snapshot) -> Option<f64> {
+        let cycles = self.cycles.checked_sub(earlier.cycles)?;
+        let busy = self.busy_cycles.checked_sub(earlier.busy_cycles)?;
+        (cycles > 0).then(|| 100.0 * busy as f64 / cycles as f64)
+    }
+
     pub fn add(&mut self, o: &Snapshot) {
         self.rx += o.rx;
         self.tx += o.tx;
+        self.cycles += o.cycles;
+        self.busy_cycles += o.busy_cycles;
         for (a, b) in self.outcomes.iter_mut().zip(o.outcomes) {
             *a += b;
         }
@@ -231,6 +252,18 @@ impl Snapshot {
             "shake_tx_frames_total{{worker=\"{worker}\"}} {}",
             self.tx
         );
+        if self.cycles > 0 {
+            let _ = writeln!(
+                out,
+                "shake_worker_cycles_total{{worker=\"{worker}\"}} {}",
+                self.cycles
+            );
+            let _ = writeln!(
+                out,
+                "shake_worker_busy_cycles_total{{worker=\"{worker}\"}} {}",
+                self.busy_cycles
+            );
+        }
         for o in Outcome::ALL {
             let _ = writeln!(
                 out,
@@ -289,5 +322,29 @@ mod test {
             "{p}"
         );
         assert!(std::mem::align_of::<Counters>() >= 64);
+        // No poll loop, no busy figure and no cycle metrics.
+        assert_eq!(s.busy_percent_since(&Snapshot::default()), None);
+        assert!(!p.contains("cycles"), "{p}");
+    }
+
+    #[test]
+    fn busy_share_is_a_ratio_of_deltas() {
+        let c = Counters::default();
+        bump(&c.cycles, 1000);
+        bump(&c.busy_cycles, 900);
+        let before = c.snapshot();
+        bump(&c.cycles, 4000);
+        bump(&c.busy_cycles, 1000);
+        let after = c.snapshot();
+        assert_eq!(after.busy_percent_since(&before), Some(25.0));
+        assert_eq!(after.busy_percent_since(&Snapshot::default()), Some(38.0));
+        // Counters never run backwards; a snapshot older than `earlier` gives nothing.
+        assert_eq!(before.busy_percent_since(&after), None);
+        let mut p = String::new();
+        after.prometheus(3, &mut p);
+        assert!(
+            p.contains("shake_worker_busy_cycles_total{worker=\"3\"} 1900"),
+            "{p}"
+        );
     }
 }

@@ -237,6 +237,11 @@ mempool_cache = 64
     assert_eq!(get("rx"), 2 * USERS + 1, "{c:?}");
     assert_eq!(get("tx"), 2 * USERS + 1, "{c:?}");
     assert_eq!(get("dropped"), 0, "{c:?}");
+    // The worker's loop cycles: some passes moved frames, most found nothing.
+    assert!(
+        get("busy_cycles") > 0 && get("busy_cycles") < get("cycles"),
+        "{c:?}"
+    );
     let warm_outcome = warm_answer[42 + 4];
     for (o, n) in &tally {
         let warm = u64::from(*o as u8 == warm_outcome);

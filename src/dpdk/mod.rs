@@ -370,7 +370,17 @@ where
     if let Some((_, handle)) = prometheus {
         let _ = handle.join();
     }
-    println!("stopped {}", stats.total().line());
+    let total = stats.total();
+    let busy = total
+        .busy_percent_since(&Default::default())
+        .map(|b| {
+            format!(
+                "busy={b:.1}% cycles={} busy_cycles={} ",
+                total.cycles, total.busy_cycles
+            )
+        })
+        .unwrap_or_default();
+    println!("stopped {busy}{}", total.line());
     drop(eal);
     processors
 }

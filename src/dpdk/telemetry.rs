@@ -52,6 +52,8 @@ pub fn entries(workers: usize, t: &Snapshot) -> Vec<(String, u64)> {
         ("tx".to_owned(), t.tx),
         ("answered".to_owned(), t.answered()),
         ("dropped".to_owned(), t.dropped_total()),
+        ("cycles".to_owned(), t.cycles),
+        ("busy_cycles".to_owned(), t.busy_cycles),
     ];
     out.extend(
         Outcome::ALL

@@ -68,8 +68,18 @@ impl<P: BurstProcessor> WorkerLoop<P> {
         };
         let tick_cycles = self.clock.cycles_in_ms(TICK_MS).max(1);
         let mut last_tick = TscClock::tsc();
+        // Loop cycles, and those of passes that moved frames, from the one TSC read a pass;
+        // published to the counters at each tick.
+        let (mut pass_start, mut pass_busy) = (last_tick, false);
+        let (mut cycles, mut busy_cycles) = (0u64, 0u64);
         while !self.stop.load(Ordering::Relaxed) {
             let tsc = TscClock::tsc();
+            let pass = tsc.wrapping_sub(pass_start);
+            cycles += pass;
+            if pass_busy {
+                busy_cycles += pass;
+            }
+            pass_start = tsc;
             let now_ms = self.clock.ms_at(tsc);
             let mut busy = false;
             for p in 0..self.ports.len() {
@@ -78,14 +88,19 @@ impl<P: BurstProcessor> WorkerLoop<P> {
             for f in 0..self.from.len() {
                 busy |= self.poll_inbound(f, now_ms, &mut s, &counters);
             }
+            pass_busy = busy;
             if tsc.wrapping_sub(last_tick) >= tick_cycles {
                 last_tick = tsc;
                 self.processor.tick(now_ms);
+                bump(&counters.cycles, std::mem::take(&mut cycles));
+                bump(&counters.busy_cycles, std::mem::take(&mut busy_cycles));
             }
             if !busy && !self.idle_sleep.is_zero() {
                 std::thread::sleep(self.idle_sleep);
             }
         }
+        bump(&counters.cycles, cycles);
+        bump(&counters.busy_cycles, busy_cycles);
     }
 
     /// RX one burst on port `p`, steer, process and answer. True if anything came.
