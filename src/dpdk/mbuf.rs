@@ -182,16 +182,16 @@ impl Burst {
         Ok(())
     }
 
-    /// Takes the mbufs out, in order, leaving the burst empty.
+    /// Takes the mbufs out, in order, leaving the burst empty. The drain borrows the burst's
+    /// array (no copy of it); what it does not hand out it frees in bulk.
     #[inline]
-    pub fn take(&mut self) -> Drain {
-        let d = Drain {
-            mbufs: self.mbufs,
+    pub fn take(&mut self) -> Drain<'_> {
+        let len = std::mem::take(&mut self.len);
+        Drain {
+            mbufs: &self.mbufs,
             at: 0,
-            len: self.len,
-        };
-        self.len = 0;
-        d
+            len,
+        }
     }
 
     /// The mbufs, borrowed.
@@ -210,16 +210,28 @@ impl Burst {
         unsafe { std::slice::from_raw_parts_mut(self.mbufs.as_mut_ptr().cast::<Mbuf>(), self.len) }
     }
 
-    /// Frees everything held.
+    /// Keeps the first `n` mbufs and frees the rest in one bulk call.
+    #[inline]
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.len {
+            free_bulk(&self.mbufs[n..self.len]);
+            self.len = n;
+        }
+    }
+
+    /// Frees everything held, in one bulk call.
+    #[inline]
     pub fn clear(&mut self) {
-        drop(self.take());
+        let len = std::mem::take(&mut self.len);
+        free_bulk(&self.mbufs[..len]);
     }
 
     /// Fills an empty burst from an RX queue; returns how many came.
     #[inline]
     pub fn rx(&mut self, port: u16, queue: u16) -> usize {
-        debug_assert!(self.is_empty());
-        self.clear();
+        if !self.is_empty() {
+            self.clear();
+        }
         // SAFETY: the array has room for BURST pointers; the driver writes `n` owned mbufs
         // into it. The caller's port/queue are configured and started (worker contract:
         // each queue is polled by one lcore only).
@@ -265,14 +277,28 @@ impl Drop for Burst {
     }
 }
 
+/// Frees owned mbufs in one call (the mempool's bulk put, not one put each).
+#[inline]
+fn free_bulk(mbufs: &[*mut rte_mbuf]) {
+    if mbufs.is_empty() {
+        return;
+    }
+    // SAFETY: the caller gives up ownership of `mbufs`, owned non-null mbufs, each listed
+    // once; rte_pktmbuf_free_bulk only reads the array.
+    unsafe { dpdk_sys::rte_pktmbuf_free_bulk(mbufs.as_ptr().cast_mut(), mbufs.len() as u32) }
+}
+
 /// The mbufs taken out of a [`Burst`]; whatever is not consumed is freed on drop.
-pub struct Drain {
-    mbufs: [*mut rte_mbuf; BURST],
+///
+/// The burst's length is already zero while a drain lives, so a drain that is leaked
+/// (`mem::forget`) leaks its mbufs and never lets the burst free them twice.
+pub struct Drain<'a> {
+    mbufs: &'a [*mut rte_mbuf; BURST],
     at: usize,
     len: usize,
 }
 
-impl Iterator for Drain {
+impl Iterator for Drain<'_> {
     type Item = Mbuf;
 
     #[inline]
@@ -287,10 +313,8 @@ impl Iterator for Drain {
     }
 }
 
-impl Drop for Drain {
+impl Drop for Drain<'_> {
     fn drop(&mut self) {
-        for m in self.by_ref() {
-            drop(m);
-        }
+        free_bulk(&self.mbufs[self.at..self.len]);
     }
 }

@@ -6,7 +6,7 @@ use std::ptr::NonNull;
 use dpdk_sys::rte_mempool;
 
 use super::error::{non_null, DpdkError};
-use super::mbuf::Mbuf;
+use super::mbuf::{Burst, Mbuf, BURST};
 
 /// An `rte_pktmbuf` pool. Freed on drop only when every mbuf has come back; otherwise it is
 /// left to `rte_eal_cleanup`, as a device may still hold buffers from it.
@@ -76,6 +76,26 @@ impl Mempool {
         let m = unsafe { dpdk_sys::shake_pktmbuf_alloc(self.raw.as_ptr()) };
         // SAFETY: a non-null result is a freshly allocated mbuf nobody else references.
         NonNull::new(m).map(|m| unsafe { Mbuf::from_raw(m) })
+    }
+}
+
+impl Mempool {
+    /// Fills an empty `burst` with `n` (at most [`BURST`]) fresh mbufs in one bulk get, or
+    /// leaves it empty and returns false when the pool has fewer than `n` left.
+    #[inline]
+    pub fn alloc_bulk(&self, burst: &mut Burst, n: usize) -> bool {
+        burst.clear();
+        let n = n.min(BURST);
+        let (mbufs, len) = burst.raw_parts();
+        // SAFETY: the pool is live and a pktmbuf pool; the array has room for BURST >= n
+        // pointers, which on success are n fresh mbufs that now belong to the burst.
+        let rc = unsafe {
+            dpdk_sys::shake_pktmbuf_alloc_bulk(self.raw.as_ptr(), mbufs.as_mut_ptr(), n as u32)
+        };
+        if rc == 0 {
+            *len = n;
+        }
+        rc == 0
     }
 }
 

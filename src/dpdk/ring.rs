@@ -148,7 +148,8 @@ impl Producer {
         let mut b = Burst::new();
         b.push(m)?;
         self.enqueue(&mut b);
-        b.take().next().map_or(Ok(()), Err)
+        let left = b.take().next();
+        left.map_or(Ok(()), Err)
     }
 
     pub fn ring(&self) -> &Ring {

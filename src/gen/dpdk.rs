@@ -115,13 +115,12 @@ pub fn run(
         }
         let mut moved = false;
         let n = gen.budget(t, BURST);
-        if n > 0 {
+        if n > 0 && !port.pool().alloc_bulk(&mut tx, n) {
+            // Answers hold the rest; they come back as RX frees them.
+            no_mbufs += 1;
+        } else if n > 0 {
             reqs.clear();
-            for _ in 0..n {
-                let Some(mut m) = port.pool().alloc() else {
-                    no_mbufs += 1;
-                    break;
-                };
+            for m in tx.as_mut_slice() {
                 let Some(r) = gen.next(t) else { break };
                 let f = flow_of(r.user);
                 if !m.set_len(f.frame_len()) {
@@ -131,10 +130,9 @@ pub fn run(
                 if let Some(w) = pcap.as_deref_mut() {
                     w.write(t, m.data())?;
                 }
-                // A burst of at most BURST never refuses.
-                let _ = tx.push(m);
                 reqs.push(r);
             }
+            tx.truncate(reqs.len());
             let sent = tx.tx(info.id, 0);
             gen.cancel_tail(&reqs[sent..]);
             tx.clear();
@@ -143,9 +141,10 @@ pub fn run(
         if rx.rx(info.id, 0) > 0 {
             moved = true;
             let t = clock.now();
-            for m in rx.take() {
+            for m in rx.iter() {
                 gen.on_frame(m.data(), &flow, t);
             }
+            rx.clear();
         }
         if let Some(line) = gen.tick(clock.now()) {
             live(line);
