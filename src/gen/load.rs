@@ -397,9 +397,21 @@ impl Generator {
         &self.seconds
     }
 
-    /// The final report.
+    /// The final report. Its timeline ends with the time since the last whole second, so
+    /// the timeline adds up to the tally.
     pub fn report(&self, meta: Meta, elapsed_ns: u64) -> Report {
         let t = self.tally;
+        let (then, before) = self.last_tick;
+        let mut timeline = self.seconds.clone();
+        if t != before {
+            timeline.push(Second {
+                t_s: elapsed_ns.max(then) as f64 / 1e9,
+                sent: t.sent - before.sent,
+                answered: t.answered - before.answered,
+                echoed: t.echoed - before.echoed,
+                invalid: t.invalid - before.invalid,
+            });
+        }
         let send_s = self.send_end_ns.unwrap_or(elapsed_ns) as f64 / 1e9;
         let (own, foreign, bad) = self.pop.census();
         let spec = *self.pop.spec();
@@ -431,7 +443,7 @@ impl Generator {
             latency_buckets_ns: self.rtt.buckets(),
             invalid_examples: self.examples.clone(),
             config_version: self.config_version,
-            timeline: self.seconds.clone(),
+            timeline,
         }
     }
 }

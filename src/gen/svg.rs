@@ -23,9 +23,18 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 fn plot_throughput(r: &Report, path: &Path) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (800, 400)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    // Per-second counts are rates already (each point covers about one second).
+    // Each point covers the time since the one before (about a second; the last one, the
+    // rest of the run): counts over that span are rates.
     let pts = |f: fn(&super::load::Second) -> u64| -> Vec<(f64, f64)> {
-        r.timeline.iter().map(|s| (s.t_s, f(s) as f64)).collect()
+        let mut prev = 0.0;
+        r.timeline
+            .iter()
+            .map(|s| {
+                let span = (s.t_s - prev).max(1e-3);
+                prev = s.t_s;
+                (s.t_s, f(s) as f64 / span)
+            })
+            .collect()
     };
     let sent = pts(|s| s.sent);
     let answered = pts(|s| s.answered + s.echoed);

@@ -1,0 +1,167 @@
+//! `shake gen --io dpdk` against `shake serve --io dpdk` over net_memif: two DPDK processes
+//! besides this test, the generator the memif client. Every answer the generator validated
+//! must be one the appliance sent, outcome by outcome, and its report must say so: nothing
+//! invalid, nothing unmatched, every request sent either answered or counted lost.
+//!
+//! Safe on a shared machine: `--no-pci --no-huge --no-shconf`, a `--file-prefix` per
+//! process, a memif socket in the test's directory, bounded in count and time.
+#![cfg(feature = "dpdk")]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::appliance::{file_prefix, final_counters, Appliance, RuntimeDir};
+use common::{unix_s, NodeDir};
+
+const SENT: u64 = 60_000;
+const OUTCOMES: [&str; 7] = [
+    "nothing",
+    "greeting",
+    "red_packet",
+    "throttled",
+    "closed",
+    "denied",
+    "redirect",
+];
+
+fn n(v: &serde_json::Value, path: &[&str]) -> u64 {
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_u64()
+        .unwrap_or_else(|| panic!("{path:?} in {v}"))
+}
+
+#[test]
+fn gen_dpdk_mode_over_memif_agrees_with_the_appliance() {
+    let node = NodeDir::new(
+        unix_s(),
+        "[[round]]\nid = 1\nstart_s = 0\nduration_s = 3600\nwin_probability = 0.3\ngreeting_probability = 0.3\n",
+        1,
+        "",
+    );
+    let p = node.path();
+    let prefix = file_prefix("gen-dpdk-node");
+    let socket = p.join("node.memif");
+    // The node of NodeDir, on DPDK: a memif server port and one worker lcore.
+    std::fs::write(
+        node.config(),
+        format!(
+            r#"
+[node]
+index = 0
+count = 1
+ipv4 = "10.99.4.1"
+port = 7000
+planned_users = 100000
+
+[activity]
+file = "activity.toml"
+
+[keys]
+token_key = "token.key"
+claim_key = "claim.key"
+
+[stats]
+interval_s = 0
+
+[dpdk]
+lcores = "0-1"
+memory_mb = 256
+huge = false
+telemetry = false
+file_prefix = "{prefix}"
+vdevs = ["net_memif0,role=server,id=0,socket={}"]
+log_level = "error"
+idle_sleep_us = 20
+
+[[port]]
+name = "net_memif0"
+rx_desc = 1024
+tx_desc = 1024
+mempool_cache = 64
+"#,
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let app = Appliance::start(&node.config(), &prefix, None, false);
+
+    let gen_prefix = file_prefix("gen-dpdk-gen");
+    let _gen_runtime = RuntimeDir::new(&gen_prefix);
+    let report = p.join("gen.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_shake"))
+        .args(["gen", "--io", "dpdk", "--quiet", "--node-config"])
+        .arg(node.config())
+        .args(["--users", "5000", "--bad-share", "0.02", "--rate", "200000"])
+        .args(["--count", &SENT.to_string(), "--duration", "20", "--report"])
+        .arg(&report)
+        .args(["--", "--no-pci", "--no-huge", "-m", "256", "--no-shconf"])
+        .args([
+            "--file-prefix",
+            &gen_prefix,
+            "--lcores",
+            "0@0",
+            "--log-level",
+            "error",
+        ])
+        .arg(format!(
+            "--vdev=net_memif0,role=client,id=0,socket={}",
+            socket.display()
+        ))
+        .output()
+        .expect("run shake gen --io dpdk");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "shake gen failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+
+    let (status, lines) = app.stop(Duration::from_secs(15));
+    assert!(status.success(), "appliance exit {status}");
+    let c = final_counters(&lines);
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+
+    // The generator's tally.
+    let sent = n(&r, &["tally", "sent"]);
+    let answered = n(&r, &["tally", "answered"]);
+    assert_eq!(sent, SENT, "{r}");
+    assert_eq!(n(&r, &["tally", "invalid"]), 0, "{r}");
+    assert_eq!(n(&r, &["tally", "unmatched"]), 0, "{r}");
+    assert_eq!(n(&r, &["tally", "rx_bad_checksum"]), 0, "{r}");
+    assert_eq!(answered + n(&r, &["lost"]), sent, "{r}");
+    assert_eq!(n(&r, &["latency_ns", "count"]), answered);
+    let timeline: u64 = r["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| n(s, &["answered"]))
+        .sum();
+    assert_eq!(timeline, answered, "the timeline adds up: {r}");
+
+    // ...against the appliance's counters: it received every request sent, and the
+    // generator validated every answer the appliance transmitted, outcome by outcome.
+    assert_eq!(get("rx"), sent, "{c:?}");
+    assert_eq!(get("tx"), answered, "{c:?}");
+    let mut gen_total = 0;
+    for o in OUTCOMES {
+        let g = n(&r, &["outcomes", o]);
+        assert!(g <= get(o), "{o}: generator {g}, appliance {}", get(o));
+        gen_total += g;
+    }
+    assert_eq!(gen_total, answered);
+    assert_eq!(
+        get("answered") - gen_total,
+        get("drop.tx_full"),
+        "answers decided but not sent are counted as tx_full: {c:?}"
+    );
+    assert!(n(&r, &["outcomes", "denied"]) > 0, "bad tokens: {r}");
+    assert!(
+        n(&r, &["outcomes", "red_packet"]) + n(&r, &["outcomes", "greeting"]) > 0,
+        "{r}"
+    );
+}
