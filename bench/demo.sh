@@ -8,7 +8,8 @@
 # 4. SIGTERM to the appliance (clean close), then `shake reconcile` of the money.
 #
 # Both DPDK processes have --no-pci and their own --file-prefix; hugepages are used if they
-# can be reserved, else --no-huge.
+# can be reserved (with --huge-unlink, so no hugepage file outlives its process), else
+# --no-huge.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,7 @@ rm -rf "$DEMO"
 mkdir -p "$DEMO"
 
 if bash nic-config/hugepages.sh 768 >"$DEMO/hugepages.log" 2>&1; then
-    HUGE=()
+    HUGE=(--huge-unlink)
     echo "demo: 768 x 2 MB hugepages reserved"
 else
     HUGE=(--no-huge)

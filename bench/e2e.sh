@@ -9,13 +9,17 @@
 #   micro   the datapath micro-benchmark (cargo bench --bench datapath).
 #
 # Same core layout everywhere: lcore 0 (control, on CPU 0) and one worker/forwarding lcore on
-# CPU 1; the generator's single lcore on CPU 0. Every DPDK process: --no-pci, --no-huge, its
-# own --file-prefix, --no-shconf; only virtual devices. Every phase is bounded in time and
-# every process is stopped by its PID. Results: build/bench/e2e.md and build/bench/e2e.json.
+# CPU 1; the generator's single lcore on CPU 0. Every DPDK process: --no-pci, its own
+# --file-prefix, --no-shconf; only virtual devices. Hugepages (2 GB of 2 MB pages, reserved by
+# nic-config/hugepages.sh) with --huge-unlink, so no hugepage file outlives a phase; where they
+# cannot be reserved, --no-huge (slower, and on this kind of VM bimodal: see the README).
+# Every phase is bounded in time and every process is stopped by its PID. Results:
+# build/bench/e2e.md and build/bench/e2e.json.
 #
 # Environment: PHASE_S (seconds per phase, default 10), USERS (default 100000),
 # PCAP_FRAMES (distinct requests replayed, default 65536), SKIP_MICRO=1 to read the last
-# criterion estimate instead of running the micro-benchmark.
+# criterion estimate instead of running the micro-benchmark, NO_HUGE=1 to run without
+# hugepages.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -67,10 +71,18 @@ wait_for() {
   return 1
 }
 
+if [ "${NO_HUGE:-0}" != 1 ] && bash nic-config/hugepages.sh 1024 >"$OUT/hugepages.log" 2>&1; then
+  MEM=--huge-unlink HUGE=true
+else
+  MEM=--no-huge HUGE=false
+fi
+echo "bench: DPDK memory: $MEM"
+echo "$MEM" >"$OUT/memory-mode"
+
 # Every prefix has the run's tag in it, so the cleanup finds them (eal runs in a subshell).
 eal() { # prefix, then extra EAL arguments
   local prefix=$1; shift
-  echo --no-pci --no-huge --no-shconf --file-prefix "$prefix" --log-level notice "$@"
+  echo --no-pci "$MEM" --no-shconf --file-prefix "$prefix" --log-level notice "$@"
 }
 
 echo "bench: building"
@@ -106,7 +118,7 @@ workers = 1
 lcores = "0@0,1@1"
 main_lcore = 0
 memory_mb = ${4:-512}
-huge = false
+huge = $HUGE
 file_prefix = "$2"
 vdevs = ["$3"]
 log_level = "notice"
@@ -150,7 +162,7 @@ fi
 
 # --- memif: the appliance --------------------------------------------------------------------
 echo "bench: memif, shake serve --io dpdk (${PHASE_S}s)"
-start "$OUT/serve-memif.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-memif.toml" -- --no-shconf
+start "$OUT/serve-memif.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-memif.toml" -- --no-shconf "$MEM"
 APP=$LAST_PID
 wait_for "$OUT/serve-memif.log" "serving with"
 gen_dpdk "$OUT/gen-serve-memif.json" >"$OUT/gen-serve-memif.log" 2>&1 || true
@@ -186,7 +198,7 @@ if [ -n "$TESTPMD" ]; then
   stop_pid "$TPMD"
 fi
 echo "bench: pcap, shake serve --io dpdk (${PHASE_S}s)"
-start "$OUT/serve-pcap.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-pcap.toml" -- --no-shconf
+start "$OUT/serve-pcap.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-pcap.toml" -- --no-shconf "$MEM"
 APP=$LAST_PID
 wait_for "$OUT/serve-pcap.log" "serving with"
 sleep "$PHASE_S"

@@ -56,6 +56,11 @@ app_memif, app_memif_r = gen_rate("gen-serve-memif.json")
 sock, sock_r = gen_rate("gen-serve-socket.json")
 tpmd_pcap = log_rates("testpmd-pcap.log", r"Rx-pps:\s+(\d+)")
 app_pcap = log_rates("serve-pcap.log", r"rx_rate=(\d+)/s")
+# The worker lcore's busy share (cycles of passes that moved frames), per second.
+busy_memif = log_rates("serve-memif.log", r"busy=([0-9.]+)%")
+busy_pcap = log_rates("serve-pcap.log", r"busy=([0-9.]+)%")
+mem_path = os.path.join(out, "memory-mode")
+memory = open(mem_path).read().strip() if os.path.exists(mem_path) else "--no-huge"
 ns = micro_ns()
 
 
@@ -91,6 +96,8 @@ results = {
     "pcap_testpmd_5tswap_pps": tpmd_pcap,
     "pcap_shake_dpdk_pps": app_pcap,
     "datapath_ns_per_request": ns,
+    "dpdk_memory": memory,
+    "worker_busy_percent": {"memif_shake": busy_memif, "pcap_shake": busy_pcap},
     "ratios": {
         "memif_shake_over_testpmd": ratio(app_memif, tpmd_memif),
         "memif_shake_over_socket": ratio(app_memif, sock),
@@ -131,7 +138,7 @@ md = f"""# shake end to end, {phase_s} s per phase
 
 Machine: {machine['nproc']} CPUs, {machine['cpu']}, Linux {machine['kernel']}, DPDK {machine['dpdk']}.
 One worker (or forwarding) lcore on CPU 1, control lcore and the generator on CPU 0; every DPDK
-process --no-huge --no-pci, virtual devices only. Generator: {users} users, 1% bad tokens, flood,
+process {memory} --no-pci, virtual devices only. Generator: {users} users, 1% bad tokens, flood,
 ignoring retry_after_ms (most answers are THROTTLED, the cheapest decision); every answer validated.
 
 | setup | what | rate | ratio | SPEC target |
@@ -157,6 +164,17 @@ if gen_max:
         f"generator, not the forwarder or the appliance, is the limit and (b)/(a) only says the "
         f"appliance keeps up with it.\n"
     )
+for name, rate, busy in [("memif (b)", app_memif, busy_memif), ("net_pcap", app_pcap, busy_pcap)]:
+    if rate and busy:
+        md += (
+            f"\nAppliance worker lcore in {name}: busy {busy:.1f}% of its cycles (passes that moved "
+            f"frames) at {rate / 1e6:.2f} Mpps"
+            + (
+                f", so about {rate / (busy / 100) / 1e6:.1f} Mpps if the input kept it busy.\n"
+                if busy < 95
+                else ": the worker itself is the limit.\n"
+            )
+        )
 md += "\nRates are medians of the per-second rates, start and end seconds left out.\n"
 open(os.path.join(out, "e2e.md"), "w").write(md)
 json.dump(results, open(os.path.join(out, "e2e.json"), "w"), indent=2)

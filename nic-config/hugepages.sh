@@ -42,6 +42,14 @@ if [ "$got" -lt "$pages" ]; then
     echo "hugepages: asked for $pages x $size, the kernel gave $got; run with --no-huge" >&2
     exit 2
 fi
+# Pages held by files left in hugetlbfs (a DPDK process without --huge-unlink keeps its
+# files after it ends) are reserved but not free.
+free=$(awk -v k="$kb" '$1 == "HugePages_Free:" && k == 2048 { print $2 }' /proc/meminfo)
+if [ -n "$free" ] && [ "$free" -lt "$pages" ]; then
+    echo "hugepages: $got x $size reserved but only $free free (files left in hugetlbfs:" \
+        "see 'hugepages.sh --show'); run with --no-huge" >&2
+    exit 2
+fi
 if ! grep -qs hugetlbfs /proc/mounts; then
     mkdir -p /dev/hugepages
     mount -t hugetlbfs -o "pagesize=$size" nodev /dev/hugepages
