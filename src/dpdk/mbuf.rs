@@ -39,85 +39,116 @@ impl Mbuf {
         self.0.as_ptr()
     }
 
+    // The accessors below read and write rte_mbuf's plain fields in Rust, as DPDK's own
+    // static inline helpers do in C, instead of calling the shim for each: they run several
+    // times per frame, and an FFI call cannot be inlined. bindgen generated the struct from
+    // the installed headers and its layout tests check every offset.
+
     /// Bytes of data in this (first) segment.
+    #[inline]
     pub fn data_len(&self) -> usize {
-        // SAFETY: self owns a valid mbuf.
-        usize::from(unsafe { dpdk_sys::shake_pktmbuf_data_len(self.as_ptr()) })
+        // SAFETY: self owns a valid mbuf; a plain field read.
+        usize::from(unsafe { (*self.as_ptr()).data_len })
     }
 
     /// Bytes of the whole packet, all segments.
+    #[inline]
     pub fn pkt_len(&self) -> usize {
-        // SAFETY: self owns a valid mbuf.
-        unsafe { dpdk_sys::shake_pktmbuf_pkt_len(self.as_ptr()) as usize }
+        // SAFETY: self owns a valid mbuf; a plain field read.
+        unsafe { (*self.as_ptr()).pkt_len as usize }
     }
 
-    /// Room after the data in this segment.
+    /// Room after the data in this segment (rte_pktmbuf_tailroom).
+    #[inline]
     pub fn tailroom(&self) -> usize {
-        // SAFETY: self owns a valid mbuf.
-        usize::from(unsafe { dpdk_sys::shake_pktmbuf_tailroom(self.as_ptr()) })
+        // SAFETY: self owns a valid mbuf; plain field reads.
+        let m = unsafe { &*self.as_ptr() };
+        usize::from(m.buf_len).saturating_sub(usize::from(m.data_off) + usize::from(m.data_len))
     }
 
     /// The DPDK port the mbuf was received on.
+    #[inline]
     pub fn port(&self) -> u16 {
-        // SAFETY: self owns a valid mbuf.
-        unsafe { dpdk_sys::shake_mbuf_port(self.as_ptr()) }
+        // SAFETY: self owns a valid mbuf; a plain field read.
+        unsafe { (*self.as_ptr()).port }
     }
 
     /// Records the port a frame belongs to, for frames that travel between lcores (not every
     /// driver sets it on RX).
+    #[inline]
     pub fn set_port(&mut self, port: u16) {
-        // SAFETY: self owns a valid mbuf; `port` is a plain u16 field of rte_mbuf, whose
-        // layout bindgen checked against the installed headers.
+        // SAFETY: self owns a valid mbuf; a plain field store.
         unsafe { (*self.as_ptr()).port = port }
     }
 
-    pub fn data(&self) -> &[u8] {
-        // SAFETY: mtod points at data_len initialised bytes of the mbuf's buffer, which self
-        // owns and which outlives the borrow of self.
+    /// The first data byte (rte_pktmbuf_mtod).
+    #[inline]
+    fn mtod(&self) -> *mut u8 {
+        // SAFETY: self owns a valid mbuf, whose data starts data_off bytes into its buffer.
         unsafe {
-            std::slice::from_raw_parts(dpdk_sys::shake_pktmbuf_mtod(self.as_ptr()), self.data_len())
+            let m = &*self.as_ptr();
+            m.buf_addr.cast::<u8>().add(usize::from(m.data_off))
         }
     }
 
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: mtod points at data_len initialised bytes of the mbuf's buffer, which self
+        // owns and which outlives the borrow of self.
+        unsafe { std::slice::from_raw_parts(self.mtod(), self.data_len()) }
+    }
+
+    #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `data`, and the borrow of self is exclusive.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                dpdk_sys::shake_pktmbuf_mtod(self.as_ptr()),
-                self.data_len(),
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.mtod(), self.data_len()) }
     }
 
     /// Sets the frame length of a single-segment mbuf (data_len and pkt_len). Growing past
     /// the buffer is refused (false); the new bytes are whatever the buffer held.
+    #[inline]
     pub fn set_len(&mut self, len: usize) -> bool {
         if len > self.data_len() + self.tailroom() {
             return false;
         }
-        // SAFETY: self owns a valid mbuf; len fits its buffer (checked above) and in u16.
+        // SAFETY: self owns a valid mbuf; len fits its buffer (checked above) and so u16.
         unsafe {
-            dpdk_sys::shake_pktmbuf_set_data_len(self.as_ptr(), len as u16);
-            dpdk_sys::shake_pktmbuf_set_pkt_len(self.as_ptr(), len as u32);
+            let m = &mut *self.as_ptr();
+            m.data_len = len as u16;
+            m.pkt_len = len as u32;
         }
         true
     }
 
-    /// TX offload flags (`RTE_MBUF_F_TX_*`); RX flags are replaced.
+    /// TX offload flags (`RTE_MBUF_F_TX_*`), replacing the RX flags, and the header lengths
+    /// they need; the other tx_offload fields (L4 length, TSO, outer headers) become zero.
+    #[inline]
     pub fn set_tx_offload(&mut self, ol_flags: u64, l2_len: u16, l3_len: u16) {
-        // SAFETY: self owns a valid mbuf; these are plain field stores.
+        let tx_offload = tx_offload_bits(l2_len, l3_len);
+        // SAFETY: self owns a valid mbuf; plain field stores (tx_offload is the u64 view of
+        // the union of bit fields).
         unsafe {
-            dpdk_sys::shake_mbuf_set_ol_flags(self.as_ptr(), ol_flags);
-            dpdk_sys::shake_mbuf_set_l2_len(self.as_ptr(), l2_len);
-            dpdk_sys::shake_mbuf_set_l3_len(self.as_ptr(), l3_len);
+            let m = &mut *self.as_ptr();
+            m.ol_flags = ol_flags;
+            m.__bindgen_anon_3.tx_offload = tx_offload;
         }
     }
 
     /// Starts loading the frame's first cache line.
     #[inline]
     pub fn prefetch(&self) {
-        // SAFETY: a prefetch of any address is harmless; this one is the mbuf's data.
-        unsafe { dpdk_sys::shake_prefetch0(dpdk_sys::shake_pktmbuf_mtod(self.as_ptr()).cast()) }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint that reads nothing architecturally and cannot fault;
+        // this one is the mbuf's data. SSE is part of the x86_64 baseline.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(self.mtod().cast::<i8>());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        // SAFETY: as above, through DPDK's rte_prefetch0.
+        unsafe {
+            dpdk_sys::shake_prefetch0(self.mtod().cast())
+        }
     }
 }
 
@@ -126,6 +157,13 @@ impl Drop for Mbuf {
         // SAFETY: self owns the mbuf; it is freed exactly once, here.
         unsafe { dpdk_sys::shake_pktmbuf_free(self.as_ptr()) }
     }
+}
+
+/// rte_mbuf's tx_offload with only l2_len and l3_len set, packed as
+/// rte_mbuf_tx_offload() packs them: l2_len in bits 0-6, l3_len in bits 7-15.
+#[inline]
+fn tx_offload_bits(l2_len: u16, l3_len: u16) -> u64 {
+    u64::from(l2_len & 0x7f) | (u64::from(l3_len & 0x1ff) << 7)
 }
 
 /// Up to [`BURST`] owned mbufs in a stack array: what RX filled, what goes to TX or a ring.
@@ -316,5 +354,23 @@ impl Iterator for Drain<'_> {
 impl Drop for Drain<'_> {
     fn drop(&mut self) {
         free_bulk(&self.mbufs[self.at..self.len]);
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn tx_offload_bits_match_the_headers_bit_fields() {
+        for (l2, l3) in [(14, 20), (18, 60), (127, 511), (0, 0)] {
+            let u = dpdk_sys::rte_mbuf__bindgen_ty_3 {
+                tx_offload: tx_offload_bits(l2, l3),
+            };
+            // SAFETY: both views of the union are plain integers; every bit pattern is valid.
+            let f = unsafe { u.__bindgen_anon_1 };
+            assert_eq!((f.l2_len(), f.l3_len()), (u64::from(l2), u64::from(l3)));
+            assert_eq!((f.l4_len(), f.tso_segsz(), f.outer_l3_len()), (0, 0, 0));
+        }
     }
 }
