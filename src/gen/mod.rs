@@ -7,8 +7,10 @@
 //! - [`pcap`]: the request stream as a classic pcap file, for replay.
 //! - [`svg`]: throughput over time and the latency distribution as pictures.
 //! - [`socket`]: kernel UDP sockets (sendmmsg/recvmmsg) to a node's address.
+//! - [`template`]: request frames from a per-flow template, byte for byte those of
+//!   [`Flow::emit`](crate::client::Flow::emit) at a fraction of the cost.
 //! - `dpdk` (feature `dpdk`): its own EAL and one port (net_memif, net_pcap, a NIC), whole
-//!   frames built with [`Flow::emit`](crate::client::Flow::emit).
+//!   frames written from a template.
 
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
@@ -18,6 +20,7 @@ pub mod pcap;
 pub mod population;
 pub mod socket;
 pub mod svg;
+pub mod template;
 
 pub use histogram::Histogram;
 pub use load::{Generator, Meta, Plan, Report, Request};
