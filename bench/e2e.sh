@@ -136,10 +136,11 @@ TOML
 
 SOCK=$OUT/memif-$TAG.sock
 GEN_VDEV="net_memif0,role=client,socket=$SOCK,id=0"
-gen_dpdk() { # report file
+gen_dpdk() { # report file, then extra generator options
+  local report=$1; shift
   timeout $((PHASE_S + 40)) "$B" gen --io dpdk --node-config "$OUT/node-memif.toml" --quiet \
-    --users "$USERS" --bad-share 0.01 --duration "$PHASE_S" --report "$1" \
-    -- $(eal "shake-bench-gen-$TAG-$(basename "$1" .json)" --lcores "0@0" --vdev "$GEN_VDEV")
+    --users "$USERS" --bad-share 0.01 --duration "$PHASE_S" --report "$report" "$@" \
+    -- $(eal "shake-bench-gen-$TAG-$(basename "$report" .json)" --lcores "0@0" --vdev "$GEN_VDEV")
 }
 json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 
@@ -165,7 +166,7 @@ echo "bench: memif, shake serve --io dpdk (${PHASE_S}s)"
 start "$OUT/serve-memif.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-memif.toml" -- --no-shconf "$MEM"
 APP=$LAST_PID
 wait_for "$OUT/serve-memif.log" "serving with"
-gen_dpdk "$OUT/gen-serve-memif.json" >"$OUT/gen-serve-memif.log" 2>&1 || true
+gen_dpdk "$OUT/gen-serve-memif.json" --svg "$OUT" >"$OUT/gen-serve-memif.log" 2>&1 || true
 stop_pid "$APP"
 rm -f "$SOCK"
 
