@@ -176,7 +176,8 @@ start "$OUT/serve-socket.log" timeout $((PHASE_S + 60)) taskset -c 1 "$B" serve 
   --config "$OUT/node-memif.toml" --bind 127.0.0.1:0 --workers 1
 APP=$LAST_PID
 wait_for "$OUT/serve-socket.log" "serving SHAKE/1"
-ADDR=$(grep -o 'udp [0-9.:]*' "$OUT/serve-socket.log" | head -1 | cut -d' ' -f2)
+ADDR=$(grep -o -m1 'udp [0-9.:]*' "$OUT/serve-socket.log" | cut -d' ' -f2 || true)
+[ -n "$ADDR" ] || { echo "bench: no UDP address in serve-socket.log:" >&2; cat "$OUT/serve-socket.log" >&2; exit 1; }
 timeout $((PHASE_S + 40)) taskset -c 0 "$B" gen --io socket --node-config "$OUT/node-memif.toml" \
   --server "$ADDR" --quiet --users "$USERS" --bad-share 0.01 --duration "$PHASE_S" \
   --sockets 4 --batch 32 --report "$OUT/gen-serve-socket.json" >"$OUT/gen-serve-socket.log" 2>&1 || true
