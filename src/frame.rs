@@ -304,7 +304,7 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
             return Err(DropReason::UdpChecksum);
         }
     }
-    worker.shake(payload_mut(f))?;
+    worker.shake_payload(payload_mut(f))?;
     // Ethernet and IP addresses and ports swap; only the TTL word of the IP header changes
     // its checksum (updated in native order, which RFC 1071 2.B allows as for the sums).
     answer_macs(&mut f[..IP], cfg.mac);

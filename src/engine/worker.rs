@@ -178,9 +178,18 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
     /// dropped. Counts either way.
     #[inline]
     pub fn shake(&mut self, payload: &mut [u8]) -> Result<Outcome, DropReason> {
-        if payload.len() != shake::PAYLOAD_LEN {
-            return Err(self.dropped(DropReason::PayloadLength));
+        match <&mut [u8; shake::PAYLOAD_LEN]>::try_from(payload) {
+            Ok(p) => self.shake_payload(p),
+            Err(_) => Err(self.dropped(DropReason::PayloadLength)),
         }
+    }
+
+    /// [`shake`](Self::shake) for a payload of the right length.
+    #[inline]
+    pub fn shake_payload(
+        &mut self,
+        payload: &mut [u8; shake::PAYLOAD_LEN],
+    ) -> Result<Outcome, DropReason> {
         let req = ShakeRequest::new_unchecked(&*payload);
         if req.magic() != shake::MAGIC {
             return Err(self.dropped(DropReason::Magic));
@@ -219,7 +228,7 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             self.counters.event(Event::ConfigStale);
         }
         a.outcome = self.decide(&mut a, expiry, token);
-        shake::write_answer(payload, &a);
+        shake::write_answer_over_request(payload, &a);
         self.counters.outcome(a.outcome);
         Ok(a.outcome)
     }
@@ -289,8 +298,15 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         let (seed_round, round_id, win, greet) =
             (round.seed_round, round.id, round.win, round.greet);
         let draw = self.rng.next_u64();
-        if draw < win && self.try_issue(a, seed_round, round_id) {
-            return Outcome::RedPacket;
+        if draw < win {
+            if let Some(p) = self.try_issue(user_id, seed_round, round_id) {
+                a.packet_id = p.packet_id;
+                a.amount_cents = p.amount_cents;
+                a.sponsor_id = p.sponsor_id;
+                a.resource_id = p.resource_id;
+                a.claim_mac = p.claim_mac;
+                return Outcome::RedPacket;
+            }
         }
         let live = &*self.live;
         if draw < greet && !live.greeters.is_empty() {
@@ -305,20 +321,22 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
     }
 
     /// Issues the next due packet to the user if pacing and the limits allow; the claim is in
-    /// the journal before this returns true.
-    #[inline]
-    fn try_issue(&mut self, a: &mut ShakeAnswerRepr, seed_round: u16, round_id: u32) -> bool {
+    /// the journal before this returns it.
+    ///
+    /// Out of line: it runs for a drawn win only, and keeps the common decisions small.
+    #[inline(never)]
+    fn try_issue(&mut self, user_id: u64, seed_round: u16, round_id: u32) -> Option<Issued> {
         let Some(rec) = self.seeds.peek(seed_round) else {
             self.counters.event(Event::NoPacket);
-            return false;
+            return None;
         };
         if self.pacing.issued >= self.pacing.due(self.now_ms) {
             self.counters.event(Event::PacingWait);
-            return false;
+            return None;
         }
         let live = &*self.live;
         match self.winners.check(
-            a.user_id,
+            user_id,
             rec.sponsor_index,
             live.limits.per_user,
             live.limits.per_sponsor,
@@ -326,17 +344,17 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             WinCheck::Allowed => {}
             WinCheck::UserLimit => {
                 self.counters.event(Event::UserLimit);
-                return false;
+                return None;
             }
             WinCheck::SponsorLimit => {
                 self.counters.event(Event::SponsorLimit);
-                return false;
+                return None;
             }
         }
         let sponsor = &live.sponsors[rec.sponsor_index as usize];
         let claim = Claim {
             packet_id: rec.packet_id,
-            user_id: a.user_id,
+            user_id,
             amount_cents: rec.amount_cents,
             sponsor_id: sponsor.id,
             round_id,
@@ -344,19 +362,31 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         };
         if self.journal.append(&claim).is_err() {
             self.counters.event(Event::JournalError);
-            return false;
+            return None;
         }
         self.seeds.commit(seed_round);
-        self.winners.record(a.user_id, rec.sponsor_index);
+        self.winners.record(user_id, rec.sponsor_index);
         self.pacing.issued += 1;
-        a.packet_id = rec.packet_id;
-        a.amount_cents = rec.amount_cents;
-        a.sponsor_id = sponsor.id;
-        a.resource_id = sponsor.resource;
-        a.claim_mac =
-            live.identity
-                .claim_key
-                .claim(rec.packet_id, a.user_id, rec.amount_cents, sponsor.id);
-        true
+        Some(Issued {
+            packet_id: rec.packet_id,
+            amount_cents: rec.amount_cents,
+            sponsor_id: sponsor.id,
+            resource_id: sponsor.resource,
+            claim_mac: live.identity.claim_key.claim(
+                rec.packet_id,
+                user_id,
+                rec.amount_cents,
+                sponsor.id,
+            ),
+        })
     }
+}
+
+/// A packet issued to a user: what its RED_PACKET answer carries.
+struct Issued {
+    packet_id: u64,
+    amount_cents: u32,
+    sponsor_id: u32,
+    resource_id: u16,
+    claim_mac: u64,
 }
