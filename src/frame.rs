@@ -80,14 +80,12 @@ pub fn process_burst<S: SeedSource, J: ClaimSink>(
     // buffers do not overflow (prefetching all 32 first measured slower).
     let n = frames.len().min(verdicts.len());
     for f in frames.iter().take(PREFETCH_AHEAD) {
-        if let Some(user) = quick_user(f) {
-            worker.prefetch_user(user);
-        }
+        prefetch_user_of(worker, f);
     }
     crate::counters::bump(&worker.counters().rx, frames.len() as u64);
     for i in 0..n {
-        if let Some(user) = frames.get(i + PREFETCH_AHEAD).and_then(|f| quick_user(f)) {
-            worker.prefetch_user(user);
+        if let Some(f) = frames.get(i + PREFETCH_AHEAD) {
+            prefetch_user_of(worker, f);
         }
         verdicts[i] = process_frame(worker, cfg, frames[i]);
     }
@@ -114,20 +112,31 @@ pub fn shake_payload(frame: &[u8]) -> Option<usize> {
     (u.len() as usize == udp::HEADER_LEN + PAYLOAD_LEN).then_some(l4 + udp::HEADER_LEN)
 }
 
-/// The user id of the common frame (untagged, IPv4 without options, UDP), by fixed offsets;
-/// anything else goes through [`shake_payload`]. Only a hint: nothing is validated.
-#[inline]
-fn quick_user(f: &[u8]) -> Option<u64> {
+/// Prefetches the table bucket of the frame's user, if it is a SHAKE/1 frame. The common
+/// frame (untagged, IPv4 without options, UDP) is read by fixed offsets; anything else goes
+/// through [`peek_user`]. Only a hint: nothing is validated.
+#[inline(always)]
+fn prefetch_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]) {
     const AT: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + 8;
-    if f.len() >= AT + 8
-        && f[12] == 0x08
-        && f[13] == 0x00
-        && f[14] == 0x45
-        && f[23] == ipv4::PROTOCOL_UDP
-    {
-        Some(u64::from_be_bytes(f[AT..AT + 8].try_into().ok()?))
-    } else {
-        peek_user(f)
+    /// Ethertype IPv4 and version 4 with IHL 5, as one word (byte 15, the TOS, masked off).
+    const MASK: u32 = u32::from_ne_bytes([0xff, 0xff, 0xff, 0]);
+    const WANT: u32 = u32::from_ne_bytes([0x08, 0x00, 0x45, 0]);
+    if let Some(h) = f.get(..AT + 8) {
+        let h: &[u8; AT + 8] = h.try_into().expect("sliced to length");
+        let head = u32::from_ne_bytes(h[12..16].try_into().expect("fixed layout"));
+        if head & MASK == WANT && h[23] == ipv4::PROTOCOL_UDP {
+            worker.prefetch_user(u64::from_be_bytes(h[AT..].try_into().expect("fixed layout")));
+            return;
+        }
+    }
+    prefetch_other_user_of(worker, f);
+}
+
+/// [`prefetch_user_of`] for the frames it does not read by fixed offsets; out of line.
+#[inline(never)]
+fn prefetch_other_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]) {
+    if let Some(user) = peek_user(f) {
+        worker.prefetch_user(user);
     }
 }
 
