@@ -734,6 +734,24 @@ greeting_probability = {greet}
     }
 
     #[test]
+    fn token_expires_after_its_second_to_the_millisecond() {
+        // Expired means expiry * 1000 < now: valid through the expiry second's first ms.
+        let mut w = worker(Setup::default());
+        let outcome = |w: &mut W, now: u64, user: u64, expiry: u32| {
+            let mut f = frame_for(user, expiry);
+            let len = run(w, now, &mut f).tx_len().unwrap();
+            f[len - PAYLOAD_LEN + 4]
+        };
+        let denied = Outcome::Denied as u8;
+        assert_ne!(outcome(&mut w, MID, 1, 1_150), denied);
+        assert_eq!(outcome(&mut w, MID, 2, 1_149), denied);
+        assert_eq!(outcome(&mut w, MID + 1, 3, 1_150), denied);
+        assert_ne!(outcome(&mut w, MID + 1, 4, 1_151), denied);
+        assert_ne!(outcome(&mut w, MID + 999, 5, 1_151), denied);
+        assert_eq!(outcome(&mut w, MID + 1_001, 6, 1_151), denied);
+    }
+
+    #[test]
     fn redirect_names_the_owner() {
         let mut w = worker(Setup {
             node_count: 4,

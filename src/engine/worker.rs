@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::counters::{Counters, DropReason, Event};
 use crate::engine::config::{Live, RoundAt};
 use crate::engine::rng::Rng;
-use crate::engine::users::{Admit, UserTable};
+use crate::engine::users::{Admit, TableClock, UserTable};
 use crate::engine::winners::{WinCheck, WinnerTable};
 use crate::journal::{Claim, ClaimSink};
 use crate::seed::SeedSource;
@@ -69,6 +69,18 @@ pub struct Worker<S: SeedSource, J: ClaimSink> {
     round: RoundAt,
     pacing: Pacing,
     load: Load,
+    /// Per-burst values of `now_ms` and the load interval, for the per-shake checks.
+    clock: BurstClock,
+}
+
+/// What the checks of a shake need of the time, derived once per burst.
+#[derive(Debug, Clone, Copy, Default)]
+struct BurstClock {
+    /// A token is expired when its expiry (unix seconds) is below this: `expiry * 1000 <
+    /// now_ms` exactly when `expiry < ceil(now_ms / 1000)`.
+    expired_below_s: u64,
+    /// Now and the next allowed shake on the user table's clock.
+    table: TableClock,
 }
 
 impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
@@ -94,8 +106,10 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             round: RoundAt::Over,
             pacing: Pacing::default(),
             load: Load::default(),
+            clock: BurstClock::default(),
         };
         w.load.interval_ms = w.live.throttle.floor_ms;
+        w.set_clock();
         w
     }
 
@@ -149,6 +163,15 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         if now_ms >= self.load.tick_start_ms + TICK_MS || now_ms < self.load.tick_start_ms {
             self.new_tick(now_ms);
         }
+        self.set_clock();
+    }
+
+    /// Derives the burst clock from `now_ms` and the load interval; after either changes.
+    fn set_clock(&mut self) {
+        self.clock = BurstClock {
+            expired_below_s: self.now_ms.div_ceil(1000),
+            table: self.users.clock(self.now_ms, self.load.interval_ms),
+        };
     }
 
     fn new_tick(&mut self, now_ms: u64) {
@@ -251,7 +274,7 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         self.load.budget -= 1;
         self.load.decided += 1;
 
-        if (expiry as u64) * 1000 < self.now_ms
+        if u64::from(expiry) < self.clock.expired_below_s
             || live.identity.token_key.token(user_id, expiry) != token
         {
             return Outcome::Denied;
@@ -261,10 +284,7 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             a.resource_id = owner as u16;
             return Outcome::Redirect;
         }
-        match self
-            .users
-            .admit(user_id, self.now_ms, self.load.interval_ms)
-        {
+        match self.users.admit_at(user_id, self.clock.table) {
             Admit::Ok => {}
             Admit::Throttled(left) => {
                 a.retry_after_ms = left;
