@@ -125,7 +125,9 @@ fn prefetch_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]
         let h: &[u8; AT + 8] = h.try_into().expect("sliced to length");
         let head = u32::from_ne_bytes(h[12..16].try_into().expect("fixed layout"));
         if head & MASK == WANT && h[23] == ipv4::PROTOCOL_UDP {
-            worker.prefetch_user(u64::from_be_bytes(h[AT..].try_into().expect("fixed layout")));
+            worker.prefetch_user(u64::from_be_bytes(
+                h[AT..].try_into().expect("fixed layout"),
+            ));
             return;
         }
     }
@@ -337,10 +339,7 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
             l3_len: ipv4::HEADER_LEN as u16,
         })
     } else {
-        let ck = !pseudo
-            .add_word(udp & !UDP_CK)
-            .add_bytes(payload(f))
-            .fold();
+        let ck = !pseudo.add_word(udp & !UDP_CK).add_bytes(payload(f)).fold();
         // Zero on the wire means "no checksum" (and reads zero in either byte order).
         let ck = if ck == 0 { 0xffff } else { ck };
         f[UDP + 6..PAYLOAD].copy_from_slice(&ck.to_ne_bytes());
