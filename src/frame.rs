@@ -80,14 +80,12 @@ pub fn process_burst<S: SeedSource, J: ClaimSink>(
     // buffers do not overflow (prefetching all 32 first measured slower).
     let n = frames.len().min(verdicts.len());
     for f in frames.iter().take(PREFETCH_AHEAD) {
-        if let Some(user) = quick_user(f) {
-            worker.prefetch_user(user);
-        }
+        prefetch_user_of(worker, f);
     }
     crate::counters::bump(&worker.counters().rx, frames.len() as u64);
     for i in 0..n {
-        if let Some(user) = frames.get(i + PREFETCH_AHEAD).and_then(|f| quick_user(f)) {
-            worker.prefetch_user(user);
+        if let Some(f) = frames.get(i + PREFETCH_AHEAD) {
+            prefetch_user_of(worker, f);
         }
         verdicts[i] = process_frame(worker, cfg, frames[i]);
     }
@@ -114,20 +112,33 @@ pub fn shake_payload(frame: &[u8]) -> Option<usize> {
     (u.len() as usize == udp::HEADER_LEN + PAYLOAD_LEN).then_some(l4 + udp::HEADER_LEN)
 }
 
-/// The user id of the common frame (untagged, IPv4 without options, UDP), by fixed offsets;
-/// anything else goes through [`shake_payload`]. Only a hint: nothing is validated.
-#[inline]
-fn quick_user(f: &[u8]) -> Option<u64> {
+/// Prefetches the table bucket of the frame's user, if it is a SHAKE/1 frame. The common
+/// frame (untagged, IPv4 without options, UDP) is read by fixed offsets; anything else goes
+/// through [`peek_user`]. Only a hint: nothing is validated.
+#[inline(always)]
+fn prefetch_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]) {
     const AT: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + 8;
-    if f.len() >= AT + 8
-        && f[12] == 0x08
-        && f[13] == 0x00
-        && f[14] == 0x45
-        && f[23] == ipv4::PROTOCOL_UDP
-    {
-        Some(u64::from_be_bytes(f[AT..AT + 8].try_into().ok()?))
-    } else {
-        peek_user(f)
+    /// Ethertype IPv4 and version 4 with IHL 5, as one word (byte 15, the TOS, masked off).
+    const MASK: u32 = u32::from_ne_bytes([0xff, 0xff, 0xff, 0]);
+    const WANT: u32 = u32::from_ne_bytes([0x08, 0x00, 0x45, 0]);
+    if let Some(h) = f.get(..AT + 8) {
+        let h: &[u8; AT + 8] = h.try_into().expect("sliced to length");
+        let head = u32::from_ne_bytes(h[12..16].try_into().expect("fixed layout"));
+        if head & MASK == WANT && h[23] == ipv4::PROTOCOL_UDP {
+            worker.prefetch_user(u64::from_be_bytes(
+                h[AT..].try_into().expect("fixed layout"),
+            ));
+            return;
+        }
+    }
+    prefetch_other_user_of(worker, f);
+}
+
+/// [`prefetch_user_of`] for the frames it does not read by fixed offsets; out of line.
+#[inline(never)]
+fn prefetch_other_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]) {
+    if let Some(user) = peek_user(f) {
+        worker.prefetch_user(user);
     }
 }
 
@@ -213,11 +224,6 @@ fn common_request(frame: &mut [u8]) -> Option<&mut [u8; COMMON_LEN]> {
 }
 
 #[inline]
-fn ip_header(f: &[u8; COMMON_LEN]) -> &[u8; ipv4::HEADER_LEN] {
-    f[common::IP..common::UDP].try_into().expect("fixed layout")
-}
-
-#[inline]
 fn payload(f: &[u8; COMMON_LEN]) -> &[u8; PAYLOAD_LEN] {
     f[common::PAYLOAD..].try_into().expect("fixed layout")
 }
@@ -229,74 +235,114 @@ fn payload_mut(f: &mut [u8; COMMON_LEN]) -> &mut [u8; PAYLOAD_LEN] {
         .expect("fixed layout")
 }
 
+/// Native-endian words of the common frame at fixed offsets: one load each, no bounds check.
+/// Checksums are summed in native order (see [`NativeSum`]), so nothing is byte-swapped.
+#[inline(always)]
+fn ne64<const AT: usize>(f: &[u8; COMMON_LEN]) -> u64 {
+    u64::from_ne_bytes(f[AT..AT + 8].try_into().expect("fixed layout"))
+}
+
+#[inline(always)]
+fn ne32<const AT: usize>(f: &[u8; COMMON_LEN]) -> u32 {
+    u32::from_ne_bytes(f[AT..AT + 4].try_into().expect("fixed layout"))
+}
+
+#[inline(always)]
+fn ne16<const AT: usize>(f: &[u8; COMMON_LEN]) -> u16 {
+    u16::from_ne_bytes([f[AT], f[AT + 1]])
+}
+
+/// The native-endian word of a big-endian field value.
+#[inline(always)]
+const fn be16(v: u16) -> u16 {
+    u16::from_ne_bytes(v.to_be_bytes())
+}
+
 /// [`answer_any`] for a frame [`common_request`] accepted.
+///
+/// The frame is read as a few native-endian words: `head` is IPv4 bytes 0..8 (version to
+/// fragment field), `ttl_word` bytes 8..12 (TTL, protocol, checksum), `addrs` the two
+/// addresses and `udp` the whole UDP header. The UDP checksum covers the addresses (pseudo
+/// header), the UDP header and the payload; the answer swaps addresses and ports, which leaves
+/// their part of the sum as it was.
 #[inline]
 fn answer_common<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
     cfg: &FrameConfig,
     f: &mut [u8; COMMON_LEN],
 ) -> Result<Verdict, DropReason> {
-    use common::{IP, UDP, UDP_LEN};
-    if NativeSum::default().add_bytes(ip_header(f)).fold() != 0xffff {
+    use common::{IP, PAYLOAD, UDP, UDP_LEN};
+    /// Pseudo-header protocol and UDP length, as one native word.
+    const PSEUDO_REST: u64 = {
+        let p = (ipv4::PROTOCOL_UDP as u16).to_be_bytes();
+        let l = UDP_LEN.to_be_bytes();
+        u64::from_ne_bytes([p[0], p[1], l[0], l[1], 0, 0, 0, 0])
+    };
+    /// The checksum field (bytes 6..8) within the UDP header word.
+    const UDP_CK: u64 = u64::from_ne_bytes([0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+    /// The flags-and-offset field (bytes 6..8) within `head`, MF and offset bits only.
+    const FRAGMENT: u64 = {
+        let m = (ipv4::FLAG_MF | ipv4::OFFSET_MASK).to_be_bytes();
+        u64::from_ne_bytes([0, 0, 0, 0, 0, 0, m[0], m[1]])
+    };
+    let head = ne64::<IP>(f);
+    let ttl_word = ne32::<{ IP + 8 }>(f);
+    let addrs = ne64::<{ IP + 12 }>(f);
+    let ip_sum = NativeSum::default()
+        .add_word(head)
+        .add_word(u64::from(ttl_word))
+        .add_word(addrs);
+    if ip_sum.fold() != 0xffff {
         return Err(DropReason::Ipv4Checksum);
     }
-    let src = [f[IP + 12], f[IP + 13], f[IP + 14], f[IP + 15]];
-    let dst = [f[IP + 16], f[IP + 17], f[IP + 18], f[IP + 19]];
-    if dst != cfg.ipv4 {
+    if ne32::<{ IP + 16 }>(f) != u32::from_ne_bytes(cfg.ipv4) {
         return Err(DropReason::NotForUs);
     }
-    if Ipv4Packet::new_unchecked(&f[IP..UDP]).is_fragment() {
+    if head & FRAGMENT != 0 {
         return Err(DropReason::Fragment);
     }
-    let ports: [u8; 4] = [f[UDP], f[UDP + 1], f[UDP + 2], f[UDP + 3]];
-    if u16::from_be_bytes([ports[2], ports[3]]) != cfg.udp_port {
+    if ne16::<{ UDP + 2 }>(f) != be16(cfg.udp_port) {
         return Err(DropReason::Port);
     }
-    // What the UDP checksum covers except its own field and the payload: the pseudo header
-    // (both addresses, which sit side by side in the IP header), ports and length. The answer
-    // swaps each pair, which leaves this part of the sum as it is.
-    let addrs: &[u8; 8] = f[IP + 12..UDP].try_into().expect("fixed layout");
-    let pseudo = NativeSum::default()
-        .add_bytes(addrs)
-        .add_be_word(u16::from(ipv4::PROTOCOL_UDP))
-        .add_be_word(UDP_LEN);
-    let fixed = pseudo.add_bytes(&[
-        ports[0],
-        ports[1],
-        ports[2],
-        ports[3],
-        f[UDP + 4],
-        f[UDP + 5],
-    ]);
-    let request_ck = [f[UDP + 6], f[UDP + 7]];
-    if request_ck != [0, 0] && fixed.add_bytes(&request_ck).add_bytes(payload(f)).fold() != 0xffff {
-        return Err(DropReason::UdpChecksum);
+    let udp = ne64::<UDP>(f);
+    if udp & UDP_CK != 0 {
+        let sum = NativeSum::default()
+            .add_word(addrs)
+            .add_word(PSEUDO_REST)
+            .add_word(udp)
+            .add_bytes(payload(f));
+        if sum.fold() != 0xffff {
+            return Err(DropReason::UdpChecksum);
+        }
     }
-    worker.shake(payload_mut(f))?;
+    worker.shake_payload(payload_mut(f))?;
     // Ethernet and IP addresses and ports swap; only the TTL word of the IP header changes
-    // its checksum.
+    // its checksum (updated in native order, which RFC 1071 2.B allows as for the sums).
     answer_macs(&mut f[..IP], cfg.mac);
-    f[IP + 12..IP + 16].copy_from_slice(&dst);
-    f[IP + 16..IP + 20].copy_from_slice(&src);
-    let old = u16::from_be_bytes([f[IP + 8], f[IP + 9]]);
-    let new = u16::from_be_bytes([ANSWER_TTL, f[IP + 9]]);
-    let ck = checksum::update(u16::from_be_bytes([f[IP + 10], f[IP + 11]]), old, new);
+    f[IP + 12..UDP].copy_from_slice(&addrs.rotate_left(32).to_ne_bytes());
+    let ttl = ne16::<{ IP + 8 }>(f);
+    let ck = checksum::update(
+        ne16::<{ IP + 10 }>(f),
+        ttl,
+        u16::from_ne_bytes([ANSWER_TTL, ipv4::PROTOCOL_UDP]),
+    );
     f[IP + 8] = ANSWER_TTL;
-    f[IP + 10..IP + 12].copy_from_slice(&ck.to_be_bytes());
-    f[UDP..UDP + 4].copy_from_slice(&[ports[2], ports[3], ports[0], ports[1]]);
-    // Sums in native order give checksums in native order: stored with to_ne_bytes.
+    f[IP + 10..IP + 12].copy_from_slice(&ck.to_ne_bytes());
+    let ports = ne32::<UDP>(f).rotate_left(16);
+    f[UDP..UDP + 4].copy_from_slice(&ports.to_ne_bytes());
+    let pseudo = NativeSum::default().add_word(addrs).add_word(PSEUDO_REST);
     if cfg.tx_udp_offload {
-        f[UDP + 6..UDP + 8].copy_from_slice(&pseudo.fold().to_ne_bytes());
+        f[UDP + 6..PAYLOAD].copy_from_slice(&pseudo.fold().to_ne_bytes());
         Ok(Verdict::AnswerUdpOffload {
             len: COMMON_LEN,
             l2_len: IP as u16,
             l3_len: ipv4::HEADER_LEN as u16,
         })
     } else {
-        let ck = !fixed.add_bytes(payload(f)).fold();
+        let ck = !pseudo.add_word(udp & !UDP_CK).add_bytes(payload(f)).fold();
         // Zero on the wire means "no checksum" (and reads zero in either byte order).
         let ck = if ck == 0 { 0xffff } else { ck };
-        f[UDP + 6..UDP + 8].copy_from_slice(&ck.to_ne_bytes());
+        f[UDP + 6..PAYLOAD].copy_from_slice(&ck.to_ne_bytes());
         Ok(Verdict::Answer { len: COMMON_LEN })
     }
 }
@@ -684,6 +730,24 @@ greeting_probability = {greet}
         let a =
             client::check_answer(&r, &buf[v.tx_len().unwrap() - PAYLOAD_LEN..len], &CLAIM).unwrap();
         assert_eq!(a.outcome, Outcome::Denied);
+    }
+
+    #[test]
+    fn token_expires_after_its_second_to_the_millisecond() {
+        // Expired means expiry * 1000 < now: valid through the expiry second's first ms.
+        let mut w = worker(Setup::default());
+        let outcome = |w: &mut W, now: u64, user: u64, expiry: u32| {
+            let mut f = frame_for(user, expiry);
+            let len = run(w, now, &mut f).tx_len().unwrap();
+            f[len - PAYLOAD_LEN + 4]
+        };
+        let denied = Outcome::Denied as u8;
+        assert_ne!(outcome(&mut w, MID, 1, 1_150), denied);
+        assert_eq!(outcome(&mut w, MID, 2, 1_149), denied);
+        assert_eq!(outcome(&mut w, MID + 1, 3, 1_150), denied);
+        assert_ne!(outcome(&mut w, MID + 1, 4, 1_151), denied);
+        assert_ne!(outcome(&mut w, MID + 999, 5, 1_151), denied);
+        assert_eq!(outcome(&mut w, MID + 1_001, 6, 1_151), denied);
     }
 
     #[test]

@@ -16,7 +16,8 @@ pub struct MacKey {
     /// The key as SipHash's two words, computed once: the datapath hashes per packet.
     k0: u64,
     k1: u64,
-    /// SipHash's initial state for this key, also computed once.
+    /// SipHash's initial state for this key after the first step of the first compression
+    /// round, which reads only v0 and v1 (the message word goes into v3): computed once.
     v: [u64; 4],
 }
 
@@ -56,12 +57,12 @@ impl MacKey {
             bytes,
             k0,
             k1,
-            v: [
+            v: Sip::first_step([
                 k0 ^ 0x736f_6d65_7073_6575,
                 k1 ^ 0x646f_7261_6e64_6f6d,
                 k0 ^ 0x6c79_6765_6e65_7261,
                 k1 ^ 0x7465_6462_7974_6573,
-            ],
+            ]),
         }
     }
 
@@ -121,7 +122,7 @@ impl MacKey {
     #[inline]
     pub fn token(&self, user_id: u64, token_expiry: u32) -> u64 {
         let mut s = Sip(self.v);
-        s.block(user_id.swap_bytes());
+        s.first_block(user_id.swap_bytes());
         s.block(u64::from(token_expiry.swap_bytes()) | (12 << 56));
         s.finish()
     }
@@ -132,7 +133,7 @@ impl MacKey {
     #[inline]
     pub fn claim(&self, packet_id: u64, user_id: u64, amount_cents: u32, sponsor_id: u32) -> u64 {
         let mut s = Sip(self.v);
-        s.block(packet_id.swap_bytes());
+        s.first_block(packet_id.swap_bytes());
         s.block(user_id.swap_bytes());
         s.block(u64::from(amount_cents.swap_bytes()) | u64::from(sponsor_id.swap_bytes()) << 32);
         s.block(24 << 56);
@@ -145,12 +146,26 @@ impl MacKey {
 struct Sip([u64; 4]);
 
 impl Sip {
+    /// The start of a compression round: v0 and v1 only.
     #[inline(always)]
-    fn round(&mut self) {
-        let [mut v0, mut v1, mut v2, mut v3] = self.0;
+    const fn first_step(v: [u64; 4]) -> [u64; 4] {
+        let [mut v0, mut v1, v2, v3] = v;
         v0 = v0.wrapping_add(v1);
         v1 = v1.rotate_left(13) ^ v0;
         v0 = v0.rotate_left(32);
+        [v0, v1, v2, v3]
+    }
+
+    #[inline(always)]
+    fn round(&mut self) {
+        self.0 = Self::first_step(self.0);
+        self.rest_of_round();
+    }
+
+    /// A compression round after [`first_step`](Self::first_step).
+    #[inline(always)]
+    fn rest_of_round(&mut self) {
+        let [mut v0, mut v1, mut v2, mut v3] = self.0;
         v2 = v2.wrapping_add(v3);
         v3 = v3.rotate_left(16) ^ v2;
         v0 = v0.wrapping_add(v3);
@@ -166,6 +181,16 @@ impl Sip {
     fn block(&mut self, m: u64) {
         self.0[3] ^= m;
         self.round();
+        self.round();
+        self.0[0] ^= m;
+    }
+
+    /// The first message word, on a state whose first step is already done (a key's `v`):
+    /// the first step does not read v3, so xoring the word in afterwards gives the same state.
+    #[inline(always)]
+    fn first_block(&mut self, m: u64) {
+        self.0[3] ^= m;
+        self.rest_of_round();
         self.round();
         self.0[0] ^= m;
     }

@@ -80,7 +80,13 @@ pub struct Live {
     /// Sponsors with greeting resources, by index: greetings pick among these.
     pub greeters: Vec<u16>,
     pub blacklist: HashSet<u64>,
+    /// `node_count - 1` when the node count is a power of two (the owner is a mask of the
+    /// user id), else [`OWNER_BY_MODULO`].
+    owner_mask: u64,
 }
+
+/// [`Live::owner_node`] divides: the node count is not a power of two.
+const OWNER_BY_MODULO: u64 = u64::MAX;
 
 impl Live {
     /// Builds the snapshot. `epoch_s` overrides the activity's epoch (a demo starting "now");
@@ -126,7 +132,14 @@ impl Live {
             .filter(|(_, s)| !s.greeting_resources.is_empty())
             .map(|(i, _)| i as u16)
             .collect();
+        let nodes = identity.node_count.max(1) as u64;
+        let owner_mask = if nodes.is_power_of_two() {
+            nodes - 1
+        } else {
+            OWNER_BY_MODULO
+        };
         Arc::new(Live {
+            owner_mask,
             config_version,
             identity,
             limits: activity.limits,
@@ -154,12 +167,11 @@ impl Live {
     /// The node that owns a user (SPEC: user_id mod node_count).
     #[inline]
     pub fn owner_node(&self, user_id: u64) -> u32 {
-        let n = self.identity.node_count.max(1) as u64;
         // A 64-bit division per packet is slow; node counts are usually powers of two.
-        if n.is_power_of_two() {
-            (user_id & (n - 1)) as u32
+        if self.owner_mask != OWNER_BY_MODULO {
+            (user_id & self.owner_mask) as u32
         } else {
-            (user_id % n) as u32
+            (user_id % self.identity.node_count.max(1) as u64) as u32
         }
     }
 }

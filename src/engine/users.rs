@@ -33,6 +33,14 @@ pub(crate) struct Slot {
 #[repr(C, align(64))]
 pub(crate) struct Bucket([Slot; SLOTS]);
 
+/// A time on the table's 32-bit millisecond clock, and when a user admitted then may come
+/// back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableClock {
+    now: u32,
+    next: u32,
+}
+
 /// What the table says about a shake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
@@ -113,12 +121,28 @@ impl UserTable {
         self.buckets.prefetch(self.home(user_id));
     }
 
+    /// The table's view of a time and throttle interval, for [`admit_at`](Self::admit_at):
+    /// computed once per burst instead of per shake.
+    #[inline]
+    pub fn clock(&self, now_ms: u64, interval_ms: u32) -> TableClock {
+        let now = self.rel(now_ms);
+        TableClock {
+            now,
+            next: now.saturating_add(interval_ms),
+        }
+    }
+
     /// Checks and updates the user's throttle: a user may shake again `interval_ms` after
     /// their last admitted shake.
     #[inline]
     pub fn admit(&mut self, user_id: u64, now_ms: u64, interval_ms: u32) -> Admit {
-        let now = self.rel(now_ms);
-        let next = now.saturating_add(interval_ms);
+        self.admit_at(user_id, self.clock(now_ms, interval_ms))
+    }
+
+    /// [`admit`](Self::admit) at a time given by [`clock`](Self::clock).
+    #[inline]
+    pub fn admit_at(&mut self, user_id: u64, clock: TableClock) -> Admit {
+        let TableClock { now, next } = clock;
         let n = self.buckets.len();
         let mut b = self.home(user_id);
         let mut reuse: Option<(usize, usize)> = None;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::counters::{Counters, DropReason, Event};
 use crate::engine::config::{Live, RoundAt};
 use crate::engine::rng::Rng;
-use crate::engine::users::{Admit, UserTable};
+use crate::engine::users::{Admit, TableClock, UserTable};
 use crate::engine::winners::{WinCheck, WinnerTable};
 use crate::journal::{Claim, ClaimSink};
 use crate::seed::SeedSource;
@@ -69,6 +69,18 @@ pub struct Worker<S: SeedSource, J: ClaimSink> {
     round: RoundAt,
     pacing: Pacing,
     load: Load,
+    /// Per-burst values of `now_ms` and the load interval, for the per-shake checks.
+    clock: BurstClock,
+}
+
+/// What the checks of a shake need of the time, derived once per burst.
+#[derive(Debug, Clone, Copy, Default)]
+struct BurstClock {
+    /// A token is expired when its expiry (unix seconds) is below this: `expiry * 1000 <
+    /// now_ms` exactly when `expiry < ceil(now_ms / 1000)`.
+    expired_below_s: u64,
+    /// Now and the next allowed shake on the user table's clock.
+    table: TableClock,
 }
 
 impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
@@ -94,8 +106,10 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             round: RoundAt::Over,
             pacing: Pacing::default(),
             load: Load::default(),
+            clock: BurstClock::default(),
         };
         w.load.interval_ms = w.live.throttle.floor_ms;
+        w.set_clock();
         w
     }
 
@@ -149,6 +163,15 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         if now_ms >= self.load.tick_start_ms + TICK_MS || now_ms < self.load.tick_start_ms {
             self.new_tick(now_ms);
         }
+        self.set_clock();
+    }
+
+    /// Derives the burst clock from `now_ms` and the load interval; after either changes.
+    fn set_clock(&mut self) {
+        self.clock = BurstClock {
+            expired_below_s: self.now_ms.div_ceil(1000),
+            table: self.users.clock(self.now_ms, self.load.interval_ms),
+        };
     }
 
     fn new_tick(&mut self, now_ms: u64) {
@@ -178,9 +201,18 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
     /// dropped. Counts either way.
     #[inline]
     pub fn shake(&mut self, payload: &mut [u8]) -> Result<Outcome, DropReason> {
-        if payload.len() != shake::PAYLOAD_LEN {
-            return Err(self.dropped(DropReason::PayloadLength));
+        match <&mut [u8; shake::PAYLOAD_LEN]>::try_from(payload) {
+            Ok(p) => self.shake_payload(p),
+            Err(_) => Err(self.dropped(DropReason::PayloadLength)),
         }
+    }
+
+    /// [`shake`](Self::shake) for a payload of the right length.
+    #[inline]
+    pub fn shake_payload(
+        &mut self,
+        payload: &mut [u8; shake::PAYLOAD_LEN],
+    ) -> Result<Outcome, DropReason> {
         let req = ShakeRequest::new_unchecked(&*payload);
         if req.magic() != shake::MAGIC {
             return Err(self.dropped(DropReason::Magic));
@@ -219,7 +251,7 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             self.counters.event(Event::ConfigStale);
         }
         a.outcome = self.decide(&mut a, expiry, token);
-        shake::write_answer(payload, &a);
+        shake::write_answer_over_request(payload, &a);
         self.counters.outcome(a.outcome);
         Ok(a.outcome)
     }
@@ -242,7 +274,7 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         self.load.budget -= 1;
         self.load.decided += 1;
 
-        if (expiry as u64) * 1000 < self.now_ms
+        if u64::from(expiry) < self.clock.expired_below_s
             || live.identity.token_key.token(user_id, expiry) != token
         {
             return Outcome::Denied;
@@ -252,10 +284,7 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             a.resource_id = owner as u16;
             return Outcome::Redirect;
         }
-        match self
-            .users
-            .admit(user_id, self.now_ms, self.load.interval_ms)
-        {
+        match self.users.admit_at(user_id, self.clock.table) {
             Admit::Ok => {}
             Admit::Throttled(left) => {
                 a.retry_after_ms = left;
@@ -289,8 +318,15 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         let (seed_round, round_id, win, greet) =
             (round.seed_round, round.id, round.win, round.greet);
         let draw = self.rng.next_u64();
-        if draw < win && self.try_issue(a, seed_round, round_id) {
-            return Outcome::RedPacket;
+        if draw < win {
+            if let Some(p) = self.try_issue(user_id, seed_round, round_id) {
+                a.packet_id = p.packet_id;
+                a.amount_cents = p.amount_cents;
+                a.sponsor_id = p.sponsor_id;
+                a.resource_id = p.resource_id;
+                a.claim_mac = p.claim_mac;
+                return Outcome::RedPacket;
+            }
         }
         let live = &*self.live;
         if draw < greet && !live.greeters.is_empty() {
@@ -305,20 +341,22 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
     }
 
     /// Issues the next due packet to the user if pacing and the limits allow; the claim is in
-    /// the journal before this returns true.
-    #[inline]
-    fn try_issue(&mut self, a: &mut ShakeAnswerRepr, seed_round: u16, round_id: u32) -> bool {
+    /// the journal before this returns it.
+    ///
+    /// Out of line: it runs for a drawn win only, and keeps the common decisions small.
+    #[inline(never)]
+    fn try_issue(&mut self, user_id: u64, seed_round: u16, round_id: u32) -> Option<Issued> {
         let Some(rec) = self.seeds.peek(seed_round) else {
             self.counters.event(Event::NoPacket);
-            return false;
+            return None;
         };
         if self.pacing.issued >= self.pacing.due(self.now_ms) {
             self.counters.event(Event::PacingWait);
-            return false;
+            return None;
         }
         let live = &*self.live;
         match self.winners.check(
-            a.user_id,
+            user_id,
             rec.sponsor_index,
             live.limits.per_user,
             live.limits.per_sponsor,
@@ -326,17 +364,17 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             WinCheck::Allowed => {}
             WinCheck::UserLimit => {
                 self.counters.event(Event::UserLimit);
-                return false;
+                return None;
             }
             WinCheck::SponsorLimit => {
                 self.counters.event(Event::SponsorLimit);
-                return false;
+                return None;
             }
         }
         let sponsor = &live.sponsors[rec.sponsor_index as usize];
         let claim = Claim {
             packet_id: rec.packet_id,
-            user_id: a.user_id,
+            user_id,
             amount_cents: rec.amount_cents,
             sponsor_id: sponsor.id,
             round_id,
@@ -344,19 +382,31 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         };
         if self.journal.append(&claim).is_err() {
             self.counters.event(Event::JournalError);
-            return false;
+            return None;
         }
         self.seeds.commit(seed_round);
-        self.winners.record(a.user_id, rec.sponsor_index);
+        self.winners.record(user_id, rec.sponsor_index);
         self.pacing.issued += 1;
-        a.packet_id = rec.packet_id;
-        a.amount_cents = rec.amount_cents;
-        a.sponsor_id = sponsor.id;
-        a.resource_id = sponsor.resource;
-        a.claim_mac =
-            live.identity
-                .claim_key
-                .claim(rec.packet_id, a.user_id, rec.amount_cents, sponsor.id);
-        true
+        Some(Issued {
+            packet_id: rec.packet_id,
+            amount_cents: rec.amount_cents,
+            sponsor_id: sponsor.id,
+            resource_id: sponsor.resource,
+            claim_mac: live.identity.claim_key.claim(
+                rec.packet_id,
+                user_id,
+                rec.amount_cents,
+                sponsor.id,
+            ),
+        })
     }
+}
+
+/// A packet issued to a user: what its RED_PACKET answer carries.
+struct Issued {
+    packet_id: u64,
+    amount_cents: u32,
+    sponsor_id: u32,
+    resource_id: u16,
+    claim_mac: u64,
 }

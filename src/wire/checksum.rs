@@ -32,54 +32,78 @@ pub fn sum_array<const N: usize>(data: &[u8; N]) -> u32 {
 /// of the big-endian sum; a checksum computed in native order is therefore written with
 /// `to_ne_bytes` and needs no swap at all, and the "verifies" test (`0xffff`) reads the same
 /// in either order.
+///
+/// Words are 64 bits wide and each carry goes into the next add (end-around carry, as
+/// 2^64 is 1 modulo 0xffff), which compiles to one add-with-carry per 8 bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NativeSum(u128);
+pub struct NativeSum {
+    acc: u64,
+    carry: bool,
+}
 
 impl NativeSum {
+    /// Adds one native-endian 64-bit word.
+    #[inline(always)]
+    pub fn add_word(self, word: u64) -> Self {
+        let (s, c1) = self.acc.overflowing_add(word);
+        let (s, c2) = s.overflowing_add(u64::from(self.carry));
+        NativeSum {
+            acc: s,
+            carry: c1 | c2,
+        }
+    }
+
     /// Adds a region; `N` must be even for the words of regions added after it to line up.
     #[inline(always)]
     pub fn add_bytes<const N: usize>(self, data: &[u8; N]) -> Self {
-        NativeSum(self.0 + native_words(data))
+        self.add_slice(data)
     }
 
     /// Adds a 16-bit word given in host order as it would appear big-endian on the wire
     /// (a pseudo-header protocol or length).
     #[inline(always)]
     pub fn add_be_word(self, word: u16) -> Self {
-        NativeSum(self.0 + u128::from(u16::from_ne_bytes(word.to_be_bytes())))
+        self.add_word(u64::from(u16::from_ne_bytes(word.to_be_bytes())))
     }
 
     /// The folded sum, in native order: `0xffff` when the data verifies; `!folded` is the
-    /// checksum, to be stored with `to_ne_bytes`.
+    /// checksum, to be stored with `to_ne_bytes`. Zero only if every word added was zero.
     #[inline(always)]
     pub fn fold(self) -> u16 {
-        let (s, o) = (self.0 as u64).overflowing_add((self.0 >> 64) as u64);
-        let acc = s + u64::from(o);
-        let acc = (acc & 0xffff_ffff) + (acc >> 32);
-        let acc = (acc & 0xffff_ffff) + (acc >> 32);
-        fold(acc as u32)
+        // The last carry, end-around; adding it cannot carry again unless the sum wraps to 0.
+        let (s, c) = self.acc.overflowing_add(u64::from(self.carry));
+        fold64(s.wrapping_add(u64::from(c)))
+    }
+
+    /// Plain sum of `data` as native-endian 64-bit words (a short tail padded with zeros on
+    /// the right).
+    #[inline(always)]
+    fn add_slice(mut self, data: &[u8]) -> Self {
+        let mut chunks = data.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self = self.add_word(u64::from_ne_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            // Zero padding on the right keeps an odd trailing byte in the high half of its word.
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self = self.add_word(u64::from_ne_bytes(w));
+        }
+        self
     }
 }
 
-/// Plain sum of `data` as native-endian 64-bit words (a short tail padded with zeros on the
-/// right); reduce with [`NativeSum::fold`].
+/// Folds a 64-bit ones-complement sum to 16 bits. Adding a word to itself rotated by half its
+/// width leaves the end-around sum of its two halves in the upper half, carry included.
 #[inline(always)]
-fn native_words(data: &[u8]) -> u128 {
-    let mut acc: u128 = 0;
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        acc += u128::from(u64::from_ne_bytes(w));
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        // Zero padding on the right keeps an odd trailing byte in the high half of its word.
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        acc += u128::from(u64::from_ne_bytes(w));
-    }
-    acc
+fn fold64(x: u64) -> u16 {
+    let t = x.wrapping_add(x.rotate_left(32));
+    let y = (t >> 32) as u32;
+    let t = y.wrapping_add(y.rotate_left(16));
+    (t >> 16) as u16
 }
 
 #[inline(always)]
@@ -87,7 +111,7 @@ fn sum_native(data: &[u8]) -> u32 {
     // The ones-complement sum is byte-order independent (RFC 1071 section 2.B): summing the
     // data as native-endian words and swapping the folded result gives the big-endian sum.
     // So the loop is a plain load and add-with-carry per 8 bytes, with no byte swaps.
-    let native = NativeSum(native_words(data)).fold();
+    let native = NativeSum::default().add_slice(data).fold();
     u32::from(u16::from_be(native))
 }
 
@@ -227,6 +251,20 @@ mod test {
             both.extend_from_slice(&w.to_be_bytes());
             let n = NativeSum::default().add_bytes(&a).add_bytes(&b).add_be_word(w).fold();
             prop_assert_eq!(u16::from_be_bytes(n.to_ne_bytes()), fold(sum(&both)));
+        }
+
+        #[test]
+        fn native_sum_carries_at_the_extremes(
+            words in proptest::collection::vec(
+                prop_oneof![Just(u64::MAX), Just(u64::MAX - 1), Just(1u64), Just(0u64), any::<u64>()],
+                0..12,
+            ),
+        ) {
+            // Long runs of all-ones words carry on every add, and can leave the sum at
+            // all-ones with a carry still pending.
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            let n = words.iter().fold(NativeSum::default(), |s, &w| s.add_word(w)).fold();
+            prop_assert_eq!(u16::from_be_bytes(n.to_ne_bytes()), sum_ref(&bytes));
         }
 
         #[test]

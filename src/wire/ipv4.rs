@@ -26,8 +26,10 @@ mod field {
 pub const HEADER_LEN: usize = field::DST_ADDR.end;
 
 const FLAG_DF: u16 = 0x4000;
-const FLAG_MF: u16 = 0x2000;
-const OFFSET_MASK: u16 = 0x1fff;
+/// More-fragments flag in the flags-and-offset field.
+pub const FLAG_MF: u16 = 0x2000;
+/// Fragment offset bits of the flags-and-offset field.
+pub const OFFSET_MASK: u16 = 0x1fff;
 
 /// A view of an IPv4 packet.
 ///

@@ -591,6 +591,36 @@ pub fn write_answer(buf: &mut [u8], a: &ShakeAnswerRepr) {
     b[ans::ROUND_ID].copy_from_slice(&a.round_id.to_be_bytes());
 }
 
+/// Write an answer over the request it answers, in place: as [`write_answer`], except that
+/// the bytes a request and its answer share are left as they are: magic and version (the
+/// request passed [`ShakeRequest::check_header`]) and the echoed `user_id`, `seq` and
+/// `client_ts`, which `a` must carry as read from this request.
+///
+/// The datapath's way to answer: fewer stores, and no byte swaps for the echoed fields.
+#[inline]
+pub fn write_answer_over_request(b: &mut [u8; PAYLOAD_LEN], a: &ShakeAnswerRepr) {
+    debug_assert!(ShakeRequest::new_unchecked(&b[..]).check_header().is_ok());
+    debug_assert_eq!(
+        (
+            ShakeAnswer::new_unchecked(&b[..]).user_id(),
+            ShakeAnswer::new_unchecked(&b[..]).seq(),
+            ShakeAnswer::new_unchecked(&b[..]).client_ts()
+        ),
+        (a.user_id, a.seq, a.client_ts)
+    );
+    b[ans::KIND] = KIND_RESULT;
+    b[ans::OUTCOME] = a.outcome as u8;
+    b[ans::FLAGS] = a.flags;
+    b[ans::RESOURCE_ID].copy_from_slice(&a.resource_id.to_be_bytes());
+    b[ans::RETRY_AFTER_MS].copy_from_slice(&a.retry_after_ms.to_be_bytes());
+    b[ans::PACKET_ID].copy_from_slice(&a.packet_id.to_be_bytes());
+    b[ans::AMOUNT_CENTS].copy_from_slice(&a.amount_cents.to_be_bytes());
+    b[ans::SPONSOR_ID].copy_from_slice(&a.sponsor_id.to_be_bytes());
+    b[ans::CLAIM_MAC].copy_from_slice(&a.claim_mac.to_be_bytes());
+    b[ans::CONFIG_VERSION].copy_from_slice(&a.config_version.to_be_bytes());
+    b[ans::ROUND_ID].copy_from_slice(&a.round_id.to_be_bytes());
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -937,6 +967,25 @@ mod test {
             let mut other = [0u8; 64];
             write_answer(&mut other, &a);
             prop_assert_eq!(bytes, other);
+        }
+
+        #[test]
+        fn answer_over_its_request_equals_a_whole_answer(
+            junk in any::<[u8; 64]>(),
+            a in arb_answer(),
+        ) {
+            // Any request with a valid header whose echoed fields are the answer's.
+            let mut request = junk;
+            let mut r = ShakeRequest::new_unchecked(&mut request[..]);
+            r.set_header();
+            r.set_user_id(a.user_id);
+            r.set_seq(a.seq);
+            r.set_client_ts(a.client_ts);
+            let mut in_place = request;
+            write_answer_over_request(&mut in_place, &a);
+            let mut whole = request;
+            write_answer(&mut whole, &a);
+            prop_assert_eq!(in_place, whole);
         }
 
         #[test]
