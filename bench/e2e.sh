@@ -44,12 +44,21 @@ trap cleanup EXIT
 
 # SIGINT (testpmd and shake both stop cleanly on it), then SIGKILL after 10 s.
 stop_pid() {
-  local p=$1
+  local p=$1 kids k
   kill -0 "$p" 2>/dev/null || return 0
+  # Every process here runs under `timeout`, which passes the signal on to its command; that
+  # command (its child) is checked too, so a wrapper killed below never leaves it running.
+  kids=$(pgrep -P "$p" || true)
   kill -INT "$p" 2>/dev/null || true
   for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
   kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
   wait "$p" 2>/dev/null || true
+  for k in $kids; do
+    kill -0 "$k" 2>/dev/null || continue
+    kill -INT "$k" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$k" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$k" 2>/dev/null && kill -KILL "$k" 2>/dev/null || true
+  done
 }
 
 # Starts a command in the background, logging to $1; sets $LAST_PID.
