@@ -164,8 +164,8 @@ node_config "$OUT/node-memif.toml" "shake-bench-app-$TAG" "net_memif0,role=serve
 PROBE=$OUT/cacheline_probe
 cc -O2 -pthread -o "$PROBE" bench/cacheline_probe.c
 probe() { "$PROBE" 0 1 >>"$OUT/probe-$1" 2>&1 || echo 0 >>"$OUT/probe-$1"; }
-rm -f "$OUT"/probe-* "$OUT"/gen-testpmd-memif-*.json "$OUT"/gen-serve-memif-*.json \
-  "$OUT"/gen-serve-socket-*.json
+rm -rf "$OUT"/probe-* "$OUT"/gen-testpmd-memif-*.json "$OUT"/gen-serve-memif-*.json \
+  "$OUT"/gen-serve-socket-*.json "$OUT"/svg-* "$OUT"/*.svg
 [ -n "$TESTPMD" ] || echo "bench: dpdk-testpmd not found (Debian package dpdk-dev): skipping the testpmd phases" >&2
 for round in $(seq "$ROUNDS"); do
   probe "$round"
@@ -186,9 +186,9 @@ for round in $(seq "$ROUNDS"); do
   start "$OUT/serve-memif-$round.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-memif.toml" -- --no-shconf "$MEM"
   APP=$LAST_PID
   wait_for "$OUT/serve-memif-$round.log" "serving with"
-  svg=()
-  [ "$round" = 1 ] && svg=(--svg "$OUT")
-  gen_dpdk "$OUT/gen-serve-memif-$round.json" "${svg[@]}" >"$OUT/gen-serve-memif-$round.log" 2>&1 || true
+  mkdir -p "$OUT/svg-$round"
+  gen_dpdk "$OUT/gen-serve-memif-$round.json" --svg "$OUT/svg-$round" \
+    >"$OUT/gen-serve-memif-$round.log" 2>&1 || true
   stop_pid "$APP"
   rm -f "$SOCK"
   probe "$round"

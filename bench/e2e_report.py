@@ -4,6 +4,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -254,6 +255,13 @@ for name, rate, busy in [("memif (b)", app_memif, busy_memif), ("net_pcap", app_
             )
         )
 md += "\nRates are medians of the per-second rates, start and end seconds left out.\n"
+# The charts of the appliance's best round, as throughput.svg and latency.svg.
+if best_b:
+    for chart in ("throughput.svg", "latency.svg"):
+        src = os.path.join(out, f"svg-{best_b['round']}", chart)
+        if os.path.exists(src):
+            shutil.copyfile(src, os.path.join(out, chart))
+    md += f"\nCharts: throughput.svg and latency.svg, from round {best_b['round']} of (b).\n"
 open(os.path.join(out, "e2e.md"), "w").write(md)
 json.dump(results, open(os.path.join(out, "e2e.json"), "w"), indent=2)
 print(md)
