@@ -172,7 +172,7 @@ results = {
             "loss_ratio": r["loss_ratio"],
             "latency_ns": r["latency_ns"],
         }
-        for name, r in [("memif_shake_round1", app_memif_r), ("socket_shake", sock_r)]
+        for name, r in [("memif_shake_best_round", app_memif_r), ("socket_shake", sock_r)]
         if r
     },
     "targets": {
