@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::appliance::{file_prefix, final_counters, run_ok, Appliance};
+use common::appliance::{dpdk_sections, file_prefix, final_counters, run_ok, Appliance};
 use common::memif::MemifClient;
 use common::{unix_s, CLAIM_KEY, TOKEN_KEY};
 use shake::client::{check_answer, payload, request, Flow};
@@ -110,23 +110,14 @@ ceiling_ms = 2
 [stats]
 interval_s = 0
 prometheus = "127.0.0.1:0"
-
-[dpdk]
-lcores = "0-1"
-memory_mb = 256
-huge = false
-telemetry = false
-file_prefix = "{prefix}"
-vdevs = ["net_memif0,role=server,id=0,socket={}"]
-log_level = "error"
-
-[[port]]
-name = "net_memif0"
-rx_desc = 1024
-tx_desc = 1024
-mempool_cache = 64
-"#,
-            socket.display()
+{}"#,
+            dpdk_sections(
+                &prefix,
+                &format!("net_memif0,role=server,id=0,socket={}", socket.display()),
+                1024,
+                64,
+                0
+            )
         ),
     )
     .unwrap();

@@ -18,7 +18,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::appliance::{file_prefix, final_counters, run_ok, Appliance};
+use common::appliance::{dpdk_sections, file_prefix, final_counters, run_ok, Appliance};
 use common::{unix_s, CLAIM_KEY, TOKEN_KEY};
 use shake::client::{check_answer, payload, request};
 use shake::wire::shake::Outcome;
@@ -217,23 +217,14 @@ claim_key = "claim.key"
 
 [stats]
 interval_s = 0
-
-[dpdk]
-lcores = "0-1"
-memory_mb = 256
-huge = false
-telemetry = false
-file_prefix = "{prefix}"
-vdevs = ["net_af_packet0,iface={iface}"]
-log_level = "error"
-idle_sleep_us = 50
-
-[[port]]
-name = "net_af_packet0"
-rx_desc = 256
-tx_desc = 256
-mempool_cache = 32
-"#
+{}"#,
+            dpdk_sections(
+                &prefix,
+                &format!("net_af_packet0,iface={iface}"),
+                256,
+                32,
+                50
+            )
         ),
     )
     .unwrap();

@@ -12,8 +12,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::appliance::{file_prefix, final_counters, Appliance, RuntimeDir};
-use common::{unix_s, NodeDir};
+use common::appliance::{dpdk_sections, file_prefix, final_counters, Appliance, RuntimeDir};
+use common::{json_u64 as n, unix_s, NodeDir};
 
 const SENT: u64 = 60_000;
 const OUTCOMES: [&str; 7] = [
@@ -25,13 +25,6 @@ const OUTCOMES: [&str; 7] = [
     "denied",
     "redirect",
 ];
-
-fn n(v: &serde_json::Value, path: &[&str]) -> u64 {
-    path.iter()
-        .fold(v, |v, k| &v[*k])
-        .as_u64()
-        .unwrap_or_else(|| panic!("{path:?} in {v}"))
-}
 
 #[test]
 fn gen_dpdk_mode_over_memif_agrees_with_the_appliance() {
@@ -65,24 +58,14 @@ claim_key = "claim.key"
 
 [stats]
 interval_s = 0
-
-[dpdk]
-lcores = "0-1"
-memory_mb = 256
-huge = false
-telemetry = false
-file_prefix = "{prefix}"
-vdevs = ["net_memif0,role=server,id=0,socket={}"]
-log_level = "error"
-idle_sleep_us = 20
-
-[[port]]
-name = "net_memif0"
-rx_desc = 1024
-tx_desc = 1024
-mempool_cache = 64
-"#,
-            socket.display()
+{}"#,
+            dpdk_sections(
+                &prefix,
+                &format!("net_memif0,role=server,id=0,socket={}", socket.display()),
+                1024,
+                64,
+                20
+            )
         ),
     )
     .unwrap();

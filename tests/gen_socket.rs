@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{unix_s, NodeDir, Server};
+use common::{json_u64 as n, unix_s, NodeDir, Server};
 
 fn gen(
     node: &NodeDir,
@@ -34,13 +34,6 @@ fn gen(
     );
     assert!(stdout.contains("gen: done"), "{stdout}");
     serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap()
-}
-
-fn n(v: &serde_json::Value, path: &[&str]) -> u64 {
-    path.iter()
-        .fold(v, |v, k| &v[*k])
-        .as_u64()
-        .unwrap_or_else(|| panic!("{path:?} in {v}"))
 }
 
 #[test]

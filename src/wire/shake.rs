@@ -575,20 +575,10 @@ pub fn write_answer(buf: &mut [u8], a: &ShakeAnswerRepr) {
     b[0] = MAGIC[0];
     b[1] = MAGIC[1];
     b[ans::VERSION] = VERSION;
-    b[ans::KIND] = KIND_RESULT;
-    b[ans::OUTCOME] = a.outcome as u8;
-    b[ans::FLAGS] = a.flags;
-    b[ans::RESOURCE_ID].copy_from_slice(&a.resource_id.to_be_bytes());
     b[ans::USER_ID].copy_from_slice(&a.user_id.to_be_bytes());
     b[ans::SEQ].copy_from_slice(&a.seq.to_be_bytes());
-    b[ans::RETRY_AFTER_MS].copy_from_slice(&a.retry_after_ms.to_be_bytes());
     b[ans::CLIENT_TS].copy_from_slice(&a.client_ts.to_be_bytes());
-    b[ans::PACKET_ID].copy_from_slice(&a.packet_id.to_be_bytes());
-    b[ans::AMOUNT_CENTS].copy_from_slice(&a.amount_cents.to_be_bytes());
-    b[ans::SPONSOR_ID].copy_from_slice(&a.sponsor_id.to_be_bytes());
-    b[ans::CLAIM_MAC].copy_from_slice(&a.claim_mac.to_be_bytes());
-    b[ans::CONFIG_VERSION].copy_from_slice(&a.config_version.to_be_bytes());
-    b[ans::ROUND_ID].copy_from_slice(&a.round_id.to_be_bytes());
+    write_decided_fields(b, a);
 }
 
 /// Write an answer over the request it answers, in place: as [`write_answer`], except that
@@ -608,6 +598,13 @@ pub fn write_answer_over_request(b: &mut [u8; PAYLOAD_LEN], a: &ShakeAnswerRepr)
         ),
         (a.user_id, a.seq, a.client_ts)
     );
+    write_decided_fields(b, a);
+}
+
+/// The answer's own fields (everything but magic, version and the echoed user_id, seq and
+/// client_ts), shared by [`write_answer`] and [`write_answer_over_request`].
+#[inline(always)]
+fn write_decided_fields(b: &mut [u8; PAYLOAD_LEN], a: &ShakeAnswerRepr) {
     b[ans::KIND] = KIND_RESULT;
     b[ans::OUTCOME] = a.outcome as u8;
     b[ans::FLAGS] = a.flags;

@@ -55,6 +55,43 @@ pub fn file_prefix(what: &str) -> String {
     format!("shake-test-{what}-{}", std::process::id())
 }
 
+/// The `[dpdk]` and `[[port]]` sections of a test node: lcores 0-1 (one worker), 256 MB of
+/// ordinary memory (`--no-huge`), no telemetry, EAL prefix `prefix`, one port on virtual
+/// device `vdev` (named by the vdev's driver name), with `rx_desc`/`tx_desc` descriptors and
+/// a mempool cache of `cache`; `idle_sleep_us` 0 leaves the default.
+pub fn dpdk_sections(
+    prefix: &str,
+    vdev: &str,
+    desc: u16,
+    cache: u16,
+    idle_sleep_us: u32,
+) -> String {
+    let name = vdev.split(',').next().unwrap_or(vdev);
+    let idle = if idle_sleep_us > 0 {
+        format!("idle_sleep_us = {idle_sleep_us}\n")
+    } else {
+        String::new()
+    };
+    format!(
+        r#"
+[dpdk]
+lcores = "0-1"
+memory_mb = 256
+huge = false
+telemetry = false
+file_prefix = "{prefix}"
+vdevs = ["{vdev}"]
+log_level = "error"
+{idle}
+[[port]]
+name = "{name}"
+rx_desc = {desc}
+tx_desc = {desc}
+mempool_cache = {cache}
+"#
+    )
+}
+
 /// Removes an EAL runtime directory (`/var/run/dpdk/<prefix>`), also when a test fails.
 pub struct RuntimeDir(pub PathBuf);
 

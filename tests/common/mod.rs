@@ -261,3 +261,11 @@ pub fn audit_journals(root: &Path, workers: u32) -> Journaled {
         forfeits,
     }
 }
+
+/// A number in a JSON report (a generator's), by its path of keys; panics naming the path.
+pub fn json_u64(v: &serde_json::Value, path: &[&str]) -> u64 {
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_u64()
+        .unwrap_or_else(|| panic!("{path:?} in {v}"))
+}
