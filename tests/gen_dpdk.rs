@@ -14,17 +14,9 @@ use std::time::Duration;
 
 use common::appliance::{dpdk_sections, file_prefix, final_counters, Appliance, RuntimeDir};
 use common::{json_u64 as n, unix_s, NodeDir};
+use shake::wire::shake::Outcome;
 
 const SENT: u64 = 60_000;
-const OUTCOMES: [&str; 7] = [
-    "nothing",
-    "greeting",
-    "red_packet",
-    "throttled",
-    "closed",
-    "denied",
-    "redirect",
-];
 
 #[test]
 fn gen_dpdk_mode_over_memif_agrees_with_the_appliance() {
@@ -131,7 +123,7 @@ interval_s = 0
     assert_eq!(get("rx"), sent, "{c:?}");
     assert_eq!(get("tx"), answered, "{c:?}");
     let mut gen_total = 0;
-    for o in OUTCOMES {
+    for o in Outcome::ALL.map(|o| o.name()) {
         let g = n(&r, &["outcomes", o]);
         assert!(g <= get(o), "{o}: generator {g}, appliance {}", get(o));
         gen_total += g;

@@ -6,6 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::{json_u64 as n, unix_s, NodeDir, Server};
+use shake::wire::shake::Outcome;
 
 fn gen(
     node: &NodeDir,
@@ -76,18 +77,7 @@ fn gen_socket_mode_validates_and_counts_every_answer() {
     let answered = n(&r, &["tally", "answered"]);
     assert!(answered >= 19_000, "answered {answered} of 20000: {r}");
     let o = |k: &str| n(&r, &["outcomes", k]);
-    let sum: u64 = [
-        "nothing",
-        "greeting",
-        "red_packet",
-        "throttled",
-        "closed",
-        "denied",
-        "redirect",
-    ]
-    .iter()
-    .map(|k| o(k))
-    .sum();
+    let sum: u64 = Outcome::ALL.iter().map(|k| o(k.name())).sum();
     assert_eq!(sum, answered, "every answer is counted by outcome");
     assert!(o("denied") > 0 && o("redirect") > 0, "{r}");
     assert!(o("red_packet") + o("greeting") + o("nothing") > 0, "{r}");
