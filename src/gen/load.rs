@@ -245,12 +245,24 @@ impl Generator {
     /// The tail of a burst that TX refused (queue full): forget those requests and, in flood
     /// mode, move the round-robin cursor back to the first of them, so those users shake on
     /// the next pass instead of being skipped.
+    ///
+    /// When the tail is the newest requests (as it is, straight after the burst was built),
+    /// their sequence numbers, which never left, are handed out again. Otherwise a queue that
+    /// refuses everything for a while (a server not yet polling) would run the sequence
+    /// numbers a whole window past requests still in flight, and their answers would find
+    /// their slots taken.
     pub fn cancel_tail(&mut self, refused: &[Request]) {
         for r in refused {
             self.cancel(r);
         }
-        if let (None, Some(first)) = (&self.schedule, refused.first()) {
-            self.cursor = first.user;
+        if let Some(first) = refused.first() {
+            let newest = refused.last().map(|r| r.repr.seq.wrapping_add(1));
+            if newest == Some(self.seq) {
+                self.seq = first.repr.seq;
+            }
+            if self.schedule.is_none() {
+                self.cursor = first.user;
+            }
         }
     }
 
@@ -277,6 +289,12 @@ impl Generator {
         let slot = self.slots[at];
         if slot.user == u32::MAX || slot.seq != seq {
             self.tally.unmatched += 1;
+            if self.examples.len() < EXAMPLES {
+                let user_id = u64::from_be_bytes(payload[8..16].try_into().unwrap_or_default());
+                self.examples.push(format!(
+                    "user {user_id} seq {seq}: no such request in flight"
+                ));
+            }
             return;
         }
         let user = slot.user as usize;
@@ -691,7 +709,9 @@ mod test {
         assert_eq!(g.outstanding(), 0);
         let rep = g.report(Meta::default(), 1_000_000_000);
         assert_eq!(rep.outcomes["red_packet"], 1);
-        assert_eq!(rep.invalid_examples.len(), 2);
+        // The two invalid answers and the unmatched one, each with what was wrong.
+        assert_eq!(rep.invalid_examples.len(), 3);
+        assert!(rep.invalid_examples[0].contains("no such request in flight"));
         assert!(serde_json::to_string(&rep)
             .unwrap()
             .contains("\"answered\":1"));
@@ -789,5 +809,24 @@ mod test {
         assert_eq!(g.tally.sent, 2);
         let next: Vec<usize> = (0..4).map(|i| g.next(10 + i).unwrap().user).collect();
         assert_eq!(next, burst[2..].iter().map(|r| r.user).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_queue_refusing_for_long_does_not_strand_requests_in_flight() {
+        let mut g = generator(false);
+        g.plan.count = None;
+        let sent: Vec<Request> = (0..4).map(|_| g.next(0).unwrap()).collect();
+        // More refused bursts than the window holds, as when a server starts polling late.
+        for _ in 0..(WINDOW / 8 + 10) {
+            let burst: Vec<Request> = (0..8).map(|_| g.next(0).unwrap()).collect();
+            g.cancel_tail(&burst);
+        }
+        assert_eq!(g.tally.sent, 4);
+        for r in &sent {
+            g.on_payload(&answer(&r.repr, Outcome::Nothing, 5000), 1_000);
+        }
+        assert_eq!((g.tally.answered, g.tally.unmatched), (4, 0));
+        // Numbers that never left are reused; the next request follows the last one sent.
+        assert_eq!(g.next(2_000).unwrap().repr.seq, sent[3].repr.seq + 1);
     }
 }
