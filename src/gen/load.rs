@@ -19,6 +19,8 @@ use crate::wire::udp::{self, UdpPacket};
 
 /// Requests tracked in flight: an answer is matched to its request by `seq mod WINDOW`.
 const WINDOW: usize = 1 << 20;
+/// The least backlog a paced generator may catch up at once (see `budget`).
+const BACKLOG_MIN: u64 = 64;
 /// Users looked at for one free to shake, when clients obey retry_after_ms.
 const SCAN: usize = 64;
 /// Invalid answers kept word for word in the report.
@@ -119,6 +121,9 @@ pub struct Generator {
     seconds: Vec<Second>,
     last_tick: (u64, Tally),
     send_end_ns: Option<u64>,
+    /// Requests the rate allowed but nobody sent (every client waiting, or TX refusing) and
+    /// that were written off rather than sent later in a burst.
+    forgiven: u64,
 }
 
 impl Generator {
@@ -141,6 +146,7 @@ impl Generator {
             seconds: Vec::new(),
             last_tick: (0, Tally::default()),
             send_end_ns: None,
+            forgiven: 0,
         }
     }
 
@@ -186,14 +192,23 @@ impl Generator {
     }
 
     /// How many requests may go now, at most `max`: the rate's due share, the count's rest.
+    ///
+    /// A target rate is kept over any millisecond: what the rate allowed while nobody could
+    /// send (phones waiting out retry_after_ms, a full TX queue) is written off beyond 1 ms
+    /// worth, instead of going out later as a burst far above the rate.
     pub fn budget(&mut self, now_ns: u64, max: usize) -> usize {
         if self.sending_done(now_ns) {
             return 0;
         }
         let mut n = max as u64;
         if let Some(rate) = self.plan.rate {
-            let due = (rate * now_ns as f64 / 1e9) as u64;
-            n = n.min(due.saturating_sub(self.tally.sent));
+            let allowed = ((rate * now_ns as f64 / 1e9) as u64).saturating_sub(self.forgiven);
+            let backlog_cap = ((rate / 1e3) as u64).max(BACKLOG_MIN);
+            let backlog = allowed.saturating_sub(self.tally.sent);
+            if backlog > backlog_cap {
+                self.forgiven += backlog - backlog_cap;
+            }
+            n = n.min(backlog.min(backlog_cap));
         }
         if let Some(c) = self.plan.count {
             n = n.min(c.saturating_sub(self.tally.sent));
@@ -679,7 +694,13 @@ mod test {
         }
         assert_eq!(g.budget(10_000_000, 32), 0);
         assert_eq!(g.budget(1_000_000_000, 32), 32);
-        assert_eq!(g.budget(10_000_000_000, 1000), 90, "the count caps it");
+        assert_eq!(
+            g.budget(10_000_000_000, 1000),
+            BACKLOG_MIN as usize,
+            "a backlog is capped"
+        );
+        g.plan.count = Some(40);
+        assert_eq!(g.budget(10_000_000_000, 1000), 30, "the count caps it");
     }
 
     #[test]
@@ -809,6 +830,30 @@ mod test {
         assert_eq!(g.tally.sent, 2);
         let next: Vec<usize> = (0..4).map(|i| g.next(10 + i).unwrap().user).collect();
         assert_eq!(next, burst[2..].iter().map(|r| r.user).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_paced_generator_does_not_burst_after_a_pause() {
+        let mut g = generator(false);
+        g.plan.rate = Some(100_000.0);
+        g.plan.count = None;
+        // Nothing sent for 5 s (every phone waiting): 500 000 were allowed, at most 1 ms
+        // worth (100) may go now.
+        assert_eq!(g.budget(5_000_000_000, 1_000_000), 100);
+        for _ in 0..100 {
+            g.next(5_000_000_000).unwrap();
+        }
+        assert_eq!(g.budget(5_000_000_000, 1_000_000), 0);
+        // 10 ms later the rate allows 1 000 more, but a backlog is capped at 1 ms worth.
+        assert_eq!(g.budget(5_010_000_000, 1_000_000), 100);
+        for _ in 0..50 {
+            g.next(5_010_000_000).unwrap();
+        }
+        assert_eq!(g.budget(5_010_000_000, 1_000_000), 50);
+        // A low rate may still catch up a burst's worth.
+        let mut g = generator(false);
+        g.plan.rate = Some(10.0);
+        assert_eq!(g.budget(60_000_000_000, 1_000), BACKLOG_MIN as usize);
     }
 
     #[test]
