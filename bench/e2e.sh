@@ -17,7 +17,7 @@
 # build/bench/e2e.md and build/bench/e2e.json.
 #
 # Environment: PHASE_S (seconds per phase, default 10), ROUNDS (rounds of the memif and
-# socket phases, default 3), USERS (default 100000), PCAP_FRAMES (distinct requests replayed,
+# socket phases, default 4), USERS (default 100000), PCAP_FRAMES (distinct requests replayed,
 # default 65536), SKIP_MICRO=1 to read the last criterion estimate instead of running the
 # micro-benchmark, NO_HUGE=1 to run without hugepages.
 set -euo pipefail
@@ -28,7 +28,7 @@ B=$ROOT/target/release/shake
 PHASE_S=${PHASE_S:-10}
 USERS=${USERS:-100000}
 PCAP_FRAMES=${PCAP_FRAMES:-65536}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-4}
 TAG=$$
 TESTPMD=$(command -v dpdk-testpmd || true)
 mkdir -p "$OUT"
