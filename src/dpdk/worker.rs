@@ -2,6 +2,11 @@
 //! prefetch, hand frames of other workers' users to their owners, process the rest, TX the
 //! answers on the same port and queue, free what TX did not take; then the frames other
 //! workers handed over; a TSC tick for periodic work.
+//!
+//! The one TSC read a pass also splits the loop's cycles into passes that moved frames and
+//! passes that found every queue empty. A polling lcore is always 100% CPU, so that split
+//! (`busy=` on the counter line) is the only measure of how loaded a worker is: a worker near
+//! 100% busy is the limit of its setup, one well below has room.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
