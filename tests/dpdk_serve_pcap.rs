@@ -8,63 +8,20 @@
 //! time (the stopper thread sends SIGTERM after at most 20 s).
 #![cfg(feature = "dpdk")]
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::appliance::{file_prefix, read_pcap, write_pcap, RuntimeDir};
+use common::{CLAIM_KEY, TOKEN_KEY};
 use shake::client::{check_answer, payload, request, Flow};
 use shake::dpdk::{self, FrameProcessor};
-use shake::mac::MacKey;
 use shake::node::{unix_ms, Node};
 use shake::wire::shake::Outcome;
 
 const USERS: u64 = 300;
-const TOKEN_KEY: MacKey = MacKey::from_bytes([0x11; 16]);
-const CLAIM_KEY: MacKey = MacKey::from_bytes([0x22; 16]);
 const ANSWER_LEN: usize = 14 + 20 + 8 + 64;
-
-fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let mut out = Vec::new();
-    out.extend(0xa1b2_c3d4u32.to_le_bytes());
-    out.extend(2u16.to_le_bytes());
-    out.extend(4u16.to_le_bytes());
-    out.extend([0u8; 8]);
-    out.extend(65535u32.to_le_bytes());
-    out.extend(1u32.to_le_bytes());
-    for (i, f) in frames.iter().enumerate() {
-        out.extend((i as u32).to_le_bytes());
-        out.extend(0u32.to_le_bytes());
-        out.extend((f.len() as u32).to_le_bytes());
-        out.extend((f.len() as u32).to_le_bytes());
-        out.extend(f);
-    }
-    std::fs::write(path, out).unwrap();
-}
-
-/// The frames of a classic little-endian pcap file (what net_pcap's dumper writes).
-fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let data = std::fs::read(path).unwrap_or_default();
-    let mut frames = Vec::new();
-    let mut at = 24;
-    while at + 16 <= data.len() {
-        let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
-        if at + 16 + len > data.len() {
-            break;
-        }
-        frames.push(data[at + 16..at + 16 + len].to_vec());
-        at += 16 + len;
-    }
-    frames
-}
-
-/// Removes this test's EAL runtime directory, also when the test fails.
-struct RuntimeDir(std::path::PathBuf);
-
-impl Drop for RuntimeDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[test]
 fn serve_answers_a_pcap_and_stops_on_sigterm() {
@@ -95,8 +52,8 @@ greeting_probability = 0.3
 "#,
     )
     .unwrap();
-    let prefix = format!("shake-test-pcap-{}", std::process::id());
-    let _runtime_dir = RuntimeDir(Path::new("/var/run/dpdk").join(&prefix));
+    let prefix = file_prefix("pcap");
+    let _runtime_dir = RuntimeDir::new(&prefix);
     std::fs::write(
         p.join("node.toml"),
         format!(

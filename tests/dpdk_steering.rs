@@ -10,6 +10,8 @@
 //! bounded in time.
 #![cfg(feature = "dpdk")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -17,6 +19,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::appliance::{file_prefix, RuntimeDir};
 use shake::counters::{bump, Counters, DropReason};
 use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mempool, Ring, Verdict};
 use shake::engine::config::owner_worker;
@@ -167,19 +170,10 @@ fn send(pool: &Mempool, ring: &Ring, frames: &mut dyn Iterator<Item = Vec<u8>>, 
     }
 }
 
-/// Removes this test's EAL runtime directory, also when the test fails.
-struct RuntimeDir(std::path::PathBuf);
-
-impl Drop for RuntimeDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn two_workers_steer_users_and_answer_on_their_queues() {
-    let prefix = format!("shake-test-steer-{}", std::process::id());
-    let _runtime_dir = RuntimeDir(Path::new("/var/run/dpdk").join(&prefix));
+    let prefix = file_prefix("steer");
+    let _runtime_dir = RuntimeDir::new(&prefix);
     let config = config(&prefix);
     let args = dpdk::node_eal_args(&config, &["--no-shconf".to_owned()]).unwrap();
     assert!(args.contains(&"--no-pci".to_owned()) && args.contains(&"--no-huge".to_owned()));

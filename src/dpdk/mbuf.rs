@@ -267,9 +267,7 @@ impl Burst {
     /// Fills an empty burst from an RX queue; returns how many came.
     #[inline]
     pub fn rx(&mut self, port: u16, queue: u16) -> usize {
-        if !self.is_empty() {
-            self.clear();
-        }
+        self.clear();
         // SAFETY: the array has room for BURST pointers; the driver writes `n` owned mbufs
         // into it. The caller's port/queue are configured and started (worker contract:
         // each queue is polled by one lcore only).

@@ -105,6 +105,19 @@ pub struct Second {
     pub invalid: u64,
 }
 
+impl Second {
+    /// The point at `now_ns` for what happened since the tally `before`.
+    fn between(now_ns: u64, before: &Tally, t: &Tally) -> Second {
+        Second {
+            t_s: now_ns as f64 / 1e9,
+            sent: t.sent - before.sent,
+            answered: t.answered - before.answered,
+            echoed: t.echoed - before.echoed,
+            invalid: t.invalid - before.invalid,
+        }
+    }
+}
+
 pub struct Generator {
     pop: Population,
     plan: Plan,
@@ -390,13 +403,7 @@ impl Generator {
         let t = self.tally;
         self.last_tick = (now_ns, t);
         let dt = (now_ns - then) as f64 / 1e9;
-        self.seconds.push(Second {
-            t_s: now_ns as f64 / 1e9,
-            sent: t.sent - before.sent,
-            answered: t.answered - before.answered,
-            echoed: t.echoed - before.echoed,
-            invalid: t.invalid - before.invalid,
-        });
+        self.seconds.push(Second::between(now_ns, &before, &t));
         let back = t.responses() - before.responses();
         let mut line = format!(
             "gen: t={:.0}s sent={} answered={} rate={:.0}/s",
@@ -438,13 +445,7 @@ impl Generator {
         let (then, before) = self.last_tick;
         let mut timeline = self.seconds.clone();
         if t != before {
-            timeline.push(Second {
-                t_s: elapsed_ns.max(then) as f64 / 1e9,
-                sent: t.sent - before.sent,
-                answered: t.answered - before.answered,
-                echoed: t.echoed - before.echoed,
-                invalid: t.invalid - before.invalid,
-            });
+            timeline.push(Second::between(elapsed_ns.max(then), &before, &t));
         }
         let send_s = self.send_end_ns.unwrap_or(elapsed_ns) as f64 / 1e9;
         let (own, foreign, bad) = self.pop.census();
