@@ -1,31 +1,40 @@
 //! SIGTERM under load: the DPDK appliance (`shake serve --io dpdk`) over memory-mapped
-//! shards from `shake seedgen` and a claim journal, driven over net_memif by this test
-//! process (a DPDK client, see tests/common/memif.rs) with shakes of 3000 users that come
-//! back as soon as the 1 ms throttle allows. Once a hundred red packets came back, the
-//! appliance gets SIGTERM while the client keeps sending. It must exit 0; afterwards every
-//! RED_PACKET answer the client saw is in the journal with the same user, amount and sponsor,
-//! no packet is journaled twice, the per-user and per-sponsor limits hold, and
-//! `shake reconcile` is exact.
+//! shards from `shake seedgen` and a claim journal, on a net_pcap port that replays a pcap of
+//! shakes from 3000 users forever (`infinite_rx=1`) and writes every answer to a pcap. Once
+//! the appliance has issued a hundred red packets it gets SIGTERM while its RX queue is still
+//! full. It must exit 0; afterwards every answer it wrote verifies against its request, every
+//! RED_PACKET answer is in the journal with the same user, amount and sponsor, no packet is
+//! journaled twice, the per-user and per-sponsor limits hold, and `shake reconcile` is exact.
 //!
-//! `--no-pci --no-huge --no-shconf`, a `--file-prefix` per process, an abstract memif socket
-//! named after this process; the load stops by itself (idle after the stop, or a deadline).
+//! Why net_pcap and not a memif client in this process: net_memif unmaps its shared regions
+//! from the EAL interrupt thread when the peer goes away, with no lock against a burst in
+//! progress. A client still polling when the appliance exits can be preempted inside a burst
+//! and fault (it did, once, in CI). A pcap has no peer, so the load at the stop never ends
+//! before the appliance does.
+//!
+//! `--no-pci --no-huge --no-shconf`, its own `--file-prefix`; the replay stops with the
+//! appliance, which gets SIGTERM once the metrics show the red packets (or after 30 s).
 #![cfg(feature = "dpdk")]
 
 mod common;
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::appliance::{dpdk_sections, file_prefix, final_counters, run_ok, Appliance};
-use common::memif::MemifClient;
+use common::appliance::{
+    dpdk_sections, file_prefix, final_counters, read_pcap, run_ok, sum_metric, write_pcap,
+    Appliance,
+};
 use common::{unix_s, CLAIM_KEY, TOKEN_KEY};
 use shake::client::{check_answer, payload, request, Flow};
 use shake::wire::shake::{Outcome, ShakeRequestRepr};
 
 const USERS: u64 = 3_000;
-/// Red packets seen before SIGTERM.
-const PAID_BEFORE_STOP: usize = 100;
+/// Shakes per user in the replayed pcap, each with its own sequence number.
+const SHAKES: u64 = 4;
+/// Red packets issued before SIGTERM.
+const PAID_BEFORE_STOP: u64 = 100;
 
 #[test]
 fn sigterm_under_load_loses_nothing_from_the_journal() {
@@ -83,7 +92,6 @@ greeting_probability = 0.2
             .arg(p.join("seeds")),
     );
     let prefix = file_prefix("sigterm-node");
-    let socket = p.join(format!("shake-test-sigterm-{}.memif", std::process::id()));
     std::fs::write(
         p.join("node.toml"),
         format!(
@@ -110,10 +118,16 @@ ceiling_ms = 2
 [stats]
 interval_s = 0
 prometheus = "127.0.0.1:0"
-{}"#,
+{}# infinite_rx keeps the whole pcap in mbufs, besides the RX and TX rings.
+mbufs = 16383
+"#,
             dpdk_sections(
                 &prefix,
-                &format!("net_memif0,role=server,id=0,socket={}", socket.display()),
+                &format!(
+                    "net_pcap0,rx_pcap={},tx_pcap={},infinite_rx=1",
+                    p.join("in.pcap").display(),
+                    p.join("out.pcap").display()
+                ),
                 1024,
                 64,
                 0
@@ -121,13 +135,6 @@ prometheus = "127.0.0.1:0"
         ),
     )
     .unwrap();
-
-    let app = Appliance::start(&p.join("node.toml"), &prefix, None, true);
-    let mut client = MemifClient::connect(
-        &file_prefix("sigterm-client"),
-        &socket,
-        Duration::from_secs(10),
-    );
 
     let flow = Flow {
         src_mac: [2, 0, 0, 0, 4, 9],
@@ -139,78 +146,65 @@ prometheus = "127.0.0.1:0"
         dst_port: 7000,
     };
     let expiry = (unix_s() + 3600) as u32;
-    let mut pending: HashMap<(u64, u32), ShakeRequestRepr> = HashMap::new();
-    let mut seq = 0u32;
-    let mut next = || {
-        seq += 1;
-        let user = u64::from(seq) % USERS + 1;
-        let r = request(&TOKEN_KEY, user, seq, expiry, u64::from(seq));
-        pending.insert((user, seq), r);
-        let mut f = vec![0u8; 128];
-        let n = flow.emit(&mut f, &payload(&r), seq as u16);
-        f.truncate(n);
-        Some(f)
-    };
-    // packet_id -> (user, amount, sponsor), as answered.
-    let mut paid: HashMap<u64, (u64, u32, u32)> = HashMap::new();
-    let mut answers = Vec::new();
-    let mut stopped_at = None;
-    let driven = client.drive(
-        &mut next,
-        256,
-        Duration::from_secs(1),
-        Instant::now() + Duration::from_secs(25),
-        |a| {
-            answers.push(a.to_vec());
-            if a.len() >= 42 + 64 && a[42 + 4] == Outcome::RedPacket as u8 {
-                let pid = u64::from_be_bytes(a[42 + 32..42 + 40].try_into().unwrap());
-                let user = u64::from_be_bytes(a[42 + 8..42 + 16].try_into().unwrap());
-                let amount = u32::from_be_bytes(a[42 + 40..42 + 44].try_into().unwrap());
-                let sponsor = u32::from_be_bytes(a[42 + 44..42 + 48].try_into().unwrap());
-                assert!(
-                    paid.insert(pid, (user, amount, sponsor)).is_none(),
-                    "packet {pid} answered twice"
-                );
-                if paid.len() == PAID_BEFORE_STOP {
-                    stopped_at = Some(answers.len());
-                    app.signal("TERM");
-                }
-            }
-        },
-    );
-    let stopped_at = stopped_at.unwrap_or_else(|| {
-        panic!(
-            "only {} red packets in {} answers before the deadline",
-            paid.len(),
-            answers.len()
-        )
+    // Users interleaved, so a user comes back only after every other user shook.
+    let mut requests: HashMap<(u64, u32), ShakeRequestRepr> = HashMap::new();
+    let mut frames = Vec::new();
+    for round in 0..SHAKES {
+        for user in 1..=USERS {
+            let seq = (round * USERS + user) as u32;
+            let r = request(&TOKEN_KEY, user, seq, expiry, u64::from(seq));
+            let mut f = vec![0u8; flow.frame_len()];
+            let n = flow.emit(&mut f, &payload(&r), seq as u16);
+            f.truncate(n);
+            frames.push(f);
+            requests.insert((user, seq), r);
+        }
+    }
+    write_pcap(&p.join("in.pcap"), &frames);
+
+    let app = Appliance::start(&p.join("node.toml"), &prefix, None, true);
+    let (text, done) = app.wait_metrics(Duration::from_secs(30), |t| {
+        sum_metric(t, "shake_answers_total", "outcome=\"red_packet\"") >= PAID_BEFORE_STOP
     });
     assert!(
-        driven.sent > driven.received,
-        "the appliance stopped while requests were in flight: {driven:?}"
+        done,
+        "fewer than {PAID_BEFORE_STOP} red packets in 30 s:\n{text}\nstderr:\n{}",
+        app.stderr()
     );
-    for a in &answers {
-        let user = u64::from_be_bytes(a[50..58].try_into().unwrap());
-        let sq = u32::from_be_bytes(a[58..62].try_into().unwrap());
-        let r = pending
-            .remove(&(user, sq))
-            .unwrap_or_else(|| panic!("answer to no request: user {user} seq {sq}"));
-        check_answer(&r, &a[42..], &CLAIM_KEY).unwrap_or_else(|e| panic!("user {user}: {e}"));
-    }
-
+    let rx_before_stop = sum_metric(&text, "shake_rx_frames_total", "");
     let (status, lines) = app.stop(Duration::from_secs(15));
     assert!(status.success(), "exit {status} after SIGTERM under load");
     let c = final_counters(&lines);
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
     assert!(
-        c.get("tx").copied().unwrap_or(0) >= answers.len() as u64,
-        "{c:?}"
-    );
-    assert!(
-        c.get("red_packet").copied().unwrap_or(0) as usize >= paid.len(),
-        "{c:?}"
+        get("rx") > rx_before_stop,
+        "frames kept coming until the stop: {rx_before_stop} then {c:?}"
     );
 
-    // Every journal record.
+    // Every answer the appliance sent is in out.pcap, and verifies against its request.
+    let answers = read_pcap(&p.join("out.pcap"));
+    assert_eq!(answers.len() as u64, get("tx"), "{c:?}");
+    // packet_id -> (user, amount, sponsor), as answered.
+    let mut paid: HashMap<u64, (u64, u32, u32)> = HashMap::new();
+    for a in &answers {
+        let user = u64::from_be_bytes(a[50..58].try_into().unwrap());
+        let sq = u32::from_be_bytes(a[58..62].try_into().unwrap());
+        let r = requests
+            .get(&(user, sq))
+            .unwrap_or_else(|| panic!("answer to no request: user {user} seq {sq}"));
+        check_answer(r, &a[42..], &CLAIM_KEY).unwrap_or_else(|e| panic!("user {user}: {e}"));
+        if a[42 + 4] == Outcome::RedPacket as u8 {
+            let pid = u64::from_be_bytes(a[42 + 32..42 + 40].try_into().unwrap());
+            let amount = u32::from_be_bytes(a[42 + 40..42 + 44].try_into().unwrap());
+            let sponsor = u32::from_be_bytes(a[42 + 44..42 + 48].try_into().unwrap());
+            assert!(
+                paid.insert(pid, (user, amount, sponsor)).is_none(),
+                "packet {pid} answered twice"
+            );
+        }
+    }
+    assert_eq!(paid.len() as u64, get("red_packet"), "{c:?}");
+
     // Every journal record: no packet twice, limits hold.
     let journaled = common::audit_journals(&p.join("journal"), 1);
     let claims = &journaled.claims;
@@ -222,7 +216,7 @@ prometheus = "127.0.0.1:0"
         );
     }
     assert_eq!(
-        c.get("red_packet").copied().unwrap_or(0),
+        get("red_packet"),
         claims.len() as u64,
         "every issued packet is journaled: {c:?}"
     );
@@ -240,7 +234,7 @@ prometheus = "127.0.0.1:0"
     );
     assert!(out.contains("reconcile: exact"), "{out}");
     eprintln!(
-        "SIGTERM after {stopped_at} answers; {} answers, {} red packets seen, {} journaled, {driven:?}",
+        "SIGTERM at rx={rx_before_stop}; {} answers, {} red packets, {} journaled, {c:?}",
         answers.len(),
         paid.len(),
         claims.len()
