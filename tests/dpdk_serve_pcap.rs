@@ -125,9 +125,15 @@ tx_desc = 256
         while Instant::now() < deadline && read_pcap(&out_seen).len() < USERS as usize {
             std::thread::sleep(Duration::from_millis(50));
         }
-        // SAFETY: sends SIGTERM to this test process, whose handler (installed by serve)
-        // only sets the stop flag.
-        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+        // SIGTERM to this test process, whose handler (installed by serve) only sets the
+        // stop flag; kill(1), so the tests need no unsafe.
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status();
+        assert!(
+            sent.as_ref().is_ok_and(|s| s.success()),
+            "kill -TERM: {sent:?}"
+        );
     });
 
     let node = Node::load(&p.join("node.toml")).expect("node config");
