@@ -91,6 +91,16 @@ pub fn process_burst<S: SeedSource, J: ClaimSink>(
     }
 }
 
+/// Starts loading the table bucket of the frame's user for a burst that is decided on a
+/// later pass. The DPDK worker calls it on every frame it receives, one pass before it
+/// decides them: [`process_burst`] prefetches only `PREFETCH_AHEAD` frames ahead, which
+/// leaves the first frames of a burst too little time when the table is far larger than the
+/// caches. Only a hint: nothing is validated.
+#[inline]
+pub fn prefetch_user<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, frame: &[u8]) {
+    prefetch_user_of(worker, frame);
+}
+
 /// Frames between a bucket's prefetch and its use.
 const PREFETCH_AHEAD: usize = 8;
 

@@ -3,7 +3,9 @@
 //! user (handed over between workers when it arrived on the other's queue) and its answer
 //! leaves on that worker's TX queue, trimmed to the length the processor chose. Non-SHAKE
 //! frames are answered where they arrived; dropped frames and leftovers are freed (the test
-//! pool is whole again at the end). `/shake/stats` answers on the telemetry socket.
+//! pool is whole again at the end). Every frame a worker received on its own queue and kept
+//! was handed to the processor's prefetch hook before it was decided (the loop stages a
+//! burst for one pass). `/shake/stats` answers on the telemetry socket.
 //!
 //! One EAL per process, so this file has one test. Safe on a shared machine: `--no-pci`,
 //! `--no-huge`, its own `--file-prefix`, no device but the rings it creates; every loop is
@@ -12,7 +14,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -35,17 +38,24 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Answers every SHAKE/1 frame with its first 106 bytes and this worker's index in the
 /// padding, drops users divisible by 7, answers ARP-like frames with 60 bytes, and records
-/// which users it decided.
+/// which users it decided and which it was told to prefetch.
 struct Echo {
     index: u8,
     counters: Arc<Counters>,
     users: Vec<u64>,
+    prefetched: RefCell<Vec<u64>>,
     now_ms: u64,
 }
 
 impl BurstProcessor for Echo {
     fn begin(&mut self, now_ms: u64) {
         self.now_ms = now_ms;
+    }
+
+    fn prefetch(&self, frame: &[u8]) {
+        if let Some(user) = dpdk::peek_user(frame) {
+            self.prefetched.borrow_mut().push(user);
+        }
     }
 
     fn process(&mut self, port: usize, frames: &mut [&mut [u8]], verdicts: &mut [Verdict]) {
@@ -206,6 +216,7 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
                 index: index as u8,
                 counters: Arc::default(),
                 users: Vec::new(),
+                prefetched: RefCell::default(),
                 now_ms: 0,
             })
             .collect()
@@ -315,6 +326,17 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
         processors.iter().map(|p| p.users.len() as u64).sum::<u64>(),
         USERS
     );
+    // Staged: users that arrived on their owner's queue were prefetched, a pass before the
+    // owner decided them; handed-over users were not.
+    for (w, p) in processors.iter().enumerate() {
+        let decided: HashSet<u64> = p.users.iter().copied().collect();
+        let prefetched = p.prefetched.borrow();
+        let want: Vec<u64> = (1..=USERS)
+            .filter(|&u| owner(u) == w && u % 2 == w as u64)
+            .collect();
+        assert_eq!(*prefetched, want, "worker {w} prefetched its own arrivals");
+        assert!(prefetched.iter().all(|u| decided.contains(u)));
+    }
     assert!(
         processors[0].now_ms > 1_600_000_000_000,
         "TSC clock gives unix ms"

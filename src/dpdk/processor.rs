@@ -9,7 +9,7 @@ use crate::counters::Counters;
 use crate::engine::config::Live;
 use crate::engine::Worker;
 pub use crate::frame::{peek_user, Verdict};
-use crate::frame::{process_burst, FrameConfig};
+use crate::frame::{prefetch_user, process_burst, FrameConfig};
 use crate::journal::ClaimSink;
 use crate::seed::SeedSource;
 
@@ -22,6 +22,10 @@ pub trait BurstProcessor {
     /// rewrites answers in place and sets one verdict per frame (`verdicts` is as long as
     /// `frames`). Counts `rx` and the drops it decides.
     fn process(&mut self, port: usize, frames: &mut [&mut [u8]], verdicts: &mut [Verdict]);
+    /// Hints that `frame` is decided on a later pass (the worker loop stages each burst for
+    /// one pass): start loading what deciding it will touch. Nothing by default.
+    #[inline]
+    fn prefetch(&self, _frame: &[u8]) {}
     /// Periodic work off the per-packet path, about every 100 ms (config reload).
     fn tick(&mut self, now_ms: u64);
     /// The worker's counters; the poll loop adds `tx` and `tx_full` to them.
@@ -64,6 +68,11 @@ impl<S: SeedSource, J: ClaimSink> BurstProcessor for FrameProcessor<S, J> {
     #[inline]
     fn process(&mut self, port: usize, frames: &mut [&mut [u8]], verdicts: &mut [Verdict]) {
         process_burst(&mut self.worker, &self.frame[port], frames, verdicts);
+    }
+
+    #[inline]
+    fn prefetch(&self, frame: &[u8]) {
+        prefetch_user(&self.worker, frame);
     }
 
     fn tick(&mut self, _now_ms: u64) {

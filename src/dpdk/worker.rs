@@ -3,6 +3,14 @@
 //! answers on the same port and queue, free what TX did not take; then the frames other
 //! workers handed over; a TSC tick for periodic work.
 //!
+//! A received burst is decided one pass later, a software pipeline of two stages: the pass
+//! that receives it starts loading its users' table buckets, then decides the burst the
+//! previous pass staged. With 10 million users the table is far larger than the caches, and
+//! prefetching only a few frames ahead inside a burst left the first frames of every burst
+//! waiting on memory (the datapath benchmark: 65 ns a request without the stage, 54 with
+//! it, 47 when the table is in cache either way). A burst waits for one more poll at most,
+//! about 50 ns when the queue is idle; at the stop the loop decides what it staged.
+//!
 //! The one TSC read a pass also splits the loop's cycles into passes that moved frames and
 //! passes that found every queue empty. A polling lcore is always 100% CPU, so that split
 //! (`busy=` on the counter line) is the only measure of how loaded a worker is: a worker near
@@ -59,6 +67,8 @@ struct Scratch {
     outbound: Vec<Burst>,
     /// Handed-over frames per port.
     by_port: Vec<Burst>,
+    /// Per port: received on the last pass, decided on this one.
+    staged: Vec<Burst>,
 }
 
 impl<P: BurstProcessor> WorkerLoop<P> {
@@ -70,6 +80,7 @@ impl<P: BurstProcessor> WorkerLoop<P> {
             local: Burst::new(),
             outbound: (0..self.workers).map(|_| Burst::new()).collect(),
             by_port: (0..self.ports.len()).map(|_| Burst::new()).collect(),
+            staged: (0..self.ports.len()).map(|_| Burst::new()).collect(),
         };
         let tick_cycles = self.clock.cycles_in_ms(TICK_MS).max(1);
         let mut last_tick = TscClock::tsc();
@@ -104,6 +115,13 @@ impl<P: BurstProcessor> WorkerLoop<P> {
                 std::thread::sleep(self.idle_sleep);
             }
         }
+        // Every frame received is decided: answer what the last pass staged.
+        let now_ms = self.clock.ms_at(TscClock::tsc());
+        for p in 0..self.ports.len() {
+            if !s.staged[p].is_empty() {
+                self.answer(p, now_ms, &mut s.staged[p], &counters);
+            }
+        }
         bump(&counters.cycles, cycles);
         bump(&counters.busy_cycles, busy_cycles);
     }
@@ -112,13 +130,18 @@ impl<P: BurstProcessor> WorkerLoop<P> {
     fn poll_port(&mut self, p: usize, now_ms: u64, s: &mut Scratch, counters: &Counters) -> bool {
         let port = self.ports[p];
         if s.rx.rx(port.id, self.index as u16) == 0 {
-            return false;
+            // Nothing new: decide what the last pass staged.
+            if s.staged[p].is_empty() {
+                return false;
+            }
+            self.answer(p, now_ms, &mut s.staged[p], counters);
+            return true;
         }
         for m in s.rx.iter() {
             m.prefetch();
         }
         if self.workers == 1 {
-            self.answer(p, now_ms, &mut s.rx, counters);
+            self.stage(p, now_ms, &mut s.rx, &mut s.staged[p], counters);
             return true;
         }
         for mut m in s.rx.take() {
@@ -154,9 +177,30 @@ impl<P: BurstProcessor> WorkerLoop<P> {
             }
         }
         if !s.local.is_empty() {
-            self.answer(p, now_ms, &mut s.local, counters);
+            self.stage(p, now_ms, &mut s.local, &mut s.staged[p], counters);
+        } else if !s.staged[p].is_empty() {
+            self.answer(p, now_ms, &mut s.staged[p], counters);
         }
         true
+    }
+
+    /// Starts loading what deciding `incoming` will touch, decides and answers the burst
+    /// staged on the last pass, and stages `incoming` in its place. Leaves `incoming` empty.
+    fn stage(
+        &mut self,
+        p: usize,
+        now_ms: u64,
+        incoming: &mut Burst,
+        staged: &mut Burst,
+        counters: &Counters,
+    ) {
+        for m in incoming.iter() {
+            self.processor.prefetch(m.data());
+        }
+        if !staged.is_empty() {
+            self.answer(p, now_ms, staged, counters);
+        }
+        std::mem::swap(incoming, staged);
     }
 
     /// Frames another worker handed over: decide and answer them on their ports.
