@@ -7,8 +7,8 @@
 //! that receives it starts loading its users' table buckets, then decides the burst the
 //! previous pass staged. With 10 million users the table is far larger than the caches, and
 //! prefetching only a few frames ahead inside a burst left the first frames of every burst
-//! waiting on memory (the datapath benchmark: 65 ns a request without the stage, 54 with
-//! it, 47 when the table is in cache either way). A burst waits for one more poll at most,
+//! waiting on memory (the datapath benchmark: 61-65 ns a request without the stage, 50
+//! with it; 45 when the table is in cache). A burst waits for one more poll at most,
 //! about 50 ns when the queue is idle; at the stop the loop decides what it staged.
 //!
 //! The one TSC read a pass also splits the loop's cycles into passes that moved frames and
