@@ -95,7 +95,9 @@ pub fn process_burst<S: SeedSource, J: ClaimSink>(
 /// later pass. The DPDK worker calls it on every frame it receives, one pass before it
 /// decides them: [`process_burst`] prefetches only `PREFETCH_AHEAD` frames ahead, which
 /// leaves the first frames of a burst too little time when the table is far larger than the
-/// caches. Only a hint: nothing is validated.
+/// caches. It does not replace the prefetch inside the burst: without that one the
+/// benchmark measured slower than with neither (2.37 against 2.07 us a burst at 10M users),
+/// with both 1.6-1.8 us. Only a hint: nothing is validated.
 #[inline]
 pub fn prefetch_user<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, frame: &[u8]) {
     prefetch_user_of(worker, frame);
