@@ -37,7 +37,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000_000);
     let before = rss_bytes();
+    let t = Instant::now();
     let mut table = UserTable::new(users as usize, 0);
+    let created = t.elapsed().as_secs_f64();
+    table.wait_populated();
+    let populated = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut full = 0u64;
     // Spread ids the way a node's share of a population looks: every 8th id (node 3 of 8).
@@ -50,7 +54,7 @@ fn main() {
     let rss = rss_bytes() - before;
     let gb = |b: u64| b as f64 / 1e9;
     println!(
-        "user table: {users} users, table {:.2} GB ({:.1} bytes/user), resident +{:.2} GB ({:.2} GB in huge pages), {full} refused as full, {:.1} M admits/s",
+        "user table: {users} users, table {:.2} GB ({:.1} bytes/user), resident +{:.2} GB ({:.2} GB in huge pages), created in {created:.2} s and populated in the background by {populated:.2} s, {full} refused as full, {:.1} M admits/s",
         gb(table.bytes() as u64),
         table.bytes() as f64 / users as f64,
         gb(rss),

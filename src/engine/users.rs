@@ -90,6 +90,11 @@ impl UserTable {
         })
     }
 
+    /// Waits until every page of the table is in memory (see [`crate::hugemem`]).
+    pub fn wait_populated(&mut self) {
+        self.buckets.wait_populated();
+    }
+
     /// Bytes the table occupies.
     pub fn bytes(&self) -> usize {
         self.buckets.len() * std::mem::size_of::<Bucket>()
