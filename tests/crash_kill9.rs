@@ -12,7 +12,7 @@ use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{unix_s, Server, CLAIM_KEY, TOKEN_KEY};
+use common::{unix_s, NodeDir, NodeToml, Server, CLAIM_KEY, TOKEN_KEY};
 use shake::client;
 use shake::wire::shake::Outcome;
 
@@ -71,10 +71,6 @@ fn load(server: &Server, answers: usize, seq: &mut u32, paid: &mut Paid) -> usiz
 
 #[test]
 fn sigkill_twenty_times_loses_and_duplicates_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path();
-    std::fs::write(p.join("token.key"), TOKEN_KEY.to_hex()).unwrap();
-    std::fs::write(p.join("claim.key"), CLAIM_KEY.to_hex()).unwrap();
     // Four back-to-back rounds of 30 s from now: packets are due at 100 a second.
     let mut rounds = String::new();
     for i in 0..4 {
@@ -84,10 +80,8 @@ fn sigkill_twenty_times_loses_and_duplicates_nothing() {
             i * 30
         );
     }
-    std::fs::write(
-        p.join("activity.toml"),
-        format!(
-            r#"
+    let node = NodeDir::with_activity(&format!(
+        r#"
 [activity]
 id = 31
 name = "crash"
@@ -109,34 +103,15 @@ min_cents = 5
 max_cents = 100
 {rounds}
 "#,
-            unix_s()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        p.join("node.toml"),
-        r#"
-[node]
-index = 0
-count = 1
-ipv4 = "127.0.0.1"
-port = 0
-planned_users = 100000
-[activity]
-file = "activity.toml"
-seeds = "seeds"
-journal = "journal"
-[keys]
-token_key = "token.key"
-claim_key = "claim.key"
-[throttle]
-floor_ms = 1
-ceiling_ms = 2
-[stats]
-interval_s = 0
-"#,
-    )
-    .unwrap();
+        unix_s()
+    ));
+    let p = node.path();
+    let config = NodeToml::new("127.0.0.1", 100_000)
+        .port(0)
+        .activity(r#"seeds = "seeds""#)
+        .activity(r#"journal = "journal""#)
+        .extra("[throttle]\nfloor_ms = 1\nceiling_ms = 2\n")
+        .write(p);
     let out = shake_bin()
         .args([
             "seedgen",
@@ -162,7 +137,6 @@ interval_s = 0
     let mut rng = shake::engine::rng::Rng::new(77);
     let mut paid = Paid::new();
     let mut seq = 0u32;
-    let config = p.join("node.toml");
     for _ in 0..KILLS {
         let mut server = Server::start_socket_with(&config, None);
         // Kill at a random point of the load, with requests in flight.

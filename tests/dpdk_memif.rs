@@ -18,9 +18,9 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::appliance::{dpdk_sections, file_prefix, final_counters, Appliance};
+use common::appliance::{file_prefix, final_counters, memif_server_sections, Appliance};
 use common::memif::MemifClient;
-use common::{unix_s, CLAIM_KEY, TOKEN_KEY};
+use common::{unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
 use shake::client::{check_answer, payload, request, Flow};
 use shake::wire::shake::{Outcome, ShakeRequestRepr};
 
@@ -33,12 +33,7 @@ const PACED: Duration = Duration::from_millis(300);
 
 #[test]
 fn memif_client_with_thousands_of_users_gets_valid_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path();
-    std::fs::write(p.join("token.key"), TOKEN_KEY.to_hex()).unwrap();
-    std::fs::write(p.join("claim.key"), CLAIM_KEY.to_hex()).unwrap();
-    std::fs::write(
-        p.join("activity.toml"),
+    let node = NodeDir::with_activity(
         r#"
 [activity]
 id = 12
@@ -63,47 +58,20 @@ duration_s = 60
 win_probability = 0.5
 greeting_probability = 0.3
 "#,
-    )
-    .unwrap();
+    );
+    let p = node.path();
     let prefix = file_prefix("memif-node");
     let socket = p.join(format!("shake-test-{}.memif", std::process::id()));
-    std::fs::write(
-        p.join("node.toml"),
-        format!(
-            r#"
-[node]
-index = 0
-count = 1
-ipv4 = "10.99.2.1"
-planned_users = 20000
-
-[activity]
-file = "activity.toml"
-epoch = "now"
-
-[keys]
-token_key = "token.key"
-claim_key = "claim.key"
-
-[stats]
-interval_s = 0
-prometheus = "127.0.0.1:0"
-{}"#,
-            dpdk_sections(
-                &prefix,
-                &format!("net_memif0,role=server,id=0,socket={}", socket.display()),
-                1024,
-                64,
-                20
-            )
-        ),
-    )
-    .unwrap();
+    let config = NodeToml::new("10.99.2.1", 20_000)
+        .activity(r#"epoch = "now""#)
+        .prometheus()
+        .extra(&memif_server_sections(&prefix, &socket))
+        .write(p);
 
     // A memif client connects once, when its port starts, and the server only accepts it
     // once its own port has started: the appliance comes up first (its launch gives the
     // link a bounded 3 s), then the client.
-    let app = Appliance::start(&p.join("node.toml"), &prefix, None, true);
+    let app = Appliance::start(&config, &prefix, None, true);
     let mut client = MemifClient::connect(
         &file_prefix("memif-client"),
         &socket,

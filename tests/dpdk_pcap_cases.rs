@@ -27,9 +27,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::appliance::{
-    file_prefix, final_counters, read_pcap, sum_metric, write_pcap, Appliance,
+    dpdk_sections, file_prefix, final_counters, read_pcap, sum_metric, write_pcap, Appliance,
 };
-use common::{unix_s, CLAIM_KEY, TOKEN_KEY};
+use common::{unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
 use etherparse::{
     IpHeaders, IpNumber, Ipv4Header, Ipv4Options, NetSlice, PacketBuilder, SlicedPacket,
     TransportSlice, VlanSlice,
@@ -431,13 +431,9 @@ fn cases_b() -> Vec<Case> {
         .collect()
 }
 
-fn write_node(dir: &Path, prefix: &str, node_count: u32, round: &str) {
-    std::fs::write(dir.join("token.key"), TOKEN_KEY.to_hex()).unwrap();
-    std::fs::write(dir.join("claim.key"), CLAIM_KEY.to_hex()).unwrap();
-    std::fs::write(
-        dir.join("activity.toml"),
-        format!(
-            r#"
+fn write_node(prefix: &str, node_count: u32, round: &str) -> NodeDir {
+    let node = NodeDir::with_activity(&format!(
+        r#"
 [activity]
 id = 9
 name = "pcap cases"
@@ -451,70 +447,32 @@ greeting_resources = [77]
 
 {round}
 "#
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("node.toml"),
-        format!(
-            r#"
-[node]
-index = 0
-count = {node_count}
-ipv4 = "10.99.1.1"
-port = {PORT}
-planned_users = 10000
-
-[activity]
-file = "activity.toml"
-epoch = "now"
-
-[keys]
-token_key = "token.key"
-claim_key = "claim.key"
-
-[blacklist]
-users = [{BLACKLISTED}]
-
-[stats]
-interval_s = 0
-prometheus = "127.0.0.1:0"
-
-[dpdk]
-lcores = "0-1"
-memory_mb = 256
-huge = false
-telemetry = false
-file_prefix = "{prefix}"
-vdevs = ["net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap"]
-log_level = "error"
-idle_sleep_us = 50
-
-[[port]]
-name = "net_pcap0"
-rx_desc = 256
-tx_desc = 256
-mempool_cache = 32
-"#
-        ),
-    )
-    .unwrap();
+    ));
+    NodeToml::new("10.99.1.1", 10_000)
+        .count(node_count)
+        .port(PORT)
+        .activity(r#"epoch = "now""#)
+        .prometheus()
+        .extra(&format!("[blacklist]\nusers = [{BLACKLISTED}]\n"))
+        .extra(&dpdk_sections(
+            prefix,
+            "net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap",
+            256,
+            32,
+            50,
+        ))
+        .write(node.path());
+    node
 }
 
 /// Starts a node on `cases`; returns it with its directory.
-fn start(
-    name: &str,
-    cases: &[Case],
-    node_count: u32,
-    round: &str,
-) -> (tempfile::TempDir, Appliance) {
-    let dir = tempfile::tempdir().unwrap();
+fn start(name: &str, cases: &[Case], node_count: u32, round: &str) -> (NodeDir, Appliance) {
     let prefix = file_prefix(name);
-    write_node(dir.path(), &prefix, node_count, round);
+    let node = write_node(&prefix, node_count, round);
     let frames: Vec<Vec<u8>> = cases.iter().map(|c| c.frame.clone()).collect();
-    write_pcap(&dir.path().join("in.pcap"), &frames);
-    let app = Appliance::start(&dir.path().join("node.toml"), &prefix, None, true);
-    (dir, app)
+    write_pcap(&node.path().join("in.pcap"), &frames);
+    let app = Appliance::start(&node.config(), &prefix, None, true);
+    (node, app)
 }
 
 /// Waits until every frame was received and every answer sent, stops the node with SIGTERM,

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::appliance::{file_prefix, read_pcap, write_pcap, RuntimeDir};
-use common::{CLAIM_KEY, TOKEN_KEY};
+use common::{NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
 use shake::client::{check_answer, payload, request, Flow};
 use shake::dpdk::{self, FrameProcessor};
 use shake::node::{unix_ms, Node};
@@ -25,12 +25,7 @@ const ANSWER_LEN: usize = 14 + 20 + 8 + 64;
 
 #[test]
 fn serve_answers_a_pcap_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path();
-    std::fs::write(p.join("token.key"), TOKEN_KEY.to_hex()).unwrap();
-    std::fs::write(p.join("claim.key"), CLAIM_KEY.to_hex()).unwrap();
-    std::fs::write(
-        p.join("activity.toml"),
+    let node = NodeDir::with_activity(
         r#"
 [activity]
 id = 9
@@ -50,31 +45,15 @@ duration_s = 600
 win_probability = 0.3
 greeting_probability = 0.3
 "#,
-    )
-    .unwrap();
+    );
+    let p = node.path();
     let prefix = file_prefix("pcap");
     let _runtime_dir = RuntimeDir::new(&prefix);
-    std::fs::write(
-        p.join("node.toml"),
-        format!(
+    let config = NodeToml::new("10.99.0.1", 10_000)
+        .activity(r#"epoch = "now""#)
+        .interval_s(1)
+        .extra(&format!(
             r#"
-[node]
-index = 0
-count = 1
-ipv4 = "10.99.0.1"
-planned_users = 10000
-
-[activity]
-file = "activity.toml"
-epoch = "now"
-
-[keys]
-token_key = "token.key"
-claim_key = "claim.key"
-
-[stats]
-interval_s = 1
-
 [dpdk]
 lcores = "0-1"
 memory_mb = 256
@@ -89,9 +68,8 @@ name = "net_pcap0"
 rx_desc = 256
 tx_desc = 256
 "#
-        ),
-    )
-    .unwrap();
+        ))
+        .write(p);
 
     let flow = Flow {
         src_mac: [2, 0, 0, 0, 0, 9],
@@ -136,7 +114,7 @@ tx_desc = 256
         );
     });
 
-    let node = Node::load(&p.join("node.toml")).expect("node config");
+    let node = Node::load(&config).expect("node config");
     let ipv4 = node.config.node.ipv4;
     let udp_port = node.config.node.port;
     let mut controls = 0;

@@ -26,7 +26,7 @@ use common::appliance::{
     dpdk_sections, file_prefix, final_counters, read_pcap, run_ok, sum_metric, write_pcap,
     Appliance,
 };
-use common::{unix_s, CLAIM_KEY, TOKEN_KEY};
+use common::{unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
 use shake::client::{check_answer, payload, request, Flow};
 use shake::wire::shake::{Outcome, ShakeRequestRepr};
 
@@ -38,14 +38,8 @@ const PAID_BEFORE_STOP: u64 = 100;
 
 #[test]
 fn sigterm_under_load_loses_nothing_from_the_journal() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path();
-    std::fs::write(p.join("token.key"), TOKEN_KEY.to_hex()).unwrap();
-    std::fs::write(p.join("claim.key"), CLAIM_KEY.to_hex()).unwrap();
-    std::fs::write(
-        p.join("activity.toml"),
-        format!(
-            r#"
+    let node = NodeDir::with_activity(&format!(
+        r#"
 [activity]
 id = 41
 name = "sigterm"
@@ -79,10 +73,9 @@ duration_s = 30
 win_probability = 0.5
 greeting_probability = 0.2
 "#,
-            unix_s()
-        ),
-    )
-    .unwrap();
+        unix_s()
+    ));
+    let p = node.path();
     run_ok(
         Command::new(env!("CARGO_BIN_EXE_shake"))
             .args(["seedgen", "--nodes", "1", "--workers", "1", "--seed", "3"])
@@ -92,49 +85,26 @@ greeting_probability = 0.2
             .arg(p.join("seeds")),
     );
     let prefix = file_prefix("sigterm-node");
-    std::fs::write(
-        p.join("node.toml"),
-        format!(
-            r#"
-[node]
-index = 0
-count = 1
-ipv4 = "10.99.4.1"
-planned_users = 20000
-
-[activity]
-file = "activity.toml"
-seeds = "seeds"
-journal = "journal"
-
-[keys]
-token_key = "token.key"
-claim_key = "claim.key"
-
-[throttle]
-floor_ms = 1
-ceiling_ms = 2
-
-[stats]
-interval_s = 0
-prometheus = "127.0.0.1:0"
-{}# infinite_rx keeps the whole pcap in mbufs, besides the RX and TX rings.
-mbufs = 16383
-"#,
-            dpdk_sections(
-                &prefix,
-                &format!(
-                    "net_pcap0,rx_pcap={},tx_pcap={},infinite_rx=1",
-                    p.join("in.pcap").display(),
-                    p.join("out.pcap").display()
-                ),
-                1024,
-                64,
-                0
-            )
-        ),
-    )
-    .unwrap();
+    let config = NodeToml::new("10.99.4.1", 20_000)
+        .activity(r#"seeds = "seeds""#)
+        .activity(r#"journal = "journal""#)
+        .prometheus()
+        .extra("[throttle]\nfloor_ms = 1\nceiling_ms = 2\n")
+        .extra(&dpdk_sections(
+            &prefix,
+            &format!(
+                "net_pcap0,rx_pcap={},tx_pcap={},infinite_rx=1",
+                p.join("in.pcap").display(),
+                p.join("out.pcap").display()
+            ),
+            1024,
+            64,
+            0,
+        ))
+        // The port's mbufs: infinite_rx keeps the whole pcap in mbufs, besides the RX and
+        // TX rings.
+        .extra("mbufs = 16383\n")
+        .write(p);
 
     let flow = Flow {
         src_mac: [2, 0, 0, 0, 4, 9],
@@ -162,7 +132,7 @@ mbufs = 16383
     }
     write_pcap(&p.join("in.pcap"), &frames);
 
-    let app = Appliance::start(&p.join("node.toml"), &prefix, None, true);
+    let app = Appliance::start(&config, &prefix, None, true);
     let (text, done) = app.wait_metrics(Duration::from_secs(30), |t| {
         sum_metric(t, "shake_answers_total", "outcome=\"red_packet\"") >= PAID_BEFORE_STOP
     });

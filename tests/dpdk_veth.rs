@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::appliance::{dpdk_sections, file_prefix, final_counters, run_ok, Appliance};
-use common::{unix_s, CLAIM_KEY, TOKEN_KEY};
+use common::{unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
 use shake::client::{check_answer, payload, request};
 use shake::wire::shake::Outcome;
 
@@ -171,12 +171,7 @@ fn kernel_udp_client_in_a_netns_resolves_and_is_answered() {
     let ns = Netns::create(pid);
     let iface = format!("shka{pid}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path();
-    std::fs::write(p.join("token.key"), TOKEN_KEY.to_hex()).unwrap();
-    std::fs::write(p.join("claim.key"), CLAIM_KEY.to_hex()).unwrap();
-    std::fs::write(
-        p.join("activity.toml"),
+    let node = NodeDir::with_activity(
         r#"
 [activity]
 id = 51
@@ -194,42 +189,21 @@ duration_s = 600
 win_probability = 0.0
 greeting_probability = 0.5
 "#,
-    )
-    .unwrap();
+    );
+    let p = node.path();
     let prefix = file_prefix("veth-node");
-    std::fs::write(
-        p.join("node.toml"),
-        format!(
-            r#"
-[node]
-index = 0
-count = 1
-ipv4 = "{NODE_IP}"
-planned_users = 10000
-
-[activity]
-file = "activity.toml"
-epoch = "now"
-
-[keys]
-token_key = "token.key"
-claim_key = "claim.key"
-
-[stats]
-interval_s = 0
-{}"#,
-            dpdk_sections(
-                &prefix,
-                &format!("net_af_packet0,iface={iface}"),
-                256,
-                32,
-                50
-            )
-        ),
-    )
-    .unwrap();
+    let config = NodeToml::new(NODE_IP, 10_000)
+        .activity(r#"epoch = "now""#)
+        .extra(&dpdk_sections(
+            &prefix,
+            &format!("net_af_packet0,iface={iface}"),
+            256,
+            32,
+            50,
+        ))
+        .write(p);
     // Dropped before `ns`: the appliance is gone before its namespace.
-    let app = Appliance::start(&p.join("node.toml"), &prefix, Some(&ns.app), false);
+    let app = Appliance::start(&config, &prefix, Some(&ns.app), false);
     let mac = app.port_mac("net_af_packet0");
 
     let out = Command::new("ip")

@@ -12,8 +12,10 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::appliance::{dpdk_sections, file_prefix, final_counters, Appliance, RuntimeDir};
-use common::{json_u64 as n, unix_s, NodeDir};
+use common::appliance::{
+    file_prefix, final_counters, memif_server_sections, Appliance, RuntimeDir,
+};
+use common::{json_u64 as n, unix_s, NodeDir, NodeToml};
 use shake::wire::shake::Outcome;
 
 const SENT: u64 = 60_000;
@@ -30,37 +32,10 @@ fn gen_dpdk_mode_over_memif_agrees_with_the_appliance() {
     let prefix = file_prefix("gen-dpdk-node");
     let socket = p.join("node.memif");
     // The node of NodeDir, on DPDK: a memif server port and one worker lcore.
-    std::fs::write(
-        node.config(),
-        format!(
-            r#"
-[node]
-index = 0
-count = 1
-ipv4 = "10.99.4.1"
-port = 7000
-planned_users = 100000
-
-[activity]
-file = "activity.toml"
-
-[keys]
-token_key = "token.key"
-claim_key = "claim.key"
-
-[stats]
-interval_s = 0
-{}"#,
-            dpdk_sections(
-                &prefix,
-                &format!("net_memif0,role=server,id=0,socket={}", socket.display()),
-                1024,
-                64,
-                20
-            )
-        ),
-    )
-    .unwrap();
+    NodeToml::new("10.99.4.1", 100_000)
+        .port(7000)
+        .extra(&memif_server_sections(&prefix, &socket))
+        .write(p);
     let app = Appliance::start(&node.config(), &prefix, None, false);
 
     let gen_prefix = file_prefix("gen-dpdk-gen");

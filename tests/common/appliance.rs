@@ -92,6 +92,18 @@ mempool_cache = {cache}
     )
 }
 
+/// [`dpdk_sections`] for a node whose port is a net_memif server on `socket` (a memif client
+/// connects there): 1024 descriptors, a mempool cache of 64, idle sleep 20 µs.
+pub fn memif_server_sections(prefix: &str, socket: &Path) -> String {
+    dpdk_sections(
+        prefix,
+        &format!("net_memif0,role=server,id=0,socket={}", socket.display()),
+        1024,
+        64,
+        20,
+    )
+}
+
 /// Removes an EAL runtime directory (`/var/run/dpdk/<prefix>`), also when a test fails.
 pub struct RuntimeDir(pub PathBuf);
 

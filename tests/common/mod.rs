@@ -12,21 +12,139 @@ use shake::mac::MacKey;
 pub const TOKEN_KEY: MacKey = MacKey::from_bytes([0x11; 16]);
 pub const CLAIM_KEY: MacKey = MacKey::from_bytes([0x22; 16]);
 
+/// Writes `token.key` and `claim.key` (TOKEN_KEY and CLAIM_KEY in hex) into `dir`, where a
+/// [`NodeToml`] config names them.
+pub fn write_keys(dir: &Path) {
+    std::fs::write(dir.join("token.key"), TOKEN_KEY.to_hex()).unwrap();
+    std::fs::write(dir.join("claim.key"), CLAIM_KEY.to_hex()).unwrap();
+}
+
+/// A test node's `node.toml`: node 0 of `count` (1 unless set), answering on `ipv4` at UDP
+/// port 7000 (unless set), sized for `planned_users`, with the activity in `activity.toml`,
+/// the keys of [`write_keys`], `[stats] interval_s = 0` (unless set) and no Prometheus
+/// endpoint unless asked for. The `extra` text comes last, as is.
+pub struct NodeToml {
+    ipv4: String,
+    planned_users: u64,
+    count: u32,
+    port: u16,
+    activity: String,
+    interval_s: u64,
+    prometheus: bool,
+    extra: String,
+}
+
+impl NodeToml {
+    pub fn new(ipv4: &str, planned_users: u64) -> NodeToml {
+        NodeToml {
+            ipv4: ipv4.to_owned(),
+            planned_users,
+            count: 1,
+            port: 7000,
+            activity: String::new(),
+            interval_s: 0,
+            prometheus: false,
+            extra: String::new(),
+        }
+    }
+
+    /// The node count (this node is always index 0).
+    pub fn count(mut self, count: u32) -> NodeToml {
+        self.count = count;
+        self
+    }
+
+    /// The UDP port; 0 lets a socket node pick one.
+    pub fn port(mut self, port: u16) -> NodeToml {
+        self.port = port;
+        self
+    }
+
+    /// More lines of `[activity]`, after `file = "activity.toml"`: e.g. `epoch = "now"`, or
+    /// `seeds` and `journal` directories.
+    pub fn activity(mut self, lines: &str) -> NodeToml {
+        self.activity += lines;
+        self.activity += "\n";
+        self
+    }
+
+    /// `[stats] interval_s`.
+    pub fn interval_s(mut self, interval_s: u64) -> NodeToml {
+        self.interval_s = interval_s;
+        self
+    }
+
+    /// `[stats] prometheus = "127.0.0.1:0"`: an endpoint on a port the node picks.
+    pub fn prometheus(mut self) -> NodeToml {
+        self.prometheus = true;
+        self
+    }
+
+    /// TOML appended after `[stats]`: more tables (`[throttle]`, `[dpdk]`, ...), and keys of
+    /// the last table appended before.
+    pub fn extra(mut self, toml: &str) -> NodeToml {
+        self.extra += toml;
+        self
+    }
+
+    pub fn text(&self) -> String {
+        let NodeToml {
+            ipv4,
+            planned_users,
+            count,
+            port,
+            activity,
+            interval_s,
+            prometheus,
+            extra,
+        } = self;
+        let prometheus = if *prometheus {
+            "prometheus = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        };
+        format!(
+            r#"
+[node]
+index = 0
+count = {count}
+ipv4 = "{ipv4}"
+port = {port}
+planned_users = {planned_users}
+
+[activity]
+file = "activity.toml"
+{activity}
+[keys]
+token_key = "token.key"
+claim_key = "claim.key"
+
+[stats]
+interval_s = {interval_s}
+{prometheus}{extra}"#
+        )
+    }
+
+    /// Writes `dir/node.toml`; returns its path.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("node.toml");
+        std::fs::write(&path, self.text()).unwrap();
+        path
+    }
+}
+
+/// A node's temporary directory: the test keys, `activity.toml` and (once written)
+/// `node.toml`.
 pub struct NodeDir {
     pub dir: tempfile::TempDir,
 }
 
 impl NodeDir {
+    /// A socket node on 127.0.0.1 (node 0 of `node_count`, metrics on) with two sponsors.
     /// `rounds` is TOML for the [[round]] tables; `extra` is appended to the node config.
     pub fn new(epoch: u64, rounds: &str, node_count: u32, extra: &str) -> NodeDir {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        std::fs::write(p.join("token.key"), TOKEN_KEY.to_hex()).unwrap();
-        std::fs::write(p.join("claim.key"), CLAIM_KEY.to_hex()).unwrap();
-        std::fs::write(
-            p.join("activity.toml"),
-            format!(
-                r#"
+        let node = NodeDir::with_activity(&format!(
+            r#"
 [activity]
 id = 9
 name = "socket test"
@@ -46,35 +164,22 @@ greeting_resources = [2]
 
 {rounds}
 "#
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            p.join("node.toml"),
-            format!(
-                r#"
-[node]
-index = 0
-count = {node_count}
-ipv4 = "127.0.0.1"
-port = 0
-planned_users = 100000
+        ));
+        NodeToml::new("127.0.0.1", 100_000)
+            .count(node_count)
+            .port(0)
+            .prometheus()
+            .extra(extra)
+            .write(node.path());
+        node
+    }
 
-[activity]
-file = "activity.toml"
-
-[keys]
-token_key = "token.key"
-claim_key = "claim.key"
-
-[stats]
-interval_s = 0
-prometheus = "127.0.0.1:0"
-{extra}
-"#
-            ),
-        )
-        .unwrap();
+    /// A directory with the test keys ([`write_keys`]) and `activity` as `activity.toml`;
+    /// the node config is for the test to write ([`NodeToml::write`]).
+    pub fn with_activity(activity: &str) -> NodeDir {
+        let dir = tempfile::tempdir().unwrap();
+        write_keys(dir.path());
+        std::fs::write(dir.path().join("activity.toml"), activity).unwrap();
         NodeDir { dir }
     }
 
