@@ -18,10 +18,12 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::appliance::{file_prefix, final_counters, memif_server_sections, Appliance};
+use common::appliance::{
+    file_prefix, final_counters, flow_to_node, memif_server_sections, request_frame, Appliance,
+};
 use common::memif::MemifClient;
 use common::{unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
-use shake::client::{check_answer, payload, request, Flow};
+use shake::client::{check_answer, request};
 use shake::wire::shake::{Outcome, ShakeRequestRepr};
 
 const USERS: u64 = 4_000;
@@ -78,14 +80,15 @@ greeting_probability = 0.3
         Duration::from_secs(10),
     );
 
-    let flow = |user: u64| Flow {
-        src_mac: [2, 0, 0, 0, (user >> 8) as u8, user as u8],
-        dst_mac: [2, 0, 0, 0, 0, 1],
-        vlan: None,
-        src_ip: [10, 99, 3, (user % 250) as u8 + 1],
-        dst_ip: NODE_IP,
-        src_port: 20_000 + (user % 40_000) as u16,
-        dst_port: 7000,
+    let flow = |user: u64| {
+        flow_to_node(
+            (
+                [2, 0, 0, 0, (user >> 8) as u8, user as u8],
+                [10, 99, 3, (user % 250) as u8 + 1],
+                20_000 + (user % 40_000) as u16,
+            ),
+            ([2, 0, 0, 0, 0, 1], NODE_IP),
+        )
     };
     let expiry = (unix_s() + 3600) as u32;
     // Two requests per user, back to back: (user, seq) -> request.
@@ -98,19 +101,13 @@ greeting_probability = 0.3
             r.token = r.token.wrapping_add(1);
         }
         pending.insert((user, seq), r);
-        let mut f = vec![0u8; 128];
-        let n = flow(user).emit(&mut f, &payload(&r), seq as u16);
-        f.truncate(n);
-        Some(f)
+        Some(request_frame(&flow(user), &r, seq as u16))
     };
     // Red packets are paced from when the worker first sees the round: one shake first
     // (user 0's, not counted below), then at least PACED of the round's time passes, which
     // makes at least 12000 * 0.3 s / 60 s = 60 packets due before the users shake.
     let warm = request(&TOKEN_KEY, 0, 1, expiry, 0);
-    let mut warm_frame = vec![0u8; 128];
-    let n = flow(0).emit(&mut warm_frame, &payload(&warm), 0);
-    warm_frame.truncate(n);
-    let mut once = Some(warm_frame);
+    let mut once = Some(request_frame(&flow(0), &warm, 0));
     let mut warm_answer = Vec::new();
     let d = client.drive(
         || once.take(),

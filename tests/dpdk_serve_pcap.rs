@@ -13,9 +13,11 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::appliance::{file_prefix, read_pcap, write_pcap, RuntimeDir};
+use common::appliance::{
+    file_prefix, flow_to_node, read_pcap, request_frame, write_pcap, RuntimeDir,
+};
 use common::{NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
-use shake::client::{check_answer, payload, request, Flow};
+use shake::client::{check_answer, request};
 use shake::dpdk::{self, FrameProcessor};
 use shake::node::{unix_ms, Node};
 use shake::wire::shake::Outcome;
@@ -71,26 +73,16 @@ tx_desc = 256
         ))
         .write(p);
 
-    let flow = Flow {
-        src_mac: [2, 0, 0, 0, 0, 9],
-        dst_mac: [2, 0, 0, 0, 0, 1],
-        vlan: None,
-        src_ip: [10, 99, 0, 9],
-        dst_ip: [10, 99, 0, 1],
-        src_port: 40000,
-        dst_port: 7000,
-    };
+    let flow = flow_to_node(
+        ([2, 0, 0, 0, 0, 9], [10, 99, 0, 9], 40000),
+        ([2, 0, 0, 0, 0, 1], [10, 99, 0, 1]),
+    );
     let expiry = (unix_ms() / 1000 + 3600) as u32;
     let requests: HashMap<u64, _> = (1..=USERS)
         .map(|u| (u, request(&TOKEN_KEY, u, u as u32, expiry, u * 1000)))
         .collect();
     let mut frames: Vec<Vec<u8>> = (1..=USERS)
-        .map(|u| {
-            let mut f = vec![0u8; flow.frame_len()];
-            let n = flow.emit(&mut f, &payload(&requests[&u]), u as u16);
-            f.truncate(n);
-            f
-        })
+        .map(|u| request_frame(&flow, &requests[&u], u as u16))
         .collect();
     frames.push(vec![0u8; 60]);
     write_pcap(&p.join("in.pcap"), &frames);

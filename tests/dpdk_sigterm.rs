@@ -23,11 +23,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::appliance::{
-    dpdk_sections, file_prefix, final_counters, read_pcap, run_ok, sum_metric, write_pcap,
-    Appliance,
+    dpdk_sections, file_prefix, final_counters, flow_to_node, read_pcap, request_frame, run_ok,
+    sum_metric, write_pcap, Appliance,
 };
 use common::{unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
-use shake::client::{check_answer, payload, request, Flow};
+use shake::client::{check_answer, request};
 use shake::wire::shake::{Outcome, ShakeRequestRepr};
 
 const USERS: u64 = 3_000;
@@ -106,15 +106,10 @@ greeting_probability = 0.2
         .extra("mbufs = 16383\n")
         .write(p);
 
-    let flow = Flow {
-        src_mac: [2, 0, 0, 0, 4, 9],
-        dst_mac: [2, 0, 0, 0, 4, 1],
-        vlan: None,
-        src_ip: [10, 99, 4, 9],
-        dst_ip: [10, 99, 4, 1],
-        src_port: 30_000,
-        dst_port: 7000,
-    };
+    let flow = flow_to_node(
+        ([2, 0, 0, 0, 4, 9], [10, 99, 4, 9], 30_000),
+        ([2, 0, 0, 0, 4, 1], [10, 99, 4, 1]),
+    );
     let expiry = (unix_s() + 3600) as u32;
     // Users interleaved, so a user comes back only after every other user shook.
     let mut requests: HashMap<(u64, u32), ShakeRequestRepr> = HashMap::new();
@@ -123,10 +118,7 @@ greeting_probability = 0.2
         for user in 1..=USERS {
             let seq = (round * USERS + user) as u32;
             let r = request(&TOKEN_KEY, user, seq, expiry, u64::from(seq));
-            let mut f = vec![0u8; flow.frame_len()];
-            let n = flow.emit(&mut f, &payload(&r), seq as u16);
-            f.truncate(n);
-            frames.push(f);
+            frames.push(request_frame(&flow, &r, seq as u16));
             requests.insert((user, seq), r);
         }
     }

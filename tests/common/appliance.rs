@@ -1,6 +1,7 @@
 //! Helpers for tests that run the DPDK appliance (`shake serve --io dpdk`) as a child
 //! process: pcap files, the EAL runtime directory, the Prometheus endpoint and the final
-//! counter line, and a stop by SIGTERM to the child's own PID with a bounded wait.
+//! counter line, and a stop by SIGTERM to the child's own PID with a bounded wait; and the
+//! request frames that go into the pcaps and memif ports.
 //!
 //! Every appliance gets `--no-shconf` on top of its config (which must say `huge = false`,
 //! no `allow`, so `--no-huge --no-pci`) and its own `--file-prefix`.
@@ -14,6 +15,32 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use shake::client::{payload, Flow};
+use shake::wire::shake::ShakeRequestRepr;
+
+/// An untagged flow from a client, `(MAC, IPv4, UDP port)`, to a node, `(MAC, IPv4)`, at
+/// the node's UDP port 7000.
+pub fn flow_to_node(client: ([u8; 6], [u8; 4], u16), node: ([u8; 6], [u8; 4])) -> Flow {
+    let ((src_mac, src_ip, src_port), (dst_mac, dst_ip)) = (client, node);
+    Flow {
+        src_mac,
+        dst_mac,
+        vlan: None,
+        src_ip,
+        dst_ip,
+        src_port,
+        dst_port: 7000,
+    }
+}
+
+/// The whole Ethernet frame of request `r` on `flow`, with IPv4 identification `ip_ident`.
+pub fn request_frame(flow: &Flow, r: &ShakeRequestRepr, ip_ident: u16) -> Vec<u8> {
+    let mut f = vec![0u8; flow.frame_len()];
+    let n = flow.emit(&mut f, &payload(r), ip_ident);
+    f.truncate(n);
+    f
+}
 
 /// A classic little-endian pcap file of Ethernet frames.
 pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
