@@ -9,19 +9,14 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::UdpSocket;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{unix_s, NodeDir, NodeToml, Server, CLAIM_KEY, TOKEN_KEY};
+use common::{reconcile, seedgen, unix_s, NodeDir, NodeToml, Server, CLAIM_KEY, TOKEN_KEY};
 use shake::client;
 use shake::wire::shake::Outcome;
 
 const USERS: u64 = 3_000;
 const KILLS: usize = 20;
-
-fn shake_bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shake"))
-}
 
 /// Received RED_PACKET answers: packet_id -> (user, amount, sponsor).
 type Paid = HashMap<u64, (u64, u32, u32)>;
@@ -112,27 +107,7 @@ max_cents = 100
         .activity(r#"journal = "journal""#)
         .extra("[throttle]\nfloor_ms = 1\nceiling_ms = 2\n")
         .write(p);
-    let out = shake_bin()
-        .args([
-            "seedgen",
-            "--nodes",
-            "1",
-            "--workers",
-            "2",
-            "--seed",
-            "5",
-            "--activity",
-        ])
-        .arg(p.join("activity.toml"))
-        .arg("--out")
-        .arg(p.join("seeds"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    seedgen(p, 2, 5);
 
     let mut rng = shake::engine::rng::Rng::new(77);
     let mut paid = Paid::new();
@@ -158,14 +133,8 @@ max_cents = 100
 
     // Every journal record, all workers: no packet twice, limits hold.
     let journaled = common::audit_journals(&p.join("journal"), 2);
+    journaled.assert_journaled(&paid);
     let claims = &journaled.claims;
-    for (pid, got) in &paid {
-        assert_eq!(
-            claims.get(pid),
-            Some(got),
-            "paid packet {pid} not journaled as answered"
-        );
-    }
     eprintln!(
         "{} red packets answered, {} claims journaled, {} users won",
         paid.len(),
@@ -175,20 +144,5 @@ max_cents = 100
     // Same boot, so SIGKILL forfeits nothing: the page cache kept every record.
     assert_eq!(journaled.forfeits, 0);
 
-    let out = shake_bin()
-        .arg("reconcile")
-        .arg("--manifest")
-        .arg(p.join("seeds/manifest.toml"))
-        .arg("--seeds")
-        .arg(p.join("seeds"))
-        .arg("--journals")
-        .arg(p.join("journal"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "reconcile: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    reconcile(p);
 }

@@ -19,14 +19,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::Duration;
 
 use common::appliance::{
-    dpdk_sections, file_prefix, final_counters, flow_to_node, read_pcap, request_frame, run_ok,
-    sum_metric, write_pcap, Appliance,
+    dpdk_sections, file_prefix, final_counters, flow_to_node, read_pcap, request_frame, sum_metric,
+    write_pcap, Appliance,
 };
-use common::{unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
+use common::{reconcile, seedgen, unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
 use shake::client::{check_answer, request};
 use shake::wire::shake::{Outcome, ShakeRequestRepr};
 
@@ -76,14 +75,7 @@ greeting_probability = 0.2
         unix_s()
     ));
     let p = node.path();
-    run_ok(
-        Command::new(env!("CARGO_BIN_EXE_shake"))
-            .args(["seedgen", "--nodes", "1", "--workers", "1", "--seed", "3"])
-            .arg("--activity")
-            .arg(p.join("activity.toml"))
-            .arg("--out")
-            .arg(p.join("seeds")),
-    );
+    seedgen(p, 1, 3);
     let prefix = file_prefix("sigterm-node");
     let config = NodeToml::new("10.99.4.1", 20_000)
         .activity(r#"seeds = "seeds""#)
@@ -169,14 +161,8 @@ greeting_probability = 0.2
 
     // Every journal record: no packet twice, limits hold.
     let journaled = common::audit_journals(&p.join("journal"), 1);
+    journaled.assert_journaled(&paid);
     let claims = &journaled.claims;
-    for (pid, got) in &paid {
-        assert_eq!(
-            claims.get(pid),
-            Some(got),
-            "red packet {pid} answered but not journaled"
-        );
-    }
     assert_eq!(
         get("red_packet"),
         claims.len() as u64,
@@ -184,16 +170,7 @@ greeting_probability = 0.2
     );
     assert_eq!(journaled.forfeits, 0, "a clean stop forfeits nothing");
 
-    let out = run_ok(
-        Command::new(env!("CARGO_BIN_EXE_shake"))
-            .arg("reconcile")
-            .arg("--manifest")
-            .arg(p.join("seeds/manifest.toml"))
-            .arg("--seeds")
-            .arg(p.join("seeds"))
-            .arg("--journals")
-            .arg(p.join("journal")),
-    );
+    let out = reconcile(p);
     assert!(out.contains("reconcile: exact"), "{out}");
     eprintln!(
         "SIGTERM at rx={rx_before_stop}; {} answers, {} red packets, {} journaled, {c:?}",

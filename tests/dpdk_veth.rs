@@ -18,8 +18,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::appliance::{dpdk_sections, file_prefix, final_counters, run_ok, Appliance};
-use common::{unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
+use common::appliance::{dpdk_sections, file_prefix, final_counters, Appliance};
+use common::{run_ok, unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
 use shake::client::{check_answer, payload, request};
 use shake::wire::shake::Outcome;
 

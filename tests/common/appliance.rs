@@ -146,21 +146,6 @@ impl Drop for RuntimeDir {
     }
 }
 
-/// Runs `cmd` and panics with its output unless it succeeds.
-pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A running `shake serve --io dpdk`. Dropping it kills the child (by PID) if it still runs.
 pub struct Appliance {
     pub child: Child,

@@ -192,6 +192,49 @@ greeting_resources = [2]
     }
 }
 
+/// Runs `cmd` and panics with its output unless it succeeds.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `shake seedgen` for one node of `workers` workers, with `seed`: the shards of
+/// `dir/activity.toml` into `dir/seeds`.
+pub fn seedgen(dir: &Path, workers: u32, seed: u64) {
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_shake"))
+            .args(["seedgen", "--nodes", "1", "--workers", &workers.to_string()])
+            .args(["--seed", &seed.to_string(), "--activity"])
+            .arg(dir.join("activity.toml"))
+            .arg("--out")
+            .arg(dir.join("seeds")),
+    );
+}
+
+/// `shake reconcile` of the shards in `dir/seeds` against the journals in `dir/journal`;
+/// returns its output.
+pub fn reconcile(dir: &Path) -> String {
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_shake"))
+            .arg("reconcile")
+            .arg("--manifest")
+            .arg(dir.join("seeds/manifest.toml"))
+            .arg("--seeds")
+            .arg(dir.join("seeds"))
+            .arg("--journals")
+            .arg(dir.join("journal")),
+    )
+}
+
 /// A running `shake serve`, stopped with SIGTERM (then SIGKILL) by its PID on drop.
 pub struct Server {
     pub child: Child,
@@ -317,6 +360,20 @@ pub struct Journaled {
     pub claims: std::collections::HashMap<u64, (u64, u32, u32)>,
     pub winners: usize,
     pub forfeits: u64,
+}
+
+impl Journaled {
+    /// Asserts that every red packet answered, `paid` (packet_id -> (user, amount_cents,
+    /// sponsor)), is journaled with the same user, amount and sponsor.
+    pub fn assert_journaled(&self, paid: &std::collections::HashMap<u64, (u64, u32, u32)>) {
+        for (pid, got) in paid {
+            assert_eq!(
+                self.claims.get(pid),
+                Some(got),
+                "red packet {pid} answered but not journaled as answered"
+            );
+        }
+    }
 }
 
 /// Reads every worker's journal under `root` (`root/worker-<w>`, w in 0..workers) and
