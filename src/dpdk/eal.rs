@@ -87,7 +87,7 @@ impl std::fmt::Debug for Eal {
 }
 
 impl Eal {
-    /// `rte_eal_init` with `args` (argv[0] included). Once per process: a second call fails
+    /// `rte_eal_init` with `args` (`argv[0]` included). Once per process: a second call fails
     /// even after the first `Eal` was dropped, as DPDK cannot initialise twice.
     pub fn init(args: &[String]) -> Result<Eal, DpdkError> {
         if INITIALISED.swap(true, Ordering::SeqCst) {

@@ -52,7 +52,7 @@ impl Nanos {
     }
 }
 
-/// EAL init with `eal_args` (argv[0] included), the port, then the load until the generator
+/// EAL init with `eal_args` (`argv[0]` included), the port, then the load until the generator
 /// is finished or `stop` is set. Returns nanoseconds elapsed.
 pub fn run(
     gen: &mut Generator,

@@ -1,6 +1,6 @@
 //! A log-linear latency histogram: fixed memory, constant-time record, bounded relative
-//! error. Values (nanoseconds) below [`SUB`] are exact; above, each power of two is split into
-//! [`SUB`] equal buckets, so any recorded value is reported within 1/[`SUB`] (3 %) of itself.
+//! error. Values (nanoseconds) below `SUB` are exact; above, each power of two is split into
+//! `SUB` equal buckets, so any recorded value is reported within 1/`SUB` (3 %) of itself.
 
 use serde::Serialize;
 

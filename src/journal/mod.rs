@@ -4,8 +4,8 @@
 //! journals copy the record into a `MAP_SHARED` segment (so it is in the page cache at once)
 //! that a flusher makes durable on a cadence.
 //!
-//! - [`format`]: segment header and 64-byte records, checksums.
-//! - [`file`]: the worker's [`file::JournalWriter`] and the control loop's
+//! - [`format`](mod@format): segment header and 64-byte records, checksums.
+//! - [`file`](mod@file): the worker's [`file::JournalWriter`] and the control loop's
 //!   [`file::JournalFlusher`].
 //! - [`reader`]: reading a worker's segments back in order.
 

@@ -133,7 +133,7 @@ impl DpdkSection {
 }
 
 impl PortSection {
-    /// How errors name the port: its device name, or "port <id>".
+    /// How errors name the port: its device name, or `port <id>`.
     pub fn label(&self) -> String {
         match (&self.name, self.id) {
             (Some(n), _) => n.clone(),
