@@ -35,6 +35,7 @@ release: build
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 
 # Everything: formatting, lints, unit, property, integration and DPDK tests.
 test: deps lint
