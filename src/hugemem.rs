@@ -21,12 +21,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use memmap2::{Advice, MmapMut};
+
 /// Tables up to this size are populated before [`HugeArray::zeroed`] returns.
 pub const POPULATE_INLINE: usize = 64 << 20;
 /// Bytes per populate call on the background thread, between checks for cancellation.
 const POPULATE_CHUNK: usize = 32 << 20;
-
-use memmap2::{Advice, MmapMut};
 
 /// Types for which every bit pattern of zeros is a valid value and which hold no pointers.
 ///
