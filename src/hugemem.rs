@@ -196,26 +196,24 @@ mod test {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let mut inside = false;
         for line in smaps.lines() {
-            if let Some((range, _)) = line.split_once(' ') {
-                if let Some((lo, hi)) = range.split_once('-') {
-                    if let (Ok(lo), Ok(hi)) =
-                        (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-                    {
-                        inside = lo <= addr && addr + len <= hi;
-                        continue;
-                    }
-                }
-            }
-            if inside {
-                if let Some(kb) = line.strip_prefix("Rss:") {
-                    return kb
-                        .trim()
-                        .trim_end_matches(" kB")
-                        .trim()
-                        .parse::<u64>()
-                        .unwrap()
-                        * 1024;
-                }
+            // A mapping's header line starts with its address range, "lo-hi".
+            let range = line.split(' ').next().and_then(|r| r.split_once('-'));
+            let bounds = range.and_then(|(lo, hi)| {
+                Some((
+                    usize::from_str_radix(lo, 16).ok()?,
+                    usize::from_str_radix(hi, 16).ok()?,
+                ))
+            });
+            if let Some((lo, hi)) = bounds {
+                inside = lo <= addr && addr + len <= hi;
+            } else if let (true, Some(kb)) = (inside, line.strip_prefix("Rss:")) {
+                return kb
+                    .trim()
+                    .trim_end_matches(" kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap()
+                    * 1024;
             }
         }
         panic!("mapping at {addr:#x} not in /proc/self/smaps");

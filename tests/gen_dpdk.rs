@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::appliance::{
     file_prefix, final_counters, memif_server_sections, Appliance, RuntimeDir,
 };
-use common::{json_u64 as n, unix_s, NodeDir, NodeToml};
+use common::{json_u64 as n, run_ok, unix_s, NodeDir, NodeToml};
 use shake::wire::shake::Outcome;
 
 const SENT: u64 = 60_000;
@@ -41,32 +41,26 @@ fn gen_dpdk_mode_over_memif_agrees_with_the_appliance() {
     let gen_prefix = file_prefix("gen-dpdk-gen");
     let _gen_runtime = RuntimeDir::new(&gen_prefix);
     let report = p.join("gen.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_shake"))
-        .args(["gen", "--io", "dpdk", "--quiet", "--node-config"])
-        .arg(node.config())
-        .args(["--users", "5000", "--bad-share", "0.02", "--rate", "200000"])
-        .args(["--count", &SENT.to_string(), "--duration", "20", "--report"])
-        .arg(&report)
-        .args(["--", "--no-pci", "--no-huge", "-m", "256", "--no-shconf"])
-        .args([
-            "--file-prefix",
-            &gen_prefix,
-            "--lcores",
-            "0@0",
-            "--log-level",
-            "error",
-        ])
-        .arg(format!(
-            "--vdev=net_memif0,role=client,id=0,socket={}",
-            socket.display()
-        ))
-        .output()
-        .expect("run shake gen --io dpdk");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "shake gen failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_shake"))
+            .args(["gen", "--io", "dpdk", "--quiet", "--node-config"])
+            .arg(node.config())
+            .args(["--users", "5000", "--bad-share", "0.02", "--rate", "200000"])
+            .args(["--count", &SENT.to_string(), "--duration", "20", "--report"])
+            .arg(&report)
+            .args(["--", "--no-pci", "--no-huge", "-m", "256", "--no-shconf"])
+            .args([
+                "--file-prefix",
+                &gen_prefix,
+                "--lcores",
+                "0@0",
+                "--log-level",
+                "error",
+            ])
+            .arg(format!(
+                "--vdev=net_memif0,role=client,id=0,socket={}",
+                socket.display()
+            )),
     );
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();

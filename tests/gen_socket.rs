@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{json_u64 as n, unix_s, NodeDir, Server};
+use common::{json_u64 as n, run_ok, unix_s, NodeDir, Server};
 use shake::wire::shake::Outcome;
 
 fn gen(
@@ -15,23 +15,17 @@ fn gen(
     extra: &[&str],
 ) -> serde_json::Value {
     let report = node.path().join(format!("{name}.json"));
-    let out = Command::new(env!("CARGO_BIN_EXE_shake"))
-        .arg("gen")
-        .args(["--io", "socket", "--quiet"])
-        .arg("--server")
-        .arg(server.to_string())
-        .arg("--node-config")
-        .arg(node.config())
-        .arg("--report")
-        .arg(&report)
-        .args(extra)
-        .output()
-        .expect("run shake gen");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "shake gen failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_shake"))
+            .arg("gen")
+            .args(["--io", "socket", "--quiet"])
+            .arg("--server")
+            .arg(server.to_string())
+            .arg("--node-config")
+            .arg(node.config())
+            .arg("--report")
+            .arg(&report)
+            .args(extra),
     );
     assert!(stdout.contains("gen: done"), "{stdout}");
     serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap()

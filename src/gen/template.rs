@@ -12,22 +12,11 @@
 use crate::client::{payload, Flow};
 use crate::wire::checksum;
 use crate::wire::ipv4;
-use crate::wire::shake::{ShakeRequestRepr, PAYLOAD_LEN};
+use crate::wire::shake::{req, ShakeRequestRepr, PAYLOAD_LEN};
 use crate::wire::udp;
 
 /// The longest frame a template holds: Ethernet with a VLAN tag, IPv4, UDP, SHAKE/1.
 const MAX_FRAME: usize = 18 + ipv4::HEADER_LEN + udp::HEADER_LEN + PAYLOAD_LEN;
-
-/// Offsets of the request's variable fields in the SHAKE/1 payload (SPEC section 2).
-mod field {
-    pub const SHAKES: usize = 4;
-    pub const USER_ID: usize = 8;
-    pub const SEQ: usize = 16;
-    pub const CONFIG_VERSION: usize = 20;
-    pub const CLIENT_TS: usize = 24;
-    pub const TOKEN_EXPIRY: usize = 32;
-    pub const TOKEN: usize = 40;
-}
 
 /// One flow's request frames, but for the source port, the IPv4 ident and the payload.
 #[derive(Debug, Clone)]
@@ -113,16 +102,16 @@ impl RequestTemplate {
         buf[l3 + 10..l3 + 12].copy_from_slice(&ip.to_be_bytes());
 
         buf[l4..l4 + 2].copy_from_slice(&src_port.to_be_bytes());
-        let put = |buf: &mut [u8], at: usize, bytes: &[u8]| {
-            buf[p + at..p + at + bytes.len()].copy_from_slice(bytes)
+        let put = |buf: &mut [u8], at: std::ops::Range<usize>, bytes: &[u8]| {
+            buf[p + at.start..p + at.end].copy_from_slice(bytes)
         };
-        put(buf, field::SHAKES, &r.shakes.to_be_bytes());
-        put(buf, field::USER_ID, &r.user_id.to_be_bytes());
-        put(buf, field::SEQ, &r.seq.to_be_bytes());
-        put(buf, field::CONFIG_VERSION, &r.config_version.to_be_bytes());
-        put(buf, field::CLIENT_TS, &r.client_ts.to_be_bytes());
-        put(buf, field::TOKEN_EXPIRY, &r.token_expiry.to_be_bytes());
-        put(buf, field::TOKEN, &r.token.to_be_bytes());
+        put(buf, req::SHAKES, &r.shakes.to_be_bytes());
+        put(buf, req::USER_ID, &r.user_id.to_be_bytes());
+        put(buf, req::SEQ, &r.seq.to_be_bytes());
+        put(buf, req::CONFIG_VERSION, &r.config_version.to_be_bytes());
+        put(buf, req::CLIENT_TS, &r.client_ts.to_be_bytes());
+        put(buf, req::TOKEN_EXPIRY, &r.token_expiry.to_be_bytes());
+        put(buf, req::TOKEN, &r.token.to_be_bytes());
         // Every field starts at an even offset, so its 16-bit words are words of the sum.
         let sum = self.udp_sum
             + u32::from(src_port)
