@@ -74,6 +74,8 @@ reasons! {
         NoPacket = "no_packet",
         UserLimit = "user_limit",
         SponsorLimit = "sponsor_limit",
+        /// The winner table was at its planned capacity; the win was refused (a bug).
+        WinnerTableFull = "winner_table_full",
         /// The claim journal refused the record; no packet was issued.
         JournalError = "journal_error",
         /// Requests that carried an older config version than ours (CONFIG_STALE set).

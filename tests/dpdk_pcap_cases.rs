@@ -681,9 +681,10 @@ fn check_frame(expect: &Expect, f: &[u8], mac: [u8; 6]) -> Result<(), String> {
                     a.sponsor_id == 101 && a.resource_id == 77 && a.round_id == 1 && retry == 5000
                 }
                 Outcome::Nothing => a.round_id == 1 && retry == 5000,
-                Outcome::Throttled => retry > 0 && retry <= 5000,
-                Outcome::Denied => a.round_id == 0 && a.resource_id == 0,
-                Outcome::Redirect => a.resource_id == 1,
+                // Every answer names the active round (node A's round 1), refusals too.
+                Outcome::Throttled => retry > 0 && retry <= 5000 && a.round_id == 1,
+                Outcome::Denied => a.round_id == 1 && a.resource_id == 0,
+                Outcome::Redirect => a.resource_id == 1 && a.round_id == 1,
                 Outcome::Closed => a.round_id == 7 && retry > 25_000 && retry <= 30_000,
                 Outcome::RedPacket => false,
             };

@@ -27,9 +27,13 @@ pub struct WinnerTable {
 /// Why a win cannot be recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WinCheck {
+    /// Within the limits, and [`WinnerTable::record`] will succeed.
     Allowed,
     UserLimit,
     SponsorLimit,
+    /// A new winner, but the table is at its planned capacity: recording would fail, and the
+    /// limits could no longer be followed, so the win is refused.
+    TableFull,
 }
 
 #[inline]
@@ -71,6 +75,12 @@ impl WinnerTable {
         }
     }
 
+    /// Room for one more winner within the load factor of 1/2.
+    #[inline]
+    fn has_room(&self) -> bool {
+        (self.len + 1) * 2 <= self.slots.len()
+    }
+
     /// Packets this user has won.
     pub fn wins(&self, user_id: u64) -> usize {
         match self.find(user_id) {
@@ -92,7 +102,11 @@ impl WinnerTable {
     ) -> WinCheck {
         let (i, found) = self.find(user_id);
         if !found {
-            return WinCheck::Allowed;
+            return if self.has_room() {
+                WinCheck::Allowed
+            } else {
+                WinCheck::TableFull
+            };
         }
         let Some(e) = &self.slots[i] else {
             return WinCheck::Allowed;
@@ -103,7 +117,7 @@ impl WinnerTable {
             total += 1;
             same += (s == sponsor_index) as u8;
         }
-        if total >= per_user {
+        if total >= per_user || total as usize >= MAX_PER_USER as usize {
             WinCheck::UserLimit
         } else if same >= per_sponsor {
             WinCheck::SponsorLimit
@@ -118,7 +132,7 @@ impl WinnerTable {
     pub fn record(&mut self, user_id: u64, sponsor_index: u16) -> bool {
         let (i, found) = self.find(user_id);
         if !found {
-            if (self.len + 1) * 2 > self.slots.len() {
+            if !self.has_room() {
                 return false;
             }
             let mut sponsors = [EMPTY; MAX_PER_USER as usize];
@@ -168,6 +182,13 @@ mod test {
             assert!(t.record(u, 0));
         }
         assert!(!t.record(u64::MAX, 0));
+        // The check says so before anything is journaled, so a win is refused, not lost.
+        assert_eq!(t.check(u64::MAX, 0, 3, 1), WinCheck::TableFull);
+        assert_eq!(
+            t.check(0, 1, 3, 1),
+            WinCheck::Allowed,
+            "known winners still fit"
+        );
         for u in 0..cap as u64 {
             assert_eq!(t.wins(u), 1);
         }

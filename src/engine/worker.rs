@@ -71,6 +71,9 @@ pub struct Worker<S: SeedSource, J: ClaimSink> {
     load: Load,
     /// Per-burst values of `now_ms` and the load interval, for the per-shake checks.
     clock: BurstClock,
+    /// The active round's id, 0 between rounds: what every answer says (SPEC section 2;
+    /// CLOSED says the next round's instead).
+    active_round_id: u32,
 }
 
 /// What the checks of a shake need of the time, derived once per burst.
@@ -107,6 +110,7 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             pacing: Pacing::default(),
             load: Load::default(),
             clock: BurstClock::default(),
+            active_round_id: 0,
         };
         w.load.interval_ms = w.live.throttle.floor_ms;
         w.set_clock();
@@ -166,11 +170,32 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         self.set_clock();
     }
 
-    /// Derives the burst clock from `now_ms` and the load interval; after either changes.
+    /// Derives the burst clock from `now_ms`, the round and the load interval; after any of
+    /// them changes.
+    ///
+    /// The throttle stamp a shake leaves never outlasts the retry_after_ms its answer gives
+    /// (SPEC section 2, retry rule): outside a round the answer is CLOSED with the time to the
+    /// next start (capped), so the stamp is cut to that. Otherwise a phone told "1.6 s to the
+    /// start" would come back on time and be THROTTLED for the rest of the floor: at a
+    /// broadcast's countdown, the whole audience at the start.
     fn set_clock(&mut self) {
+        let live = &*self.live;
+        let cap = live.throttle.closed_cap_ms;
+        let stamp_ms = match self.round {
+            RoundAt::Active(_) => self.load.interval_ms,
+            RoundAt::Before(i) => {
+                let wait = live.rounds[i].start_ms.saturating_sub(self.now_ms);
+                self.load.interval_ms.min(wait.min(cap as u64) as u32)
+            }
+            RoundAt::Over => self.load.interval_ms.min(cap),
+        };
+        self.active_round_id = match self.round {
+            RoundAt::Active(i) => live.rounds[i].id,
+            _ => 0,
+        };
         self.clock = BurstClock {
             expired_below_s: self.now_ms.div_ceil(1000),
-            table: self.users.clock(self.now_ms, self.load.interval_ms),
+            table: self.users.clock(self.now_ms, stamp_ms),
         };
     }
 
@@ -244,7 +269,7 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             sponsor_id: 0,
             claim_mac: 0,
             config_version: live.config_version,
-            round_id: 0,
+            round_id: self.active_round_id,
         };
         if live.config_version > client_version {
             a.flags |= shake::FLAG_CONFIG_STALE;
@@ -310,7 +335,6 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
                 return Outcome::Closed;
             }
         };
-        a.round_id = round.id;
         if !live.blacklist.is_empty() && live.blacklist.contains(&user_id) {
             self.counters.event(Event::Blacklisted);
             return Outcome::Nothing;
@@ -370,6 +394,12 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
                 self.counters.event(Event::SponsorLimit);
                 return None;
             }
+            WinCheck::TableFull => {
+                // Recovery sizes the table for every packet the shard holds, so this is a
+                // bug; refuse the win rather than issue one the limits could not follow.
+                self.counters.event(Event::WinnerTableFull);
+                return None;
+            }
         }
         let sponsor = &live.sponsors[rec.sponsor_index as usize];
         let claim = Claim {
@@ -385,7 +415,9 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             return None;
         }
         self.seeds.commit(seed_round);
-        self.winners.record(user_id, rec.sponsor_index);
+        // `check` said Allowed, which includes room for the entry: recording cannot fail.
+        let recorded = self.winners.record(user_id, rec.sponsor_index);
+        debug_assert!(recorded, "winner table refused a win its check allowed");
         self.pacing.issued += 1;
         Some(Issued {
             packet_id: rec.packet_id,
