@@ -49,6 +49,8 @@ fn main() {
         journal: JournalConfig::default(),
         lease_window: 1 << 20,
         boot_id: None,
+        forfeit_unjournaled: false,
+        manifest: None,
         now_ms: 0,
     };
     let owner = |u: u64| (u % 4) as usize;

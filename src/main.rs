@@ -30,6 +30,9 @@ enum Command {
     Gen(Box<cli::gen::Args>),
     /// Reconcile manifests, shards and journals of any number of nodes, to the cent.
     Reconcile(cli::reconcile::Args),
+    /// Check a node's shards against its journals as `serve` would (changing nothing), or
+    /// forfeit what a really lost journal cannot explain.
+    Recover(cli::recover::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +44,7 @@ fn main() -> std::process::ExitCode {
         Command::Seeds(a) => cli::seeds::run(a),
         Command::Journal(a) => cli::journal::run(a),
         Command::Reconcile(a) => cli::reconcile::run(a),
+        Command::Recover(a) => cli::recover::run(a),
         Command::Gen(a) => cli::gen::run(*a),
     };
     match result {

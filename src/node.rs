@@ -13,8 +13,9 @@ use crate::engine::winners::WinnerTable;
 use crate::engine::Worker;
 use crate::journal::{JournalConfig, JournalError, JournalFlusher, JournalWriter, MemoryJournal};
 use crate::node_config::{ConfigError, NodeConfig};
-use crate::recovery::{recover, RecoveryConfig, RecoveryError, RecoverySummary};
+use crate::recovery::{self, RecoveryConfig, RecoveryError, RecoveryPlan, RecoverySummary};
 use crate::seed::lease::DEFAULT_WINDOW;
+use crate::seed::manifest::{node_workers, Manifest, ManifestError, MANIFEST_FILE};
 use crate::seed::shard::ShardError;
 use crate::seed::{plan, MemorySource, ShardFlusher, ShardSource};
 
@@ -57,8 +58,13 @@ pub enum NodeError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Shard(#[from] ShardError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
     #[error("{0}")]
     Layout(String),
+    /// The node's own state file (its highest config_version) could not be read or written.
+    #[error("{0}")]
+    State(String),
 }
 
 impl Flushers {
@@ -80,11 +86,17 @@ impl Flushers {
 }
 
 impl Node {
-    pub fn load(path: &Path) -> Result<Node, ConfigError> {
+    /// Loads the config and the activity, and the highest config_version this node served
+    /// before (see [`Node::persist_version`]): the new version is above it.
+    pub fn load(path: &Path) -> Result<Node, NodeError> {
         let config = NodeConfig::load(path)?;
         let activity = config.activity()?;
         let start_s = unix_ms() / 1000;
-        let live = config.live(&activity, start_s, 0, start_s)?;
+        let previous = match version_path(&config) {
+            Some(p) => read_version(&p)?,
+            None => 0,
+        };
+        let live = config.live(&activity, start_s, previous, start_s)?;
         Ok(Node {
             config,
             activity,
@@ -96,7 +108,7 @@ impl Node {
     /// Re-reads the config and the activity for a live reload. Sponsors and rounds are bound
     /// to the seeds by position, so a reload may change timing, probabilities, limits,
     /// throttling and the blacklist, but not which sponsors and rounds exist.
-    pub fn reload(&mut self) -> Result<Arc<Live>, ConfigError> {
+    pub fn reload(&mut self) -> Result<Arc<Live>, NodeError> {
         let config = NodeConfig::load(&self.config.path)?;
         let activity = config.activity()?;
         let same_ids = |a: &Activity, b: &Activity| {
@@ -111,18 +123,35 @@ impl Node {
                     .eq(b.rounds.iter().map(|r| r.id))
         };
         if !same_ids(&activity, &self.activity) {
-            return Err(ConfigError::At {
+            return Err(NodeError::Config(ConfigError::At {
                 file: activity.path.display().to_string(),
                 line: 0,
                 message: "reload may not add, remove or reorder sponsors or rounds (seeds are bound to them); restart with new seeds".into(),
-            });
+            }));
         }
         let now_s = unix_ms() / 1000;
         let live = config.live(&activity, self.start_s, self.live.config_version, now_s)?;
+        // Recorded before any worker sees it: after a restart the version is above this one.
+        if let Some(p) = version_path(&config) {
+            write_version(&p, live.config_version)?;
+        }
         self.config = config;
         self.activity = activity;
         self.live = live.clone();
         Ok(live)
+    }
+
+    /// Records the config_version in force (in the journal directory's `config_version`), so
+    /// that the next start serves a higher one: clients compare versions to learn that their
+    /// config is stale, and a version that went backwards across a restart would hide every
+    /// change from a client holding the higher number (SPEC section 4). Called once the node
+    /// has passed its start-up checks, and by every reload. A node without a journal directory
+    /// keeps nothing across restarts, its version included: it starts from the clock.
+    pub fn persist_version(&self) -> Result<(), NodeError> {
+        match version_path(&self.config) {
+            Some(p) => write_version(&p, self.live.config_version),
+            None => Ok(()),
+        }
     }
 
     /// Which of `workers` workers owns a user.
@@ -140,14 +169,25 @@ impl Node {
         )
     }
 
-    /// Workers over the node's memory-mapped shards and claim journals, recovered from the
-    /// journals: one worker per shard (`worker-<w>.shard`) in the node's shard directory.
-    pub fn durable_workers(
+    /// The seeds directory seedgen wrote (`manifest.toml` and a `node-<n>` per node), if the
+    /// config names one.
+    pub fn seeds_dir(&self) -> Option<std::path::PathBuf> {
+        let dir = self.config.activity.seeds.as_ref()?;
+        Some(self.config.resolve(dir))
+    }
+
+    /// First half of starting on durable seeds: loads seedgen's manifest (the one authority on
+    /// which shards exist and how many workers the node has), then opens, locks, reads and
+    /// checks every listed shard and its journal. Changes no file: an error here leaves the
+    /// node's files exactly as they were. `forfeit_unjournaled` is the operator's explicit
+    /// override for a journal that is really lost (see [`crate::recovery`]).
+    pub fn check_durable(
         &self,
         now_ms: u64,
-    ) -> Result<(Vec<DurableWorker>, Vec<Flushers>, RecoverySummary), NodeError> {
-        let shard_dir = self
-            .shard_dir()
+        forfeit_unjournaled: bool,
+    ) -> Result<RecoveryPlan, NodeError> {
+        let seeds = self
+            .seeds_dir()
             .ok_or_else(|| NodeError::Layout("no [activity] seeds directory configured".into()))?;
         let journal_dir = self
             .config
@@ -161,31 +201,46 @@ impl Node {
                     self.config.path.display()
                 ))
             })?;
-        let workers = (0u32..)
-            .take_while(|w| shard_dir.join(format!("worker-{w}.shard")).exists())
-            .count() as u32;
-        if workers == 0 {
+        let manifest_path = seeds.join(MANIFEST_FILE);
+        if !manifest_path.exists() {
             return Err(NodeError::Layout(format!(
-                "{}: no worker-0.shard: run `shake seedgen` for this node first",
-                shard_dir.display()
+                "{}: no seeds manifest: run `shake seedgen --out {}` for this activity first",
+                manifest_path.display(),
+                seeds.display()
             )));
         }
-        let node_count = self.config.node.count;
+        let manifest = Manifest::load(&manifest_path)?;
+        let (node, node_count) = (self.config.node.index, self.config.node.count);
+        let workers = node_workers(&seeds, &manifest, &self.activity, node, node_count)?;
         let rc = RecoveryConfig {
             activity: &self.activity,
-            node: self.config.node.index,
+            node,
             workers,
-            shard_dir,
+            shard_dir: seeds.join(format!("node-{node}")),
             journal_dir,
             journal: JournalConfig::default(),
             lease_window: DEFAULT_WINDOW,
             boot_id: None,
             now_ms,
+            forfeit_unjournaled,
+            manifest: Some(&manifest),
         };
-        let recovered = recover(&rc, |user| owner_worker(user, node_count, workers) as usize)?;
-        let users_each = (self.config.node.planned_users / workers as u64).max(1) as usize;
-        let mut out = Vec::with_capacity(workers as usize);
-        let mut flushers = Vec::with_capacity(workers as usize);
+        Ok(recovery::check(&rc, |user| {
+            owner_worker(user, node_count, workers) as usize
+        })?)
+    }
+
+    /// Second half: applies a checked recovery and builds a worker over each shard.
+    pub fn durable_workers_from(
+        &self,
+        plan: RecoveryPlan,
+        now_ms: u64,
+    ) -> Result<(Vec<DurableWorker>, Vec<Flushers>, RecoverySummary), NodeError> {
+        let workers = plan.workers().max(1) as u64;
+        let recovered = plan.apply()?;
+        let users_each = (self.config.node.planned_users / workers).max(1) as usize;
+        let mut out = Vec::with_capacity(recovered.workers.len());
+        let mut flushers = Vec::with_capacity(recovered.workers.len());
         for st in recovered.workers {
             out.push(Worker::new(
                 self.live.clone(),
@@ -201,6 +256,16 @@ impl Node {
             });
         }
         Ok((out, flushers, recovered.summary))
+    }
+
+    /// Workers over the node's memory-mapped shards and claim journals, recovered from the
+    /// journals: one worker per shard the manifest lists for this node.
+    pub fn durable_workers(
+        &self,
+        now_ms: u64,
+    ) -> Result<(Vec<DurableWorker>, Vec<Flushers>, RecoverySummary), NodeError> {
+        let plan = self.check_durable(now_ms, false)?;
+        self.durable_workers_from(plan, now_ms)
     }
 
     /// Workers with seeds planned in memory from the activity: shard (node, worker) of a plan
@@ -233,6 +298,48 @@ impl Node {
             })
             .collect()
     }
+}
+
+/// Where a node keeps its highest config_version: beside its journals, the node's durable
+/// state.
+fn version_path(config: &NodeConfig) -> Option<std::path::PathBuf> {
+    let dir = config.activity.journal.as_ref()?;
+    Some(config.resolve(dir).join(VERSION_FILE))
+}
+
+/// The file holding the highest config_version a node served.
+pub const VERSION_FILE: &str = "config_version";
+
+fn read_version(path: &Path) -> Result<u32, NodeError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(NodeError::State(format!("{}: {e}", path.display()))),
+    };
+    text.trim().parse::<u32>().map_err(|_| {
+        NodeError::State(format!(
+            "{}:1: config_version {:?} is not a number (written by the node; remove the file only if the journals are new too)",
+            path.display(),
+            text.trim()
+        ))
+    })
+}
+
+/// Writes the version durably: a temporary file, synced, renamed over the old one, and the
+/// directory synced.
+fn write_version(path: &Path, version: u32) -> Result<(), NodeError> {
+    use std::io::Write;
+    let err = |e: std::io::Error| NodeError::State(format!("{}: {e}", path.display()));
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    writeln!(f, "{version}").map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)
 }
 
 /// A worker's user table, or an error that says how much memory it wanted.

@@ -3,8 +3,9 @@
 //! Checks, and reports every failure by file and record:
 //! - every shard the manifest lists is present once, with the manifest's checksum;
 //! - journal record `i` of (node, worker) is shard record `i` of (node, worker): same packet,
-//!   amount, sponsor and round, and the shard's mark agrees (claim = issued, forfeit =
-//!   forfeited); marks past a journal's end are unissued;
+//!   amount and sponsor, a round at or after the one the packet was planned for (unissued
+//!   packets carry over into later rounds, SPEC section 3), and the shard's mark agrees
+//!   (claim = issued, forfeit = forfeited); marks past a journal's end are unissued;
 //! - no packet_id appears twice across all journals;
 //! - per sponsor: issued + unissued + forfeited = budget, and the journals' claims and
 //!   forfeits add up to the shards' issued and forfeited money.
@@ -17,8 +18,10 @@ use crate::journal::{JournalReader, Kind, TailPolicy};
 use crate::seed::manifest::{Manifest, ManifestError};
 use crate::seed::shard::{ShardExpect, ShardImage, FORFEITED, ISSUED, UNISSUED};
 
-/// Problems listed in full; past this many only the count grows.
-pub const MAX_LISTED: usize = 50;
+/// Examples listed per kind of problem; past this many only the kind's count grows. An event
+/// has millions of records: one systematic fault must not bury the report (or the terminal)
+/// under millions of lines.
+pub const MAX_LISTED: usize = 5;
 
 /// Packets and cents.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -90,14 +93,22 @@ pub struct SponsorMoney {
     pub journal_forfeits: Money,
 }
 
+/// One kind of problem: how often it occurred, and the first few occurrences.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProblemKind {
+    pub count: u64,
+    /// The first [`MAX_LISTED`], each naming its file and record.
+    pub examples: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ReconcileReport {
     pub sponsors: Vec<SponsorMoney>,
     pub shards: usize,
     pub journals: usize,
     pub journal_records: u64,
-    /// The first [`MAX_LISTED`] problems.
-    pub problems: Vec<String>,
+    /// Problems by kind (a short stable name such as `record_mismatch`).
+    pub problems: BTreeMap<&'static str, ProblemKind>,
     pub problem_count: u64,
 }
 
@@ -106,10 +117,12 @@ impl ReconcileReport {
         self.problem_count == 0
     }
 
-    fn problem(&mut self, p: String) {
+    fn problem(&mut self, kind: &'static str, p: String) {
         self.problem_count += 1;
-        if self.problems.len() < MAX_LISTED {
-            self.problems.push(p);
+        let k = self.problems.entry(kind).or_default();
+        k.count += 1;
+        if k.examples.len() < MAX_LISTED {
+            k.examples.push(p);
         }
     }
 }
@@ -179,7 +192,7 @@ pub fn reconcile(
         let files = match walk_files(dir) {
             Ok(f) => f,
             Err(e) => {
-                rep.problem(format!("{}: {e}", dir.display()));
+                rep.problem("unreadable", format!("{}: {e}", dir.display()));
                 continue;
             }
         };
@@ -191,42 +204,54 @@ pub fn reconcile(
                 Ok(img) => {
                     let key = (img.header.node, img.header.worker);
                     if let Some(prev) = shards.get(&key) {
-                        rep.problem(format!(
-                            "{}: shard node {} worker {} given twice (also {})",
-                            f.display(),
-                            key.0,
-                            key.1,
-                            prev.path.display()
-                        ));
+                        rep.problem(
+                            "shard_twice",
+                            format!(
+                                "{}: shard node {} worker {} given twice (also {})",
+                                f.display(),
+                                key.0,
+                                key.1,
+                                prev.path.display()
+                            ),
+                        );
                     } else {
                         shards.insert(key, img);
                     }
                 }
-                Err(e) => rep.problem(e.to_string()),
+                Err(e) => rep.problem("shard_invalid", e.to_string()),
             }
         }
     }
     for e in &m.shard {
         match shards.get(&(e.node, e.worker)) {
-            None => rep.problem(format!(
-                "shard node {} worker {} ({}) is in the manifest but was not given",
-                e.node, e.worker, e.file
-            )),
+            None => rep.problem(
+                "shard_missing",
+                format!(
+                    "shard node {} worker {} ({}) is in the manifest but was not given",
+                    e.node, e.worker, e.file
+                ),
+            ),
             Some(img) if img.header.checksum != e.checksum || img.len() as u64 != e.records => rep
-                .problem(format!(
-                    "{}: checksum {:#010x} and {} records, manifest says {:#010x} and {}",
-                    img.path.display(),
-                    img.header.checksum,
-                    img.len(),
-                    e.checksum,
-                    e.records
-                )),
+                .problem(
+                    "shard_checksum",
+                    format!(
+                        "{}: checksum {:#010x} and {} records, manifest says {:#010x} and {}",
+                        img.path.display(),
+                        img.header.checksum,
+                        img.len(),
+                        e.checksum,
+                        e.records
+                    ),
+                ),
             Some(_) => {}
         }
     }
     for (&(n, w), img) in &shards {
         if !m.shard.iter().any(|e| e.node == n && e.worker == w) {
-            rep.problem(format!("{}: not in the manifest", img.path.display()));
+            rep.problem(
+                "shard_not_in_manifest",
+                format!("{}: not in the manifest", img.path.display()),
+            );
         }
     }
     rep.shards = shards.len();
@@ -237,7 +262,7 @@ pub fn reconcile(
         let dirs = match journal_dirs(root) {
             Ok(d) => d,
             Err(e) => {
-                rep.problem(format!("{}: {e}", root.display()));
+                rep.problem("unreadable", format!("{}: {e}", root.display()));
                 continue;
             }
         };
@@ -247,25 +272,31 @@ pub fn reconcile(
                     let Some(first) = segs.first() else { continue };
                     let id = first.header.id;
                     if id.activity_id != m.manifest.activity_id {
-                        rep.problem(format!(
-                            "{}: journal of activity {}, manifest is activity {}",
-                            d.display(),
-                            id.activity_id,
-                            m.manifest.activity_id
-                        ));
+                        rep.problem(
+                            "journal_activity",
+                            format!(
+                                "{}: journal of activity {}, manifest is activity {}",
+                                d.display(),
+                                id.activity_id,
+                                m.manifest.activity_id
+                            ),
+                        );
                         continue;
                     }
                     if let Some(prev) = journals.insert((id.node, id.worker), d.clone()) {
-                        rep.problem(format!(
-                            "{}: journal of node {} worker {} given twice (also {})",
-                            d.display(),
-                            id.node,
-                            id.worker,
-                            prev.display()
-                        ));
+                        rep.problem(
+                            "journal_twice",
+                            format!(
+                                "{}: journal of node {} worker {} given twice (also {})",
+                                d.display(),
+                                id.node,
+                                id.worker,
+                                prev.display()
+                            ),
+                        );
                     }
                 }
-                Err(e) => rep.problem(e.to_string()),
+                Err(e) => rep.problem("journal_invalid", e.to_string()),
             }
         }
     }
@@ -277,18 +308,21 @@ pub fn reconcile(
     let mut journaled: BTreeMap<(u32, u32), u64> = BTreeMap::new();
     for (ji, (key, dir)) in journal_list.iter().enumerate() {
         let Some(img) = shards.get(key) else {
-            rep.problem(format!(
-                "{}: journal of node {} worker {}, whose shard was not given",
-                dir.display(),
-                key.0,
-                key.1
-            ));
+            rep.problem(
+                "journal_without_shard",
+                format!(
+                    "{}: journal of node {} worker {}, whose shard was not given",
+                    dir.display(),
+                    key.0,
+                    key.1
+                ),
+            );
             continue;
         };
         let mut reader = match JournalReader::open_dir(dir, None, TailPolicy::Strict) {
             Ok(r) => r,
             Err(e) => {
-                rep.problem(e.to_string());
+                rep.problem("journal_invalid", e.to_string());
                 continue;
             }
         };
@@ -298,7 +332,7 @@ pub fn reconcile(
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
-                    rep.problem(e.to_string());
+                    rep.problem("journal_invalid", e.to_string());
                     break;
                 }
             };
@@ -308,10 +342,10 @@ pub fn reconcile(
             let c = &r.claim;
             let at = format!("{} record {}", dir.display(), r.seq);
             let Some(sponsor) = rep.sponsors.iter().position(|s| s.id == c.sponsor_id) else {
-                rep.problem(format!(
-                    "{at}: sponsor {} is not in the manifest",
-                    c.sponsor_id
-                ));
+                rep.problem(
+                    "unknown_sponsor",
+                    format!("{at}: sponsor {} is not in the manifest", c.sponsor_id),
+                );
                 continue;
             };
             match r.kind {
@@ -320,22 +354,31 @@ pub fn reconcile(
             }
             let i = r.seq as usize;
             if i >= img.len() {
-                rep.problem(format!(
-                    "{at}: beyond the end of {} ({} records)",
-                    img.path.display(),
-                    img.len()
-                ));
+                rep.problem(
+                    "beyond_shard",
+                    format!(
+                        "{at}: beyond the end of {} ({} records)",
+                        img.path.display(),
+                        img.len()
+                    ),
+                );
                 continue;
             }
             let s = img.record(i);
             let (sid, rid) = (m.sponsor_id(s.sponsor_index), m.round_id(s.round_index));
+            // Carried over: issued in a later round than planned, never an earlier one.
+            let round_ok = rid == Some(c.round_id)
+                || m.round
+                    .iter()
+                    .skip(s.round_index as usize)
+                    .any(|r| r.id == c.round_id);
             if s.packet_id != c.packet_id
                 || s.amount_cents != c.amount_cents
                 || sid != Some(c.sponsor_id)
-                || rid != Some(c.round_id)
+                || !round_ok
             {
-                rep.problem(format!(
-                    "{at}: packet {} of {} cents (sponsor {}, round {}), but {} record {i} is packet {} of {} cents (sponsor {:?}, round {:?})",
+                rep.problem("record_mismatch", format!(
+                    "{at}: packet {} of {} cents (sponsor {}, round {}), but {} record {i} is packet {} of {} cents (sponsor {:?}, round {:?} or later)",
                     c.packet_id, c.amount_cents, c.sponsor_id, c.round_id,
                     img.path.display(), s.packet_id, s.amount_cents, sid, rid
                 ));
@@ -346,13 +389,16 @@ pub fn reconcile(
                 Kind::Forfeit => FORFEITED,
             };
             if img.state(i) != want {
-                rep.problem(format!(
-                    "{at}: {} of packet {}, but {} record {i} has state {}",
-                    r.kind.name(),
-                    c.packet_id,
-                    img.path.display(),
-                    img.state(i)
-                ));
+                rep.problem(
+                    "mark_disagrees",
+                    format!(
+                        "{at}: {} of packet {}, but {} record {i} has state {}",
+                        r.kind.name(),
+                        c.packet_id,
+                        img.path.display(),
+                        img.state(i)
+                    ),
+                );
             }
         }
         journaled.insert(*key, n);
@@ -362,11 +408,14 @@ pub fn reconcile(
     for (key, img) in &shards {
         let from = journaled.get(key).copied().unwrap_or(0) as usize;
         if let Some(i) = (from..img.len()).find(|&i| img.state(i) != UNISSUED) {
-            rep.problem(format!(
-                "{} record {i}: marked {} but no journal records it (journal ends at {from})",
-                img.path.display(),
-                img.state(i)
-            ));
+            rep.problem(
+                "mark_without_record",
+                format!(
+                    "{} record {i}: marked {} but no journal records it (journal ends at {from})",
+                    img.path.display(),
+                    img.state(i)
+                ),
+            );
         }
         let (by_sponsor, _) = tally_shard(img, rep.sponsors.len(), 0);
         for (s, t) in rep.sponsors.iter_mut().zip(by_sponsor) {
@@ -383,14 +432,17 @@ pub fn reconcile(
     ids.sort_unstable();
     for w in ids.windows(2) {
         if w[0].0 == w[1].0 {
-            rep.problem(format!(
-                "packet_id {} appears twice: {} record {} and {} record {}",
-                w[0].0,
-                journal_list[w[0].1 as usize].1.display(),
-                w[0].2,
-                journal_list[w[1].1 as usize].1.display(),
-                w[1].2
-            ));
+            rep.problem(
+                "packet_twice",
+                format!(
+                    "packet_id {} appears twice: {} record {} and {} record {}",
+                    w[0].0,
+                    journal_list[w[0].1 as usize].1.display(),
+                    w[0].2,
+                    journal_list[w[1].1 as usize].1.display(),
+                    w[1].2
+                ),
+            );
         }
     }
 
@@ -398,24 +450,27 @@ pub fn reconcile(
     for s in &sponsors {
         let t = s.shards.total();
         if t.cents != s.budget_cents {
-            rep.problem(format!(
-                "sponsor {}: issued {} + unissued {} + forfeited {} = {} cents, budget is {}",
-                s.id,
-                s.shards.issued.cents,
-                s.shards.unissued.cents,
-                s.shards.forfeited.cents,
-                t.cents,
-                s.budget_cents
-            ));
+            rep.problem(
+                "budget",
+                format!(
+                    "sponsor {}: issued {} + unissued {} + forfeited {} = {} cents, budget is {}",
+                    s.id,
+                    s.shards.issued.cents,
+                    s.shards.unissued.cents,
+                    s.shards.forfeited.cents,
+                    t.cents,
+                    s.budget_cents
+                ),
+            );
         }
         if s.journal_claims != s.shards.issued {
-            rep.problem(format!(
+            rep.problem("claims_vs_marks", format!(
                 "sponsor {}: journals claim {} packets, {} cents; shards mark {} packets, {} cents issued",
                 s.id, s.journal_claims.packets, s.journal_claims.cents, s.shards.issued.packets, s.shards.issued.cents
             ));
         }
         if s.journal_forfeits != s.shards.forfeited {
-            rep.problem(format!(
+            rep.problem("forfeits_vs_marks", format!(
                 "sponsor {}: journals forfeit {} packets, {} cents; shards mark {} packets, {} cents forfeited",
                 s.id, s.journal_forfeits.packets, s.journal_forfeits.cents, s.shards.forfeited.packets, s.shards.forfeited.cents
             ));

@@ -41,6 +41,7 @@ fn expect() -> ShardExpect {
         activity_id: Some(1),
         node: Some(0),
         worker: Some(1),
+        ..ShardExpect::default()
     }
 }
 
@@ -154,6 +155,29 @@ fn shard_corruptions_are_clear_errors() {
                 ..expect()
             },
             "activity 1, expected 9",
+        ),
+        // An edited activity with the same id: fewer sponsors or other rounds than the shard
+        // refers to. Its records would index past the node's tables.
+        (
+            ShardExpect {
+                sponsors: Some(1),
+                ..expect()
+            },
+            "but the activity has 1 sponsors",
+        ),
+        (
+            ShardExpect {
+                rounds: Some(2),
+                ..expect()
+            },
+            "round count 3, expected 2",
+        ),
+        (
+            ShardExpect {
+                checksum: Some(0x1234),
+                ..expect()
+            },
+            "another generation of seeds",
         ),
     ] {
         let m = err_of(&path, &e);

@@ -3,6 +3,7 @@ pub mod activity;
 pub mod gen;
 pub mod journal;
 pub mod reconcile;
+pub mod recover;
 pub mod seedgen;
 pub mod seeds;
 pub mod serve;

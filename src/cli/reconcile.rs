@@ -37,14 +37,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             s.journal_claims.cents
         );
     }
-    for p in &rep.problems {
-        eprintln!("MISMATCH: {p}");
+    // By kind, with the first few of each: one systematic fault shows as one line with its
+    // count, not millions.
+    for (kind, k) in &rep.problems {
+        eprintln!("MISMATCH {kind}: {} occurrences", k.count);
+        for e in &k.examples {
+            eprintln!("  {e}");
+        }
+        if k.count > k.examples.len() as u64 {
+            eprintln!("  ... and {} more", k.count - k.examples.len() as u64);
+        }
     }
     if rep.is_exact() {
         println!("reconcile: exact");
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("reconcile: {} problems", rep.problem_count);
+        eprintln!(
+            "reconcile: {} problems of {} kinds",
+            rep.problem_count,
+            rep.problems.len()
+        );
         Ok(ExitCode::FAILURE)
     }
 }

@@ -56,6 +56,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         activity_id: Some(m.manifest.activity_id),
                         node: Some(e.node),
                         worker: Some(e.worker),
+                        sponsors: Some(ns),
+                        rounds: Some(nr),
+                        checksum: Some(e.checksum),
                     },
                 ) {
                     Ok(i) => i,

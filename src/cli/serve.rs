@@ -53,27 +53,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn serve_socket(node: &mut Node, args: &Args) -> anyhow::Result<ExitCode> {
     let signals = Signals::register().context("installing signal handlers")?;
     let now = unix_ms();
-    if node.shard_dir().is_some() {
-        let (workers, flushers, summary) = node.durable_workers(now)?;
-        println!(
-            "shake: recovered {} claims from the journals, {} packets forfeited now ({} cents), {} worker(s) from shards",
-            summary.claims,
-            summary.forfeited_now,
-            summary.forfeited_cents,
-            workers.len()
-        );
-        if args.workers.is_some_and(|n| n as usize != workers.len()) {
+    if node.seeds_dir().is_some() {
+        // Every check before any file changes: the manifest, the shards, the journals, and
+        // the worker count asked for.
+        let plan = node.check_durable(now, false)?;
+        if args.workers.is_some_and(|n| n as usize != plan.workers()) {
             anyhow::bail!(
-                "--workers must match the node's shards ({}): each worker owns one",
-                workers.len()
+                "--workers must match the node's shards in the seeds manifest ({}): each worker owns one",
+                plan.workers()
             );
         }
+        let (workers, flushers, summary) = node.durable_workers_from(plan, now)?;
+        print_recovered(&summary, workers.len());
+        node.persist_version()?;
         run_socket(node, args, &signals, workers, Durable(flushers))
     } else {
         let n = args.workers.unwrap_or(node.config.socket.workers).max(1);
         let workers = node.memory_workers(n, now)?;
+        node.persist_version()?;
         run_socket(node, args, &signals, workers, NotDurable)
     }
+}
+
+fn print_recovered(summary: &shake::recovery::RecoverySummary, workers: usize) {
+    println!(
+        "shake: recovered {} claims from the journals, {} packets forfeited now ({} cents), {} worker(s) from shards",
+        summary.claims, summary.forfeited_now, summary.forfeited_cents, workers
+    );
 }
 
 /// What the control loop does for the workers' seeds and journals.
@@ -233,31 +239,53 @@ fn serve_dpdk(node: Node, args: &Args) -> anyhow::Result<ExitCode> {
     }
     let at = (ipv4, udp_port);
 
-    if node.borrow().shard_dir().is_some() {
-        let (workers, flushers, summary) = node.borrow().durable_workers(unix_ms())?;
-        println!(
-            "shake: recovered {} claims from the journals, {} packets forfeited now ({} cents), {} worker(s) from shards",
-            summary.claims,
-            summary.forfeited_now,
-            summary.forfeited_cents,
-            workers.len()
-        );
+    if node.borrow().seeds_dir().is_some() {
+        // Read and check every shard and journal before the EAL starts: a refusal leaves the
+        // files as they were. The plan is applied once DPDK has accepted the config and the
+        // worker lcores match the shards.
+        let plan = RefCell::new(Some(node.borrow().check_durable(unix_ms(), false)?));
         let stop_flush = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(AtomicBool::new(false));
-        let flusher = spawn_flusher(
-            flushers,
-            stop_flush.clone(),
-            failed.clone(),
-            Duration::from_millis(2),
-        )?;
-        let mut workers = Some(workers);
+        let flusher = RefCell::new(None);
         let served = dpdk::serve(
             &config,
             &args.eal,
             |n, ports| {
-                let ws = workers.take().unwrap_or_default();
-                if ws.len() != n {
-                    eprintln!("shake: the node has {} shards but {n} worker lcores: each worker owns one shard", ws.len());
+                let Some(plan) = plan.borrow_mut().take() else {
+                    return Vec::new();
+                };
+                if plan.workers() != n {
+                    eprintln!(
+                        "shake: the seeds manifest gives this node {} workers but [dpdk] lcores gives {n} worker lcores: each worker owns one shard; nothing was changed",
+                        plan.workers()
+                    );
+                    return Vec::new();
+                }
+                let node = node.borrow();
+                let started = node.durable_workers_from(plan, unix_ms()).and_then(|ws| {
+                    node.persist_version()?;
+                    Ok(ws)
+                });
+                let (ws, flushers, summary) = match started {
+                    Ok(x) => x,
+                    // No processors: launch refuses to start.
+                    Err(e) => {
+                        eprintln!("shake: {e}");
+                        return Vec::new();
+                    }
+                };
+                print_recovered(&summary, ws.len());
+                match spawn_flusher(
+                    flushers,
+                    stop_flush.clone(),
+                    failed.clone(),
+                    Duration::from_millis(2),
+                ) {
+                    Ok(h) => *flusher.borrow_mut() = Some(h),
+                    Err(e) => {
+                        eprintln!("shake: starting the flush thread: {e}");
+                        return Vec::new();
+                    }
                 }
                 ws.into_iter()
                     .map(|w| processor(w, ports, at, &reloads))
@@ -271,6 +299,11 @@ fn serve_dpdk(node: Node, args: &Args) -> anyhow::Result<ExitCode> {
             },
         );
         stop_flush.store(true, Relaxed);
+        let Some(flusher) = flusher.into_inner() else {
+            // The workers never started; nothing was opened for serving.
+            served?;
+            anyhow::bail!("the appliance did not start its workers");
+        };
         let (flushers, flush_error) = flusher
             .join()
             .map_err(|_| anyhow::anyhow!("flush thread panicked"))?;

@@ -24,7 +24,7 @@ use super::format::{
     encode, segment_name, JournalError, JournalId, JournalRecord, Kind, SegmentHeader,
     DEFAULT_SEGMENT_RECORDS, HEADER_LEN, RECORD_LEN,
 };
-use super::reader::{JournalEnd, JournalReader, TailPolicy};
+use super::reader::{list_segments, JournalEnd, JournalReader, SegmentInfo, TailPolicy};
 use super::{Claim, ClaimSink, SinkError};
 use crate::seed::mmap;
 
@@ -163,37 +163,130 @@ fn wipe(seg: &mut Segment, from: u64) -> u64 {
     n
 }
 
-/// Opens (or creates) one worker's journal in `dir` for appending.
-///
-/// Reads every existing record first and passes it to `visit` (recovery rebuilds its tables
-/// from them in the same pass), finds the end under `policy`, wipes whatever follows the end,
-/// and prepares the next segment. The returned writer goes to the worker, the flusher to the
-/// control loop.
+/// Opens (or creates) one worker's journal in `dir` for appending: [`scan_journal`], then
+/// [`JournalScan::open`].
 pub fn open_journal(
     dir: &Path,
     id: JournalId,
     config: JournalConfig,
     policy: TailPolicy,
-    mut visit: impl FnMut(&JournalRecord),
+    visit: impl FnMut(&JournalRecord),
 ) -> Result<(JournalWriter, JournalFlusher, JournalOpen), JournalError> {
+    scan_journal(dir, id, config, policy, visit)?.open()
+}
+
+/// A journal that has been read but not changed: the first half of opening it.
+///
+/// Recovery reads every worker's journal and checks it against the shards before it changes
+/// any file (a journal directory that cannot explain the shards' marks must stop the node
+/// with nothing touched), so reading and preparing for appends are two steps.
+#[derive(Debug)]
+pub struct JournalScan {
+    dir: PathBuf,
+    id: JournalId,
+    config: JournalConfig,
+    /// The directory's `flock`, if the directory exists (an absent one is created by `open`).
+    lock: Option<File>,
+    end: JournalEnd,
+    segments: Vec<SegmentInfo>,
+}
+
+/// Reads one worker's journal in `dir` (an absent directory is an empty journal), passing
+/// every record to `visit`, and finds its end under `policy`. Changes nothing on disk; holds
+/// the directory's lock so no other node appends meanwhile.
+pub fn scan_journal(
+    dir: &Path,
+    id: JournalId,
+    config: JournalConfig,
+    policy: TailPolicy,
+    mut visit: impl FnMut(&JournalRecord),
+) -> Result<JournalScan, JournalError> {
     if config.segment_records == 0 {
         return Err(JournalError::Layout {
             path: dir.to_path_buf(),
             what: "segment_records must be at least 1".into(),
         });
     }
-    std::fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
-    let lock = File::open(dir).map_err(|e| JournalError::io(dir, e))?;
-    mmap::lock_exclusive(&lock).map_err(|e| lock_err(dir, e))?;
-
+    let lock = match File::open(dir) {
+        Ok(f) => {
+            mmap::lock_exclusive(&f).map_err(|e| lock_err(dir, e))?;
+            Some(f)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(JournalError::io(dir, e)),
+    };
     let mut reader = JournalReader::open_dir(dir, Some(&id), policy)?;
     while let Some(r) = reader.next_record()? {
         visit(&r);
     }
     let end = reader.end().unwrap_or_default();
     let segments = reader.segments().to_vec();
-    drop(reader);
+    Ok(JournalScan {
+        dir: dir.to_path_buf(),
+        id,
+        config,
+        lock,
+        end,
+        segments,
+    })
+}
 
+impl JournalScan {
+    /// Where the records ended.
+    pub fn end(&self) -> JournalEnd {
+        self.end
+    }
+
+    /// Segment files found (0: no journal at all in the directory).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Prepares the journal for appending: creates the directory and the first segment if
+    /// there are none, wipes whatever follows the end (a torn record, power-cut debris), and
+    /// maps the segment to append to. The writer goes to the worker, the flusher to the
+    /// control loop.
+    pub fn open(self) -> Result<(JournalWriter, JournalFlusher, JournalOpen), JournalError> {
+        let JournalScan {
+            dir,
+            id,
+            config,
+            lock,
+            end,
+            segments,
+        } = self;
+        let dir = dir.as_path();
+        let lock = match lock {
+            Some(l) => l,
+            None => {
+                std::fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
+                let l = File::open(dir).map_err(|e| JournalError::io(dir, e))?;
+                mmap::lock_exclusive(&l).map_err(|e| lock_err(dir, e))?;
+                if !list_segments(dir, Some(&id))?.is_empty() {
+                    // Another process created a journal here after the scan.
+                    return Err(JournalError::Locked {
+                        path: dir.to_path_buf(),
+                    });
+                }
+                l
+            }
+        };
+        open_scanned(dir, id, config, lock, end, segments)
+    }
+}
+
+fn open_scanned(
+    dir: &Path,
+    id: JournalId,
+    config: JournalConfig,
+    lock: File,
+    end: JournalEnd,
+    segments: Vec<SegmentInfo>,
+) -> Result<(JournalWriter, JournalFlusher, JournalOpen), JournalError> {
     let mut wiped = 0;
     let mut files = Vec::new();
     let mut ready = None;

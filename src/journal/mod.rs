@@ -13,7 +13,10 @@ pub mod file;
 pub mod format;
 pub mod reader;
 
-pub use file::{open_journal, JournalConfig, JournalFlusher, JournalOpen, JournalWriter};
+pub use file::{
+    open_journal, scan_journal, JournalConfig, JournalFlusher, JournalOpen, JournalScan,
+    JournalWriter,
+};
 pub use format::{JournalError, JournalId, JournalRecord, Kind};
 pub use reader::{JournalEnd, JournalReader, TailPolicy};
 

@@ -159,6 +159,11 @@ fn tally(
 
 /// Plans `activity` for `nodes` × `workers` and writes every shard and the manifest under
 /// `out`. Deterministic for a given `random_seed`.
+///
+/// `out` must not exist or be empty: a set of shards is one generation, and a shard left from
+/// an earlier, larger set would share packet_ids with the new one. Everything is written into
+/// a fresh sibling directory, synced, and renamed to `out` as a whole, so a crash never leaves
+/// a mix or a half set under the real name.
 pub fn generate(
     activity: &Activity,
     nodes: u32,
@@ -179,6 +184,62 @@ pub fn generate(
             shard::MAX_ROUNDS
         )));
     }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ManifestError::Io { path, source }
+    };
+    match std::fs::read_dir(out) {
+        Ok(mut entries) => {
+            if let Some(e) = entries.next() {
+                let first = e.map_err(io(out))?.path();
+                return Err(ManifestError::Invalid(format!(
+                    "{}: not empty (it holds {}): seedgen writes a whole new set of seeds into a new or empty directory, so that no shard of an earlier set is left beside it; remove it or choose another --out",
+                    out.display(),
+                    first.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(out)(e)),
+    }
+    let name = out.file_name().ok_or_else(|| {
+        ManifestError::Invalid(format!("{}: not a directory name", out.display()))
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".seedgen-{}", std::process::id()));
+    let tmp = out.with_file_name(tmp_name);
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let written = write_set(activity, nodes, workers, random_seed, &tmp);
+    let manifest = match written {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    // rename(2) replaces an empty directory; a non-empty one that appeared meanwhile fails.
+    std::fs::rename(&tmp, out).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&tmp);
+        io(out)(e)
+    })?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io(parent))?;
+    }
+    Ok(manifest)
+}
+
+/// Writes the shards and the manifest into `out` (an empty directory).
+fn write_set(
+    activity: &Activity,
+    nodes: u32,
+    workers: u32,
+    random_seed: u64,
+    out: &Path,
+) -> Result<Manifest, ManifestError> {
     let planned = plan(activity, nodes, workers, random_seed);
     let (ns, nr) = (activity.sponsors.len(), activity.rounds.len());
     let mut entries = Vec::with_capacity((nodes * workers) as usize);
@@ -277,7 +338,162 @@ pub fn generate(
     };
     std::fs::write(&tmp, text).map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
+    for d in
+        std::iter::once(out.to_path_buf()).chain((0..nodes).map(|n| out.join(format!("node-{n}"))))
+    {
+        std::fs::File::open(&d)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| ManifestError::Io {
+                path: d.clone(),
+                source: e,
+            })?;
+    }
     Ok(manifest)
+}
+
+/// Shard files (`*.shard`, and `*.shard.tmp` debris) under `dir`, recursively, relative to it.
+fn shard_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = std::fs::read_dir(&d).map_err(|e| ManifestError::Io {
+            path: d.clone(),
+            source: e,
+        })?;
+        for e in rd {
+            let e = e.map_err(|e| ManifestError::Io {
+                path: d.clone(),
+                source: e,
+            })?;
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(".shard") || n.ends_with(".shard.tmp"))
+            {
+                out.push(p.strip_prefix(dir).unwrap_or(&p).to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Shard files under `dir` (the manifest's directory, or one node's `node-<n>` below it,
+/// given as `sub`) that the manifest does not list: a shard the manifest does not know of is
+/// from another generation of seeds, and serving it would issue packet_ids twice.
+pub fn unlisted_shards(
+    dir: &Path,
+    sub: Option<&Path>,
+    manifest: &Manifest,
+) -> Result<Vec<PathBuf>, ManifestError> {
+    let root = sub.map_or_else(|| dir.to_path_buf(), |s| dir.join(s));
+    let listed: std::collections::HashSet<PathBuf> = manifest
+        .shard
+        .iter()
+        .map(|e| PathBuf::from(&e.file))
+        .collect();
+    Ok(shard_files(&root)?
+        .into_iter()
+        .map(|rel| sub.map_or_else(|| rel.clone(), |s| s.join(&rel)))
+        .filter(|rel| !listed.contains(rel))
+        .map(|rel| dir.join(rel))
+        .collect())
+}
+
+/// Checks that `manifest` (loaded from `dir`) describes the seeds `activity` and a node
+/// config with `node_count` nodes should serve, that it lists this node's shards as seedgen
+/// lays them out, and that the node's directory holds no shard it does not list. Returns the
+/// node's worker count: the manifest, not the files found, says how many workers there are.
+pub fn node_workers(
+    dir: &Path,
+    manifest: &Manifest,
+    activity: &Activity,
+    node: u32,
+    node_count: u32,
+) -> Result<u32, ManifestError> {
+    let path = dir.join(MANIFEST_FILE);
+    let bad = |message: String| ManifestError::Parse {
+        path: path.clone(),
+        message,
+    };
+    let h = &manifest.manifest;
+    if h.activity_id != activity.header.id {
+        return Err(bad(format!(
+            "seeds of activity {}, but {} is activity {}",
+            h.activity_id,
+            activity.path.display(),
+            activity.header.id
+        )));
+    }
+    let ids = |v: &mut dyn Iterator<Item = u32>| v.collect::<Vec<u32>>();
+    let (ms, as_) = (
+        ids(&mut manifest.sponsor.iter().map(|s| s.id)),
+        ids(&mut activity.sponsors.iter().map(|s| s.id)),
+    );
+    if ms != as_ {
+        return Err(bad(format!(
+            "sponsors {ms:?}, but {} has sponsors {as_:?} (seeds are bound to the sponsors by position: run seedgen again for an edited activity)",
+            activity.path.display()
+        )));
+    }
+    let (mr, ar) = (
+        ids(&mut manifest.round.iter().map(|r| r.id)),
+        ids(&mut activity.rounds.iter().map(|r| r.id)),
+    );
+    if mr != ar {
+        return Err(bad(format!(
+            "rounds {mr:?}, but {} has rounds {ar:?} (seeds are bound to the rounds by position: run seedgen again for an edited activity)",
+            activity.path.display()
+        )));
+    }
+    if h.nodes != node_count || node >= h.nodes {
+        return Err(bad(format!(
+            "seeds for {} nodes, but the node config says node {node} of {node_count}",
+            h.nodes
+        )));
+    }
+    for w in 0..h.workers {
+        let want = shard_rel_path(node, w);
+        let listed = manifest
+            .shard
+            .iter()
+            .filter(|e| e.node == node && e.worker == w)
+            .collect::<Vec<_>>();
+        match listed.as_slice() {
+            [e] if Path::new(&e.file) == want => {}
+            [] => return Err(bad(format!("lists no shard for node {node} worker {w}"))),
+            _ => {
+                return Err(bad(format!(
+                    "lists node {node} worker {w} other than as one {}",
+                    want.display()
+                )))
+            }
+        }
+    }
+    if let Some(e) = manifest
+        .shard
+        .iter()
+        .find(|e| e.node == node && e.worker >= h.workers)
+    {
+        return Err(bad(format!(
+            "lists node {node} worker {}, but its header says {} workers per node",
+            e.worker, h.workers
+        )));
+    }
+    let node_dir = PathBuf::from(format!("node-{node}"));
+    let stray = unlisted_shards(dir, Some(&node_dir), manifest)?;
+    if let Some(first) = stray.first() {
+        return Err(ManifestError::Invalid(format!(
+            "{}: not listed in {} ({} such shard files): a shard of another generation of seeds; remove it (or run seedgen into a new directory)",
+            first.display(),
+            path.display(),
+            stray.len()
+        )));
+    }
+    Ok(h.workers)
 }
 
 /// Checks every shard the manifest lists under `dir` against it (checksum, counts, totals),
@@ -285,6 +501,16 @@ pub fn generate(
 /// that cannot be opened is a problem too, so one bad shard does not hide the others.
 pub fn verify(dir: &Path, manifest: &Manifest) -> Vec<String> {
     let mut problems = Vec::new();
+    match unlisted_shards(dir, None, manifest) {
+        Ok(stray) => problems.extend(stray.iter().map(|p| {
+            format!(
+                "{}: not listed in {} (a shard of another generation of seeds)",
+                p.display(),
+                dir.join(MANIFEST_FILE).display()
+            )
+        })),
+        Err(e) => problems.push(e.to_string()),
+    }
     let (ns, nr) = (manifest.sponsor.len(), manifest.round.len());
     let mut sp_total = vec![0u64; ns];
     let mut sc_total = vec![0u64; ns];
@@ -294,6 +520,9 @@ pub fn verify(dir: &Path, manifest: &Manifest) -> Vec<String> {
             activity_id: Some(manifest.manifest.activity_id),
             node: Some(e.node),
             worker: Some(e.worker),
+            sponsors: Some(ns),
+            rounds: Some(nr),
+            ..Default::default()
         };
         let img = match ShardImage::load(&path, &expect) {
             Ok(i) => i,

@@ -123,12 +123,23 @@ impl ShardError {
     }
 }
 
-/// Who a shard belongs to. Fields left `None` are not checked.
+/// Who a shard belongs to, and what it may refer to. Fields left `None` are not checked.
+///
+/// A node opens its shards with every field set from its activity: a record's sponsor and
+/// round indices index the activity's tables on the per-packet path, so a shard from an
+/// edited activity (same id, fewer sponsors or rounds) must be refused at open, not met by a
+/// worker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShardExpect {
     pub activity_id: Option<u32>,
     pub node: Option<u32>,
     pub worker: Option<u32>,
+    /// The activity's sponsor count: every record's sponsor index must be below it.
+    pub sponsors: Option<usize>,
+    /// The activity's round count: the shard's round table must have exactly this many.
+    pub rounds: Option<usize>,
+    /// The content checksum its manifest lists: the file must be that generation of seeds.
+    pub checksum: Option<u32>,
 }
 
 /// The header, parsed.
@@ -339,6 +350,26 @@ pub fn check_expect(path: &Path, h: &ShardHeader, e: &ShardExpect) -> Result<(),
             }
         }
     }
+    if let Some(sum) = e.checksum {
+        if h.checksum != sum {
+            return Err(ShardError::Mismatch {
+                path: path.to_path_buf(),
+                field: "checksum (another generation of seeds than the manifest's)",
+                expected: sum as u64,
+                found: h.checksum as u64,
+            });
+        }
+    }
+    if let Some(rounds) = e.rounds {
+        if h.round_ends.len() != rounds {
+            return Err(ShardError::Mismatch {
+                path: path.to_path_buf(),
+                field: "round count",
+                expected: rounds as u64,
+                found: h.round_ends.len() as u64,
+            });
+        }
+    }
     Ok(())
 }
 
@@ -525,7 +556,7 @@ impl ShardImage {
             &header,
             &bytes[..HEADER_LEN],
             &bytes[HEADER_LEN..],
-            None,
+            expect.sponsors,
         )?;
         Ok(ShardImage {
             path: path.to_path_buf(),
@@ -598,7 +629,7 @@ impl ShardFile {
             super::mmap::map_shared(&file, HEADER_LEN as u64, map_len).map_err(err)?
         };
         let records = if map_len == 0 { &[][..] } else { &map[..] };
-        check_records(path, &header, &hb, records, None)?;
+        check_records(path, &header, &hb, records, expect.sponsors)?;
         Ok(ShardFile {
             path: path.to_path_buf(),
             header,

@@ -61,6 +61,8 @@ pub fn config<'a>(
         },
         lease_window: 32,
         boot_id: Some(boot),
+        forfeit_unjournaled: false,
+        manifest: None,
         now_ms: 1_000,
     }
 }
