@@ -59,6 +59,39 @@ fn shake_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shake"))
 }
 
+/// Runs `cmd` to completion with its output in files, or kills it (by its PID) after 60 s: a
+/// node that should have refused to start but serves instead must fail the test, not hang it.
+fn run(cmd: &mut Command) -> Output {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = cmd
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} still running after 60 s (it should have refused to start):\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&out).unwrap(),
+        stderr: std::fs::read(&err).unwrap(),
+    }
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -108,13 +141,11 @@ fn seedgen_refuses_a_directory_that_holds_seeds() {
     let d = node("journal", "");
     seedgen(d.path(), 2, 1);
     let before = snapshot(&d.path().join("seeds"));
-    let out = shake_bin()
+    let out = run(shake_bin()
         .args(["seedgen", "--nodes", "1", "--workers", "1", "--activity"])
         .arg(d.path().join("activity.toml"))
         .arg("--out")
-        .arg(d.path().join("seeds"))
-        .output()
-        .unwrap();
+        .arg(d.path().join("seeds")));
     assert!(!out.status.success(), "seedgen wrote into a full directory");
     assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
     assert_eq!(snapshot(&d.path().join("seeds")), before, "nothing changed");
@@ -147,11 +178,9 @@ fn a_shard_the_manifest_does_not_list_stops_serve_and_verify() {
     std::fs::copy(old.join("node-0/worker-1.shard"), &stale).unwrap();
     let before = snapshot(&d.path().join("seeds"));
 
-    let out = shake_bin()
+    let out = run(shake_bin()
         .args(["seeds", "verify"])
-        .arg(d.path().join("seeds"))
-        .output()
-        .unwrap();
+        .arg(d.path().join("seeds")));
     assert!(!out.status.success(), "verify passed a stray shard");
     assert!(
         stderr(&out).contains("worker-1.shard") && stderr(&out).contains("not listed"),
@@ -159,11 +188,9 @@ fn a_shard_the_manifest_does_not_list_stops_serve_and_verify() {
         stderr(&out)
     );
 
-    let out = shake_bin()
+    let out = run(shake_bin()
         .args(["serve", "--io", "socket", "--config"])
-        .arg(d.config())
-        .output()
-        .unwrap();
+        .arg(d.config()));
     assert!(!out.status.success(), "serve started with a stray shard");
     let err = stderr(&out);
     assert!(
@@ -183,11 +210,9 @@ fn a_shard_the_manifest_does_not_list_stops_serve_and_verify() {
         d.path().join("seeds/node-0/worker-0.shard"),
     )
     .unwrap();
-    let out = shake_bin()
+    let out = run(shake_bin()
         .args(["serve", "--io", "socket", "--config"])
-        .arg(d.config())
-        .output()
-        .unwrap();
+        .arg(d.config()));
     assert!(!out.status.success(), "serve started on another generation");
     assert!(stderr(&out).contains("checksum"), "{}", stderr(&out));
     assert!(!d.path().join("journal").exists());
@@ -214,11 +239,9 @@ fn a_wrong_journal_directory_stops_the_node_and_changes_nothing() {
         write_config(&d, "journal-typo", "");
         let seeds_before = snapshot(&d.path().join("seeds"));
 
-        let out = shake_bin()
+        let out = run(shake_bin()
             .args(["serve", "--io", "socket", "--config"])
-            .arg(d.config())
-            .output()
-            .unwrap();
+            .arg(d.config()));
         assert!(
             !out.status.success(),
             "serve started on an empty journal directory (kill: {kill})"
@@ -234,22 +257,14 @@ fn a_wrong_journal_directory_stops_the_node_and_changes_nothing() {
         assert_eq!(snapshot(&d.path().join("journal")), journals_before);
 
         // The operator's check says the same, and changes nothing either.
-        let out = shake_bin()
-            .args(["recover", "--config"])
-            .arg(d.config())
-            .output()
-            .unwrap();
+        let out = run(shake_bin().args(["recover", "--config"]).arg(d.config()));
         assert!(!out.status.success());
         assert_unexplained(&stderr(&out), "journal-typo");
         assert_eq!(snapshot(&d.path().join("seeds")), seeds_before);
 
         // The right directory again: serve starts, with every claim recovered.
         write_config(&d, "journal", "");
-        let out = shake_bin()
-            .args(["recover", "--config"])
-            .arg(d.config())
-            .output()
-            .unwrap();
+        let out = run(shake_bin().args(["recover", "--config"]).arg(d.config()));
         assert!(out.status.success(), "{}", stderr(&out));
         let server = Server::start_socket_with(&d.config(), None);
         let (status, _) = server.stop();
@@ -267,11 +282,7 @@ fn a_really_lost_journal_is_forfeited_only_when_the_operator_says_so() {
     seedgen(d.path(), 1, 4);
     let won = win_some(&d.config(), 40, false);
     std::fs::remove_dir_all(d.path().join("journal")).unwrap();
-    let out = shake_bin()
-        .args(["recover", "--config"])
-        .arg(d.config())
-        .output()
-        .unwrap();
+    let out = run(shake_bin().args(["recover", "--config"]).arg(d.config()));
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("no journal at all"),
@@ -279,11 +290,9 @@ fn a_really_lost_journal_is_forfeited_only_when_the_operator_says_so() {
         stderr(&out)
     );
 
-    let out = shake_bin()
+    let out = run(shake_bin()
         .args(["recover", "--forfeit-unjournaled", "--config"])
-        .arg(d.config())
-        .output()
-        .unwrap();
+        .arg(d.config()));
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("forfeited {won} packets")), "{text}");
@@ -305,11 +314,9 @@ fn seeds_generated_again_under_an_old_journal_are_refused() {
     // Same activity, same seed, regenerated: identical packets, but none marked.
     std::fs::remove_dir_all(d.path().join("seeds")).unwrap();
     seedgen(d.path(), 1, 5);
-    let out = shake_bin()
+    let out = run(shake_bin()
         .args(["serve", "--io", "socket", "--config"])
-        .arg(d.config())
-        .output()
-        .unwrap();
+        .arg(d.config()));
     assert!(!out.status.success());
     assert!(stderr(&out).contains("never served"), "{}", stderr(&out));
 }
@@ -321,12 +328,10 @@ mod dpdk {
 
     fn serve_dpdk(config: &Path, prefix: &str) -> Output {
         let _runtime = RuntimeDir::new(prefix);
-        shake_bin()
+        run(shake_bin()
             .args(["serve", "--io", "dpdk", "--config"])
             .arg(config)
-            .args(["--", "--no-shconf"])
-            .output()
-            .unwrap()
+            .args(["--", "--no-shconf"]))
     }
 
     #[test]
