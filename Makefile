@@ -72,3 +72,11 @@ bench-e2e: deps
 # (d) from the datapath run just made.
 bench: bench-datapath bench-seeds
 	SKIP_MICRO=1 bash bench/e2e.sh
+
+# --- Soak (bench/soak.sh, not in `make test`): SOAK_SECONDS (300) of phones obeying
+# retry_after_ms at a few-ms throttle floor, so nearly every request is a full decision;
+# answer rate and anonymous memory sampled every 5 s; 0 invalid, journal verify, reconcile
+# exact. Results in bench/results/soak.md.
+.PHONY: soak
+soak: deps
+	bash bench/soak.sh
