@@ -467,6 +467,10 @@ where
             match shard.state(i) {
                 m if m == want => {}
                 UNISSUED => fix.push((i, want)),
+                // A forfeit over an issued mark: the claim was lost with the power and the
+                // mark was not, and a recovery forfeited the packet but was cut off before
+                // its marks reached the disk. Only an unclean stop leaves that.
+                ISSUED if r.kind == Kind::Forfeit && unclean => fix.push((i, want)),
                 m => {
                     conflicts += 1;
                     conflict.get_or_insert((r.seq, r.kind, m));

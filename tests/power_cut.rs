@@ -332,6 +332,8 @@ impl Harness {
             lease_window: WINDOW,
             boot_id: Some(boot),
             now_ms: 1_000,
+            forfeit_unjournaled: false,
+            manifest: None,
         }
     }
 
