@@ -370,7 +370,10 @@ impl Generator {
                 self.rtt.record(now_ns.saturating_sub(slot.client_ts));
                 self.config_version = self.config_version.max(a.config_version);
                 if let Some(s) = &mut self.schedule {
-                    s.answered(user, (now_ns / 1_000_000) as u32, a.retry_after_ms);
+                    // Rounded up: the node measures the wait from its own (truncated) ms,
+                    // so a phone counting from a truncated ms of its own could come back up
+                    // to 1 ms early and be THROTTLED while obeying.
+                    s.answered(user, now_ns.div_ceil(1_000_000) as u32, a.retry_after_ms);
                 }
             }
             Err(e) => {
