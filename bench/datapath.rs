@@ -144,7 +144,16 @@ greeting_probability = 0.3
     });
     g.finish();
     let s = worker.counters().snapshot();
-    eprintln!("outcomes over the run: {}", s.line());
+    // No TX here: the decisions, not the answers sent, are what this run made.
+    let decided: Vec<String> = shake::wire::shake::Outcome::ALL
+        .iter()
+        .map(|&o| format!("{}={}", o.name(), s.decided(o)))
+        .collect();
+    eprintln!(
+        "outcomes over the run: {} decided: {}",
+        s.line(),
+        decided.join(" ")
+    );
 }
 
 criterion_group!(benches, datapath);

@@ -190,10 +190,10 @@ pub fn process_frame<S: SeedSource, J: ClaimSink>(
     cfg: &FrameConfig,
     frame: &mut [u8],
 ) -> Verdict {
-    answer(worker, cfg, frame).unwrap_or_else(Verdict::Drop)
+    answer(worker, cfg, frame)
 }
 
-/// Counts a drop the frame layer decides and gives its reason back, for `Err(..)`. Every
+/// Counts a drop the frame layer decides and gives its reason back. Every
 /// drop path here goes through it (the engine counts its own), so nothing keeps a list of
 /// who counts what. Out of line: drops are the rare path.
 #[cold]
@@ -205,21 +205,32 @@ fn dropped(counters: &Counters, d: DropReason) -> DropReason {
 
 /// Whether a frame from this source must get no answer (SPEC 2): a group Ethernet source
 /// (the answer would go to the whole group), an IPv4 source no host sends from or loopback
-/// (RFC 1122 3.2.1.3), or our own address (a loop). `ours` is `src == our address`.
-/// Or-ed, not short-circuited: no branch until the caller's one test.
+/// (RFC 1122 3.2.1.3, looked up by first octet), or our own address (a loop). `ours` is
+/// `src == our address`. Or-ed, not short-circuited: no branch until the caller's test.
 #[inline(always)]
 fn never_answered(eth_src0: u8, ip_src0: u8, ours: bool) -> bool {
-    (eth_src0 & 1 != 0) | ipv4::never_a_source(ip_src0) | ipv4::is_loopback(ip_src0) | ours
+    (eth_src0 & 1 != 0) | NEVER_ANSWERED_OCTET[usize::from(ip_src0)] | ours
 }
+
+/// IPv4 sources never answered, by first octet: 0/8, 127/8, 224/4, 240/4 (with broadcast).
+const NEVER_ANSWERED_OCTET: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut a = 0;
+    while a < 256 {
+        t[a] = ipv4::never_a_source(a as u8) || ipv4::is_loopback(a as u8);
+        a += 1;
+    }
+    t
+};
 
 fn answer<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
     cfg: &FrameConfig,
     frame: &mut [u8],
-) -> Result<Verdict, DropReason> {
+) -> Verdict {
     match common_request(frame) {
         Some(f) => answer_common(worker, cfg, f),
-        None => answer_any(worker, cfg, frame),
+        None => answer_any(worker, cfg, frame).unwrap_or_else(Verdict::Drop),
     }
 }
 
@@ -300,7 +311,7 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
     cfg: &FrameConfig,
     f: &mut [u8; COMMON_LEN],
-) -> Result<Verdict, DropReason> {
+) -> Verdict {
     use common::{IP, PAYLOAD, UDP, UDP_LEN};
     /// Pseudo-header protocol and UDP length, as one native word.
     const PSEUDO_REST: u64 = {
@@ -310,6 +321,8 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
     };
     /// The checksum field (bytes 6..8) within the UDP header word.
     const UDP_CK: u64 = u64::from_ne_bytes([0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+    /// The source port (bytes 0..2) within the UDP header word.
+    const UDP_SRC_PORT: u64 = u64::from_ne_bytes([0xff, 0xff, 0, 0, 0, 0, 0, 0]);
     /// The flags-and-offset field (bytes 6..8) within `head`, MF and offset bits only.
     const FRAGMENT: u64 = {
         let m = (ipv4::FLAG_MF | ipv4::OFFSET_MASK).to_be_bytes();
@@ -322,24 +335,26 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
         .add_word(head)
         .add_word(u64::from(ttl_word))
         .add_word(addrs);
-    let c = worker.counters();
     if ip_sum.fold() != 0xffff {
-        return Err(dropped(c, DropReason::Ipv4Checksum));
+        return Verdict::Drop(dropped(worker.counters(), DropReason::Ipv4Checksum));
     }
     let ours = u32::from_ne_bytes(cfg.ipv4);
     if ne32::<{ IP + 16 }>(f) != ours {
-        return Err(dropped(c, DropReason::NotForUs));
+        return Verdict::Drop(dropped(worker.counters(), DropReason::NotForUs));
     }
     if head & FRAGMENT != 0 {
-        return Err(dropped(c, DropReason::Fragment));
+        return Verdict::Drop(dropped(worker.counters(), DropReason::Fragment));
     }
     if ne16::<{ UDP + 2 }>(f) != be16(cfg.udp_port) {
-        return Err(dropped(c, DropReason::Port));
+        return Verdict::Drop(dropped(worker.counters(), DropReason::Port));
     }
-    if never_answered(f[6], f[IP + 12], ne32::<{ IP + 12 }>(f) == ours) | (ne16::<UDP>(f) == 0) {
-        return Err(dropped(c, DropReason::Source));
-    }
+    // The source is our own address when the two halves of `addrs` are equal (the
+    // destination is ours), its port is 0 when the first two bytes of the UDP header are.
     let udp = ne64::<UDP>(f);
+    let from_us = addrs as u32 == (addrs >> 32) as u32;
+    if never_answered(f[6], f[IP + 12], from_us) | (udp & UDP_SRC_PORT == 0) {
+        return Verdict::Drop(dropped(worker.counters(), DropReason::Source));
+    }
     if udp & UDP_CK != 0 {
         let sum = NativeSum::default()
             .add_word(addrs)
@@ -347,10 +362,14 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
             .add_word(udp)
             .add_bytes(payload(f));
         if sum.fold() != 0xffff {
-            return Err(dropped(c, DropReason::UdpChecksum));
+            return Verdict::Drop(dropped(worker.counters(), DropReason::UdpChecksum));
         }
     }
-    let reply = Reply::shake(worker.shake_payload(payload_mut(f))?);
+    // The answer to a valid request, or a drop the engine counted.
+    let reply = match worker.shake_payload(payload_mut(f)) {
+        Ok(o) => Reply::shake(o),
+        Err(d) => return Verdict::Drop(d),
+    };
     // Ethernet and IP addresses and ports swap; only the TTL word of the IP header changes
     // its checksum (updated in native order, which RFC 1071 2.B allows as for the sums).
     answer_macs(&mut f[..IP], cfg.mac);
@@ -368,21 +387,21 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
     let pseudo = NativeSum::default().add_word(addrs).add_word(PSEUDO_REST);
     if cfg.tx_udp_offload {
         f[UDP + 6..PAYLOAD].copy_from_slice(&pseudo.fold().to_ne_bytes());
-        Ok(Verdict::AnswerUdpOffload {
+        Verdict::AnswerUdpOffload {
             len: COMMON_LEN,
             l2_len: IP as u16,
             l3_len: ipv4::HEADER_LEN as u16,
             reply,
-        })
+        }
     } else {
         let ck = !pseudo.add_word(udp & !UDP_CK).add_bytes(payload(f)).fold();
         // Zero on the wire means "no checksum" (and reads zero in either byte order).
         let ck = if ck == 0 { 0xffff } else { ck };
         f[UDP + 6..PAYLOAD].copy_from_slice(&ck.to_ne_bytes());
-        Ok(Verdict::Answer {
+        Verdict::Answer {
             len: COMMON_LEN,
             reply,
-        })
+        }
     }
 }
 
@@ -1233,7 +1252,7 @@ greeting_probability = {greet}
             w1.begin_burst(MID);
             w2.begin_burst(MID);
             let v1 = answer(&mut w1, &c, &mut f1);
-            let v2 = answer_any(&mut w2, &c, &mut f2);
+            let v2 = answer_any(&mut w2, &c, &mut f2).unwrap_or_else(Verdict::Drop);
             proptest::prop_assert_eq!(v1, v2);
             proptest::prop_assert_eq!(f1, f2);
             proptest::prop_assert_eq!(w1.counters().snapshot(), w2.counters().snapshot());
