@@ -9,6 +9,7 @@
 //!   only a RED_PACKET with no non-RED_PACKET answer left to displace is lost, as
 //!   `red_packet_tx_lost`, as are those still waiting when the node stops;
 //! - once the TX ring is read, every answer that waited arrives, in order;
+//! - a frame in two segments (a jumbo frame's shape) is `multi_segment`, not `truncated`;
 //! - at the end rx = tx + dropped exactly, and every mbuf is back in the pool.
 //!
 //! One EAL per process, so this file has one test. `--no-pci --no-huge`, its own
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::appliance::{file_prefix, RuntimeDir};
 use shake::counters::{Counters, DropReason, Event, Reply, Snapshot};
-use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mempool, Ring, Verdict};
+use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mbuf, Mempool, Ring, Verdict};
 use shake::engine::config::owner_worker;
 use shake::node_config::NodeConfig;
 use shake::wire::shake::Outcome;
@@ -168,6 +169,26 @@ fn send(pool: &Mempool, ring: &Ring, frames: &[Vec<u8>]) {
     }
 }
 
+/// `frame` in one mbuf followed by a second segment of 100 bytes, chained as
+/// rte_pktmbuf_chain does.
+fn chained(pool: &Mempool, frame: &[u8]) -> Mbuf {
+    let mut head = pool.alloc().expect("test pool has room");
+    assert!(head.set_len(frame.len()));
+    head.data_mut().copy_from_slice(frame);
+    let mut tail = pool.alloc().expect("test pool has room");
+    assert!(tail.set_len(100));
+    let tail = tail.into_raw();
+    // SAFETY: both mbufs are fresh and owned here; the head takes the tail over (freeing
+    // the head frees both), as rte_pktmbuf_chain would.
+    unsafe {
+        let h = &mut *head.as_ptr();
+        h.next = tail.as_ptr();
+        h.nb_segs = 2;
+        h.pkt_len += 100;
+    }
+    head
+}
+
 /// Reads `n` answers off a TX ring; returns their users in order.
 fn receive(ring: &Ring, n: usize) -> Vec<u64> {
     let deadline = Instant::now() + WAIT;
@@ -242,6 +263,19 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
             .collect()
     };
 
+    // A jumbo frame's shape, for worker 0: dropped before it is decided.
+    let mut burst = Burst::new();
+    burst
+        .push(chained(&pool, &frame(users_of(0, 1)[0], RED)))
+        .expect("room");
+    // SAFETY: this thread is the ring's only producer (the port only dequeues).
+    assert_eq!(unsafe { to_node[0].enqueue(&mut burst) }, 1);
+    wait_for("multi-segment drop", &stats, |t| {
+        t.dropped(DropReason::MultiSegment) == 1
+    });
+    let t = stats.total();
+    assert_eq!((t.rx, t.tx, t.dropped_total()), (1, 0, 1), "{}", t.line());
+
     // A. Worker 1 held in a burst; worker 0 hands it 200 frames: 63 fit its ring.
     let hold = users_of(1, 1);
     send(&pool, &to_node[1], &[frame(hold[0], HOLD)]);
@@ -257,7 +291,7 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
     let frames: Vec<Vec<u8>> = handed.iter().map(|&u| frame(u, OTHER)).collect();
     send(&pool, &to_node[0], &frames);
     wait_for("hand-offs", &stats, |t| {
-        t.rx == 201 && t.dropped(DropReason::HandoffFull) == 200 - 63
+        t.rx == 1 + 201 && t.dropped(DropReason::HandoffFull) == 200 - 63
     });
     gate.release.store(true, Ordering::SeqCst);
     let answered = receive(&from_node[1], 64);
@@ -279,7 +313,12 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
         t.event(Event::TxDeferred) == BACKLOG as u64
     });
     let t = stats.total();
-    assert_eq!(t.dropped_total(), 137, "nothing dropped yet: {}", t.line());
+    assert_eq!(
+        t.dropped_total(),
+        1 + 137,
+        "nothing dropped yet: {}",
+        t.line()
+    );
     // 40 more, half RED_PACKET: the RED_PACKET answers displace waiting others.
     let more = users_of(0, 40);
     let frames: Vec<Vec<u8>> = more
@@ -354,7 +393,9 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
     );
     assert_eq!(t.dropped(DropReason::TxFull), 84, "{}", t.line());
     assert_eq!(t.dropped(DropReason::HandoffFull), 137, "{}", t.line());
-    assert_eq!(t.rx, 1 + 200 + 143 + 40 + 50 + 20, "{}", t.line());
+    assert_eq!(t.dropped(DropReason::MultiSegment), 1, "{}", t.line());
+    assert_eq!(t.dropped(DropReason::Truncated), 0, "{}", t.line());
+    assert_eq!(t.rx, 1 + 1 + 200 + 143 + 40 + 50 + 20, "{}", t.line());
     assert_eq!(t.tx, 64 + 143 + 15, "{}", t.line());
     assert_eq!(t.rx, t.tx + t.dropped_total(), "{}", t.line());
     // Answered means sent: the RED_PACKET answers that arrived above, no more.
