@@ -68,7 +68,8 @@ impl Stats {
     pub fn prometheus(&self) -> String {
         let mut out = String::from(
             "# TYPE shake_rx_frames_total counter\n# TYPE shake_tx_frames_total counter\n\
-             # TYPE shake_answers_total counter\n# TYPE shake_drops_total counter\n\
+             # TYPE shake_answers_total counter\n# TYPE shake_decisions_total counter\n\
+             # TYPE shake_replies_total counter\n# TYPE shake_drops_total counter\n\
              # TYPE shake_events_total counter\n# TYPE shake_reloads_total counter\n\
              # TYPE shake_config_version gauge\n",
         );

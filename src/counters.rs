@@ -4,6 +4,19 @@
 //! The worker bumps with a relaxed load and store, which compiles to a plain add: no locked
 //! instruction, since nobody else writes. Readers see each counter atomically, possibly a
 //! little stale, which is all a counter line or a Prometheus scrape needs.
+//!
+//! Every frame received is counted once, and ends in exactly one of two places, so that
+//! `rx = tx + dropped` (`= answered + ARP replies + ICMP echo replies + dropped`) once nothing
+//! is in flight (SPEC 4):
+//! - `rx` is counted by the I/O layer of the worker that received the frame, when it
+//!   receives it (a frame handed to the worker that owns its user is not counted again);
+//! - a frame becomes a [`Reply`] only when TX takes its answer (`answered` never includes
+//!   an answer that did not leave: the decision alone is counted apart, as
+//!   [`Snapshot::decided`]), or a drop under exactly one [`DropReason`], counted by whoever
+//!   drops it (the frame layer, the engine, the I/O layer). [`DropReason`] is the one list.
+//!
+//! Per worker the sum need not hold (a worker counts `rx` for what it hands over, its owner
+//! the answers); over the node it does.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -34,6 +47,9 @@ reasons! {
         Ethertype = "ethertype",
         /// ARP that is not an Ethernet/IPv4 request for our address.
         ArpNotForUs = "arp_not_for_us",
+        /// ARP from another station that gives our address as its own (RFC 5227 2.4: an
+        /// address conflict; counted so an operator sees it, never answered).
+        ArpConflict = "arp_conflict",
         /// IPv4 header malformed (version, IHL, total length).
         Ipv4Malformed = "ipv4_malformed",
         Ipv4Checksum = "ipv4_checksum",
@@ -46,6 +62,10 @@ reasons! {
         Icmp = "icmp",
         /// UDP to another port.
         Port = "port",
+        /// A source that must never get an answer (SPEC 2, RFC 1122 3.2.1.3): 0.0.0.0/8,
+        /// loopback, multicast, reserved 240/4 and broadcast, the node's own address, UDP
+        /// source port 0, or a group (multicast) Ethernet source.
+        Source = "source",
         UdpMalformed = "udp_malformed",
         UdpChecksum = "udp_checksum",
         PayloadLength = "payload_length",
@@ -54,8 +74,24 @@ reasons! {
         Kind = "kind",
         /// `shakes` of 0: the SPEC says at least 1.
         ZeroShakes = "zero_shakes",
-        /// The answer could not be sent (TX ring full); counted by the I/O layer.
+        /// A frame in more than one mbuf segment (a jumbo frame): never a request, and
+        /// answers are written in the first segment only.
+        MultiSegment = "multi_segment",
+        /// The hand-off ring (DPDK) or inbox (sockets) of the worker that owns the user was
+        /// full; counted by the worker that received the frame.
+        HandoffFull = "handoff_full",
+        /// An answer that could not be sent: TX did not take it and the worker's TX backlog
+        /// had no room for it (non-RED_PACKET answers give way first), or the kernel refused
+        /// it; counted by the I/O layer.
         TxFull = "tx_full",
+        /// A RED_PACKET answer (journaled: paid) that never left the node: the TX backlog
+        /// was full of other RED_PACKET answers, the port stopped with it still waiting, or
+        /// the kernel refused it. Its own reason, as no other loss costs a user money.
+        RedPacketTxLost = "red_packet_tx_lost",
+        /// A frame the I/O layer could not place (an answer longer than its buffer, an
+        /// offload the port lacks, a hand-off for an unknown port): a bug, counted rather
+        /// than lost.
+        Internal = "internal",
     }
 }
 
@@ -80,8 +116,52 @@ reasons! {
         JournalError = "journal_error",
         /// Requests that carried an older config version than ours (CONFIG_STALE set).
         ConfigStale = "config_stale",
-        ArpReply = "arp_reply",
-        IcmpEchoReply = "icmp_echo_reply",
+        /// An answer TX did not take at once, kept in the worker's TX backlog for the next
+        /// poll (DPDK); whatever it became is counted again when it leaves or is dropped.
+        TxDeferred = "tx_deferred",
+    }
+}
+
+/// What a transmitted frame answers: a SHAKE/1 request (by the outcome of its answer), an
+/// ARP request or an ICMP echo request. The frame layer says it in its verdict and the I/O
+/// layer counts it when TX takes the frame. One byte: it travels with every answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Reply(u8);
+
+impl Reply {
+    pub const ARP: Reply = Reply(Outcome::ALL.len() as u8);
+    pub const ICMP_ECHO: Reply = Reply(Outcome::ALL.len() as u8 + 1);
+    /// Kinds of reply: the outcomes, ARP, ICMP echo.
+    pub const COUNT: usize = Outcome::ALL.len() + 2;
+
+    /// A SHAKE/1 answer with this outcome.
+    #[inline]
+    pub const fn shake(o: Outcome) -> Reply {
+        Reply(o as u8)
+    }
+
+    /// The outcome, for a SHAKE/1 answer.
+    pub const fn outcome(self) -> Option<Outcome> {
+        Outcome::from_u8(self.0)
+    }
+
+    #[inline]
+    pub const fn is_red_packet(self) -> bool {
+        self.0 == Outcome::RedPacket as u8
+    }
+
+    /// The counter's name: the outcome's, `arp_reply` or `icmp_echo_reply`.
+    pub const fn name(self) -> &'static str {
+        match self.outcome() {
+            Some(o) => o.name(),
+            None if self.0 == Self::ARP.0 => "arp_reply",
+            None => "icmp_echo_reply",
+        }
+    }
+
+    #[inline]
+    const fn index(self) -> usize {
+        self.0 as usize
     }
 }
 
@@ -89,14 +169,17 @@ reasons! {
 #[derive(Debug)]
 #[repr(align(128))]
 pub struct Counters {
+    /// Frames received on this worker's queues (sockets: datagrams), counted on receipt.
     pub rx: AtomicU64,
-    pub tx: AtomicU64,
     /// Poll-mode workers only: TSC cycles of the poll loop, and of the passes in it that
     /// moved frames (the rest found every queue empty). busy / cycles is how loaded the lcore
     /// is, which a spinning lcore's CPU time cannot tell (it is always 100%).
     pub cycles: AtomicU64,
     pub busy_cycles: AtomicU64,
-    outcomes: [AtomicU64; Outcome::ALL.len()],
+    /// Decisions by outcome (the engine), whether or not the answer left.
+    decided: [AtomicU64; Outcome::ALL.len()],
+    /// Frames TX took, by what they answer.
+    sent: [AtomicU64; Reply::COUNT],
     drops: [AtomicU64; DropReason::COUNT],
     events: [AtomicU64; Event::COUNT],
 }
@@ -105,10 +188,10 @@ impl Default for Counters {
     fn default() -> Self {
         Counters {
             rx: AtomicU64::new(0),
-            tx: AtomicU64::new(0),
             cycles: AtomicU64::new(0),
             busy_cycles: AtomicU64::new(0),
-            outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
+            decided: std::array::from_fn(|_| AtomicU64::new(0)),
+            sent: std::array::from_fn(|_| AtomicU64::new(0)),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             events: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -122,9 +205,16 @@ pub fn bump(c: &AtomicU64, n: u64) {
 }
 
 impl Counters {
+    /// A shake decided and rewritten into its answer; it is `answered` once TX takes it
+    /// ([`sent`](Self::sent)).
     #[inline]
     pub fn outcome(&self, o: Outcome) {
-        bump(&self.outcomes[o as usize], 1);
+        bump(&self.decided[o as usize], 1);
+    }
+    /// A frame TX took, answering `r`.
+    #[inline]
+    pub fn sent(&self, r: Reply) {
+        bump(&self.sent[r.index()], 1);
     }
     #[inline]
     pub fn dropped(&self, d: DropReason) {
@@ -137,12 +227,14 @@ impl Counters {
 
     /// A consistent-enough copy for reporting.
     pub fn snapshot(&self) -> Snapshot {
+        let sent: [u64; Reply::COUNT] = std::array::from_fn(|i| self.sent[i].load(Relaxed));
         Snapshot {
             rx: self.rx.load(Relaxed),
-            tx: self.tx.load(Relaxed),
+            tx: sent.iter().sum(),
             cycles: self.cycles.load(Relaxed),
             busy_cycles: self.busy_cycles.load(Relaxed),
-            outcomes: std::array::from_fn(|i| self.outcomes[i].load(Relaxed)),
+            decided: std::array::from_fn(|i| self.decided[i].load(Relaxed)),
+            sent,
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
             events: std::array::from_fn(|i| self.events[i].load(Relaxed)),
         }
@@ -153,17 +245,28 @@ impl Counters {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub rx: u64,
+    /// Frames transmitted: the sum of `sent`.
     pub tx: u64,
     pub cycles: u64,
     pub busy_cycles: u64,
-    pub outcomes: [u64; Outcome::ALL.len()],
+    pub decided: [u64; Outcome::ALL.len()],
+    pub sent: [u64; Reply::COUNT],
     pub drops: [u64; DropReason::COUNT],
     pub events: [u64; Event::COUNT],
 }
 
 impl Snapshot {
+    /// Answers with outcome `o` that TX took.
     pub fn outcome(&self, o: Outcome) -> u64 {
-        self.outcomes[o as usize]
+        self.replies(Reply::shake(o))
+    }
+    /// Decisions with outcome `o`, transmitted or not (without an I/O layer, the only count).
+    pub fn decided(&self, o: Outcome) -> u64 {
+        self.decided[o as usize]
+    }
+    /// Frames TX took that answer `r`.
+    pub fn replies(&self, r: Reply) -> u64 {
+        self.sent[r.index()]
     }
     pub fn dropped(&self, d: DropReason) -> u64 {
         self.drops[d as usize]
@@ -171,11 +274,17 @@ impl Snapshot {
     pub fn event(&self, e: Event) -> u64 {
         self.events[e as usize]
     }
+    /// SHAKE/1 answers transmitted.
     pub fn answered(&self) -> u64 {
-        self.outcomes.iter().sum()
+        Outcome::ALL.iter().map(|&o| self.outcome(o)).sum()
     }
     pub fn dropped_total(&self) -> u64 {
         self.drops.iter().sum()
+    }
+    /// Frames whose fate is counted: transmitted or dropped. Equal to `rx` once nothing is
+    /// in flight (staged, in a hand-off ring, in a TX backlog).
+    pub fn accounted(&self) -> u64 {
+        self.tx + self.dropped_total()
     }
 
     /// Percent of the poll loop's cycles spent in passes that moved frames, between `earlier`
@@ -191,7 +300,10 @@ impl Snapshot {
         self.tx += o.tx;
         self.cycles += o.cycles;
         self.busy_cycles += o.busy_cycles;
-        for (a, b) in self.outcomes.iter_mut().zip(o.outcomes) {
+        for (a, b) in self.decided.iter_mut().zip(o.decided) {
+            *a += b;
+        }
+        for (a, b) in self.sent.iter_mut().zip(o.sent) {
             *a += b;
         }
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
@@ -230,6 +342,12 @@ impl Snapshot {
             let v = self.dropped(d);
             if v > 0 {
                 s += &format!(" drop.{}={v}", d.name());
+            }
+        }
+        for r in [Reply::ARP, Reply::ICMP_ECHO] {
+            let v = self.replies(r);
+            if v > 0 {
+                s += &format!(" {}={v}", r.name());
             }
         }
         for &e in Event::ALL {
@@ -274,6 +392,22 @@ impl Snapshot {
                 self.outcome(o)
             );
         }
+        for o in Outcome::ALL {
+            let _ = writeln!(
+                out,
+                "shake_decisions_total{{worker=\"{worker}\",outcome=\"{}\"}} {}",
+                o.name(),
+                self.decided(o)
+            );
+        }
+        for r in [Reply::ARP, Reply::ICMP_ECHO] {
+            let _ = writeln!(
+                out,
+                "shake_replies_total{{worker=\"{worker}\",kind=\"{}\"}} {}",
+                r.name(),
+                self.replies(r)
+            );
+        }
         for &d in DropReason::ALL {
             let _ = writeln!(
                 out,
@@ -302,19 +436,34 @@ mod test {
         let c = Counters::default();
         c.outcome(Outcome::RedPacket);
         c.outcome(Outcome::RedPacket);
+        c.outcome(Outcome::Nothing);
+        c.sent(Reply::shake(Outcome::RedPacket));
+        c.sent(Reply::shake(Outcome::RedPacket));
+        c.sent(Reply::ARP);
         c.dropped(DropReason::Magic);
+        c.dropped(DropReason::TxFull);
         c.event(Event::Shed);
-        bump(&c.rx, 3);
+        bump(&c.rx, 5);
         let s = c.snapshot();
+        // Decided is not answered: the NOTHING answer never left.
+        assert_eq!(s.decided(Outcome::Nothing), 1);
+        assert_eq!(s.outcome(Outcome::Nothing), 0);
         assert_eq!(s.outcome(Outcome::RedPacket), 2);
         assert_eq!(s.dropped(DropReason::Magic), 1);
         assert_eq!(s.answered(), 2);
+        assert_eq!(s.replies(Reply::ARP), 1);
+        assert_eq!(s.tx, 3);
+        assert_eq!(s.accounted(), s.rx);
         let t = Snapshot::total([&s, &s]);
-        assert_eq!(t.rx, 6);
+        assert_eq!(t.rx, 10);
+        assert_eq!(t.tx, 6);
         assert_eq!(t.event(Event::Shed), 2);
         let line = t.line();
         assert!(
-            line.contains("red_packet=4") && line.contains("drop.magic=2"),
+            line.contains("red_packet=4")
+                && line.contains("drop.magic=2")
+                && line.contains("arp_reply=2")
+                && !line.contains("nothing="),
             "{line}"
         );
         let mut p = String::new();
@@ -323,10 +472,39 @@ mod test {
             p.contains("shake_drops_total{worker=\"0\",reason=\"magic\"} 1"),
             "{p}"
         );
+        assert!(
+            p.contains("shake_decisions_total{worker=\"0\",outcome=\"nothing\"} 1")
+                && p.contains("shake_answers_total{worker=\"0\",outcome=\"nothing\"} 0")
+                && p.contains("shake_replies_total{worker=\"0\",kind=\"arp_reply\"} 1"),
+            "{p}"
+        );
         assert!(std::mem::align_of::<Counters>() >= 64);
         // No poll loop, no busy figure and no cycle metrics.
         assert_eq!(s.busy_percent_since(&Snapshot::default()), None);
         assert!(!p.contains("cycles"), "{p}");
+    }
+
+    #[test]
+    fn replies_are_the_outcomes_then_arp_and_icmp() {
+        for o in Outcome::ALL {
+            let r = Reply::shake(o);
+            assert_eq!((r.outcome(), r.name()), (Some(o), o.name()));
+            assert_eq!(r.is_red_packet(), o == Outcome::RedPacket);
+        }
+        assert_eq!(
+            (Reply::ARP.outcome(), Reply::ARP.name()),
+            (None, "arp_reply")
+        );
+        assert_eq!(Reply::ICMP_ECHO.name(), "icmp_echo_reply");
+        assert_eq!(Reply::ICMP_ECHO.index() + 1, Reply::COUNT);
+        // Every name is distinct, so the counter line and the telemetry keys are too.
+        let mut names: Vec<&str> = DropReason::ALL.iter().map(|d| d.name()).collect();
+        names.extend(Event::ALL.iter().map(|e| e.name()));
+        names.extend((0..Reply::COUNT as u8).map(|i| Reply(i).name()));
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
     }
 
     #[test]

@@ -10,8 +10,20 @@
 //!
 //! Answers never grow: IPv4 options of a request are not echoed (they are source routes and
 //! timestamps meant for the forward path), so an answer with options stripped is shorter.
+//!
+//! Counting: every drop is counted once, where it is decided (here, or in the engine for the
+//! payload checks); an answer is only a [`Verdict`] that says what it answers ([`Reply`]),
+//! and the I/O layer counts it when TX takes it, as it counts `rx` when it receives.
+//!
+//! Sources that must never get an answer (SPEC 2) are dropped as [`DropReason::Source`]: a
+//! group Ethernet source, a source address no host sends from or loopback (RFC 1122
+//! 3.2.1.3), our own address, UDP source port 0. On the common frame that is one
+//! branch-free test of bytes already loaded. ARP follows RFC 5227: a probe (sender address
+//! 0.0.0.0) for our address is answered like any request, which is how the prober learns the
+//! address is taken; a station giving our address as its own is a conflict
+//! ([`DropReason::ArpConflict`]), counted, never answered.
 
-use crate::counters::DropReason;
+use crate::counters::{Counters, DropReason, Reply};
 use crate::engine::Worker;
 use crate::journal::ClaimSink;
 use crate::seed::SeedSource;
@@ -41,13 +53,14 @@ pub struct FrameConfig {
 /// What became of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Transmit the first `len` bytes of the buffer.
-    Answer { len: usize },
+    /// Transmit the first `len` bytes of the buffer, which answer `reply`.
+    Answer { len: usize, reply: Reply },
     /// Transmit `len` bytes with the UDP checksum offloaded to the NIC.
     AnswerUdpOffload {
         len: usize,
         l2_len: u16,
         l3_len: u16,
+        reply: Reply,
     },
     /// Dropped and counted.
     Drop(DropReason),
@@ -57,14 +70,23 @@ impl Verdict {
     /// Bytes to transmit, if any.
     pub fn tx_len(&self) -> Option<usize> {
         match *self {
-            Verdict::Answer { len } | Verdict::AnswerUdpOffload { len, .. } => Some(len),
+            Verdict::Answer { len, .. } | Verdict::AnswerUdpOffload { len, .. } => Some(len),
+            Verdict::Drop(_) => None,
+        }
+    }
+
+    /// What the frame answers, if it is transmitted.
+    pub fn reply(&self) -> Option<Reply> {
+        match *self {
+            Verdict::Answer { reply, .. } | Verdict::AnswerUdpOffload { reply, .. } => Some(reply),
             Verdict::Drop(_) => None,
         }
     }
 }
 
 /// Decides a burst. Call [`Worker::begin_burst`] first. `verdicts` must be at least as long
-/// as `frames`.
+/// as `frames`. Counts every drop; `rx` and the replies are the I/O layer's to count, as it
+/// receives and transmits.
 ///
 /// Not inlined into callers: one call per burst costs nothing, and it keeps the datapath one
 /// symbol that profilers (callgrind) can count instructions for.
@@ -82,7 +104,6 @@ pub fn process_burst<S: SeedSource, J: ClaimSink>(
     for f in frames.iter().take(PREFETCH_AHEAD) {
         prefetch_user_of(worker, f);
     }
-    crate::counters::bump(&worker.counters().rx, frames.len() as u64);
     for i in 0..n {
         if let Some(f) = frames.get(i + PREFETCH_AHEAD) {
             prefetch_user_of(worker, f);
@@ -163,45 +184,53 @@ pub fn peek_user(frame: &[u8]) -> Option<u64> {
     ))
 }
 
-/// Decides one frame.
+/// Decides one frame (its drop, if any, is counted).
 pub fn process_frame<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
     cfg: &FrameConfig,
     frame: &mut [u8],
 ) -> Verdict {
-    match answer(worker, cfg, frame) {
-        Ok(v) => v,
-        Err(d) => {
-            if d.counted_here() {
-                worker.counters().dropped(d);
-            }
-            Verdict::Drop(d)
-        }
-    }
+    answer(worker, cfg, frame)
 }
 
-impl DropReason {
-    /// Reasons the worker counts itself (payload checks) versus the frame layer.
-    fn counted_here(self) -> bool {
-        !matches!(
-            self,
-            DropReason::PayloadLength
-                | DropReason::Magic
-                | DropReason::Version
-                | DropReason::Kind
-                | DropReason::ZeroShakes
-        )
-    }
+/// Counts a drop the frame layer decides and gives its reason back. Every
+/// drop path here goes through it (the engine counts its own), so nothing keeps a list of
+/// who counts what. Out of line: drops are the rare path.
+#[cold]
+#[inline(never)]
+fn dropped(counters: &Counters, d: DropReason) -> DropReason {
+    counters.dropped(d);
+    d
 }
+
+/// Whether a frame from this source must get no answer (SPEC 2): a group Ethernet source
+/// (the answer would go to the whole group), an IPv4 source no host sends from or loopback
+/// (RFC 1122 3.2.1.3, looked up by first octet), or our own address (a loop). `ours` is
+/// `src == our address`. Or-ed, not short-circuited: no branch until the caller's test.
+#[inline(always)]
+fn never_answered(eth_src0: u8, ip_src0: u8, ours: bool) -> bool {
+    (eth_src0 & 1 != 0) | NEVER_ANSWERED_OCTET[usize::from(ip_src0)] | ours
+}
+
+/// IPv4 sources never answered, by first octet: 0/8, 127/8, 224/4, 240/4 (with broadcast).
+const NEVER_ANSWERED_OCTET: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut a = 0;
+    while a < 256 {
+        t[a] = ipv4::never_a_source(a as u8) || ipv4::is_loopback(a as u8);
+        a += 1;
+    }
+    t
+};
 
 fn answer<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
     cfg: &FrameConfig,
     frame: &mut [u8],
-) -> Result<Verdict, DropReason> {
+) -> Verdict {
     match common_request(frame) {
         Some(f) => answer_common(worker, cfg, f),
-        None => answer_any(worker, cfg, frame),
+        None => answer_any(worker, cfg, frame).unwrap_or_else(Verdict::Drop),
     }
 }
 
@@ -282,7 +311,7 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
     cfg: &FrameConfig,
     f: &mut [u8; COMMON_LEN],
-) -> Result<Verdict, DropReason> {
+) -> Verdict {
     use common::{IP, PAYLOAD, UDP, UDP_LEN};
     /// Pseudo-header protocol and UDP length, as one native word.
     const PSEUDO_REST: u64 = {
@@ -292,6 +321,8 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
     };
     /// The checksum field (bytes 6..8) within the UDP header word.
     const UDP_CK: u64 = u64::from_ne_bytes([0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+    /// The source port (bytes 0..2) within the UDP header word.
+    const UDP_SRC_PORT: u64 = u64::from_ne_bytes([0xff, 0xff, 0, 0, 0, 0, 0, 0]);
     /// The flags-and-offset field (bytes 6..8) within `head`, MF and offset bits only.
     const FRAGMENT: u64 = {
         let m = (ipv4::FLAG_MF | ipv4::OFFSET_MASK).to_be_bytes();
@@ -305,18 +336,25 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
         .add_word(u64::from(ttl_word))
         .add_word(addrs);
     if ip_sum.fold() != 0xffff {
-        return Err(DropReason::Ipv4Checksum);
+        return Verdict::Drop(dropped(worker.counters(), DropReason::Ipv4Checksum));
     }
-    if ne32::<{ IP + 16 }>(f) != u32::from_ne_bytes(cfg.ipv4) {
-        return Err(DropReason::NotForUs);
+    let ours = u32::from_ne_bytes(cfg.ipv4);
+    if ne32::<{ IP + 16 }>(f) != ours {
+        return Verdict::Drop(dropped(worker.counters(), DropReason::NotForUs));
     }
     if head & FRAGMENT != 0 {
-        return Err(DropReason::Fragment);
+        return Verdict::Drop(dropped(worker.counters(), DropReason::Fragment));
     }
     if ne16::<{ UDP + 2 }>(f) != be16(cfg.udp_port) {
-        return Err(DropReason::Port);
+        return Verdict::Drop(dropped(worker.counters(), DropReason::Port));
     }
+    // The source is our own address when the two halves of `addrs` are equal (the
+    // destination is ours), its port is 0 when the first two bytes of the UDP header are.
     let udp = ne64::<UDP>(f);
+    let from_us = addrs as u32 == (addrs >> 32) as u32;
+    if never_answered(f[6], f[IP + 12], from_us) | (udp & UDP_SRC_PORT == 0) {
+        return Verdict::Drop(dropped(worker.counters(), DropReason::Source));
+    }
     if udp & UDP_CK != 0 {
         let sum = NativeSum::default()
             .add_word(addrs)
@@ -324,10 +362,14 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
             .add_word(udp)
             .add_bytes(payload(f));
         if sum.fold() != 0xffff {
-            return Err(DropReason::UdpChecksum);
+            return Verdict::Drop(dropped(worker.counters(), DropReason::UdpChecksum));
         }
     }
-    worker.shake_payload(payload_mut(f))?;
+    // The answer to a valid request, or a drop the engine counted.
+    let reply = match worker.shake_payload(payload_mut(f)) {
+        Ok(o) => Reply::shake(o),
+        Err(d) => return Verdict::Drop(d),
+    };
     // Ethernet and IP addresses and ports swap; only the TTL word of the IP header changes
     // its checksum (updated in native order, which RFC 1071 2.B allows as for the sums).
     answer_macs(&mut f[..IP], cfg.mac);
@@ -345,17 +387,21 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
     let pseudo = NativeSum::default().add_word(addrs).add_word(PSEUDO_REST);
     if cfg.tx_udp_offload {
         f[UDP + 6..PAYLOAD].copy_from_slice(&pseudo.fold().to_ne_bytes());
-        Ok(Verdict::AnswerUdpOffload {
+        Verdict::AnswerUdpOffload {
             len: COMMON_LEN,
             l2_len: IP as u16,
             l3_len: ipv4::HEADER_LEN as u16,
-        })
+            reply,
+        }
     } else {
         let ck = !pseudo.add_word(udp & !UDP_CK).add_bytes(payload(f)).fold();
         // Zero on the wire means "no checksum" (and reads zero in either byte order).
         let ck = if ck == 0 { 0xffff } else { ck };
         f[UDP + 6..PAYLOAD].copy_from_slice(&ck.to_ne_bytes());
-        Ok(Verdict::Answer { len: COMMON_LEN })
+        Verdict::Answer {
+            len: COMMON_LEN,
+            reply,
+        }
     }
 }
 
@@ -366,48 +412,51 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
     cfg: &FrameConfig,
     frame: &mut [u8],
 ) -> Result<Verdict, DropReason> {
-    let eth = EthernetFrame::new_checked(&*frame).map_err(|_| DropReason::Truncated)?;
+    let c = worker.counters();
+    let eth = EthernetFrame::new_checked(&*frame).map_err(|_| dropped(c, DropReason::Truncated))?;
     let l3 = eth.header_len();
     match eth.ethertype() {
         ethernet::ETHERTYPE_IPV4 => {}
-        ethernet::ETHERTYPE_ARP => {
-            let v = arp_reply(cfg, frame, l3)?;
-            worker.counters().event(crate::counters::Event::ArpReply);
-            return Ok(v);
-        }
-        _ => return Err(DropReason::Ethertype),
+        ethernet::ETHERTYPE_ARP => return arp_reply(c, cfg, frame, l3),
+        _ => return Err(dropped(c, DropReason::Ethertype)),
     }
-    let ip = Ipv4Packet::new_checked(&frame[l3..]).map_err(|_| DropReason::Ipv4Malformed)?;
+    let ip =
+        Ipv4Packet::new_checked(&frame[l3..]).map_err(|_| dropped(c, DropReason::Ipv4Malformed))?;
     if !ip.verify_checksum() {
-        return Err(DropReason::Ipv4Checksum);
+        return Err(dropped(c, DropReason::Ipv4Checksum));
     }
     if ip.dst_addr() != cfg.ipv4 {
-        return Err(DropReason::NotForUs);
+        return Err(dropped(c, DropReason::NotForUs));
     }
     if ip.is_fragment() {
-        return Err(DropReason::Fragment);
+        return Err(dropped(c, DropReason::Fragment));
     }
+    // Ethernet's source address, byte 0 (its group bit); the header is at least 14 bytes.
+    let eth_src0 = frame[6];
     let ihl = ip.header_len();
     let l4 = l3 + ihl;
     let end = l3 + ip.total_len() as usize;
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let not_to_answer = never_answered(eth_src0, src[0], src == cfg.ipv4);
     match ip.protocol() {
         ipv4::PROTOCOL_UDP => {
-            let u =
-                UdpPacket::new_checked(&frame[l4..end]).map_err(|_| DropReason::UdpMalformed)?;
+            let u = UdpPacket::new_checked(&frame[l4..end])
+                .map_err(|_| dropped(c, DropReason::UdpMalformed))?;
             if u.dst_port() != cfg.udp_port {
-                return Err(DropReason::Port);
+                return Err(dropped(c, DropReason::Port));
+            }
+            if not_to_answer | (u.src_port() == 0) {
+                return Err(dropped(c, DropReason::Source));
             }
             if u.checksum() != 0 && !u.verify_checksum(src, dst) {
-                return Err(DropReason::UdpChecksum);
+                return Err(dropped(c, DropReason::UdpChecksum));
             }
             let udp_len = u.len() as usize;
             if udp_len != udp::HEADER_LEN + PAYLOAD_LEN {
-                worker.counters().dropped(DropReason::PayloadLength);
-                return Err(DropReason::PayloadLength);
+                return Err(dropped(c, DropReason::PayloadLength));
             }
             let p = l4 + udp::HEADER_LEN;
-            worker.shake(&mut frame[p..p + PAYLOAD_LEN])?;
+            let reply = Reply::shake(worker.shake(&mut frame[p..p + PAYLOAD_LEN])?);
             let l4 = finish_ip(frame, l3, ihl, udp_len, cfg.mac);
             let mut u = UdpPacket::new_unchecked(&mut frame[l4..l4 + udp_len]);
             u.swap_ports();
@@ -424,27 +473,35 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
                     len: l4 + udp_len,
                     l2_len: l3 as u16,
                     l3_len: ipv4::HEADER_LEN as u16,
+                    reply,
                 })
             } else {
                 u.fill_checksum(dst, src);
-                Ok(Verdict::Answer { len: l4 + udp_len })
+                Ok(Verdict::Answer {
+                    len: l4 + udp_len,
+                    reply,
+                })
             }
         }
         ipv4::PROTOCOL_ICMP => {
-            let mut m =
-                IcmpPacket::new_checked(&mut frame[l4..end]).map_err(|_| DropReason::Icmp)?;
+            // An echo to a broadcast or spoofed source is the Smurf reflection.
+            if not_to_answer {
+                return Err(dropped(c, DropReason::Source));
+            }
+            let mut m = IcmpPacket::new_checked(&mut frame[l4..end])
+                .map_err(|_| dropped(c, DropReason::Icmp))?;
             if m.msg_type() != icmp::ECHO_REQUEST || m.code() != 0 || !m.verify_checksum() {
-                return Err(DropReason::Icmp);
+                return Err(dropped(c, DropReason::Icmp));
             }
             m.make_echo_reply();
             let icmp_len = end - l4;
             let l4 = finish_ip(frame, l3, ihl, icmp_len, cfg.mac);
-            worker
-                .counters()
-                .event(crate::counters::Event::IcmpEchoReply);
-            Ok(Verdict::Answer { len: l4 + icmp_len })
+            Ok(Verdict::Answer {
+                len: l4 + icmp_len,
+                reply: Reply::ICMP_ECHO,
+            })
         }
-        _ => Err(DropReason::Protocol),
+        _ => Err(dropped(c, DropReason::Protocol)),
     }
 }
 
@@ -487,13 +544,36 @@ fn finish_ip(frame: &mut [u8], l3: usize, ihl: usize, l4_len: usize, our_mac: [u
 }
 
 /// Answers an ARP request for our address in place.
-fn arp_reply(cfg: &FrameConfig, frame: &mut [u8], l3: usize) -> Result<Verdict, DropReason> {
+///
+/// Sources, by RFC 5227 and RFC 1122 3.2.1.3: a probe (sender address 0.0.0.0) is answered
+/// like any request, to the prober's hardware address with target address 0.0.0.0 (as Linux
+/// does): that reply is how another station's duplicate address detection learns the
+/// address is ours, and not answering would let it take the address. Any other sender
+/// address that is never a source, or loopback, or a group sender hardware address (the
+/// reply would go to the whole group) is dropped as [`DropReason::Source`]. A sender that
+/// gives our own address is another station claiming it (we send no requests): an address
+/// conflict (RFC 5227 2.4), counted as [`DropReason::ArpConflict`] for the operator; the
+/// node keeps its address and does not answer it.
+fn arp_reply(
+    c: &Counters,
+    cfg: &FrameConfig,
+    frame: &mut [u8],
+    l3: usize,
+) -> Result<Verdict, DropReason> {
     let len = frame.len();
-    let mut a = ArpPacket::new_checked(&mut frame[l3..]).map_err(|_| DropReason::ArpNotForUs)?;
+    let mut a = ArpPacket::new_checked(&mut frame[l3..])
+        .map_err(|_| dropped(c, DropReason::ArpNotForUs))?;
     if a.operation() != arp::ARP_REQUEST || a.target_ip() != cfg.ipv4 {
-        return Err(DropReason::ArpNotForUs);
+        return Err(dropped(c, DropReason::ArpNotForUs));
     }
     let (sha, spa) = (a.sender_hw(), a.sender_ip());
+    let probe = spa == [0; 4];
+    if sha[0] & 1 != 0 || (!probe && (ipv4::never_a_source(spa[0]) || ipv4::is_loopback(spa[0]))) {
+        return Err(dropped(c, DropReason::Source));
+    }
+    if spa == cfg.ipv4 {
+        return Err(dropped(c, DropReason::ArpConflict));
+    }
     a.set_operation(arp::ARP_REPLY);
     a.set_target_hw(sha);
     a.set_target_ip(spa);
@@ -502,7 +582,10 @@ fn arp_reply(cfg: &FrameConfig, frame: &mut [u8], l3: usize) -> Result<Verdict, 
     let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
     eth.set_dst_addr(sha);
     eth.set_src_addr(cfg.mac);
-    Ok(Verdict::Answer { len })
+    Ok(Verdict::Answer {
+        len,
+        reply: Reply::ARP,
+    })
 }
 
 #[cfg(test)]
@@ -1040,7 +1123,13 @@ greeting_probability = {greet}
             f
         };
         let mut f = mk(OUR_IP);
-        assert_eq!(run(&mut w, MID, &mut f), Verdict::Answer { len: 60 });
+        assert_eq!(
+            run(&mut w, MID, &mut f),
+            Verdict::Answer {
+                len: 60,
+                reply: Reply::ARP
+            }
+        );
         let a = ArpPacket::new_checked(&f[14..]).unwrap();
         assert_eq!(a.operation(), arp::ARP_REPLY);
         assert_eq!((a.sender_hw(), a.sender_ip()), (OUR_MAC, OUR_IP));
@@ -1089,7 +1178,9 @@ greeting_probability = {greet}
             f
         };
         let mut f = mk(icmp::ECHO_REQUEST);
-        let len = run(&mut w, MID, &mut f).tx_len().unwrap();
+        let v = run(&mut w, MID, &mut f);
+        assert_eq!(v.reply(), Some(Reply::ICMP_ECHO));
+        let len = v.tx_len().unwrap();
         let out = etherparse::SlicedPacket::from_ethernet(&f[..len]).unwrap();
         let Some(etherparse::NetSlice::Ipv4(ip)) = &out.net else {
             panic!()
@@ -1120,7 +1211,8 @@ greeting_probability = {greet}
             Verdict::AnswerUdpOffload {
                 len: f.len(),
                 l2_len: 14,
-                l3_len: 20
+                l3_len: 20,
+                reply: Reply::shake(Outcome::Nothing),
             }
         );
         let u = UdpPacket::new_checked(&f[34..]).unwrap();
@@ -1160,7 +1252,7 @@ greeting_probability = {greet}
             w1.begin_burst(MID);
             w2.begin_burst(MID);
             let v1 = answer(&mut w1, &c, &mut f1);
-            let v2 = answer_any(&mut w2, &c, &mut f2);
+            let v2 = answer_any(&mut w2, &c, &mut f2).unwrap_or_else(Verdict::Drop);
             proptest::prop_assert_eq!(v1, v2);
             proptest::prop_assert_eq!(f1, f2);
             proptest::prop_assert_eq!(w1.counters().snapshot(), w2.counters().snapshot());
@@ -1181,6 +1273,186 @@ greeting_probability = {greet}
         run(&mut w, MID, &mut f);
         assert_eq!(&f[6..12], &[2, 0, 0, 0, 0, 0x77]);
         assert!(len > 0);
+    }
+
+    /// An ARP request for `target` from `(sender_hw, sender_ip)`.
+    fn arp_from(sender_hw: [u8; 6], sender_ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+        use crate::wire::arp::ArpRepr;
+        let mut f = vec![0u8; 60];
+        ethernet::EthernetRepr {
+            dst: [0xff; 6],
+            src: sender_hw,
+            vlan: None,
+            ethertype: ethernet::ETHERTYPE_ARP,
+        }
+        .emit(&mut EthernetFrame::new_unchecked(&mut f[..]));
+        ArpRepr {
+            operation: arp::ARP_REQUEST,
+            sender_hw,
+            sender_ip,
+            target_hw: [0; 6],
+            target_ip: target,
+        }
+        .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
+        f
+    }
+
+    /// The frame of a valid request of `user` from `flow` (checksums right).
+    fn frame_from(flow: &Flow, user: u64) -> Vec<u8> {
+        let r = client::request(&TOKEN, user, 77, 2_000_000_000, 0xfeed);
+        let mut buf = vec![0u8; 256];
+        let len = flow.emit(&mut buf, &client::payload(&r), 1);
+        buf.truncate(len);
+        buf
+    }
+
+    /// The sources SPEC 2 never answers, as (what, source MAC, source IP, source port).
+    fn bad_sources() -> Vec<(&'static str, [u8; 6], [u8; 4], u16)> {
+        let mac = [2, 0, 0, 0, 0, 9];
+        vec![
+            ("unspecified 0.0.0.0", mac, [0, 0, 0, 0], 40000),
+            ("this network 0.1.2.3", mac, [0, 1, 2, 3], 40000),
+            ("limited broadcast", mac, [255; 4], 40000),
+            ("multicast 224.0.0.1", mac, [224, 0, 0, 1], 40000),
+            (
+                "multicast 239.255.255.250",
+                mac,
+                [239, 255, 255, 250],
+                40000,
+            ),
+            ("reserved 240.0.0.1", mac, [240, 0, 0, 1], 40000),
+            ("loopback 127.0.0.1", mac, [127, 0, 0, 1], 40000),
+            ("loopback 127.255.0.9", mac, [127, 255, 0, 9], 40000),
+            ("the node's own address", mac, OUR_IP, 40000),
+            ("UDP source port 0", mac, [10, 0, 0, 9], 0),
+            ("broadcast Ethernet source", [0xff; 6], [10, 0, 0, 9], 40000),
+            (
+                "multicast Ethernet source",
+                [1, 0, 0x5e, 0, 0, 1],
+                [10, 0, 0, 9],
+                40000,
+            ),
+        ]
+    }
+
+    #[test]
+    fn sources_that_must_never_get_an_answer_are_dropped_and_counted() {
+        let mut w = worker(Setup::default());
+        for (what, mac, ip, port) in bad_sources() {
+            let flow = Flow {
+                src_mac: mac,
+                src_ip: ip,
+                src_port: port,
+                ..flow()
+            };
+            for tagged in [false, true] {
+                let flow = Flow {
+                    vlan: tagged.then_some(7),
+                    ..flow
+                };
+                let mut f = frame_from(&flow, 1);
+                let before = w.counters().snapshot();
+                assert_eq!(drop_of(&mut w, &mut f), DropReason::Source, "{what}");
+                let after = w.counters().snapshot();
+                assert_eq!(
+                    after.dropped(DropReason::Source),
+                    before.dropped(DropReason::Source) + 1
+                );
+                assert_eq!(after.dropped_total(), before.dropped_total() + 1, "{what}");
+                // Dropped before the decision: no throttle stamp, no outcome.
+                assert_eq!(after.decided, before.decided, "{what}");
+            }
+        }
+        // Sources next to the bad ones are answered.
+        for (ip, port) in [
+            ([1, 0, 0, 1], 1),
+            ([126, 255, 255, 255], 40000),
+            ([128, 0, 0, 1], 40000),
+            ([223, 255, 255, 254], 40000),
+            ([10, 0, 0, 3], 65535),
+        ] {
+            let flow = Flow {
+                src_ip: ip,
+                src_port: port,
+                ..flow()
+            };
+            let mut f = frame_from(&flow, u64::from(ip[0]) + 100);
+            assert!(run(&mut w, MID, &mut f).tx_len().is_some(), "{ip:?}:{port}");
+        }
+    }
+
+    #[test]
+    fn icmp_echo_from_a_bad_source_gets_no_reply() {
+        use crate::wire::icmp::IcmpEchoRepr;
+        use crate::wire::ipv4::Ipv4Repr;
+        let mut w = worker(Setup::default());
+        for (what, mac, ip, _) in bad_sources().into_iter().filter(|s| s.3 != 0) {
+            let data = [0x5au8; 16];
+            let mut f = vec![0u8; 14 + 20 + 8 + 16];
+            ethernet::EthernetRepr {
+                dst: OUR_MAC,
+                src: mac,
+                vlan: None,
+                ethertype: ethernet::ETHERTYPE_IPV4,
+            }
+            .emit(&mut EthernetFrame::new_unchecked(&mut f[..]));
+            Ipv4Repr {
+                src: ip,
+                dst: OUR_IP,
+                protocol: ipv4::PROTOCOL_ICMP,
+                ttl: 64,
+                payload_len: 24,
+                ident: 1,
+                dont_frag: true,
+            }
+            .emit(&mut Ipv4Packet::new_unchecked(&mut f[14..]));
+            IcmpEchoRepr {
+                msg_type: icmp::ECHO_REQUEST,
+                ident: 1,
+                seq_no: 1,
+                data: &data,
+            }
+            .emit(&mut IcmpPacket::new_unchecked(&mut f[34..]));
+            assert_eq!(drop_of(&mut w, &mut f), DropReason::Source, "{what}");
+        }
+        let s = w.counters().snapshot();
+        assert_eq!(s.dropped(DropReason::Source), 11);
+    }
+
+    #[test]
+    fn arp_probes_are_answered_bad_senders_and_conflicts_are_not() {
+        let mut w = worker(Setup::default());
+        let peer = [2, 0, 0, 0, 0, 9];
+        // RFC 5227 probe for our address: answered to the prober, target address 0.0.0.0.
+        let mut f = arp_from(peer, [0; 4], OUR_IP);
+        assert_eq!(run(&mut w, MID, &mut f).reply(), Some(Reply::ARP));
+        let a = ArpPacket::new_checked(&f[14..]).unwrap();
+        assert_eq!(a.operation(), arp::ARP_REPLY);
+        assert_eq!((a.sender_hw(), a.sender_ip()), (OUR_MAC, OUR_IP));
+        assert_eq!((a.target_hw(), a.target_ip()), (peer, [0; 4]));
+        assert_eq!(&f[..6], &peer, "unicast to the prober");
+        for (what, hw, ip) in [
+            ("this network 0.0.0.1", peer, [0, 0, 0, 1]),
+            ("loopback", peer, [127, 0, 0, 1]),
+            ("multicast", peer, [224, 0, 0, 9]),
+            ("broadcast", peer, [255; 4]),
+            ("reserved", peer, [250, 1, 1, 1]),
+            ("group sender hardware address", [0xff; 6], [10, 0, 0, 9]),
+            (
+                "group sender hardware address, probe",
+                [3, 0, 0, 0, 0, 1],
+                [0; 4],
+            ),
+        ] {
+            let mut f = arp_from(hw, ip, OUR_IP);
+            assert_eq!(drop_of(&mut w, &mut f), DropReason::Source, "{what}");
+        }
+        // Another station announcing (or probing back with) our address: a conflict.
+        let mut f = arp_from(peer, OUR_IP, OUR_IP);
+        assert_eq!(drop_of(&mut w, &mut f), DropReason::ArpConflict);
+        let s = w.counters().snapshot();
+        assert_eq!(s.dropped(DropReason::Source), 7);
+        assert_eq!(s.dropped(DropReason::ArpConflict), 1);
     }
 
     #[test]

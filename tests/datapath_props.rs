@@ -164,6 +164,13 @@ proptest! {
         let mut frames = [&mut f[..n]];
         let mut v = [Verdict::Drop(shake::counters::DropReason::Truncated)];
         process_burst(&mut w, &cfg(), &mut frames, &mut v);
+        // SPEC 2: 0.0.0.0/8, loopback, multicast, 240/4 (broadcast too) and the node's own
+        // address are never answered; every other source is.
+        let first = src_ip[0];
+        if first == 0 || first == 127 || first >= 224 || src_ip == IP {
+            prop_assert_eq!(v[0], Verdict::Drop(shake::counters::DropReason::Source));
+            return Ok(());
+        }
         let len = v[0].tx_len().expect("a valid shake is answered");
         prop_assert_eq!(len, n);
         let p = etherparse::SlicedPacket::from_ethernet(&f[..len]).expect("etherparse decodes the answer");

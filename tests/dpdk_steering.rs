@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::appliance::{file_prefix, RuntimeDir};
-use shake::counters::{bump, Counters, DropReason};
+use shake::counters::{Counters, DropReason, Reply};
 use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mempool, Ring, Verdict};
 use shake::engine::config::owner_worker;
 use shake::node_config::NodeConfig;
@@ -60,7 +60,6 @@ impl BurstProcessor for Echo {
 
     fn process(&mut self, port: usize, frames: &mut [&mut [u8]], verdicts: &mut [Verdict]) {
         assert_eq!(port, 0);
-        bump(&self.counters.rx, frames.len() as u64);
         for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
             *v = match dpdk::peek_user(f) {
                 Some(user) if user % 7 == 0 => {
@@ -71,11 +70,17 @@ impl BurstProcessor for Echo {
                 Some(user) => {
                     self.users.push(user);
                     f[14 + 20 + 8 + 48] = self.index;
-                    Verdict::Answer { len: SHAKE_FRAME }
+                    Verdict::Answer {
+                        len: SHAKE_FRAME,
+                        reply: Reply::shake(shake::wire::shake::Outcome::Greeting),
+                    }
                 }
                 None => {
                     f[59] = self.index;
-                    Verdict::Answer { len: ARP_FRAME }
+                    Verdict::Answer {
+                        len: ARP_FRAME,
+                        reply: Reply::ARP,
+                    }
                 }
             };
         }
@@ -298,10 +303,14 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
     );
 
     let total = app.stats().total();
+    // The loop counts rx (once, where a frame arrived) and each answer TX took.
     assert_eq!(total.rx, USERS + 2 * ARPS_PER_QUEUE as u64);
     assert_eq!(total.tx, expected as u64);
+    assert_eq!(total.replies(Reply::ARP), 2 * ARPS_PER_QUEUE as u64);
     assert_eq!(total.dropped(DropReason::TxFull), 0);
+    assert_eq!(total.dropped(DropReason::HandoffFull), 0);
     assert_eq!(total.dropped(DropReason::Magic), USERS / 7);
+    assert_eq!(total.accounted(), total.rx, "{}", total.line());
 
     let telemetry = query_telemetry(eal.runtime_dir(), dpdk::telemetry::COMMAND);
     assert!(telemetry.contains("\"workers\":2"), "{telemetry}");

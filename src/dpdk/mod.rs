@@ -5,7 +5,8 @@
 //! - [`eal`]: EAL arguments from the `[dpdk]` section (a pure function), and the EAL itself.
 //! - [`port`]: port setup in l2fwd order, with its mempool.
 //! - [`mbuf`], [`mempool`], [`ring`]: owned mbufs, bursts in stack arrays, pools, SPSC rings.
-//! - [`worker`]: the poll loop of one lcore.
+//! - [`worker`]: the poll loop of one lcore, and [`backlog`]: its TX backlog per port, where
+//!   answers TX did not take wait for the next poll.
 //! - [`telemetry`]: `/shake/stats` on the DPDK telemetry socket.
 //! - [`processor`]: what the loop calls per burst, and the engine worker behind the frame
 //!   layer that `shake serve` runs.
@@ -20,6 +21,7 @@
 //! `unsafe` is confined to this module; each block says why it holds.
 #![allow(unsafe_code)]
 
+pub mod backlog;
 pub mod clock;
 pub mod eal;
 pub mod error;

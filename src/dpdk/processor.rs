@@ -20,7 +20,8 @@ pub trait BurstProcessor {
     fn begin(&mut self, now_ms: u64);
     /// Decides a burst received on (or handed over for) port number `port` of the config:
     /// rewrites answers in place and sets one verdict per frame (`verdicts` is as long as
-    /// `frames`). Counts `rx` and the drops it decides.
+    /// `frames`), saying for an answer what it answers. Counts the drops it decides, and
+    /// nothing else: the loop counts `rx`, and each answer when TX takes it.
     fn process(&mut self, port: usize, frames: &mut [&mut [u8]], verdicts: &mut [Verdict]);
     /// Hints that `frame` is decided on a later pass (the worker loop stages each burst for
     /// one pass): start loading what deciding it will touch. Nothing by default.
@@ -28,7 +29,8 @@ pub trait BurstProcessor {
     fn prefetch(&self, _frame: &[u8]) {}
     /// Periodic work off the per-packet path, about every 100 ms (config reload).
     fn tick(&mut self, now_ms: u64);
-    /// The worker's counters; the poll loop adds `tx` and `tx_full` to them.
+    /// The worker's counters; the poll loop adds `rx`, the answers TX takes, and its own
+    /// drops (hand-offs, TX) to them.
     fn counters(&self) -> &Arc<Counters>;
 }
 

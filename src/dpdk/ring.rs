@@ -158,6 +158,12 @@ impl Producer {
 }
 
 impl Consumer {
+    /// Whether the ring's only producer is gone (dropped), so nothing more will come. Read
+    /// it before the last dequeue, with an acquire fence between, to see what it enqueued.
+    pub fn producer_gone(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
+
     /// See [`Ring::dequeue`].
     #[inline]
     pub fn dequeue(&mut self, burst: &mut Burst) -> usize {

@@ -13,7 +13,7 @@ use dpdk_sys::rte_tel_data;
 
 use super::error::{check, DpdkError};
 use crate::control::Stats;
-use crate::counters::{DropReason, Event, Snapshot};
+use crate::counters::{DropReason, Event, Reply, Snapshot};
 use crate::wire::shake::Outcome;
 
 /// The command's name.
@@ -59,6 +59,11 @@ pub fn entries(workers: usize, t: &Snapshot) -> Vec<(String, u64)> {
         Outcome::ALL
             .iter()
             .map(|&o| (o.name().to_owned(), t.outcome(o))),
+    );
+    out.extend(
+        [Reply::ARP, Reply::ICMP_ECHO]
+            .iter()
+            .map(|&r| (r.name().to_owned(), t.replies(r))),
     );
     out.extend(
         DropReason::ALL

@@ -1,7 +1,19 @@
 //! The poll loop of one worker lcore, as in DPDK's l2fwd: RX a burst into a stack array,
 //! prefetch, hand frames of other workers' users to their owners, process the rest, TX the
-//! answers on the same port and queue, free what TX did not take; then the frames other
-//! workers handed over; a TSC tick for periodic work.
+//! answers on the same port and queue; then the frames other workers handed over; a TSC
+//! tick for periodic work. Unlike l2fwd, what TX did not take is not freed: it waits in the
+//! worker's [`TxBacklog`] of that port and goes first on the next poll (a RED_PACKET answer
+//! is paid before it is sent).
+//!
+//! Counting (see [`crate::counters`]): the loop counts `rx` as it receives (a frame it hands
+//! over is not counted again by its owner), every frame TX takes by what it answers, and
+//! every frame it drops itself: a full hand-off ring (`handoff_full`), a jumbo frame
+//! (`multi_segment`), an answer that could not wait (`tx_full`, `red_packet_tx_lost`).
+//!
+//! At the stop nothing received is left uncounted: the loop decides what it staged, drops
+//! its ends of the hand-off rings (so the owners know nothing more is coming), decides
+//! what the other workers hand over until every one of them has done the same, and gives
+//! its TX backlogs a bounded time to leave before it counts what is left as lost.
 //!
 //! A received burst is decided one pass later, a software pipeline of two stages: the pass
 //! that receives it starts loading its users' table buckets, then decides the burst the
@@ -16,19 +28,27 @@
 //! (`busy=` on the counter line) is the only measure of how loaded a worker is: a worker near
 //! 100% busy is the limit of its setup, one well below has room.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::backlog::TxBacklog;
 use super::clock::TscClock;
 use super::mbuf::{Burst, BURST};
 use super::processor::{peek_user, BurstProcessor, Verdict};
 use super::ring::{Consumer, Producer};
-use crate::counters::{bump, Counters, DropReason};
+use crate::counters::{bump, Counters, DropReason, Reply};
 use crate::engine::config::owner_worker;
 
 /// Milliseconds between calls of [`BurstProcessor::tick`] (the engine's load tick).
 pub const TICK_MS: u64 = 100;
+
+/// At the stop: how long a worker waits for the others to stop handing frames over (they
+/// stop within one pass of seeing the flag; this only bounds a worker that died).
+const HANDOFF_DRAIN_MS: u64 = 1000;
+
+/// At the stop: how long answers that still wait in a TX backlog get to leave.
+const TX_DRAIN_MS: u64 = 100;
 
 /// A port as one worker sees it.
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +68,8 @@ pub struct WorkerLoop<P> {
     pub node_count: u32,
     /// Ports by config index.
     pub ports: Vec<WorkerPort>,
-    /// To worker `w`: `Some` for every other worker.
+    /// To worker `w`: `Some` for every other worker. [`run`](Self::run) takes them, and
+    /// drops them when it stops handing frames over.
     pub to: Vec<Option<Producer>>,
     /// From every other worker.
     pub from: Vec<Consumer>,
@@ -59,7 +80,7 @@ pub struct WorkerLoop<P> {
     pub processor: P,
 }
 
-/// Staging bursts, allocated once before the loop.
+/// Staging bursts and TX backlogs, allocated once before the loop.
 struct Scratch {
     rx: Burst,
     local: Burst,
@@ -69,18 +90,28 @@ struct Scratch {
     by_port: Vec<Burst>,
     /// Per port: received on the last pass, decided on this one.
     staged: Vec<Burst>,
+    /// Per port: answers TX did not take yet, on this worker's queue.
+    backlog: Vec<TxBacklog>,
 }
 
 impl<P: BurstProcessor> WorkerLoop<P> {
     /// Runs until the stop flag is set.
     pub fn run(&mut self) {
         let counters = self.processor.counters().clone();
+        // The loop owns its producers: dropped when it stops handing over, on return or
+        // on unwinding, which tells their consumers that nothing more is coming.
+        let mut to = std::mem::take(&mut self.to);
         let mut s = Scratch {
             rx: Burst::new(),
             local: Burst::new(),
             outbound: (0..self.workers).map(|_| Burst::new()).collect(),
             by_port: (0..self.ports.len()).map(|_| Burst::new()).collect(),
             staged: (0..self.ports.len()).map(|_| Burst::new()).collect(),
+            backlog: self
+                .ports
+                .iter()
+                .map(|p| TxBacklog::new(p.id, self.index as u16))
+                .collect(),
         };
         let tick_cycles = self.clock.cycles_in_ms(TICK_MS).max(1);
         let mut last_tick = TscClock::tsc();
@@ -99,7 +130,7 @@ impl<P: BurstProcessor> WorkerLoop<P> {
             let now_ms = self.clock.ms_at(tsc);
             let mut busy = false;
             for p in 0..self.ports.len() {
-                busy |= self.poll_port(p, now_ms, &mut s, &counters);
+                busy |= self.poll_port(p, now_ms, &mut s, &mut to, &counters);
             }
             for f in 0..self.from.len() {
                 busy |= self.poll_inbound(f, now_ms, &mut s, &counters);
@@ -119,67 +150,120 @@ impl<P: BurstProcessor> WorkerLoop<P> {
         let now_ms = self.clock.ms_at(TscClock::tsc());
         for p in 0..self.ports.len() {
             if !s.staged[p].is_empty() {
-                self.answer(p, now_ms, &mut s.staged[p], &counters);
+                self.answer(p, now_ms, &mut s.staged[p], &mut s.backlog[p], &counters);
             }
+        }
+        drop(to);
+        self.drain_inbound(&mut s, &counters);
+        let deadline = TscClock::tsc().wrapping_add(self.clock.cycles_in_ms(TX_DRAIN_MS));
+        for b in &mut s.backlog {
+            b.drain(&counters, || TscClock::tsc() >= deadline);
         }
         bump(&counters.cycles, cycles);
         bump(&counters.busy_cycles, busy_cycles);
     }
 
-    /// RX one burst on port `p`, steer, process and answer. True if anything came.
-    fn poll_port(&mut self, p: usize, now_ms: u64, s: &mut Scratch, counters: &Counters) -> bool {
+    /// At the stop: decides what the other workers hand over until every one of them has
+    /// dropped its end of the ring (bounded by [`HANDOFF_DRAIN_MS`]).
+    fn drain_inbound(&mut self, s: &mut Scratch, counters: &Counters) {
+        let deadline = TscClock::tsc().wrapping_add(self.clock.cycles_in_ms(HANDOFF_DRAIN_MS));
+        loop {
+            // Looked at before the rings are read: a producer that is gone by now enqueued
+            // its last frames before, and the fence makes them visible to the reads below.
+            let gone = self.from.iter().all(Consumer::producer_gone);
+            fence(Ordering::Acquire);
+            let now_ms = self.clock.ms_at(TscClock::tsc());
+            let mut any = false;
+            for f in 0..self.from.len() {
+                any |= self.poll_inbound(f, now_ms, s, counters);
+            }
+            if (gone && !any) || TscClock::tsc() >= deadline {
+                return;
+            }
+            if !any {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Offers the port's backlog to TX again, then RX one burst on it, steers, processes
+    /// and answers. True if anything moved.
+    fn poll_port(
+        &mut self,
+        p: usize,
+        now_ms: u64,
+        s: &mut Scratch,
+        to: &mut [Option<Producer>],
+        counters: &Counters,
+    ) -> bool {
         let port = self.ports[p];
-        if s.rx.rx(port.id, self.index as u16) == 0 {
+        let resent = s.backlog[p].flush(counters) > 0;
+        let n = s.rx.rx(port.id, self.index as u16);
+        if n == 0 {
             // Nothing new: decide what the last pass staged.
             if s.staged[p].is_empty() {
-                return false;
+                return resent;
             }
-            self.answer(p, now_ms, &mut s.staged[p], counters);
+            self.answer(p, now_ms, &mut s.staged[p], &mut s.backlog[p], counters);
             return true;
         }
+        bump(&counters.rx, n as u64);
         for m in s.rx.iter() {
             m.prefetch();
         }
         if self.workers == 1 {
-            self.stage(p, now_ms, &mut s.rx, &mut s.staged[p], counters);
+            self.stage(
+                p,
+                now_ms,
+                &mut s.rx,
+                &mut s.staged[p],
+                &mut s.backlog[p],
+                counters,
+            );
             return true;
         }
         for mut m in s.rx.take() {
             let owner = peek_user(m.data())
                 .map(|user| owner_worker(user, self.node_count, self.workers as u32) as usize);
-            match owner {
+            let pushed = match owner {
                 Some(o) if o != self.index => {
                     // Not every driver records the port on RX; the owner needs it.
                     m.set_port(port.id);
-                    if let Err(m) = s.outbound[o].push(m) {
-                        // Cannot happen: at most one RX burst is staged per destination.
-                        drop(m);
-                        counters.dropped(DropReason::TxFull);
-                    }
+                    s.outbound[o].push(m)
                 }
                 // Ours, or not a shake (ARP, ICMP, junk): decided here.
-                _ => {
-                    let _ = s.local.push(m);
-                }
+                _ => s.local.push(m),
+            };
+            // Cannot happen: one RX burst fits every staging burst.
+            if let Err(m) = pushed {
+                drop(m);
+                counters.dropped(DropReason::Internal);
             }
         }
         for (o, out) in s.outbound.iter_mut().enumerate() {
             if out.is_empty() {
                 continue;
             }
-            if let Some(ring) = self.to[o].as_mut() {
+            if let Some(ring) = to.get_mut(o).and_then(Option::as_mut) {
                 ring.enqueue(out);
             }
             // The owner is too far behind: drop rather than decide for its users here.
             if !out.is_empty() {
-                count_lost(counters, out.len());
+                count_n(counters, DropReason::HandoffFull, out.len());
                 out.clear();
             }
         }
         if !s.local.is_empty() {
-            self.stage(p, now_ms, &mut s.local, &mut s.staged[p], counters);
+            self.stage(
+                p,
+                now_ms,
+                &mut s.local,
+                &mut s.staged[p],
+                &mut s.backlog[p],
+                counters,
+            );
         } else if !s.staged[p].is_empty() {
-            self.answer(p, now_ms, &mut s.staged[p], counters);
+            self.answer(p, now_ms, &mut s.staged[p], &mut s.backlog[p], counters);
         }
         true
     }
@@ -192,13 +276,14 @@ impl<P: BurstProcessor> WorkerLoop<P> {
         now_ms: u64,
         incoming: &mut Burst,
         staged: &mut Burst,
+        backlog: &mut TxBacklog,
         counters: &Counters,
     ) {
         for m in incoming.iter() {
             self.processor.prefetch(m.data());
         }
         if !staged.is_empty() {
-            self.answer(p, now_ms, staged, counters);
+            self.answer(p, now_ms, staged, backlog, counters);
         }
         std::mem::swap(incoming, staged);
     }
@@ -218,32 +303,44 @@ impl<P: BurstProcessor> WorkerLoop<P> {
             let port = m.port();
             match self.ports.iter().position(|wp| wp.id == port) {
                 Some(p) => {
-                    let _ = s.by_port[p].push(m);
+                    // One dequeue is at most one burst: it fits.
+                    if let Err(m) = s.by_port[p].push(m) {
+                        drop(m);
+                        counters.dropped(DropReason::Internal);
+                    }
                 }
-                None => counters.dropped(DropReason::Truncated),
+                None => counters.dropped(DropReason::Internal),
             }
         }
         for p in 0..self.ports.len() {
             if !s.by_port[p].is_empty() {
-                self.answer(p, now_ms, &mut s.by_port[p], counters);
+                self.answer(p, now_ms, &mut s.by_port[p], &mut s.backlog[p], counters);
             }
         }
         true
     }
 
-    /// Decides `burst` (frames of port `p`), transmits the answers on this worker's queue of
-    /// that port, frees the rest. Leaves `burst` empty.
-    fn answer(&mut self, p: usize, now_ms: u64, burst: &mut Burst, counters: &Counters) {
+    /// Decides `burst` (frames of port `p`) and transmits the answers on this worker's
+    /// queue of that port, behind whatever waits in its backlog. Leaves `burst` empty.
+    fn answer(
+        &mut self,
+        p: usize,
+        now_ms: u64,
+        burst: &mut Burst,
+        backlog: &mut TxBacklog,
+        counters: &Counters,
+    ) {
+        // A chained mbuf (jumbo frame) is never a request, and answers are written in the
+        // first segment only.
+        if burst.iter().any(|m| m.pkt_len() != m.data_len()) {
+            drop_multi_segment(burst, counters);
+        }
         let n = burst.len();
-        let mut verdicts = [Verdict::Drop(DropReason::Truncated); BURST];
+        let mut verdicts = [Verdict::Drop(DropReason::Internal); BURST];
         {
             let mut frames: [&mut [u8]; BURST] = Default::default();
             for (f, m) in frames.iter_mut().zip(burst.as_mut_slice()) {
-                // A chained mbuf (jumbo frame) shows as empty and is dropped as truncated:
-                // answers are written in the first segment only.
-                if m.pkt_len() == m.data_len() {
-                    *f = m.data_mut();
-                }
+                *f = m.data_mut();
             }
             self.processor.begin(now_ms);
             self.processor
@@ -251,48 +348,61 @@ impl<P: BurstProcessor> WorkerLoop<P> {
         }
         let port = self.ports[p];
         let mut tx = Burst::new();
+        let mut replies = [Reply::ARP; BURST];
         for (mut m, v) in burst.take().zip(verdicts) {
-            let ok = match v {
-                Verdict::Answer { len } => {
+            let (ok, reply) = match v {
+                Verdict::Answer { len, reply } => {
                     m.set_tx_offload(0, 0, 0);
-                    m.set_len(len)
+                    (m.set_len(len), reply)
                 }
                 Verdict::AnswerUdpOffload {
                     len,
                     l2_len,
                     l3_len,
+                    reply,
                 } if port.tx_udp_cksum => {
                     m.set_tx_offload(
                         dpdk_sys::RTE_MBUF_F_TX_IPV4 | dpdk_sys::RTE_MBUF_F_TX_UDP_CKSUM,
                         l2_len,
                         l3_len,
                     );
-                    m.set_len(len)
+                    (m.set_len(len), reply)
                 }
                 // The processor asked for an offload this port lacks: a bug, never sent
                 // with a wrong checksum.
-                Verdict::AnswerUdpOffload { .. } => false,
+                Verdict::AnswerUdpOffload { reply, .. } => (false, reply),
                 Verdict::Drop(_) => continue,
             };
             if !ok {
-                counters.dropped(DropReason::Truncated);
+                counters.dropped(DropReason::Internal);
                 continue;
             }
+            replies[tx.len()] = reply;
             let _ = tx.push(m);
         }
-        let sent = tx.tx(port.id, self.index as u16);
-        bump(&counters.tx, sent as u64);
-        if !tx.is_empty() {
-            count_lost(counters, tx.len());
-            tx.clear();
-        }
+        backlog.send(&mut tx, &replies, counters);
     }
 }
 
-/// Frames lost to a full TX queue or hand-off ring (rare: a loop, not a hot path).
+/// Drops the chained mbufs of `burst`, counted, keeping the others in order (rare).
 #[cold]
-fn count_lost(c: &Counters, n: usize) {
+#[inline(never)]
+fn drop_multi_segment(burst: &mut Burst, counters: &Counters) {
+    let mut keep = Burst::new();
+    for m in burst.take() {
+        if m.pkt_len() == m.data_len() {
+            let _ = keep.push(m);
+        } else {
+            counters.dropped(DropReason::MultiSegment);
+        }
+    }
+    std::mem::swap(burst, &mut keep);
+}
+
+/// `n` frames dropped for `reason` (rare: a loop, not a hot path).
+#[cold]
+fn count_n(c: &Counters, reason: DropReason, n: usize) {
     for _ in 0..n {
-        c.dropped(DropReason::TxFull);
+        c.dropped(reason);
     }
 }

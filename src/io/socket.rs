@@ -6,11 +6,28 @@
 //! datagrams over the sockets by a hash of their addresses, not by user, so a thread hands a
 //! shake whose user another worker owns to that worker's inbox (a lock-free queue): the
 //! per-user limits then need no shared state.
+//!
+//! Counting (see [`crate::counters`]): the thread that receives a datagram counts it in
+//! `rx`, once; the owner counts its answer when `sendmmsg` takes it. A full inbox is
+//! `handoff_full`. At the stop every thread decides what the others hand over until all of
+//! them have stopped receiving, so nothing received goes uncounted. An answer the kernel
+//! does not take at once (EAGAIN, ENOBUFS: buffers full) is retried within a short bounded
+//! backoff; one it refuses (an error for that datagram) is given up and the rest of the
+//! batch still goes. What is given up is `tx_full`, or `red_packet_tx_lost` for a
+//! RED_PACKET answer.
+//!
+//! Sources (SPEC 2): a datagram from 0.0.0.0/8, multicast, reserved 240/4 or broadcast, or
+//! from UDP port 0, is dropped as `source` (no host sends from those, and an answer to one
+//! is a reflection). Loopback and the node's own address are answered here, unlike on the
+//! DPDK frame path: the kernel drops them as martians when they come from a wire (RFC 1122
+//! 3.2.1.3 (g); Linux, unless `route_localnet` or `accept_local` is set), so on a socket
+//! they can only come from a process on this host, which is a legitimate client (the
+//! tests and the socket benchmark are exactly that).
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,13 +35,14 @@ use crossbeam::channel::{Receiver, Sender};
 use crossbeam::queue::ArrayQueue;
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
 
-use crate::counters::{bump, DropReason};
+use crate::counters::{bump, Counters, DropReason, Reply};
 use crate::engine::config::{owner_worker, Live};
 use crate::engine::Worker;
 use crate::journal::ClaimSink;
 use crate::node::unix_ms;
 use crate::seed::SeedSource;
-use crate::wire::shake::PAYLOAD_LEN;
+use crate::wire::ipv4;
+use crate::wire::shake::{Outcome, PAYLOAD_LEN};
 
 /// Most datagrams per system call.
 pub const MAX_BATCH: usize = 64;
@@ -32,6 +50,12 @@ pub const MAX_BATCH: usize = 64;
 const BUF: usize = 2048;
 /// How long a worker blocks in `recvmmsg` before it looks at its inbox and the stop flag.
 const POLL: Duration = Duration::from_millis(5);
+/// Waits for the kernel's buffers within one batch's `sendmmsg`: 50 µs, doubling; about
+/// 6 ms in all.
+const SEND_WAITS: u32 = 7;
+/// At the stop: how long a thread waits for the others to stop receiving (they do within
+/// [`POLL`] and a batch; this only bounds a thread that died).
+const HANDOFF_DRAIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
@@ -96,10 +120,13 @@ where
     let batch = batch.clamp(1, MAX_BATCH);
     let inboxes: Arc<Vec<ArrayQueue<Handoff>>> =
         Arc::new((0..n).map(|_| ArrayQueue::new(4096)).collect());
+    // Threads still receiving, and so still handing over.
+    let receiving = Arc::new(AtomicUsize::new(n));
     let mut handles = Vec::with_capacity(n);
     for (i, ((sock, worker), reload)) in sockets.into_iter().zip(workers).zip(reloads).enumerate() {
         let stop = stop.clone();
         let inboxes = inboxes.clone();
+        let receiving = receiving.clone();
         let h = std::thread::Builder::new()
             .name(format!("shake-sock-{i}"))
             .spawn(move || {
@@ -112,7 +139,7 @@ where
                     inboxes,
                     reload,
                 };
-                t.run(batch, &stop);
+                t.run(batch, &stop, &receiving);
                 t.worker
             })
             .map_err(SocketError::Spawn)?;
@@ -134,16 +161,32 @@ struct Thread<S: SeedSource, J: ClaimSink> {
     reload: Receiver<Arc<Live>>,
 }
 
+/// Whether a datagram from `from` must get no answer on this backend (see the module doc).
+#[inline]
+fn never_answered(from: &SockaddrIn) -> bool {
+    ipv4::never_a_source(from.ip().octets()[0]) | (from.port() == 0)
+}
+
+/// Counts one receiving thread out when dropped, also on unwinding.
+struct Receiving<'a>(&'a AtomicUsize);
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
 impl<S: SeedSource, J: ClaimSink> Thread<S, J> {
-    fn run(&mut self, batch: usize, stop: &AtomicBool) {
+    fn run(&mut self, batch: usize, stop: &AtomicBool, receiving: &AtomicUsize) {
         let fd = self.sock.as_raw_fd();
         let mut bufs: Box<[[u8; BUF]; MAX_BATCH]> = Box::new([[0u8; BUF]; MAX_BATCH]);
         let mut lens = [0usize; MAX_BATCH];
         let mut from: [Option<SockaddrIn>; MAX_BATCH] = [None; MAX_BATCH];
-        let mut answer = [false; MAX_BATCH];
+        let mut answer: [Option<Outcome>; MAX_BATCH] = [None; MAX_BATCH];
         let mut rx_headers = MultiHeaders::<SockaddrIn>::preallocate(MAX_BATCH, None);
         let mut tx_headers = MultiHeaders::<SockaddrIn>::preallocate(MAX_BATCH, None);
         let counters = self.worker.counters().clone();
+        let still = Receiving(receiving);
         while !stop.load(Ordering::Relaxed) {
             if let Ok(live) = self.reload.try_recv() {
                 self.worker.reload(live);
@@ -179,99 +222,177 @@ impl<S: SeedSource, J: ClaimSink> Thread<S, J> {
             bump(&counters.rx, received as u64);
             self.worker.begin_burst(unix_ms());
             for k in 0..received {
-                answer[k] = false;
+                answer[k] = None;
+                let Some(addr) = from[k] else {
+                    // UDP always has a source; counted rather than lost.
+                    counters.dropped(DropReason::Internal);
+                    continue;
+                };
+                if never_answered(&addr) {
+                    counters.dropped(DropReason::Source);
+                    continue;
+                }
                 let payload = &mut bufs[k][..lens[k].min(BUF)];
                 if payload.len() == PAYLOAD_LEN && self.workers > 1 {
                     let user = u64::from_be_bytes(payload[8..16].try_into().unwrap_or([0; 8]));
                     let owner = owner_worker(user, self.node_count, self.workers) as usize;
                     if owner != self.index {
-                        if let Some(addr) = from[k] {
-                            let mut copy = [0u8; PAYLOAD_LEN];
-                            copy.copy_from_slice(payload);
-                            if self.inboxes[owner].push((addr.into(), copy)).is_err() {
-                                counters.dropped(DropReason::TxFull);
-                            }
+                        let mut copy = [0u8; PAYLOAD_LEN];
+                        copy.copy_from_slice(payload);
+                        if self.inboxes[owner].push((addr.into(), copy)).is_err() {
+                            counters.dropped(DropReason::HandoffFull);
                         }
                         continue;
                     }
                 }
-                if self.worker.shake(payload).is_ok() {
-                    answer[k] = true;
-                }
+                answer[k] = self.worker.shake(payload).ok();
             }
             let mut out: [[IoSlice; 1]; MAX_BATCH] = std::array::from_fn(|_| [IoSlice::new(&[])]);
             let mut to: [Option<SockaddrIn>; MAX_BATCH] = [None; MAX_BATCH];
+            let mut outcomes = [Outcome::Nothing; MAX_BATCH];
             let mut m = 0;
             for k in 0..received {
-                if answer[k] {
+                if let Some(o) = answer[k] {
                     out[m] = [IoSlice::new(&bufs[k][..PAYLOAD_LEN])];
                     to[m] = from[k];
+                    outcomes[m] = o;
                     m += 1;
                 }
             }
-            send_all(fd, &mut tx_headers, &out[..m], &to[..m], &counters);
+            send_batch(
+                fd,
+                &mut tx_headers,
+                &out[..m],
+                &to[..m],
+                &outcomes[..m],
+                &counters,
+            );
         }
-        self.drain_inbox(fd, &mut tx_headers);
+        // This thread hands nothing more over; decide what the others hand over until
+        // every one of them has stopped receiving.
+        drop(still);
+        let deadline = std::time::Instant::now() + HANDOFF_DRAIN;
+        loop {
+            let done = receiving.load(Ordering::Acquire) == 0;
+            while self.drain_inbox(fd, &mut tx_headers) > 0 {}
+            if done || std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
-    /// Decides and answers shakes other threads handed to this worker.
-    fn drain_inbox(&mut self, fd: i32, tx: &mut MultiHeaders<SockaddrIn>) {
+    /// Decides and answers shakes other threads handed to this worker (a batch at most);
+    /// returns how many it took.
+    fn drain_inbox(&mut self, fd: i32, tx: &mut MultiHeaders<SockaddrIn>) -> usize {
         if self.inboxes[self.index].is_empty() {
-            return;
+            return 0;
         }
         let counters = self.worker.counters().clone();
         self.worker.begin_burst(unix_ms());
         let mut bufs = [[0u8; PAYLOAD_LEN]; MAX_BATCH];
         let mut to: [Option<SockaddrIn>; MAX_BATCH] = [None; MAX_BATCH];
-        let mut m = 0;
-        while m < MAX_BATCH {
+        let mut outcomes = [Outcome::Nothing; MAX_BATCH];
+        let (mut taken, mut m) = (0, 0);
+        while taken < MAX_BATCH {
             let Some((addr, payload)) = self.inboxes[self.index].pop() else {
                 break;
             };
-            bump(&counters.rx, 1);
+            taken += 1;
+            // Counted in `rx` by the thread that received it.
             bufs[m] = payload;
-            if self.worker.shake(&mut bufs[m]).is_ok() {
+            if let Ok(o) = self.worker.shake(&mut bufs[m]) {
                 to[m] = Some(addr.into());
+                outcomes[m] = o;
                 m += 1;
             }
         }
         let out: [[IoSlice; 1]; MAX_BATCH] = std::array::from_fn(|k| [IoSlice::new(&bufs[k])]);
-        send_all(fd, tx, &out[..m], &to[..m], &counters);
+        send_batch(fd, tx, &out[..m], &to[..m], &outcomes[..m], &counters);
+        taken
     }
 }
 
-/// sendmmsg until everything is sent or the kernel refuses; counts what was sent and lost.
-fn send_all(
+/// Sends a batch of answers with `sendmmsg` (see [`send_all`]).
+fn send_batch(
     fd: i32,
     headers: &mut MultiHeaders<SockaddrIn>,
     out: &[[IoSlice; 1]],
     to: &[Option<SockaddrIn>],
-    counters: &crate::counters::Counters,
+    outcomes: &[Outcome],
+    counters: &Counters,
 ) {
-    let mut done = 0;
-    while done < out.len() {
-        match sendmmsg(
-            fd,
-            headers,
-            out[done..].iter(),
-            &to[done..],
-            [],
-            MsgFlags::empty(),
-        ) {
-            Ok(r) => {
-                let sent = r.count();
-                if sent == 0 {
-                    break;
+    send_all(
+        |from| {
+            sendmmsg(
+                fd,
+                &mut *headers,
+                out[from..].iter(),
+                &to[from..],
+                [],
+                MsgFlags::empty(),
+            )
+            .map(|r| r.count())
+        },
+        outcomes,
+        counters,
+        |wait| std::thread::sleep(Duration::from_micros(50 << wait)),
+    );
+}
+
+/// Sends `outcomes.len()` answers: `send(i)` sends from answer `i` on and says how
+/// many went (one `sendmmsg`). Counts each answer the kernel took as sent; retries what it
+/// did not take for want of buffers (EAGAIN, ENOBUFS, ENOMEM) after `wait(n)` (at most
+/// [`SEND_WAITS`] waits a batch); gives up an answer the kernel refused twice in a row, or
+/// that still finds no room once the waits are spent, and goes on with the next. Every
+/// answer given up is counted: `red_packet_tx_lost` for a RED_PACKET, else `tx_full`.
+fn send_all(
+    mut send: impl FnMut(usize) -> nix::Result<usize>,
+    outcomes: &[Outcome],
+    counters: &Counters,
+    mut wait: impl FnMut(u32),
+) {
+    use nix::errno::Errno;
+    let (mut done, mut waits, mut refused) = (0, 0, false);
+    while done < outcomes.len() {
+        let give_up = match send(done) {
+            Ok(sent) if sent > 0 => {
+                let sent = sent.min(outcomes.len() - done);
+                for &o in &outcomes[done..done + sent] {
+                    counters.sent(Reply::shake(o));
                 }
                 done += sent;
+                refused = false;
+                false
             }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
+            Err(Errno::EINTR) => false,
+            Ok(_) | Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::ENOMEM) => {
+                if waits < SEND_WAITS {
+                    wait(waits);
+                    waits += 1;
+                    false
+                } else {
+                    true
+                }
+            }
+            // The kernel refuses this datagram (no route, a filter); once more in case the
+            // error was not this datagram's, then the next one goes.
+            Err(_) => std::mem::replace(&mut refused, true),
+        };
+        if give_up {
+            counters.dropped(lost_as(outcomes[done]));
+            done += 1;
+            refused = false;
         }
     }
-    bump(&counters.tx, done as u64);
-    for _ in done..out.len() {
-        counters.dropped(DropReason::TxFull);
+}
+
+/// The reason an answer the kernel did not take is dropped under.
+fn lost_as(o: Outcome) -> DropReason {
+    if o == Outcome::RedPacket {
+        DropReason::RedPacketTxLost
+    } else {
+        DropReason::TxFull
     }
 }
 
@@ -283,4 +404,105 @@ pub type ReloadReceivers = Vec<Receiver<Arc<Live>>>;
 /// Channels for handing each worker new snapshots.
 pub fn reload_channels(n: usize) -> (ReloadSenders, ReloadReceivers) {
     (0..n).map(|_| crossbeam::channel::bounded(4)).unzip()
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use nix::errno::Errno;
+
+    /// Runs `send_all` over `n` answers (every third a RED_PACKET) against a kernel that
+    /// answers each `sendmmsg` from `script` (then takes everything); returns the counters,
+    /// the answers the kernel took (by index), and the waits.
+    fn run(n: usize, script: &[nix::Result<usize>]) -> (Counters, Vec<usize>, u32) {
+        let outcomes: Vec<Outcome> = (0..n)
+            .map(|i| {
+                if i % 3 == 0 {
+                    Outcome::RedPacket
+                } else {
+                    Outcome::Nothing
+                }
+            })
+            .collect();
+        let c = Counters::default();
+        let mut calls = script.iter();
+        let mut took = Vec::new();
+        let mut waits = 0;
+        send_all(
+            |from| {
+                let r = calls.next().copied().unwrap_or(Ok(n - from));
+                if let Ok(k) = r {
+                    took.extend(from..from + k.min(n - from));
+                }
+                r
+            },
+            &outcomes,
+            &c,
+            |w| {
+                assert_eq!(w, waits, "waits counted from 0");
+                waits += 1;
+            },
+        );
+        (c, took, waits)
+    }
+
+    #[test]
+    fn short_sends_and_full_buffers_are_retried() {
+        let (c, took, waits) = run(
+            6,
+            &[Ok(2), Err(Errno::EAGAIN), Ok(1), Err(Errno::ENOBUFS), Ok(0)],
+        );
+        assert_eq!(took, (0..6).collect::<Vec<_>>());
+        assert_eq!(waits, 3);
+        let s = c.snapshot();
+        assert_eq!(s.tx, 6);
+        assert_eq!(s.outcome(Outcome::RedPacket), 2);
+        assert_eq!(s.dropped_total(), 0);
+    }
+
+    #[test]
+    fn a_refused_datagram_is_given_up_and_the_rest_still_go() {
+        // Answer 3 (a RED_PACKET) is refused twice; answer 4 goes on.
+        let (c, took, waits) = run(6, &[Ok(3), Err(Errno::EINVAL), Err(Errno::EINVAL), Ok(2)]);
+        assert_eq!(took, vec![0, 1, 2, 4, 5]);
+        assert_eq!(waits, 0);
+        let s = c.snapshot();
+        assert_eq!(s.tx, 5);
+        assert_eq!(s.dropped(DropReason::RedPacketTxLost), 1);
+        assert_eq!(s.dropped(DropReason::TxFull), 0);
+        // A refusal once (an error that was not this datagram's) loses nothing.
+        let (c, took, _) = run(4, &[Err(Errno::EPERM), Ok(4)]);
+        assert_eq!((took.len(), c.snapshot().dropped_total()), (4, 0));
+    }
+
+    #[test]
+    fn a_kernel_that_never_takes_them_loses_them_counted_within_the_bound() {
+        let script = vec![Err(Errno::EAGAIN); 100];
+        let (c, took, waits) = run(7, &script);
+        assert!(took.is_empty());
+        assert_eq!(waits, SEND_WAITS);
+        let s = c.snapshot();
+        assert_eq!(s.dropped(DropReason::RedPacketTxLost), 3);
+        assert_eq!(s.dropped(DropReason::TxFull), 4);
+        assert_eq!(s.tx, 0);
+    }
+
+    #[test]
+    fn sources_no_host_sends_from_are_never_answered() {
+        for (a, port, never) in [
+            ([0, 0, 0, 0], 4000, true),
+            ([0, 9, 9, 9], 4000, true),
+            ([224, 0, 0, 1], 4000, true),
+            ([240, 0, 0, 1], 4000, true),
+            ([255, 255, 255, 255], 4000, true),
+            ([10, 0, 0, 1], 0, true),
+            ([10, 0, 0, 1], 4000, false),
+            // Only a local process can send from loopback to a socket: a client.
+            ([127, 0, 0, 1], 4000, false),
+            ([223, 255, 255, 255], 1, false),
+        ] {
+            let from = SockaddrIn::new(a[0], a[1], a[2], a[3], port);
+            assert_eq!(never_answered(&from), never, "{from}");
+        }
+    }
 }

@@ -25,6 +25,24 @@ mod field {
 /// Length of an IPv4 header without options.
 pub const HEADER_LEN: usize = field::DST_ADDR.end;
 
+/// Whether an address with this first octet is never a source, inside a host or out:
+/// 0.0.0.0/8 ("this network", RFC 1122 3.2.1.3 (a) and (b): only while a host boots, and no
+/// answer can reach it), 224/4 multicast and 240/4 reserved, which holds the limited
+/// broadcast 255.255.255.255 (3.2.1.3 (c) to (f), RFC 6890). Linux drops all of them as
+/// martian sources. `|`, not `||`: no branch.
+#[inline(always)]
+pub const fn never_a_source(first_octet: u8) -> bool {
+    // 0 wraps to 255; 224..=255 become 223..=254.
+    first_octet.wrapping_sub(1) >= 223
+}
+
+/// Whether an address with this first octet is loopback (127/8): a valid source only inside
+/// a host, never on a wire (RFC 1122 3.2.1.3 (g)).
+#[inline(always)]
+pub const fn is_loopback(first_octet: u8) -> bool {
+    first_octet == 127
+}
+
 const FLAG_DF: u16 = 0x4000;
 /// More-fragments flag in the flags-and-offset field.
 pub const FLAG_MF: u16 = 0x2000;
@@ -348,6 +366,15 @@ impl Ipv4Repr {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn sources_by_first_octet() {
+        for a in 0..=255u8 {
+            let never = a == 0 || a >= 224;
+            assert_eq!(never_a_source(a), never, "{a}");
+            assert_eq!(is_loopback(a), a == 127, "{a}");
+        }
+    }
     use crate::wire::testutil;
     use proptest::prelude::*;
 

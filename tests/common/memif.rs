@@ -28,6 +28,17 @@ impl MemifClient {
     /// Initialises this process's EAL with a net_memif client on `socket` (abstract socket
     /// name, the default of net_memif) and waits at most `link_wait` for the appliance.
     pub fn connect(prefix: &str, socket: &Path, link_wait: Duration) -> MemifClient {
+        Self::connect_with(prefix, socket, link_wait, "")
+    }
+
+    /// [`connect`](Self::connect) with more net_memif arguments, e.g. `,rsize=5` for rings of
+    /// 32 slots (the client sets the rings' size).
+    pub fn connect_with(
+        prefix: &str,
+        socket: &Path,
+        link_wait: Duration,
+        vdev_args: &str,
+    ) -> MemifClient {
         let runtime = RuntimeDir::new(prefix);
         let args: Vec<String> = [
             "shake-test-client".to_owned(),
@@ -40,7 +51,7 @@ impl MemifClient {
             "--no-telemetry".into(),
             format!("--file-prefix={prefix}"),
             format!(
-                "--vdev=net_memif_client0,role=client,id=0,socket={}",
+                "--vdev=net_memif_client0,role=client,id=0,socket={}{vdev_args}",
                 socket.display()
             ),
             "--log-level=error".into(),
@@ -71,6 +82,62 @@ impl MemifClient {
             _eal: eal,
             _runtime: runtime,
         }
+    }
+
+    /// Sends every frame, reading nothing (the appliance's answers pile up on its side);
+    /// returns how many went before `deadline`.
+    pub fn send_only(&mut self, frames: &[Vec<u8>], deadline: Instant) -> u64 {
+        let id = self.port.info().id;
+        let pool = self.port.pool();
+        let mut tx = Burst::new();
+        let mut frames = frames.iter();
+        let mut sent = 0;
+        while Instant::now() < deadline {
+            while !tx.is_full() {
+                let Some(frame) = frames.next() else { break };
+                let mut m = pool.alloc().expect("the client's pool has room");
+                assert!(m.set_len(frame.len()), "frame fits an mbuf");
+                m.data_mut().copy_from_slice(frame);
+                tx.push(m).expect("burst has room");
+            }
+            if tx.is_empty() {
+                break;
+            }
+            let n = tx.tx(id, 0);
+            sent += n as u64;
+            if n == 0 {
+                std::thread::yield_now();
+            }
+        }
+        sent
+    }
+
+    /// Reads answers until `expected` came, nothing came for `idle`, or `deadline`; hands
+    /// each to `on_answer` and returns how many came.
+    pub fn receive(
+        &mut self,
+        expected: u64,
+        idle: Duration,
+        deadline: Instant,
+        mut on_answer: impl FnMut(&[u8]),
+    ) -> u64 {
+        let id = self.port.info().id;
+        let mut rx = Burst::new();
+        let mut got = 0;
+        let mut last = Instant::now();
+        while got < expected && Instant::now() < deadline && last.elapsed() < idle {
+            let n = rx.rx(id, 0);
+            for m in rx.take() {
+                on_answer(m.data());
+            }
+            if n > 0 {
+                got += n as u64;
+                last = Instant::now();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        got
     }
 
     /// Sends the frames `next` gives (until it gives `None`) with at most `window` unanswered
