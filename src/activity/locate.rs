@@ -50,16 +50,26 @@ impl<'a> Places<'a> {
         let end = self.text[offset..]
             .find('\n')
             .map_or(self.text.len(), |i| offset + i);
+        // Only what reads as a dotted bare key names one: in a text that does not parse,
+        // anything else may be part of a broken string.
+        let dotted = |k: &str| {
+            let k = k.trim();
+            (!k.is_empty()
+                && k.split('.').all(|part| {
+                    let part = part.trim();
+                    !part.is_empty() && part.chars().all(is_bare)
+                }))
+            .then(|| k.to_string())
+        };
         let table = self.text[..start]
             .lines()
             .rev()
             .map(str::trim)
             .find(|l| l.starts_with('['))
-            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+            .and_then(|l| dotted(l.trim_matches(|c| c == '[' || c == ']')));
         let key = self.text[start..end]
             .split_once('=')
-            .map(|(k, _)| k.trim().trim_matches('"').to_string())
-            .filter(|k| !k.is_empty() && !k.starts_with('#') && !k.starts_with('['));
+            .and_then(|(k, _)| dotted(k));
         match (table, key) {
             (Some(t), Some(k)) => format!("{t}.{k}"),
             (Some(t), None) => t,
@@ -111,8 +121,30 @@ impl<'a> Places<'a> {
     /// missing key in the message and places it at its table; the key is then the table's
     /// path and the field.
     pub(crate) fn toml_error(&self, e: &toml::de::Error) -> (usize, String, String) {
-        let offset = e.span().map_or(0, |s| s.start);
-        let mut message = e.message().trim().to_string();
+        let mut offset = e.span().map_or(0, |s| s.start).min(self.text.len());
+        if offset == self.text.len() && self.text.ends_with('\n') {
+            // At the end of the input: the last line, not the empty one after it.
+            offset -= 1;
+        }
+        // Syntax errors come in lines ("invalid array", "expected `]`"), or none at all
+        // where a value is missing; the column says where on the line.
+        let mut message = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
+        if self.doc.is_none() {
+            let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+            let column = self.text[line_start..offset].chars().count() + 1;
+            message = match message.is_empty() {
+                true => format!("not valid TOML at column {column}"),
+                false => format!("{message} at column {column}"),
+            };
+        } else if message.is_empty() {
+            message = "not valid here".into();
+        }
         let missing = message
             .strip_prefix("missing field `")
             .and_then(|m| m.strip_suffix('`'))
@@ -164,11 +196,21 @@ fn holds(span: Option<std::ops::Range<usize>>, offset: usize) -> bool {
     span.is_some_and(|s| s.start <= offset && offset < s.end.max(s.start + 1))
 }
 
+/// A character of a TOML bare key.
+fn is_bare(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// Appends a key to a dotted path, quoted as TOML quotes it unless it is a bare key.
 fn push(path: &mut String, key: &str) {
     if !path.is_empty() {
         path.push('.');
     }
-    path.push_str(key);
+    if !key.is_empty() && key.chars().all(is_bare) {
+        path.push_str(key);
+    } else {
+        path.push_str(&format!("{key:?}"));
+    }
 }
 
 /// Appends to `path` the key at `offset` within `table`; true if one was found.
@@ -342,11 +384,45 @@ mod test {
         assert_eq!(p.line_of_key("throttle.floor_ms"), 1);
     }
 
+    fn toml_error(text: &str) -> (usize, String, String) {
+        let e = toml::from_str::<toml::Value>(text).unwrap_err();
+        Places::new(text).toml_error(&e)
+    }
+
+    #[test]
+    fn syntax_errors_say_what_and_where() {
+        assert_eq!(
+            toml_error("A="),
+            (1, "A".into(), "not valid TOML at column 3".into())
+        );
+        assert_eq!(
+            toml_error("[node]\nx = [1,\n2,\n"),
+            (
+                3,
+                "node".into(),
+                "invalid array: expected `]` at column 3".into()
+            )
+        );
+    }
+
     #[test]
     fn unparsable_text_names_keys_by_lines() {
         let text = "[node]\nindex = 0\ncount = \"unterminated\n";
         let p = Places::new(text);
         assert_eq!(p.key_at(text.find("\"unt").unwrap()), "node.count");
         assert_eq!(p.key_at(2), "");
+        // A broken line that is no key names none.
+        let text = ": _=\0";
+        assert_eq!(Places::new(text).key_at(3), "");
+        let text = "\"a: b\" = 1\nc = ";
+        assert_eq!(Places::new(text).key_at(3), "");
+        let text = "[U=\"\"\"\n[\0\nU=0\n";
+        assert_eq!(Places::new(text).key_at(text.len() - 1), "U");
+    }
+
+    #[test]
+    fn quoted_keys_are_quoted() {
+        let text = "[t]\n\"a: b\" = 1\n";
+        assert_eq!(Places::new(text).key_at(8), "t.\"a: b\"");
     }
 }
