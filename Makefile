@@ -4,11 +4,13 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the build and the tests need: DPDK 22.11 and its pkg-config file, libclang
-# for bindgen, libpcap for net_pcap captures, iproute2/ethtool for the veth test.
-APT_PACKAGES := dpdk dpdk-dev libdpdk-dev pkg-config libclang-dev clang libpcap-dev iproute2 ethtool python3 valgrind
+# for bindgen, libpcap for net_pcap captures, iproute2/ethtool for the veth test, g++ for the
+# fuzzers' libFuzzer.
+APT_PACKAGES := dpdk dpdk-dev libdpdk-dev pkg-config libclang-dev clang libpcap-dev iproute2 ethtool python3 valgrind g++
 BUILD := build
 
-.PHONY: all deps build release test lint demo bench bench-datapath bench-seeds hugepages clean
+.PHONY: all deps build release test lint demo bench bench-datapath bench-seeds hugepages clean \
+	fuzz fuzz-deps fuzz-build fuzz-smoke fuzz-seeds
 
 all: build
 
@@ -34,12 +36,40 @@ release: build
 
 lint: deps
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 
-# Everything: formatting, lints, unit, property, integration and DPDK tests.
+# Everything: formatting, lints, unit, property, integration and DPDK tests, and a short run
+# of every fuzz target.
 test: deps lint
 	$(CARGO) test --workspace
+	$(MAKE) --no-print-directory fuzz-smoke
+
+# --- Fuzzing (fuzz/: its own crate and workspace, see README "Fuzzing"). cargo-fuzz on the
+# stable toolchain: `-s none` needs no sanitizer, so no nightly. `make fuzz` runs every target
+# FUZZ_SECONDS; `make test` runs each FUZZ_SMOKE_SECONDS. Findings land in fuzz/artifacts/.
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+CARGO_FUZZ_VERSION := 0.13.2
+
+fuzz-deps:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+
+# 16 codegen units: both cores compile the large crates (about 5 minutes from clean on the
+# 2-vCPU machine).
+fuzz-build: fuzz-deps
+	cd fuzz && $(CARGO) fuzz build -s none --codegen-units 16
+
+fuzz: fuzz-build
+	bash fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-smoke: fuzz-build
+	bash fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
+
+# Rewrites the committed seed inputs (fuzz/seeds/) from the project's writers and test shapes.
+fuzz-seeds:
+	cd fuzz && $(CARGO) run --release --example gen_seeds
 
 hugepages:
 	bash nic-config/hugepages.sh

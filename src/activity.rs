@@ -7,35 +7,45 @@
 //! Round starts are offsets from the activity's `epoch` (unix seconds), so a whole schedule can
 //! be moved by one number: the broadcast's countdown calibration, or a demo that starts "now".
 //! Every error names the file, the line and the key, because operators edit these by hand
-//! under time pressure.
+//! under time pressure: keys are dotted paths with 0-based indices, `sponsor[1].packets`
+//! (see [`locate`]).
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use toml::Spanned;
+
+pub(crate) mod locate;
+use locate::Places;
 
 /// Most packets a user can be allowed per activity; the winner table stores this many sponsors.
 pub const MAX_PER_USER: u8 = 8;
 
 /// An error in an activity file, with where it is.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
-pub struct ActivityError {
-    pub file: String,
-    pub line: usize,
-    pub message: String,
+pub enum ActivityError {
+    /// Something at a key: the file, the line and the key.
+    #[error("{file}:{line}: {key}: {message}")]
+    At {
+        file: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    /// The file cannot be read at all.
+    #[error("{file}: cannot read: {error}")]
+    Read { file: String, error: std::io::Error },
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ActivityFile {
-    activity: Spanned<Header>,
+    activity: Header,
     #[serde(default)]
-    limits: Option<Spanned<Limits>>,
+    limits: Option<Limits>,
     #[serde(default)]
-    sponsor: Vec<Spanned<Sponsor>>,
+    sponsor: Vec<Sponsor>,
     #[serde(default)]
-    round: Vec<Spanned<Round>>,
+    round: Vec<Round>,
 }
 
 /// The `[activity]` table.
@@ -140,15 +150,26 @@ pub struct Activity {
     pub limits: Limits,
     pub sponsors: Vec<Sponsor>,
     pub rounds: Vec<Round>,
+    /// Where the ids were written, for errors found after parsing (a reload).
+    lines: Lines,
+}
+
+/// Lines of the ids in the file.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Lines {
+    id: usize,
+    /// By sponsor, in file order.
+    sponsors: Vec<usize>,
+    /// By round in start order: its index in the file, and the line.
+    rounds: Vec<(usize, usize)>,
 }
 
 impl Activity {
     /// Reads and validates an activity file.
     pub fn load(path: &Path) -> Result<Self, ActivityError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ActivityError {
+        let text = std::fs::read_to_string(path).map_err(|error| ActivityError::Read {
             file: path.display().to_string(),
-            line: 0,
-            message: e.to_string(),
+            error,
         })?;
         Self::parse(path, &text)
     }
@@ -156,130 +177,133 @@ impl Activity {
     /// Parses and validates activity text; `path` is only used to name errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ActivityError> {
         let file = path.display().to_string();
-        let err = |offset: usize, message: String| ActivityError {
+        let places = Places::new(text);
+        let at_line = |line: usize, key: String, message: String| ActivityError::At {
             file: file.clone(),
-            line: line_of(text, offset),
+            line,
+            key,
             message,
         };
+        let err = |key: String, message: String| at_line(places.line_of_key(&key), key, message);
         let raw: ActivityFile = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map(|s| s.start).unwrap_or(0);
-            err(offset, e.message().to_string())
+            let (line, key, message) = places.toml_error(&e);
+            at_line(line, key, message)
         })?;
 
-        let limits_span = raw.limits.as_ref().map(|l| l.span().start).unwrap_or(0);
-        let limits = raw.limits.map(|l| l.into_inner()).unwrap_or_default();
+        let limits = raw.limits.unwrap_or_default();
         if limits.per_user == 0 || limits.per_user > MAX_PER_USER {
             return Err(err(
-                limits_span,
-                format!(
-                    "limits.per_user must be 1..={MAX_PER_USER}, found {}",
-                    limits.per_user
-                ),
+                "limits.per_user".into(),
+                format!("must be 1..={MAX_PER_USER}, found {}", limits.per_user),
             ));
         }
         if limits.per_sponsor == 0 || limits.per_sponsor > limits.per_user {
             return Err(err(
-                limits_span,
+                "limits.per_sponsor".into(),
                 format!(
-                    "limits.per_sponsor must be 1..=per_user ({}), found {}",
+                    "must be 1..=per_user ({}), found {}",
                     limits.per_user, limits.per_sponsor
                 ),
             ));
         }
 
-        let header_span = raw.activity.span().start;
-        let header = raw.activity.into_inner();
+        let header = raw.activity;
         if header.id == 0 {
-            return Err(err(header_span, "activity.id must not be 0".into()));
+            return Err(err("activity.id".into(), "must not be 0".into()));
         }
 
+        // Rounds with their index in the file, which names them in errors.
         let mut rounds: Vec<(usize, Round)> = Vec::new();
-        for r in raw.round {
-            let at = r.span().start;
-            let r = r.into_inner();
+        for (i, r) in raw.round.into_iter().enumerate() {
+            let key = |k: &str| format!("round[{i}].{k}");
             if r.id == 0 {
                 return Err(err(
-                    at,
-                    "round.id must not be 0 (0 means \"no round\" on the wire)".into(),
+                    key("id"),
+                    "must not be 0 (0 means \"no round\" on the wire)".into(),
                 ));
             }
             if rounds.iter().any(|(_, o)| o.id == r.id) {
-                return Err(err(at, format!("round.id {} appears twice", r.id)));
+                return Err(err(key("id"), format!("round id {} appears twice", r.id)));
             }
             if r.duration_s == 0 {
                 return Err(err(
-                    at,
-                    format!("round {}: duration_s must be at least 1", r.id),
+                    key("duration_s"),
+                    format!("round {}: must be at least 1", r.id),
                 ));
             }
-            for (key, p) in [
+            for (k, p) in [
                 ("win_probability", r.win_probability),
                 ("greeting_probability", r.greeting_probability),
             ] {
                 if !(0.0..=1.0).contains(&p) {
                     return Err(err(
-                        at,
-                        format!("round {}: {key} must be within 0..=1, found {p}", r.id),
+                        key(k),
+                        format!("round {}: must be within 0..=1, found {p}", r.id),
                     ));
                 }
             }
             if r.win_probability + r.greeting_probability > 1.0 {
                 return Err(err(
-                    at,
+                    key("greeting_probability"),
                     format!(
                         "round {}: win_probability + greeting_probability exceeds 1",
                         r.id
                     ),
                 ));
             }
-            rounds.push((at, r));
+            rounds.push((i, r));
         }
         if rounds.is_empty() {
-            return Err(err(
-                text.len(),
+            return Err(at_line(
+                places.line(text.len()),
+                "round".into(),
                 "an activity needs at least one [[round]]".into(),
             ));
         }
         rounds.sort_by_key(|(_, r)| r.start_s);
         for pair in rounds.windows(2) {
-            let (a, b) = (&pair[0].1, &pair[1].1);
-            if a.start_s + a.duration_s as u64 > b.start_s {
+            let (a, (i, b)) = (&pair[0].1, &pair[1]);
+            if a.start_s.saturating_add(a.duration_s as u64) > b.start_s {
                 return Err(err(
-                    pair[1].0,
+                    format!("round[{i}].start_s"),
                     format!("round {} starts before round {} ends", b.id, a.id),
                 ));
             }
         }
 
         let mut sponsors: Vec<Sponsor> = Vec::new();
-        for s in raw.sponsor {
-            let at = s.span().start;
-            let s = s.into_inner();
+        for (i, s) in raw.sponsor.into_iter().enumerate() {
+            let key = |k: &str| format!("sponsor[{i}].{k}");
             if s.id == 0 {
-                return Err(err(at, "sponsor.id must not be 0".into()));
+                return Err(err(key("id"), "must not be 0".into()));
             }
             if sponsors.iter().any(|o| o.id == s.id) {
-                return Err(err(at, format!("sponsor.id {} appears twice", s.id)));
+                return Err(err(key("id"), format!("sponsor id {} appears twice", s.id)));
             }
             if s.packets == 0 {
                 return Err(err(
-                    at,
-                    format!("sponsor {}: packets must be at least 1", s.id),
+                    key("packets"),
+                    format!("sponsor {}: must be at least 1", s.id),
                 ));
             }
             if s.min_cents == 0 || s.min_cents > s.max_cents() {
                 return Err(err(
-                    at,
-                    format!("sponsor {}: need 1 <= min_cents <= max_cents", s.id),
+                    key("min_cents"),
+                    format!(
+                        "sponsor {}: need 1 <= min_cents ({}) <= max_cents ({})",
+                        s.id,
+                        s.min_cents,
+                        s.max_cents()
+                    ),
                 ));
             }
             let lo = s.packets as u64 * s.min_cents as u64;
             let hi = s.packets as u64 * s.max_cents() as u64;
             if s.budget_cents < lo || s.budget_cents > hi {
                 return Err(err(
-                    at,
+                    key("budget_cents"),
                     format!(
-                        "sponsor {}: budget_cents {} cannot be split into {} packets of {}..={} cents",
+                        "sponsor {}: {} cents cannot be split into {} packets of {}..={} cents",
                         s.id,
                         s.budget_cents,
                         s.packets,
@@ -291,8 +315,8 @@ impl Activity {
             if let Some(ids) = &s.rounds {
                 if ids.is_empty() {
                     return Err(err(
-                        at,
-                        format!("sponsor {}: rounds must not be empty", s.id),
+                        key("rounds"),
+                        format!("sponsor {}: must not be empty", s.id),
                     ));
                 }
                 if let Some(bad) = ids
@@ -300,33 +324,117 @@ impl Activity {
                     .find(|id| !rounds.iter().any(|(_, r)| r.id == **id))
                 {
                     return Err(err(
-                        at,
-                        format!("sponsor {}: rounds names unknown round {bad}", s.id),
+                        key("rounds"),
+                        format!("sponsor {}: names unknown round {bad}", s.id),
                     ));
                 }
             }
             sponsors.push(s);
         }
         if sponsors.is_empty() {
-            return Err(err(
-                text.len(),
+            return Err(at_line(
+                places.line(text.len()),
+                "sponsor".into(),
                 "an activity needs at least one [[sponsor]]".into(),
             ));
         }
         if sponsors.len() > u16::MAX as usize {
             return Err(err(
-                0,
+                format!("sponsor[{}]", u16::MAX),
                 format!("at most {} sponsors per activity", u16::MAX),
             ));
         }
 
+        let lines = Lines {
+            id: places.line_of_key("activity.id"),
+            sponsors: (0..sponsors.len())
+                .map(|i| places.line_of_key(&format!("sponsor[{i}].id")))
+                .collect(),
+            rounds: rounds
+                .iter()
+                .map(|(i, _)| (*i, places.line_of_key(&format!("round[{i}].id"))))
+                .collect(),
+        };
         Ok(Activity {
             path: path.to_path_buf(),
             header,
             limits,
             sponsors,
             rounds: rounds.into_iter().map(|(_, r)| r).collect(),
+            lines,
         })
+    }
+
+    /// Checks that this activity, re-read for a live reload, has the running one's id and
+    /// the same sponsors and rounds in the same order: seeds are bound to them by position.
+    /// The error names the first id that differs, where this file has it.
+    pub fn check_same_ids(&self, running: &Activity) -> Result<(), ActivityError> {
+        let at = |line: usize, key: String, what: String| ActivityError::At {
+            file: self.path.display().to_string(),
+            line,
+            key,
+            message: format!(
+                "{what}: a reload may not add, remove or reorder sponsors or rounds \
+                 (seeds are bound to them); restart with new seeds"
+            ),
+        };
+        if self.header.id != running.header.id {
+            return Err(at(
+                self.lines.id,
+                "activity.id".into(),
+                format!(
+                    "activity {} where activity {} is running",
+                    self.header.id, running.header.id
+                ),
+            ));
+        }
+        /// The first position where two id lists differ, and what each has there.
+        fn first_difference(a: &[u32], b: &[u32]) -> Option<(usize, Option<u32>, Option<u32>)> {
+            (0..a.len().max(b.len()))
+                .map(|i| (i, a.get(i).copied(), b.get(i).copied()))
+                .find(|(_, x, y)| x != y)
+        }
+        let what = |kind: &str, new: Option<u32>, old: Option<u32>| match (new, old) {
+            (Some(n), Some(o)) => format!("{kind} {n} where the running activity has {kind} {o}"),
+            (Some(n), None) => format!("{kind} {n} is new"),
+            (None, Some(o)) => format!("{kind} {o} is missing"),
+            (None, None) => unreachable!("ids differ"),
+        };
+        let ids = |a: &Activity| -> (Vec<u32>, Vec<u32>) {
+            (
+                a.sponsors.iter().map(|s| s.id).collect(),
+                a.rounds.iter().map(|r| r.id).collect(),
+            )
+        };
+        let ((new_s, new_r), (old_s, old_r)) = (ids(self), ids(running));
+        if let Some((i, new, old)) = first_difference(&new_s, &old_s) {
+            let line = self.lines.sponsors.get(i).or(self.lines.sponsors.last());
+            let key = match new {
+                Some(_) => format!("sponsor[{i}].id"),
+                None => format!("sponsor[{i}]"),
+            };
+            return Err(at(
+                line.copied().unwrap_or(1),
+                key,
+                what("sponsor", new, old),
+            ));
+        }
+        if let Some((i, new, old)) = first_difference(&new_r, &old_r) {
+            // Rounds are compared in start order; the key is the round's place in the file.
+            let (file_index, line) = self
+                .lines
+                .rounds
+                .get(i)
+                .or(self.lines.rounds.last())
+                .copied()
+                .unwrap_or((0, 1));
+            let key = match new {
+                Some(_) => format!("round[{file_index}].id"),
+                None => format!("round[{}]", self.rounds.len()),
+            };
+            return Err(at(line, key, what("round (in start order)", new, old)));
+        }
+        Ok(())
     }
 
     /// Index of a round by id, in start order.
@@ -345,16 +453,6 @@ impl Activity {
             (p + s.packets as u64, c + s.budget_cents)
         })
     }
-}
-
-/// 1-based line of a byte offset, for errors that name the line.
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    let offset = offset.min(text.len());
-    text.as_bytes()[..offset]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 #[cfg(test)]
@@ -425,56 +523,124 @@ win_probability = 0.1
         );
     }
 
-    fn expect_err(text: &str, line: usize, needle: &str) {
-        let e = parse(text).unwrap_err();
-        assert_eq!(e.file, "seeds/x.toml");
-        assert!(e.message.contains(needle), "{e}");
-        assert_eq!(e.line, line, "{e}");
+    fn expect_err(text: &str, line: usize, key: &str, needle: &str) {
+        match parse(text).unwrap_err() {
+            ActivityError::At {
+                file,
+                line: l,
+                key: k,
+                message,
+            } => {
+                assert_eq!(file, "seeds/x.toml");
+                assert!(message.contains(needle), "{message}");
+                assert_eq!((l, k.as_str()), (line, key), "{message}");
+            }
+            e => panic!("{e}"),
+        }
     }
 
     #[test]
     fn errors_name_line_and_key() {
         expect_err(
             &GOOD.replace("budget_cents = 1000", "budget_cents = 100"),
-            11,
-            "budget_cents 100",
+            13,
+            "sponsor[0].budget_cents",
+            "100 cents",
         );
         expect_err(
             &GOOD.replace("win_probability = 0.5", "win_probability = 1.5"),
-            26,
-            "win_probability",
+            30,
+            "round[0].win_probability",
+            "within 0..=1",
         );
         expect_err(
             &GOOD.replace("rounds = [2]", "rounds = [9]"),
-            20,
+            24,
+            "sponsor[1].rounds",
             "unknown round 9",
         );
         expect_err(
             &GOOD.replace("start_s = 100", "start_s = 30"),
-            26,
+            28,
+            "round[0].start_s",
             "starts before",
         );
         expect_err(
             &GOOD.replace("packets = 5", "packets = \"five\""),
             23,
+            "sponsor[1].packets",
             "invalid type",
         );
         expect_err(
             &GOOD.replace("per_sponsor = 1", "per_sponsor = 4"),
-            7,
-            "per_sponsor",
+            9,
+            "limits.per_sponsor",
+            "1..=per_user",
         );
         expect_err(
             &GOOD.replace("name = \"test\"", "name = \"test\"\nbogus = 1"),
             5,
+            "activity.bogus",
             "unknown field",
         );
-        expect_err(&GOOD.replace("id = 12", "id = 11"), 20, "appears twice");
+        expect_err(
+            &GOOD.replace("id = 12", "id = 11"),
+            21,
+            "sponsor[1].id",
+            "appears twice",
+        );
+        expect_err(
+            &GOOD.replace(
+                "duration_s = 60\nwin_probability = 0.1",
+                "win_probability = 0.1",
+            ),
+            33,
+            "round[1].duration_s",
+            "required",
+        );
+        expect_err(
+            &GOOD.replace("per_user = 3", "per_user = 300"),
+            8,
+            "limits.per_user",
+            "invalid value",
+        );
     }
 
     #[test]
     fn missing_file_is_an_error_naming_it() {
         let e = Activity::load(Path::new("/nonexistent/a.toml")).unwrap_err();
-        assert!(e.to_string().starts_with("/nonexistent/a.toml:0:"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/a.toml: cannot read: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reload_ids_are_checked_where_they_are_written() {
+        let a = parse(GOOD).unwrap();
+        a.check_same_ids(&parse(GOOD).unwrap()).unwrap();
+        let check = |text: &str| match parse(text).unwrap().check_same_ids(&a).unwrap_err() {
+            ActivityError::At {
+                line, key, message, ..
+            } => (line, key, message),
+            e => panic!("{e}"),
+        };
+        let (line, key, m) = check(&GOOD.replace("id = 12", "id = 13"));
+        assert_eq!((line, key.as_str()), (21, "sponsor[1].id"), "{m}");
+        assert!(
+            m.starts_with("sponsor 13 where the running activity has sponsor 12"),
+            "{m}"
+        );
+        let (line, key, m) = check(&GOOD.replace("id = 7", "id = 8"));
+        assert_eq!((line, key.as_str()), (3, "activity.id"), "{m}");
+        // Round 2 moved before round 1: in start order, the first is now round 2.
+        let (line, key, m) = check(&GOOD.replace("start_s = 0", "start_s = 300"));
+        assert_eq!((line, key.as_str()), (27, "round[0].id"), "{m}");
+        let round_2 = "[[round]]\nid = 2\nstart_s = 100\nduration_s = 60\n\
+                       win_probability = 0.5\ngreeting_probability = 0.25\n\n";
+        let (line, key, m) = check(&GOOD.replace("rounds = [2]\n", "").replace(round_2, ""));
+        assert_eq!((line, key.as_str()), (26, "round[1]"), "{m}");
+        assert!(m.starts_with("round (in start order) 2 is missing"), "{m}");
     }
 }

@@ -533,11 +533,17 @@ fn finish_ip(frame: &mut [u8], l3: usize, ihl: usize, l4_len: usize, our_mac: [u
     } else {
         let mut ip = Ipv4Packet::new_unchecked(&mut frame[l3..l3 + ihl + l4_len]);
         ip.swap_addrs();
-        // The swap leaves the checksum as it was; only the TTL word changes.
+        // The swap leaves the checksum as it was; only the TTL word changes, and the total
+        // length where the request's IP payload ran past its UDP datagram (not echoed).
         let old = u16::from_be_bytes([ip.ttl(), ip.protocol()]);
         ip.set_ttl(ANSWER_TTL);
         let new = u16::from_be_bytes([ANSWER_TTL, ip.protocol()]);
-        let ck = checksum::update(ip.checksum(), old, new);
+        let mut ck = checksum::update(ip.checksum(), old, new);
+        let (old_len, new_len) = (ip.total_len(), (ihl + l4_len) as u16);
+        if old_len != new_len {
+            ip.set_total_len(new_len);
+            ck = checksum::update(ck, old_len, new_len);
+        }
         ip.set_checksum(ck);
     }
     l3 + ipv4::HEADER_LEN
@@ -1034,6 +1040,27 @@ greeting_probability = {greet}
             );
         }
         assert_eq!(w.counters().snapshot().answered(), 0);
+    }
+
+    /// An IPv4 payload longer than its UDP datagram (found by the frame fuzz target): the
+    /// answer's IP total length is the answer's, not the request's, and its checksum holds.
+    #[test]
+    fn answer_to_ip_payload_longer_than_udp_has_its_own_length() {
+        for extra in [2usize, 7] {
+            let mut w = worker(Setup::default());
+            let mut f = frame_for(1, 2_000_000_000);
+            f.extend(std::iter::repeat_n(0xab, extra));
+            let total = (ipv4::HEADER_LEN + udp::HEADER_LEN + PAYLOAD_LEN + extra) as u16;
+            f[16..18].copy_from_slice(&total.to_be_bytes());
+            fix(&mut f);
+            let len = run(&mut w, MID, &mut f).tx_len().expect("answered");
+            assert_eq!(len, COMMON_LEN);
+            let ip = Ipv4Packet::new_checked(&f[14..len]).unwrap();
+            assert_eq!(ip.total_len() as usize, len - 14, "extra {extra}");
+            assert!(ip.verify_checksum());
+            let u = UdpPacket::new_checked(&f[34..len]).unwrap();
+            assert!(u.verify_checksum(ip.src_addr(), ip.dst_addr()));
+        }
     }
 
     #[test]

@@ -21,17 +21,15 @@ pub struct MacKey {
     v: [u64; 4],
 }
 
-/// Why a key could not be read.
+/// Why a key could not be read. Each message names the file once and says everything
+/// itself (no `source()` chain that would print the cause a second time), and never shows
+/// what the file holds: a nearly right key is nearly the secret.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: a key is 32 hex digits (16 bytes), found {found:?}")]
-    Format { path: String, found: String },
+    #[error("{path}: cannot read: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error("{path}: {problem}; a key is 32 hex digits (16 bytes)")]
+    Format { path: String, problem: String },
 }
 
 impl std::fmt::Debug for MacKey {
@@ -72,15 +70,32 @@ impl MacKey {
 
     /// Parses 32 hex digits; surrounding whitespace is ignored.
     pub fn from_hex(text: &str) -> Option<Self> {
+        Self::parse_hex(text).ok()
+    }
+
+    /// [`from_hex`](Self::from_hex), saying what is wrong without repeating the text.
+    fn parse_hex(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        if text.len() != 32 || !text.is_ascii() {
-            return None;
+        if let Some((i, c)) = text
+            .chars()
+            .enumerate()
+            .find(|(_, c)| !c.is_ascii_hexdigit())
+        {
+            let what = if c.is_whitespace() {
+                "whitespace"
+            } else {
+                "a character that is not a hex digit"
+            };
+            return Err(format!("{what} at position {}", i + 1));
+        }
+        if text.len() != 32 {
+            return Err(format!("{} hex digits", text.len()));
         }
         let mut out = [0u8; 16];
         for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
         }
-        Some(MacKey::from_bytes(out))
+        Ok(MacKey::from_bytes(out))
     }
 
     /// Formats the key as 32 lowercase hex digits, as key files hold it.
@@ -90,13 +105,13 @@ impl MacKey {
 
     /// Reads a key file: 32 hex digits, optionally followed by a newline.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| KeyError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
-        Self::from_hex(&text).ok_or_else(|| KeyError::Format {
+        Self::parse_hex(&text).map_err(|problem| KeyError::Format {
             path: path.display().to_string(),
-            found: text.trim().chars().take(40).collect(),
+            problem,
         })
     }
 
@@ -304,5 +319,33 @@ mod test {
         assert_eq!(MacKey::from_hex("1011"), None);
         assert_eq!(MacKey::from_hex("zz1112131415161718191a1b1c1d1e1f"), None);
         assert_eq!(format!("{k:?}"), "MacKey(..)");
+    }
+
+    #[test]
+    fn key_file_errors_say_what_is_wrong_once_and_not_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.key");
+        let message = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            let e = MacKey::load(&path).unwrap_err();
+            assert!(std::error::Error::source(&e).is_none(), "{e}");
+            let m = e.to_string();
+            assert_eq!(m.matches("k.key").count(), 1, "{m}");
+            m
+        };
+        assert!(
+            message("0011\n").ends_with("k.key: 4 hex digits; a key is 32 hex digits (16 bytes)")
+        );
+        let m = message("101112131415161718191a1b1c1d1e1g");
+        assert!(m.contains("not a hex digit at position 32"), "{m}");
+        assert!(!m.contains("1011121314"), "{m} shows the key");
+        assert!(message("1011 1213").contains("whitespace at position 5"));
+        assert!(message("").contains("0 hex digits"));
+        std::fs::remove_file(&path).unwrap();
+        let e = MacKey::load(&path).unwrap_err().to_string();
+        assert!(
+            e.ends_with("k.key: cannot read: No such file or directory (os error 2)"),
+            "{e}"
+        );
     }
 }

@@ -111,24 +111,9 @@ impl Node {
     pub fn reload(&mut self) -> Result<Arc<Live>, NodeError> {
         let config = NodeConfig::load(&self.config.path)?;
         let activity = config.activity()?;
-        let same_ids = |a: &Activity, b: &Activity| {
-            a.header.id == b.header.id
-                && a.sponsors
-                    .iter()
-                    .map(|s| s.id)
-                    .eq(b.sponsors.iter().map(|s| s.id))
-                && a.rounds
-                    .iter()
-                    .map(|r| r.id)
-                    .eq(b.rounds.iter().map(|r| r.id))
-        };
-        if !same_ids(&activity, &self.activity) {
-            return Err(NodeError::Config(ConfigError::At {
-                file: activity.path.display().to_string(),
-                line: 0,
-                message: "reload may not add, remove or reorder sponsors or rounds (seeds are bound to them); restart with new seeds".into(),
-            }));
-        }
+        activity
+            .check_same_ids(&self.activity)
+            .map_err(ConfigError::from)?;
         let now_s = unix_ms() / 1000;
         let live = config.live(&activity, self.start_s, self.live.config_version, now_s)?;
         // Recorded before any worker sees it: after a restart the version is above this one.

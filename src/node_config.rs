@@ -3,7 +3,8 @@
 //! One file per node: identity, the activity and its seeds, keys, throttling, blacklist,
 //! stats, and the I/O backends (`[socket]`, `[dpdk]` with its `[[port]]`s). Relative paths
 //! are relative to the config file, so a node's directory can be moved as a whole. Errors name
-//! the file, the line and the key.
+//! the file, the line and the key (`keys.token_key`, `port[1].rx_desc`), also those found
+//! after parsing, in the files the config names: the config keeps its text for that.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -12,25 +13,33 @@ use std::sync::Arc;
 use hashbrown::HashSet;
 use serde::Deserialize;
 
-use crate::activity::{line_of, Activity};
+use crate::activity::locate::Places;
+use crate::activity::Activity;
 use crate::engine::config::{next_config_version, Identity, Live, Throttle};
 use crate::mac::MacKey;
 
 mod dpdk_section;
 pub use dpdk_section::{DpdkSection, PortSection};
 
+/// An error in a node's configuration. Every message says everything itself, once: none
+/// has a `source()` that a chained report would print a second time.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}:{line}: {message}")]
+    /// Something at a key of the config, or of a file a key names (the key file, the
+    /// blacklist): that file, its line, and the config's key.
+    #[error("{file}:{line}: {key}: {message}")]
     At {
         file: String,
         line: usize,
+        key: String,
         message: String,
     },
-    #[error("{0}")]
+    /// The config file itself cannot be read.
+    #[error("{file}: cannot read: {error}")]
+    Read { file: String, error: std::io::Error },
+    /// An error in the activity file, which names its own file, line and key.
+    #[error(transparent)]
     Activity(#[from] crate::activity::ActivityError),
-    #[error("{0}")]
-    Key(#[from] crate::mac::KeyError),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,17 +92,45 @@ fn default_random_seed() -> u64 {
     1
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Epoch {
     Unix(u64),
     Named(EpochName),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EpochName {
     Now,
+}
+
+/// By hand rather than `#[serde(untagged)]`, whose error ("data did not match any variant")
+/// does not say what would.
+impl<'de> Deserialize<'de> for Epoch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const EXPECTED: &str = "unix seconds or \"now\"";
+        impl serde::de::Visitor<'_> for V {
+            type Value = Epoch;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Epoch, E> {
+                u64::try_from(v)
+                    .map(Epoch::Unix)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &EXPECTED))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Epoch, E> {
+                Ok(Epoch::Unix(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Epoch, E> {
+                match v {
+                    "now" => Ok(Epoch::Named(EpochName::Now)),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &EXPECTED)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,68 +264,85 @@ pub struct NodeConfig {
     /// Where the file was read from.
     #[serde(skip)]
     pub path: PathBuf,
+    /// The file's text, to name the line of a key in errors found after parsing.
+    #[serde(skip)]
+    text: String,
 }
 
 impl NodeConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::At {
-            file: file.clone(),
-            line: 0,
-            message: e.to_string(),
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            file: path.display().to_string(),
+            error,
         })?;
         Self::parse(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let at = |offset: usize, message: String| ConfigError::At {
-            file: file.clone(),
-            line: line_of(text, offset),
-            message,
-        };
+        let places = Places::new(text);
         let mut c: NodeConfig = toml::from_str(text).map_err(|e| {
-            at(
-                e.span().map(|s| s.start).unwrap_or(0),
-                e.message().to_string(),
-            )
+            let (line, key, message) = places.toml_error(&e);
+            ConfigError::At {
+                file: file.clone(),
+                line,
+                key,
+                message,
+            }
         })?;
         c.path = path.to_path_buf();
-        let find = |key: &str| text.find(key).unwrap_or(0);
-        if c.node.count == 0 || c.node.index >= c.node.count {
+        c.text = text.to_string();
+        let at = |key: &str, message: String| c.at(key, message);
+        if c.node.count == 0 {
+            return Err(at("node.count", "must be at least 1".into()));
+        }
+        if c.node.index >= c.node.count {
             return Err(at(
-                find("index"),
-                format!(
-                    "node.index {} must be below node.count {}",
-                    c.node.index, c.node.count
-                ),
+                "node.index",
+                format!("{} must be below node.count {}", c.node.index, c.node.count),
             ));
         }
         let t = &c.throttle;
-        if t.floor_ms == 0 || t.floor_ms > t.ceiling_ms {
+        if t.floor_ms == 0 {
+            return Err(at("throttle.floor_ms", "must be at least 1".into()));
+        }
+        if t.floor_ms > t.ceiling_ms {
             return Err(at(
-                find("floor_ms"),
-                "throttle: need 0 < floor_ms <= ceiling_ms".into(),
+                "throttle.floor_ms",
+                format!("{} is above ceiling_ms {}", t.floor_ms, t.ceiling_ms),
             ));
         }
-        if c.socket.workers == 0 || c.socket.batch == 0 || c.socket.batch > 1024 {
+        if c.socket.workers == 0 {
+            return Err(at("socket.workers", "must be at least 1".into()));
+        }
+        if c.socket.batch == 0 || c.socket.batch > 1024 {
             return Err(at(
-                find("[socket]"),
-                "socket: workers >= 1 and batch 1..=1024".into(),
+                "socket.batch",
+                format!("must be 1..=1024, found {}", c.socket.batch),
             ));
         }
         if let Some(m) = &c.node.mac {
             if parse_mac(m).is_none() {
                 return Err(at(
-                    find("mac"),
-                    format!("node.mac {m:?} is not six hex bytes like 02:00:00:00:00:01"),
+                    "node.mac",
+                    format!("{m:?} is not six hex bytes like 02:00:00:00:00:01"),
                 ));
             }
         }
         if let Some(d) = &c.dpdk {
-            d.validate(&c.port).map_err(|m| at(find("[dpdk]"), m))?;
+            d.validate(&c.port).map_err(|e| at(&e.key, e.message))?;
         }
         Ok(c)
+    }
+
+    /// An error at a key of this file: at its line, or where it belongs if it is absent.
+    fn at(&self, key: &str, message: String) -> ConfigError {
+        ConfigError::At {
+            file: self.path.display().to_string(),
+            line: Places::new(&self.text).line_of_key(key),
+            key: key.to_string(),
+            message,
+        }
     }
 
     /// A path from the file, resolved against the file's directory.
@@ -300,16 +354,30 @@ impl NodeConfig {
         }
     }
 
+    /// Reads the activity. A file that cannot be read is named with the key that names it;
+    /// errors inside it name the activity file.
     pub fn activity(&self) -> Result<Activity, ConfigError> {
-        Ok(Activity::load(&self.resolve(&self.activity.file))?)
+        let path = self.resolve(&self.activity.file);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            self.at(
+                "activity.file",
+                format!("{}: cannot read: {e}", path.display()),
+            )
+        })?;
+        Ok(Activity::parse(&path, &text)?)
     }
 
+    /// The node's identity with both keys read; a key file's error names the key too.
     pub fn identity(&self) -> Result<Identity, ConfigError> {
+        let key = |name: &str, file: &Path| {
+            MacKey::load(&self.resolve(file))
+                .map_err(|e| self.at(&format!("keys.{name}"), e.to_string()))
+        };
         Ok(Identity {
             node_index: self.node.index,
             node_count: self.node.count,
-            token_key: MacKey::load(&self.resolve(&self.keys.token_key))?,
-            claim_key: MacKey::load(&self.resolve(&self.keys.claim_key))?,
+            token_key: key("token_key", &self.keys.token_key)?,
+            claim_key: key("claim_key", &self.keys.claim_key)?,
         })
     }
 
@@ -328,20 +396,19 @@ impl NodeConfig {
         if let Some(f) = &self.blacklist.file {
             let path = self.resolve(f);
             let file = path.display().to_string();
-            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::At {
-                file: file.clone(),
-                line: 0,
-                message: e.to_string(),
-            })?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| self.at("blacklist.file", format!("{file}: cannot read: {e}")))?;
             for (i, line) in text.lines().enumerate() {
                 let line = line.split('#').next().unwrap_or("").trim();
                 if line.is_empty() {
                     continue;
                 }
+                // The blacklist file's own line; the key is the config's that names it.
                 let id = line.parse::<u64>().map_err(|_| ConfigError::At {
                     file: file.clone(),
                     line: i + 1,
-                    message: format!("blacklist: {line:?} is not a user id"),
+                    key: "blacklist.file".into(),
+                    message: format!("{line:?} is not a user id"),
                 })?;
                 set.insert(id);
             }
@@ -431,25 +498,64 @@ users = [5, 6]
     }
 
     #[test]
-    fn errors_name_file_and_line() {
+    fn errors_name_file_line_and_key() {
         let e = NodeConfig::parse(Path::new("n.toml"), &GOOD.replace("index = 1", "index = 4"))
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "n.toml:3: node.index 4 must be below node.count 4"
+            "n.toml:3: node.index: 4 must be below node.count 4"
         );
         let e = NodeConfig::parse(
             Path::new("n.toml"),
             &GOOD.replace("ipv4 = \"10.0.0.2\"", "ipv4 = \"10.0.0\""),
         )
         .unwrap_err();
-        assert!(e.to_string().starts_with("n.toml:5:"), "{e}");
+        assert!(e.to_string().starts_with("n.toml:5: node.ipv4: "), "{e}");
         let e = NodeConfig::parse(
             Path::new("n.toml"),
             &GOOD.replace("epoch = \"now\"", "epoch = \"soon\""),
         )
         .unwrap_err();
-        assert!(e.to_string().starts_with("n.toml:9:"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "n.toml:9: activity.epoch: invalid value: string \"soon\", expected unix seconds or \"now\""
+        );
+        let e =
+            NodeConfig::parse(Path::new("n.toml"), "[node]\nindex = 0\ncount = \"1\n").unwrap_err();
+        assert!(e.to_string().starts_with("n.toml:3: node.count: "), "{e}");
+        let e =
+            NodeConfig::parse(Path::new("n.toml"), &GOOD.replace("[keys]", "[keyz]")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("n.toml:11: keyz: unknown field"),
+            "{e}"
+        );
+        let e = NodeConfig::parse(Path::new("n.toml"), &GOOD[..GOOD.find("[keys]").unwrap()])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "n.toml:1: keys: missing: the key is required"
+        );
+        // The same when the file starts with a table: the key is not the table's.
+        let e = NodeConfig::parse(Path::new("n.toml"), &GOOD[1..GOOD.find("[keys]").unwrap()])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "n.toml:1: keys: missing: the key is required"
+        );
+    }
+
+    #[test]
+    fn epochs() {
+        for (text, epoch) in [("1700000000", Some(1_700_000_000)), ("\"now\"", Some(77))] {
+            let c = NodeConfig::parse(
+                Path::new("n.toml"),
+                &GOOD.replace("epoch = \"now\"", &format!("epoch = {text}")),
+            )
+            .unwrap();
+            assert_eq!(c.epoch_s(77), epoch);
+        }
+        let e = NodeConfig::parse(Path::new("n.toml"), &GOOD.replace("\"now\"", "-1")).unwrap_err();
+        assert!(e.to_string().contains("expected unix seconds"), "{e}");
     }
 
     #[test]

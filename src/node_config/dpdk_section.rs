@@ -108,24 +108,55 @@ fn default_mtu() -> u16 {
     1500
 }
 
+/// A value of `[dpdk]` or `[[port]]` that cannot work, and its key (`dpdk.handoff_ring`,
+/// `port[1].rx_desc`), for the error that names its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub key: String,
+    pub message: String,
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
 impl DpdkSection {
     /// Checks what the EAL would only report obscurely, or not at all.
-    pub fn validate(&self, ports: &[PortSection]) -> Result<(), String> {
+    pub fn validate(&self, ports: &[PortSection]) -> Result<(), Invalid> {
         if self.file_prefix.is_empty() || self.file_prefix.contains('/') {
-            return Err("dpdk.file_prefix must be a non-empty name without '/'".into());
+            return Err(invalid(
+                "dpdk.file_prefix",
+                "must be a non-empty name without '/'",
+            ));
         }
         if !self.handoff_ring.is_power_of_two() || self.handoff_ring < 64 {
-            return Err("dpdk.handoff_ring must be a power of two, at least 64".into());
+            return Err(invalid(
+                "dpdk.handoff_ring",
+                format!(
+                    "must be a power of two, at least 64; found {}",
+                    self.handoff_ring
+                ),
+            ));
         }
         if ports.is_empty() {
-            return Err("[dpdk] needs at least one [[port]]".into());
+            return Err(invalid("dpdk", "needs at least one [[port]]"));
         }
         for (i, p) in ports.iter().enumerate() {
             if p.name.is_some() == p.id.is_some() {
-                return Err(format!("port {i}: give exactly one of name and id"));
+                // Point at the id when both are given, else at the port's table.
+                let key = match p.id {
+                    Some(_) => format!("port[{i}].id"),
+                    None => format!("port[{i}]"),
+                };
+                return Err(invalid(key, "give exactly one of name and id"));
             }
-            if p.rx_desc == 0 || p.tx_desc == 0 {
-                return Err(format!("port {i}: rx_desc and tx_desc must be positive"));
+            for (k, v) in [("rx_desc", p.rx_desc), ("tx_desc", p.tx_desc)] {
+                if v == 0 {
+                    return Err(invalid(format!("port[{i}].{k}"), "must be positive"));
+                }
             }
         }
         Ok(())

@@ -1,0 +1,502 @@
+//! Operator errors in the node config, its `[dpdk]` section, the activity and the key files:
+//! every message names the file, the line and the key, says each thing once, and never
+//! says line 0.
+//!
+//! Errors are rendered as the binary prints them (`shake: {:#}` of an `anyhow::Error`, which
+//! appends every `source()` in the chain), so a message that repeats its cause shows here.
+
+use std::path::{Path, PathBuf};
+
+use shake::activity::Activity;
+use shake::node::Node;
+use shake::node_config::NodeConfig;
+
+const NODE: &str = r#"# A test node. The index below is 0, the count 1.
+[node]
+index = 0
+count = 1
+ipv4 = "127.0.0.1"
+
+[activity]
+file = "act.toml"
+epoch = "now"
+
+[keys]
+token_key = "token.key"
+claim_key = "claim.key"
+
+[blacklist]
+users = [5]
+file = "black.txt"
+"#;
+
+const DPDK: &str = r#"
+[dpdk]
+lcores = "0-1"
+huge = false
+file_prefix = "cfg-errors"
+handoff_ring = 1024
+
+[[port]]
+name = "net_null0"
+mtu = 1500
+
+[[port]]
+name = "net_null1"
+rx_desc = 512
+"#;
+
+const ACT: &str = r#"[activity]
+id = 7
+name = "test"
+
+[limits]
+per_user = 3
+per_sponsor = 1
+
+[[sponsor]]
+id = 11
+budget_cents = 1000
+packets = 10
+rounds = [1]
+
+[[sponsor]]
+id = 12
+budget_cents = 500
+packets = 5
+
+[[round]]
+id = 1
+start_s = 0
+duration_s = 60
+win_probability = 0.5
+
+[[round]]
+id = 2
+start_s = 100
+duration_s = 60
+win_probability = 0.5
+"#;
+
+const TOKEN_HEX: &str = "00112233445566778899aabbccddeeff";
+
+/// A node directory: node.toml, act.toml, both keys and a blacklist file.
+struct Dir {
+    dir: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new(node: &str, act: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Dir { dir };
+        d.write("node.toml", node);
+        d.write("act.toml", act);
+        d.write("token.key", &format!("{TOKEN_HEX}\n"));
+        d.write("claim.key", "ffeeddccbbaa99887766554433221100\n");
+        d.write("black.txt", "# banned\n17\n18\n");
+        d
+    }
+
+    fn good() -> Self {
+        Self::new(NODE, ACT)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path(name), text).unwrap();
+    }
+
+    fn remove(&self, name: &str) {
+        std::fs::remove_file(self.path(name)).unwrap();
+    }
+
+    /// Everything a node reads at start, as the binary reports the first error.
+    fn load(&self) -> Result<(), String> {
+        load(&self.path("node.toml"))
+    }
+}
+
+fn load(config: &Path) -> Result<(), String> {
+    let run = || -> anyhow::Result<()> {
+        let c = NodeConfig::load(config)?;
+        c.activity()?;
+        c.identity()?;
+        c.blacklist()?;
+        Ok(())
+    };
+    run().map_err(|e| format!("{e:#}"))
+}
+
+/// The 1-based line where `needle` first starts in `text`.
+fn line_of(text: &str, needle: &str) -> usize {
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in the text"));
+    text[..at].matches('\n').count() + 1
+}
+
+/// The message names `file` at `line`, and `key`; it never says line 0 and never repeats
+/// itself (no part between ": " separators appears twice).
+#[track_caller]
+fn assert_names(message: &str, file: &Path, line: usize, key: &str) {
+    let at = format!("{}:{line}:", file.display());
+    assert!(message.contains(&at), "{message:?} does not name {at}");
+    assert!(
+        message.contains(&format!(" {key}")),
+        "{message:?} does not name the key {key}"
+    );
+    assert!(!message.contains(":0:"), "{message:?} says line 0");
+    let parts: Vec<&str> = message.split(": ").collect();
+    for (i, p) in parts.iter().enumerate() {
+        assert!(!parts[i + 1..].contains(p), "{message:?} repeats {p:?}");
+    }
+}
+
+/// The node config's error at the line of `needle` in `node`.
+#[track_caller]
+fn node_error(node: &str, needle: &str, key: &str) {
+    let d = Dir::new(node, ACT);
+    let e = d.load().expect_err("the config is wrong");
+    assert_names(&e, &d.path("node.toml"), line_of(node, needle), key);
+}
+
+/// The activity's error at the line of `needle` in `act`.
+#[track_caller]
+fn activity_error(act: &str, needle: &str, key: &str) {
+    let d = Dir::new(NODE, act);
+    let e = d.load().expect_err("the activity is wrong");
+    assert_names(&e, &d.path("act.toml"), line_of(act, needle), key);
+}
+
+#[test]
+fn the_fixture_loads() {
+    Dir::good().load().unwrap();
+    Dir::new(&format!("{NODE}{DPDK}"), ACT).load().unwrap();
+}
+
+// --- Key files: the node config's file, line and key, and the key file, each once. ---
+
+#[test]
+fn missing_key_file_names_the_config_the_key_and_the_file_once() {
+    let d = Dir::good();
+    d.remove("token.key");
+    let e = d.load().unwrap_err();
+    assert_names(
+        &e,
+        &d.path("node.toml"),
+        line_of(NODE, "token_key"),
+        "keys.token_key",
+    );
+    let key_file = d.path("token.key").display().to_string();
+    assert_eq!(e.matches(&key_file).count(), 1, "{e:?}");
+    assert_eq!(e.matches("No such file").count(), 1, "{e:?}");
+}
+
+#[test]
+fn short_key_file_says_so_once() {
+    let d = Dir::good();
+    d.write("claim.key", "0011\n");
+    let e = d.load().unwrap_err();
+    assert_names(
+        &e,
+        &d.path("node.toml"),
+        line_of(NODE, "claim_key"),
+        "keys.claim_key",
+    );
+    assert_eq!(e.matches("claim.key").count(), 1, "{e:?}");
+    assert!(e.contains("32 hex digits"), "{e:?}");
+}
+
+#[test]
+fn bad_hex_key_file_does_not_echo_the_key() {
+    let d = Dir::good();
+    let bad = format!("zz{}", &TOKEN_HEX[2..]);
+    d.write("token.key", &bad);
+    let e = d.load().unwrap_err();
+    assert_names(
+        &e,
+        &d.path("node.toml"),
+        line_of(NODE, "token_key"),
+        "keys.token_key",
+    );
+    // A nearly right key is nearly the secret: it never reaches a log.
+    assert!(
+        !e.contains(&bad[2..]),
+        "{e:?} shows the key file's contents"
+    );
+}
+
+// --- Files that cannot be read: never line 0. ---
+
+#[test]
+fn missing_node_config_says_no_line_0() {
+    let d = Dir::good();
+    d.remove("node.toml");
+    let e = d.load().unwrap_err();
+    assert!(
+        e.contains(&d.path("node.toml").display().to_string()),
+        "{e}"
+    );
+    assert!(!e.contains(":0:"), "{e:?} says line 0");
+    assert_eq!(e.matches("No such file").count(), 1, "{e:?}");
+}
+
+#[test]
+fn missing_activity_file_names_the_config_line_and_key() {
+    let d = Dir::good();
+    d.remove("act.toml");
+    let e = d.load().unwrap_err();
+    assert_names(
+        &e,
+        &d.path("node.toml"),
+        line_of(NODE, "act.toml"),
+        "activity.file",
+    );
+    let act = d.path("act.toml").display().to_string();
+    assert_eq!(e.matches(&act).count(), 1, "{e:?}");
+    assert_eq!(e.matches("No such file").count(), 1, "{e:?}");
+}
+
+#[test]
+fn missing_activity_file_on_its_own_says_no_line_0() {
+    let e = Activity::load(Path::new("/nonexistent/a.toml")).unwrap_err();
+    let e = format!("{:#}", anyhow::Error::from(e));
+    assert!(e.starts_with("/nonexistent/a.toml"), "{e}");
+    assert!(!e.contains(":0:"), "{e:?} says line 0");
+}
+
+#[test]
+fn blacklist_files() {
+    let d = Dir::good();
+    d.remove("black.txt");
+    let e = d.load().unwrap_err();
+    assert_names(
+        &e,
+        &d.path("node.toml"),
+        line_of(NODE, "black.txt"),
+        "blacklist.file",
+    );
+    d.write("black.txt", "# banned\n17\nseventeen\n");
+    let e = d.load().unwrap_err();
+    assert_names(&e, &d.path("black.txt"), 3, "blacklist.file");
+}
+
+// --- The node config: unknown key, wrong type, missing key, bad values. ---
+
+#[test]
+fn node_unknown_key() {
+    node_error(
+        &NODE.replace("count = 1", "count = 1\nbogus = 3"),
+        "bogus",
+        "node.bogus",
+    );
+}
+
+#[test]
+fn node_wrong_type_names_the_key() {
+    node_error(
+        &NODE.replace("count = 1", "count = \"one\""),
+        "count =",
+        "node.count",
+    );
+    node_error(
+        &NODE.replace("epoch = \"now\"", "epoch = \"soon\""),
+        "soon",
+        "activity.epoch",
+    );
+    node_error(
+        &NODE.replace("users = [5]", "users = [\n  5,\n  \"six\",\n]"),
+        "six",
+        "blacklist.users",
+    );
+}
+
+#[test]
+fn node_missing_key() {
+    let node = NODE.replace("ipv4 = \"127.0.0.1\"\n", "");
+    node_error(&node, "[node]", "node.ipv4");
+    let node = NODE.replace("claim_key = \"claim.key\"\n", "");
+    node_error(&node, "[keys]", "keys.claim_key");
+}
+
+#[test]
+fn node_bad_values_name_their_own_line() {
+    // The comment on line 1 mentions "index": the error is at the key, not the first match.
+    node_error(
+        &NODE.replace("index = 0", "index = 1"),
+        "index = 1",
+        "node.index",
+    );
+    node_error(
+        &format!("{NODE}\n[throttle]\n# floor_ms and ceiling_ms in ms\nfloor_ms = 0\n"),
+        "floor_ms = 0",
+        "throttle.floor_ms",
+    );
+    node_error(
+        &NODE.replace(
+            "ipv4 = \"127.0.0.1\"",
+            "ipv4 = \"127.0.0.1\"\nmac = \"02:00\"",
+        ),
+        "mac =",
+        "node.mac",
+    );
+    node_error(
+        &format!("{NODE}\n[socket]\nworkers = 1\nbatch = 4096\n"),
+        "batch",
+        "socket.batch",
+    );
+}
+
+// --- The [dpdk] section and its [[port]]s. ---
+
+#[test]
+fn dpdk_wrong_type_and_unknown_key() {
+    let node = format!("{NODE}{DPDK}");
+    node_error(
+        &node.replace("huge = false", "huge = \"no\""),
+        "huge",
+        "dpdk.huge",
+    );
+    node_error(
+        &node.replace("rx_desc = 512", "rx_desc = 512\nrx_ring = 3"),
+        "rx_ring",
+        "port[1].rx_ring",
+    );
+    node_error(
+        &node.replace("mtu = 1500", "mtu = \"big\""),
+        "mtu",
+        "port[0].mtu",
+    );
+}
+
+#[test]
+fn dpdk_bad_values_name_their_key() {
+    let node = format!("{NODE}{DPDK}");
+    node_error(
+        &node.replace("handoff_ring = 1024", "handoff_ring = 100"),
+        "handoff_ring",
+        "dpdk.handoff_ring",
+    );
+    node_error(
+        &node.replace("file_prefix = \"cfg-errors\"", "file_prefix = \"a/b\""),
+        "file_prefix",
+        "dpdk.file_prefix",
+    );
+    node_error(
+        &node.replace("rx_desc = 512", "rx_desc = 0"),
+        "rx_desc",
+        "port[1].rx_desc",
+    );
+    node_error(
+        &node.replace("name = \"net_null1\"", "name = \"net_null1\"\nid = 1"),
+        "id = 1",
+        "port[1].id",
+    );
+}
+
+// --- The activity: unknown key, wrong type, missing key, bad values. ---
+
+#[test]
+fn activity_unknown_key() {
+    activity_error(
+        &ACT.replace("per_sponsor = 1", "per_sponsor = 1\nper_round = 2"),
+        "per_round",
+        "limits.per_round",
+    );
+}
+
+#[test]
+fn activity_wrong_type_names_the_key() {
+    activity_error(
+        &ACT.replace("packets = 5", "packets = \"five\""),
+        "five",
+        "sponsor[1].packets",
+    );
+}
+
+#[test]
+fn activity_missing_key() {
+    let act = ACT.replace("start_s = 100\nduration_s = 60\n", "start_s = 100\n");
+    let d = Dir::new(NODE, &act);
+    let e = d.load().unwrap_err();
+    // The second [[round]] is where the key is missing.
+    let line = act
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| *l == "[[round]]")
+        .nth(1)
+        .unwrap()
+        .0
+        + 1;
+    assert_names(&e, &d.path("act.toml"), line, "round[1].duration_s");
+}
+
+#[test]
+fn activity_bad_values_name_their_key_and_line() {
+    activity_error(
+        &ACT.replace("packets = 5", "packets = 0"),
+        "packets = 0",
+        "sponsor[1].packets",
+    );
+    activity_error(
+        &ACT.replace("budget_cents = 1000", "budget_cents = 1"),
+        "budget_cents = 1",
+        "sponsor[0].budget_cents",
+    );
+    activity_error(
+        &ACT.replace("rounds = [1]", "rounds = [9]"),
+        "rounds = [9]",
+        "sponsor[0].rounds",
+    );
+    activity_error(
+        &ACT.replace("id = 12", "id = 11"),
+        "id = 11\nbudget_cents = 500",
+        "sponsor[1].id",
+    );
+    activity_error(
+        &ACT.replacen("win_probability = 0.5", "win_probability = 1.5", 1),
+        "win_probability = 1.5",
+        "round[0].win_probability",
+    );
+    activity_error(
+        &ACT.replace("start_s = 100", "start_s = 30"),
+        "start_s = 30",
+        "round[1].start_s",
+    );
+    activity_error(
+        &ACT.replace("per_sponsor = 1", "per_sponsor = 4"),
+        "per_sponsor",
+        "limits.per_sponsor",
+    );
+    activity_error(&ACT.replace("id = 7", "id = 0"), "id = 0", "activity.id");
+}
+
+#[test]
+fn activity_error_line_is_first_line_of_multiline_key() {
+    // A key whose value spans lines: the line of the key itself.
+    let act = ACT.replace("rounds = [1]", "rounds = [\n  1,\n  9,\n]");
+    activity_error(&act, "rounds = [", "sponsor[0].rounds");
+}
+
+// --- A live reload that changes which sponsors or rounds exist. ---
+
+#[test]
+fn reload_that_adds_a_sponsor_names_where() {
+    let d = Dir::good();
+    let mut node = Node::load(&d.path("node.toml")).unwrap();
+    let act = ACT.replace(
+        "[[round]]\nid = 1",
+        "[[sponsor]]\nid = 13\nbudget_cents = 5\npackets = 5\n\n[[round]]\nid = 1",
+    );
+    d.write("act.toml", &act);
+    let e = format!("{:#}", anyhow::Error::from(node.reload().unwrap_err()));
+    assert_names(
+        &e,
+        &d.path("act.toml"),
+        line_of(&act, "id = 13"),
+        "sponsor[2].id",
+    );
+}
