@@ -368,10 +368,14 @@ fn check_answer(
     let h = ip.header();
     let (rl3, rihl, _) = layers(req).expect("an answered IPv4 request parses");
     assert_eq!(h.ihl(), 5, "options are never echoed");
+    // Verified over the header's bytes (RFC 1071: the sum with the checksum is all ones):
+    // etherparse's own header type has no field for the reserved flag bit, so recomputing
+    // from it would not cover every header the datapath may echo.
     assert_eq!(
-        h.header_checksum(),
-        h.to_header().calc_header_checksum(),
-        "IPv4 header checksum"
+        fold(sum16(h.slice())),
+        0xffff,
+        "IPv4 header checksum {:#06x}",
+        h.header_checksum()
     );
     assert_eq!(
         h.source(),
@@ -429,9 +433,11 @@ fn check_answer(
             assert!(matches!(v, Verdict::Answer { .. }));
             assert_eq!((m.type_u8(), m.code_u8()), (0, 0), "echo reply");
             assert_eq!(
+                fold(sum16(m.slice())),
+                0xffff,
+                "ICMP checksum {:#06x}, etherparse computes {:#06x}",
                 m.checksum(),
-                m.icmp_type().calc_checksum(m.payload()),
-                "ICMP checksum"
+                m.icmp_type().calc_checksum(m.payload())
             );
             let r = &req[rl4..rl3 + be16(&req[rl3 + 2..]) as usize];
             assert_eq!(
