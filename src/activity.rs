@@ -8,7 +8,7 @@
 //! be moved by one number: the broadcast's countdown calibration, or a demo that starts "now".
 //! Every error names the file, the line and the key, because operators edit these by hand
 //! under time pressure: keys are dotted paths with 0-based indices, `sponsor[1].packets`
-//! (see [`locate`]).
+//! (see `activity/locate.rs`).
 
 use std::path::{Path, PathBuf};
 
