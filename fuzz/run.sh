@@ -22,6 +22,9 @@ bin=target/x86_64-unknown-linux-gnu/release
 # Inputs longer than this are cut; the file formats need a 4096-byte header and some records.
 declare -A max_len=([frame]=4096 [node_config]=8192 [activity]=8192 [shard]=16384 [manifest]=8192 [journal]=16384)
 
+# Dictionaries: the TOML targets get the keys and edge numbers of the files they read.
+declare -A dict=([node_config]=dict/toml.dict [activity]=dict/toml.dict [manifest]=dict/toml.dict)
+
 # The file targets write into TMPDIR; keep it inside fuzz/target and remove it afterwards.
 export TMPDIR="$PWD/target/tmp"
 mkdir -p "$TMPDIR"
@@ -37,7 +40,9 @@ for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "artifacts/$t"
   before=$(ls "artifacts/$t" | wc -l)
   log="target/fuzz-$t.log"
-  "$bin/$t" "corpus/$t" "seeds/$t" \
+  extra=()
+  if [ -n "${dict[$t]:-}" ]; then extra+=(-dict="${dict[$t]}"); fi
+  "$bin/$t" "corpus/$t" "seeds/$t" "${extra[@]}" \
     -max_total_time="$seconds" -max_len="${max_len[$t]:-4096}" -timeout=10 -rss_limit_mb=2048 \
     -artifact_prefix="artifacts/$t/" -print_final_stats=1 -print_pcs=0 >"$log" 2>&1
   rc=$?

@@ -8,7 +8,7 @@
 //! be moved by one number: the broadcast's countdown calibration, or a demo that starts "now".
 //! Every error names the file, the line and the key, because operators edit these by hand
 //! under time pressure: keys are dotted paths with 0-based indices, `sponsor[1].packets`
-//! (see the private `locate` module).
+//! (see `activity/locate.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +19,17 @@ use locate::Places;
 
 /// Most packets a user can be allowed per activity; the winner table stores this many sponsors.
 pub const MAX_PER_USER: u8 = 8;
+
+/// Largest activity id: packet ids carry it in their top 24 bits (`seed::plan::packet_id`), so
+/// a larger one would issue another activity's ids.
+pub const MAX_ACTIVITY_ID: u32 = 0xff_ffff;
+
+/// Most packets an activity can have: packet numbers are a packet id's low 40 bits.
+pub const MAX_PACKETS: u64 = (1 << 40) - 1;
+
+/// Latest second an epoch, and a round's end after it, may name (2^33: the year 2242), so that
+/// the schedule in milliseconds fits every integer the node computes it in.
+pub const MAX_TIME_S: u64 = 1 << 33;
 
 /// An error in an activity file, with where it is.
 #[derive(Debug, thiserror::Error)]
@@ -208,8 +219,23 @@ impl Activity {
         }
 
         let header = raw.activity;
-        if header.id == 0 {
-            return Err(err("activity.id".into(), "must not be 0".into()));
+        if header.id == 0 || header.id > MAX_ACTIVITY_ID {
+            return Err(err(
+                "activity.id".into(),
+                format!(
+                    "must be 1..={MAX_ACTIVITY_ID} (packet ids carry it in 24 bits), found {}",
+                    header.id
+                ),
+            ));
+        }
+        if header.epoch > MAX_TIME_S {
+            return Err(err(
+                "activity.epoch".into(),
+                format!(
+                    "must be at most {MAX_TIME_S} (unix seconds), found {}",
+                    header.epoch
+                ),
+            ));
         }
 
         // Rounds with their index in the file, which names them in errors.
@@ -229,6 +255,16 @@ impl Activity {
                 return Err(err(
                     key("duration_s"),
                     format!("round {}: must be at least 1", r.id),
+                ));
+            }
+            if r.start_s.saturating_add(r.duration_s as u64) > MAX_TIME_S {
+                return Err(err(
+                    key("start_s"),
+                    format!(
+                        "round {}: must end at most {MAX_TIME_S} s after the epoch, \
+                         found {} + {}",
+                        r.id, r.start_s, r.duration_s
+                    ),
                 ));
             }
             for (k, p) in [
@@ -272,6 +308,8 @@ impl Activity {
         }
 
         let mut sponsors: Vec<Sponsor> = Vec::new();
+        // Running totals: they must fit the packet numbers and a u64 of cents.
+        let (mut packets, mut cents) = (0u64, 0u64);
         for (i, s) in raw.sponsor.into_iter().enumerate() {
             let key = |k: &str| format!("sponsor[{i}].{k}");
             if s.id == 0 {
@@ -312,6 +350,27 @@ impl Activity {
                     ),
                 ));
             }
+            packets += s.packets as u64;
+            if packets > MAX_PACKETS {
+                return Err(err(
+                    key("packets"),
+                    format!(
+                        "sponsor {}: the activity's packets pass {MAX_PACKETS} \
+                         (packet numbers are 40 bits)",
+                        s.id
+                    ),
+                ));
+            }
+            cents = cents.checked_add(s.budget_cents).ok_or_else(|| {
+                err(
+                    key("budget_cents"),
+                    format!(
+                        "sponsor {}: the activity's budgets add up to more than {} cents",
+                        s.id,
+                        u64::MAX
+                    ),
+                )
+            })?;
             if let Some(ids) = &s.rounds {
                 if ids.is_empty() {
                     return Err(err(

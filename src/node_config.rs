@@ -14,7 +14,7 @@ use hashbrown::HashSet;
 use serde::Deserialize;
 
 use crate::activity::locate::Places;
-use crate::activity::Activity;
+use crate::activity::{Activity, MAX_TIME_S};
 use crate::engine::config::{next_config_version, Identity, Live, Throttle};
 use crate::mac::MacKey;
 
@@ -66,6 +66,10 @@ fn default_port() -> u16 {
 fn default_users() -> u64 {
     1_000_000
 }
+
+/// Largest `calibration_ms` either way: a broadcast's countdown cue moves rounds by seconds;
+/// more than a day is a mistake, and would move them before the epoch.
+pub const MAX_CALIBRATION_MS: u64 = 86_400_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -319,6 +323,23 @@ impl NodeConfig {
             return Err(at(
                 "socket.batch",
                 format!("must be 1..=1024, found {}", c.socket.batch),
+            ));
+        }
+        if let Some(Epoch::Unix(s)) = c.activity.epoch {
+            if s > MAX_TIME_S {
+                return Err(at(
+                    "activity.epoch",
+                    format!("must be at most {MAX_TIME_S} (unix seconds), found {s}"),
+                ));
+            }
+        }
+        if c.activity.calibration_ms.unsigned_abs() > MAX_CALIBRATION_MS {
+            return Err(at(
+                "activity.calibration_ms",
+                format!(
+                    "must be within ±{MAX_CALIBRATION_MS} (a day), found {}",
+                    c.activity.calibration_ms
+                ),
             ));
         }
         if let Some(m) = &c.node.mac {

@@ -500,3 +500,77 @@ fn reload_that_adds_a_sponsor_names_where() {
         "sponsor[2].id",
     );
 }
+
+// --- Values that parse but break what is built from them (found with the fuzz targets). ---
+
+#[test]
+fn activity_id_must_fit_the_packet_ids() {
+    // Packet ids carry the activity in 24 bits: 2^24 + 7 would issue activity 7's ids.
+    activity_error(
+        &ACT.replace("id = 7", "id = 16777223"),
+        "id = 16777223",
+        "activity.id",
+    );
+}
+
+#[test]
+fn times_must_fit_the_schedule() {
+    activity_error(
+        &ACT.replace(
+            "name = \"test\"",
+            "name = \"test\"\nepoch = 9223372036854775807",
+        ),
+        "epoch =",
+        "activity.epoch",
+    );
+    activity_error(
+        &ACT.replace("start_s = 100", "start_s = 9223372036854775000"),
+        "start_s = 9223372036854775000",
+        "round[1].start_s",
+    );
+    for (line, key) in [
+        ("epoch = 9223372036854775807", "activity.epoch"),
+        (
+            "calibration_ms = -9223372036854775808",
+            "activity.calibration_ms",
+        ),
+    ] {
+        let node = NODE.replace("epoch = \"now\"", line);
+        let d = Dir::new(&node, ACT);
+        let e = Node::load(&d.path("node.toml"))
+            .err()
+            .expect("the config is wrong");
+        let e = format!("{:#}", anyhow::Error::from(e));
+        let at = line.split(' ').next().unwrap();
+        assert_names(&e, &d.path("node.toml"), line_of(&node, at), key);
+    }
+}
+
+#[test]
+fn totals_must_not_overflow() {
+    // Each budget is within its packets' bounds (and TOML's integers); together they pass
+    // 2^64 - 1 cents at the third.
+    let big = "budget_cents = 9000000000000000000\npackets = 4294967295\nmax_cents = 4294967295";
+    let act = ACT
+        .replace("budget_cents = 1000\npackets = 10", big)
+        .replace("budget_cents = 500\npackets = 5", big)
+        + &format!("\n[[sponsor]]\nid = 13\n{big}\n");
+    let d = Dir::new(NODE, &act);
+    let e = d.load().unwrap_err();
+    let third = act.match_indices("budget_cents").nth(2).unwrap().0;
+    let line = act[..third].matches('\n').count() + 1;
+    assert_names(&e, &d.path("act.toml"), line, "sponsor[2].budget_cents");
+    // Packet numbers are 40 bits: 257 sponsors of 2^32 - 1 packets pass them.
+    let mut act = ACT.to_string();
+    for i in 0..257 {
+        act.push_str(&format!(
+            "\n[[sponsor]]\nid = {}\nbudget_cents = 4294967295\npackets = 4294967295\n",
+            100 + i
+        ));
+    }
+    let d = Dir::new(NODE, &act);
+    let e = d.load().unwrap_err();
+    let last = act.rfind("[[sponsor]]").unwrap();
+    let line = act[..last].matches('\n').count() + 4;
+    assert_names(&e, &d.path("act.toml"), line, "sponsor[258].packets");
+}
