@@ -299,4 +299,13 @@ fn seedgen_is_deterministic_and_verifies() {
             .any(|p| p.contains("node-0/worker-1.shard") && p.contains("worker 0, expected 1")),
         "{p:?}"
     );
+    // A manifest entry naming a file outside the set is refused, not read.
+    let mut odd = loaded.clone();
+    odd.shard[0].file = "/dev/zero".into();
+    let p = verify(d1.path(), &odd);
+    assert!(
+        p.iter()
+            .any(|p| p.contains("/dev/zero") && p.contains("node-0/worker-0.shard")),
+        "{p:?}"
+    );
 }

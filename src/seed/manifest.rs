@@ -515,6 +515,20 @@ pub fn verify(dir: &Path, manifest: &Manifest) -> Vec<String> {
     let mut sp_total = vec![0u64; ns];
     let mut sc_total = vec![0u64; ns];
     for e in &manifest.shard {
+        // Only where seedgen puts it: an entry naming an absolute path or `..` would have
+        // verify read any file on the machine (a device never ends).
+        let want = shard_rel_path(e.node, e.worker);
+        if Path::new(&e.file) != want {
+            problems.push(format!(
+                "{}: shard node {} worker {} is listed as {:?}, not {}",
+                dir.join(MANIFEST_FILE).display(),
+                e.node,
+                e.worker,
+                e.file,
+                want.display()
+            ));
+            continue;
+        }
         let path = dir.join(&e.file);
         let expect = ShardExpect {
             activity_id: Some(manifest.manifest.activity_id),
