@@ -42,7 +42,7 @@ trap 'stop_appliance || true' EXIT
 
 # The memif client must find the server's port up: wait (bounded) for the appliance.
 for _ in $(seq 1 300); do
-    grep -q "serving with" "$DEMO/appliance.log" && break
+    grep -q "serving SHAKE/1" "$DEMO/appliance.log" && break
     if ! kill -0 "$APP" 2>/dev/null; then
         echo "demo: the appliance exited:" >&2
         cat "$DEMO/appliance.log" >&2
@@ -50,7 +50,7 @@ for _ in $(seq 1 300); do
     fi
     sleep 0.1
 done
-grep -q "serving with" "$DEMO/appliance.log" || { echo "demo: the appliance did not come up in 30 s" >&2; cat "$DEMO/appliance.log" >&2; exit 1; }
+grep -q "serving SHAKE/1" "$DEMO/appliance.log" || { echo "demo: the appliance did not come up in 30 s" >&2; cat "$DEMO/appliance.log" >&2; exit 1; }
 grep -E "^shake:" "$DEMO/appliance.log" | sed 's/^/appliance> /'
 
 echo "demo: generator: 100k phones for 10 s over net_memif"
@@ -65,7 +65,7 @@ trap - EXIT
 # Both processes have ended: remove their DPDK runtime directories and the memif socket.
 rm -rf /var/run/dpdk/shake-demo /var/run/dpdk/shake-demo-gen "$SOCK"
 echo "demo: the appliance served:"
-grep -E "^(stats|stopped)" "$DEMO/appliance.log" | tail -2 | sed 's/^/appliance> /'
+grep -E "^(stats|shake: stopped)" "$DEMO/appliance.log" | tail -2 | sed 's/^/appliance> /'
 
 echo "demo: reconciling the money (issued + unissued + forfeited = budget, per sponsor):"
 "$BIN" reconcile --manifest "$DEMO/seeds/manifest.toml" --seeds "$DEMO/seeds" --journals "$DEMO/journal"

@@ -185,7 +185,7 @@ for round in $(seq "$ROUNDS"); do
   echo "bench: memif round $round/$ROUNDS, shake serve --io dpdk (${PHASE_S}s)"
   start "$OUT/serve-memif-$round.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-memif.toml" -- --no-shconf "$MEM"
   APP=$LAST_PID
-  wait_for "$OUT/serve-memif-$round.log" "serving with"
+  wait_for "$OUT/serve-memif-$round.log" "serving SHAKE/1"
   mkdir -p "$OUT/svg-$round"
   gen_dpdk "$OUT/gen-serve-memif-$round.json" --svg "$OUT/svg-$round" \
     >"$OUT/gen-serve-memif-$round.log" 2>&1 || true
@@ -228,7 +228,7 @@ fi
 echo "bench: pcap, shake serve --io dpdk (${PHASE_S}s)"
 start "$OUT/serve-pcap.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-pcap.toml" -- --no-shconf "$MEM"
 APP=$LAST_PID
-wait_for "$OUT/serve-pcap.log" "serving with"
+wait_for "$OUT/serve-pcap.log" "serving SHAKE/1"
 sleep "$PHASE_S"
 stop_pid "$APP"
 

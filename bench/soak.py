@@ -129,8 +129,8 @@ def report(a):
     span = {k: last.get(k, 0) - first.get(k, 0) for k in COLUMNS[2:]}
     decided = span["answered"]
     full = decided - span["throttled"] - span["denied"] - span["redirect"] - span["closed"]
-    # The DPDK appliance's last line: "stopped busy=... rx=... tx=... ...".
-    stopped = last_line(os.path.join(out, "serve.log"), "stopped")
+    # The appliance's last line: "shake: stopped. totals busy=... rx=... tx=... ...".
+    stopped = last_line(os.path.join(out, "serve.log"), "shake: stopped")
     recon = open(os.path.join(out, "reconcile.log")).read().strip() if os.path.exists(
         os.path.join(out, "reconcile.log")) else ""
     verify = open(os.path.join(out, "verify.log")).read().strip() if os.path.exists(

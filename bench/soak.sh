@@ -204,7 +204,7 @@ grep "^gen: done" "$OUT/gen.log" || { echo "soak: the generator failed (exit $GE
 kill -TERM "$APP"
 for _ in $(seq 300); do kill -0 "$APP" 2>/dev/null || break; sleep 0.1; done
 wait "$WRAP" && STOP_RC=0 || STOP_RC=$?
-grep -E "^stopped" "$OUT/serve.log" | sed 's/^/appliance> /' || true
+grep -E "^shake: stopped" "$OUT/serve.log" | sed 's/^/appliance> /' || true
 VERIFY_RC=0
 "$B" journal verify "$OUT/journal" >"$OUT/verify.log" 2>&1 || VERIFY_RC=$?
 RECON_RC=0

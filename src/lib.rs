@@ -34,4 +34,5 @@ pub mod node_config;
 pub mod reconcile;
 pub mod recovery;
 pub mod seed;
+pub mod time;
 pub mod wire;

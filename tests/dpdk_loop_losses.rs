@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use common::appliance::{file_prefix, RuntimeDir};
 use shake::counters::{Counters, DropReason, Event, Reply, Snapshot};
-use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mbuf, Mempool, Ring, Verdict};
+use shake::dpdk::{
+    self, Burst, BurstProcessor, Consumer, Eal, Mbuf, Mempool, Producer, RingPort, Verdict,
+};
 use shake::engine::config::owner_worker;
 use shake::node_config::NodeConfig;
 use shake::wire::shake::Outcome;
@@ -148,7 +150,7 @@ mempool_cache = 32
 }
 
 /// Puts frames on an RX ring, retrying while it is full.
-fn send(pool: &Mempool, ring: &Ring, frames: &[Vec<u8>]) {
+fn send(pool: &Mempool, ring: &mut Producer, frames: &[Vec<u8>]) {
     let deadline = Instant::now() + WAIT;
     let mut burst = Burst::new();
     let mut frames = frames.iter().peekable();
@@ -161,8 +163,7 @@ fn send(pool: &Mempool, ring: &Ring, frames: &[Vec<u8>]) {
             m.data_mut().copy_from_slice(f);
             burst.push(m).expect("room checked");
         }
-        // SAFETY: this thread is the ring's only producer (the port only dequeues).
-        unsafe { ring.enqueue(&mut burst) };
+        ring.enqueue(&mut burst);
         if !burst.is_empty() {
             std::thread::yield_now();
         }
@@ -190,7 +191,7 @@ fn chained(pool: &Mempool, frame: &[u8]) -> Mbuf {
 }
 
 /// Reads `n` answers off a TX ring; returns their users in order.
-fn receive(ring: &Ring, n: usize) -> Vec<u64> {
+fn receive(ring: &mut Consumer, n: usize) -> Vec<u64> {
     let deadline = Instant::now() + WAIT;
     let mut burst = Burst::new();
     let mut users = Vec::new();
@@ -200,8 +201,7 @@ fn receive(ring: &Ring, n: usize) -> Vec<u64> {
             "only {} of {n} answers",
             users.len()
         );
-        // SAFETY: this thread is the ring's only consumer (the port only enqueues).
-        if unsafe { ring.dequeue(&mut burst) } == 0 {
+        if ring.dequeue(&mut burst) == 0 {
             std::thread::yield_now();
         }
         users.extend(burst.take().map(|m| user_of(m.data())));
@@ -229,18 +229,10 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
     let config = config(&prefix);
     let args = dpdk::node_eal_args(&config, &["--no-shconf".to_owned()]).unwrap();
     let eal = Eal::init(&args).expect("EAL init");
-    let to_node = [0, 1].map(|q| Ring::new(&format!("l_to{q}"), 4096, 0, false).unwrap());
-    let from_node = [
-        Ring::new("l_from0", (TX_RING + 1) as u32, 0, false).unwrap(),
-        Ring::new("l_from1", 1024, 0, false).unwrap(),
-    ];
-    let port = dpdk::ring_port(
-        "losses",
-        &[&to_node[0], &to_node[1]],
-        &[&from_node[0], &from_node[1]],
-    )
-    .expect("ring port");
-    let pool = Mempool::new("l_pool", 4095, 0, 0).unwrap();
+    let mut wire = RingPort::new(&eal, "losses", &[4096, 4096], &[(TX_RING + 1) as u32, 1024])
+        .expect("ring port");
+    let port = wire.id;
+    let pool = Mempool::new(&eal, "l_pool", 4095, 0, 0).unwrap();
     let gate = Arc::new(Gate::default());
     let stop = Arc::new(AtomicBool::new(false));
     let app = dpdk::launch(&eal, &config, stop, |workers, ports| {
@@ -268,8 +260,7 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
     burst
         .push(chained(&pool, &frame(users_of(0, 1)[0], RED)))
         .expect("room");
-    // SAFETY: this thread is the ring's only producer (the port only dequeues).
-    assert_eq!(unsafe { to_node[0].enqueue(&mut burst) }, 1);
+    assert_eq!(wire.rx[0].enqueue(&mut burst), 1);
     wait_for("multi-segment drop", &stats, |t| {
         t.dropped(DropReason::MultiSegment) == 1
     });
@@ -278,7 +269,7 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
 
     // A. Worker 1 held in a burst; worker 0 hands it 200 frames: 63 fit its ring.
     let hold = users_of(1, 1);
-    send(&pool, &to_node[1], &[frame(hold[0], HOLD)]);
+    send(&pool, &mut wire.rx[1], &[frame(hold[0], HOLD)]);
     let deadline = Instant::now() + WAIT;
     while !gate.held.load(Ordering::SeqCst) {
         assert!(
@@ -289,12 +280,12 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
     }
     let handed: Vec<u64> = users_of(1, 200);
     let frames: Vec<Vec<u8>> = handed.iter().map(|&u| frame(u, OTHER)).collect();
-    send(&pool, &to_node[0], &frames);
+    send(&pool, &mut wire.rx[0], &frames);
     wait_for("hand-offs", &stats, |t| {
         t.rx == 1 + 201 && t.dropped(DropReason::HandoffFull) == 200 - 63
     });
     gate.release.store(true, Ordering::SeqCst);
-    let answered = receive(&from_node[1], 64);
+    let answered = receive(&mut wire.tx[1], 64);
     assert_eq!(answered[0], hold[0]);
     assert_eq!(answered[1..], handed[..63], "the ring's frames, in order");
     let t = stats.total();
@@ -308,7 +299,7 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
         .enumerate()
         .map(|(i, &u)| frame(u, red(i)))
         .collect();
-    send(&pool, &to_node[0], &frames);
+    send(&pool, &mut wire.rx[0], &frames);
     wait_for("backlog full", &stats, |t| {
         t.event(Event::TxDeferred) == BACKLOG as u64
     });
@@ -326,20 +317,20 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
         .enumerate()
         .map(|(i, &u)| frame(u, red(i)))
         .collect();
-    send(&pool, &to_node[0], &frames);
+    send(&pool, &mut wire.rx[0], &frames);
     wait_for("non-RED_PACKET give way", &stats, |t| {
         t.dropped(DropReason::TxFull) == 40
     });
     // 50 RED_PACKET: 44 displace the last others; 6 find only RED_PACKET answers waiting.
     let reds = users_of(0, 50);
     let frames: Vec<Vec<u8>> = reds.iter().map(|&u| frame(u, RED)).collect();
-    send(&pool, &to_node[0], &frames);
+    send(&pool, &mut wire.rx[0], &frames);
     wait_for("backlog of RED_PACKET only", &stats, |t| {
         t.dropped(DropReason::TxFull) == 84 && t.dropped(DropReason::RedPacketTxLost) == 6
     });
 
     // Reading the TX ring: what was in it, then every answer that waited, in order.
-    let got = receive(&from_node[0], TX_RING + BACKLOG);
+    let got = receive(&mut wire.tx[0], TX_RING + BACKLOG);
     let mut want: Vec<u64> = mine[..TX_RING].to_vec();
     want.extend(
         mine.iter()
@@ -374,7 +365,7 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
         .map(|(i, &u)| frame(u, if i < TX_RING { OTHER } else { RED }))
         .collect();
     let deferred = stats.total().event(Event::TxDeferred);
-    send(&pool, &to_node[0], &frames);
+    send(&pool, &mut wire.rx[0], &frames);
     wait_for("last RED_PACKET answers wait", &stats, |t| {
         t.event(Event::TxDeferred) == deferred + 5
     });
@@ -409,10 +400,9 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
     );
 
     // The 15 left in the TX ring, then every mbuf is back.
-    assert_eq!(receive(&from_node[0], TX_RING), last[..TX_RING]);
+    assert_eq!(receive(&mut wire.tx[0], TX_RING), last[..TX_RING]);
     assert_eq!(pool.available(), pool.size(), "no mbuf leaked");
     drop(pool);
-    drop(to_node);
-    drop(from_node);
+    drop(wire);
     drop(eal);
 }

@@ -1,5 +1,5 @@
-//! `shake::dpdk::serve` with the node's real processor (engine worker behind the frame
-//! layer) on a net_pcap port: a pcap of valid shakes and one junk frame goes in, SIGTERM
+//! The node's lifecycle (`shake::node::Lifecycle`) on the DPDK backend, with the node's real
+//! processor (engine worker behind the frame layer) on a net_pcap port: a pcap of valid shakes and one junk frame goes in, SIGTERM
 //! stops the node cleanly, and every answer in the output pcap verifies as the answer to its
 //! request (echoes, outcome rules, claim MACs).
 //!
@@ -18,8 +18,8 @@ use common::appliance::{
 };
 use common::{NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
 use shake::client::{check_answer, request};
-use shake::dpdk::{self, FrameProcessor};
-use shake::node::{unix_ms, Node};
+use shake::dpdk::{self, DpdkBackend, Eal};
+use shake::node::{unix_ms, Lifecycle, Node};
 use shake::wire::shake::Outcome;
 
 const USERS: u64 = 300;
@@ -95,7 +95,7 @@ tx_desc = 256
         while Instant::now() < deadline && read_pcap(&out_seen).len() < USERS as usize {
             std::thread::sleep(Duration::from_millis(50));
         }
-        // SIGTERM to this test process, whose handler (installed by serve) only sets the
+        // SIGTERM to this test process, whose handler (installed by the lifecycle) only sets the
         // stop flag; kill(1), so the tests need no unsafe.
         let sent = std::process::Command::new("kill")
             .args(["-TERM", &std::process::id().to_string()])
@@ -106,32 +106,17 @@ tx_desc = 256
         );
     });
 
-    let node = Node::load(&config).expect("node config");
-    let ipv4 = node.config.node.ipv4;
-    let udp_port = node.config.node.port;
-    let mut controls = 0;
-    let processors = dpdk::serve(
-        &node.config,
-        &["--no-shconf".to_owned()],
-        |workers, ports| {
-            node.memory_workers(workers as u32, unix_ms())
-                .expect("workers")
-                .into_iter()
-                .map(|worker| FrameProcessor {
-                    worker,
-                    frame: dpdk::frame_configs(ipv4, udp_port, ports),
-                    reload: None,
-                })
-                .collect()
-        },
-        |_, _| controls += 1,
-    )
-    .expect("serve stops cleanly on SIGTERM");
+    let lifecycle = Lifecycle::prepare(Node::load(&config).expect("node config")).unwrap();
+    let node_config = lifecycle.node().config.clone();
+    let args = dpdk::node_eal_args(&node_config, &["--no-shconf".to_owned()]).unwrap();
+    let eal = Eal::init(&args).expect("EAL init");
+    let backend = DpdkBackend::open(&eal, &node_config).expect("ports open");
+    let total = lifecycle
+        .run(backend)
+        .expect("the node stops cleanly on SIGTERM");
     stopper.join().unwrap();
-    assert!(controls > 0, "the control hook ran");
-    assert_eq!(processors.len(), 1);
+    drop(eal);
 
-    let total = processors[0].worker.counters().snapshot();
     assert_eq!(total.rx, USERS + 1);
     assert_eq!(total.tx, USERS);
     assert_eq!(total.answered(), USERS);

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::appliance::{file_prefix, RuntimeDir};
 use shake::counters::{Counters, DropReason, Reply};
-use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mempool, Ring, Verdict};
+use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mempool, Producer, RingPort, Verdict};
 use shake::engine::config::owner_worker;
 use shake::node_config::NodeConfig;
 
@@ -165,7 +165,12 @@ mempool_cache = 32
 }
 
 /// Frames on `rings[q]`, one mbuf per frame, retrying while the ring is full.
-fn send(pool: &Mempool, ring: &Ring, frames: &mut dyn Iterator<Item = Vec<u8>>, deadline: Instant) {
+fn send(
+    pool: &Mempool,
+    ring: &mut Producer,
+    frames: &mut dyn Iterator<Item = Vec<u8>>,
+    deadline: Instant,
+) {
     let mut burst = Burst::new();
     let mut frames = frames.peekable();
     while frames.peek().is_some() || !burst.is_empty() {
@@ -177,8 +182,7 @@ fn send(pool: &Mempool, ring: &Ring, frames: &mut dyn Iterator<Item = Vec<u8>>, 
             m.data_mut().copy_from_slice(&frame);
             burst.push(m).expect("room checked");
         }
-        // SAFETY: this thread is the rings' only producer (the port only dequeues).
-        unsafe { ring.enqueue(&mut burst) };
+        ring.enqueue(&mut burst);
         if !burst.is_empty() {
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -199,16 +203,10 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
         Err(dpdk::DpdkError::EalAlreadyInitialised)
     ));
 
-    // The wire: to_node[q] feeds RX queue q, TX queue q fills from_node[q].
-    let to_node = [0, 1].map(|q| Ring::new(&format!("t_to{q}"), 4096, 0, false).unwrap());
-    let from_node = [0, 1].map(|q| Ring::new(&format!("t_from{q}"), 8192, 0, false).unwrap());
-    let port = dpdk::ring_port(
-        "steer",
-        &[&to_node[0], &to_node[1]],
-        &[&from_node[0], &from_node[1]],
-    )
-    .expect("ring port");
-    let pool = Mempool::new("t_pool", 8191, 0, 0).unwrap();
+    // The wire: wire.rx[q] feeds RX queue q, TX queue q fills wire.tx[q].
+    let mut wire = RingPort::new(&eal, "steer", &[4096, 4096], &[8192, 8192]).expect("ring port");
+    let port = wire.id;
+    let pool = Mempool::new(&eal, "t_pool", 8191, 0, 0).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let app = dpdk::launch(&eal, &config, stop, |workers, ports| {
@@ -238,7 +236,7 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
             .chain((0..ARPS_PER_QUEUE).map(|_| arp_frame()))
             .collect::<Vec<_>>()
             .into_iter();
-        send(&pool, &to_node[q as usize], &mut frames, deadline);
+        send(&pool, &mut wire.rx[q as usize], &mut frames, deadline);
     }
 
     let owner = |u: u64| owner_worker(u, 1, 2) as usize;
@@ -254,9 +252,8 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
             "only {got} of {expected} answers in time"
         );
         let mut idle = true;
-        for (q, ring) in from_node.iter().enumerate() {
-            // SAFETY: this thread is the ring's only consumer (the port only enqueues).
-            while unsafe { ring.dequeue(&mut burst) } > 0 {
+        for (q, ring) in wire.tx.iter_mut().enumerate() {
+            while ring.dequeue(&mut burst) > 0 {
                 idle = false;
                 for m in burst.take() {
                     got += 1;
@@ -354,8 +351,7 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
     // Every mbuf came back: answers freed above, drops freed by the workers.
     assert_eq!(pool.available(), pool.size(), "no mbuf leaked");
     drop(pool);
-    drop(to_node);
-    drop(from_node);
+    drop(wire);
     drop(eal);
 }
 

@@ -21,15 +21,15 @@ use std::ptr::NonNull;
 use dpdk_sys::rte_mbuf;
 
 use super::mbuf::{Burst, Mbuf, BURST};
+use super::port::TxQueue;
 use crate::counters::{Counters, DropReason, Event, Reply};
 
 /// Answers that can wait on one TX queue: four bursts.
 pub const CAPACITY: usize = 4 * BURST;
 
-/// The backlog of one (worker, port): the worker's own TX queue of that port.
-pub struct TxBacklog {
-    port: u16,
-    queue: u16,
+/// The backlog of one (worker, port), in front of the worker's own TX queue of that port.
+pub struct TxBacklog<'eal> {
+    queue: TxQueue<'eal>,
     /// `mbufs[..len]` are owned, oldest first; `replies[i]` is what `mbufs[i]` answers.
     mbufs: [*mut rte_mbuf; CAPACITY],
     replies: [Reply; CAPACITY],
@@ -38,12 +38,11 @@ pub struct TxBacklog {
 
 // SAFETY: the backlog owns its mbufs exclusively, like a `Burst`; it moves to its worker's
 // lcore once and is used there only.
-unsafe impl Send for TxBacklog {}
+unsafe impl Send for TxBacklog<'_> {}
 
-impl TxBacklog {
-    pub fn new(port: u16, queue: u16) -> TxBacklog {
+impl<'eal> TxBacklog<'eal> {
+    pub fn new(queue: TxQueue<'eal>) -> TxBacklog<'eal> {
         TxBacklog {
-            port,
             queue,
             mbufs: [std::ptr::null_mut(); CAPACITY],
             replies: [Reply::ARP; CAPACITY],
@@ -80,7 +79,7 @@ impl TxBacklog {
         }
         // Older answers still wait: the new ones queue behind them, in order.
         let took = if self.is_empty() {
-            burst.tx(self.port, self.queue)
+            self.queue.tx(burst)
         } else {
             0
         };
@@ -101,15 +100,8 @@ impl TxBacklog {
             return 0;
         }
         // SAFETY: mbufs[..len] are owned mbufs; the driver takes ownership of the first
-        // `sent`, the rest stay ours. This worker is the queue's only user.
-        let sent = usize::from(unsafe {
-            dpdk_sys::shake_eth_tx_burst(
-                self.port,
-                self.queue,
-                self.mbufs.as_mut_ptr(),
-                self.len as u16,
-            )
-        });
+        // `sent`, the rest stay ours.
+        let sent = unsafe { self.queue.tx_raw(&mut self.mbufs[..self.len]) };
         for &r in &self.replies[..sent] {
             counters.sent(r);
         }
@@ -176,7 +168,7 @@ impl TxBacklog {
     }
 }
 
-impl Drop for TxBacklog {
+impl Drop for TxBacklog<'_> {
     fn drop(&mut self) {
         // The worker drains (and counts) before it returns; this only keeps mbufs from
         // leaking if it did not.

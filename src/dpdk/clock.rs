@@ -16,10 +16,10 @@ pub struct TscClock {
 }
 
 impl TscClock {
-    /// Anchors the TSC to the system clock now. Needs the EAL (which measured the TSC rate).
-    pub fn anchor_now() -> TscClock {
-        // SAFETY: reads the EAL's TSC frequency and the TSC; no preconditions beyond an
-        // initialised EAL, which every caller has.
+    /// Anchors the TSC to the system clock now. Needs the EAL, which measured the TSC rate.
+    pub fn anchor_now(_eal: &super::Eal) -> TscClock {
+        // SAFETY: reads the EAL's TSC frequency and the TSC; the EAL is initialised (`_eal`
+        // proves it).
         let (hz, tsc0) = unsafe { (dpdk_sys::shake_get_tsc_hz(), dpdk_sys::shake_rdtsc()) };
         let ms0 = SystemTime::now()
             .duration_since(UNIX_EPOCH)

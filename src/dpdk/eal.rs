@@ -147,9 +147,25 @@ impl Eal {
 
 impl Drop for Eal {
     fn drop(&mut self) {
-        // SAFETY: the EAL was initialised by this value, every DPDK object the node created
-        // is gone by now (ports, pools and rings are dropped before the Eal, see
-        // `serve`), and worker lcores have returned.
+        // Every DPDK object that needs the EAL borrows it (`Mempool<'eal>`, `Ring<'eal>`,
+        // `Port<'eal>`, the appliance), so they are gone by now, unless one was leaked with
+        // `mem::forget`. Two things the borrow cannot see are checked here:
+        // - worker lcores still running a leaked appliance: wait for them (a hang, never a
+        //   use after free);
+        // - mbufs still out (an `Mbuf` carries no lifetime, to stay a bare pointer on the
+        //   datapath): a pool with mbufs out is never freed, and then neither is the EAL's
+        //   memory; the process exit releases it.
+        // SAFETY: called on the main lcore of an initialised EAL.
+        unsafe { dpdk_sys::rte_eal_mp_wait_lcore() };
+        let pools = super::mempool::live_pools();
+        if pools > 0 {
+            eprintln!(
+                "shake: {pools} mempool(s) still have mbufs out; EAL memory is left to the process exit"
+            );
+            return;
+        }
+        // SAFETY: the EAL was initialised by this value; no lcore runs, no pool is left,
+        // and every object that borrowed the EAL has been dropped.
         let ret = unsafe { dpdk_sys::rte_eal_cleanup() };
         if ret < 0 {
             eprintln!("shake: rte_eal_cleanup: {}", super::error::strerror(-ret));

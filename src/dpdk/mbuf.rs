@@ -264,13 +264,17 @@ impl Burst {
         free_bulk(&self.mbufs[..len]);
     }
 
-    /// Fills an empty burst from an RX queue; returns how many came.
+    /// Fills an empty burst from an RX queue; returns how many came. Safe callers use
+    /// [`RxQueue::rx`](super::port::RxQueue::rx).
+    ///
+    /// # Safety
+    /// `port` is started and stays open during the call, and no other thread receives on
+    /// `queue` at the same time.
     #[inline]
-    pub fn rx(&mut self, port: u16, queue: u16) -> usize {
+    pub(super) unsafe fn rx(&mut self, port: u16, queue: u16) -> usize {
         self.clear();
         // SAFETY: the array has room for BURST pointers; the driver writes `n` owned mbufs
-        // into it. The caller's port/queue are configured and started (worker contract:
-        // each queue is polled by one lcore only).
+        // into it. The port and queue are the caller's promise.
         let n = unsafe {
             dpdk_sys::shake_eth_rx_burst(port, queue, self.mbufs.as_mut_ptr(), BURST as u16)
         };
@@ -279,14 +283,17 @@ impl Burst {
     }
 
     /// Hands the mbufs to a TX queue; those it did not take stay in the burst (at the front).
-    /// Returns how many it took.
+    /// Returns how many it took. Safe callers use [`TxQueue::tx`](super::port::TxQueue::tx).
+    ///
+    /// # Safety
+    /// As for [`Burst::rx`], on the transmitting side.
     #[inline]
-    pub fn tx(&mut self, port: u16, queue: u16) -> usize {
+    pub(super) unsafe fn tx(&mut self, port: u16, queue: u16) -> usize {
         if self.is_empty() {
             return 0;
         }
         // SAFETY: mbufs[..len] are owned mbufs; the driver takes ownership of the first
-        // `sent`, the rest stay ours. One lcore per TX queue (worker contract).
+        // `sent`, the rest stay ours. The port and queue are the caller's promise.
         let sent = usize::from(unsafe {
             dpdk_sys::shake_eth_tx_burst(port, queue, self.mbufs.as_mut_ptr(), self.len as u16)
         });

@@ -1,32 +1,51 @@
 //! A pool of packet buffers on one NUMA socket.
 
 use std::ffi::CString;
+use std::marker::PhantomData;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dpdk_sys::rte_mempool;
 
+use super::eal::Eal;
 use super::error::{non_null, DpdkError};
 use super::mbuf::{Burst, Mbuf, BURST};
 
-/// An `rte_pktmbuf` pool. Freed on drop only when every mbuf has come back; otherwise it is
-/// left to `rte_eal_cleanup`, as a device may still hold buffers from it.
+/// Pools created and not freed. [`Eal`]'s drop frees the EAL's memory only when this is 0:
+/// an [`Mbuf`] has no lifetime, so one may still point into a pool that was not freed.
+static LIVE_POOLS: AtomicUsize = AtomicUsize::new(0);
+
+pub(super) fn live_pools() -> usize {
+    LIVE_POOLS.load(Ordering::SeqCst)
+}
+
+/// An `rte_pktmbuf` pool, which cannot outlive the EAL. Freed on drop only when every mbuf
+/// has come back; otherwise it stays (a device or a stray [`Mbuf`] may still hold buffers
+/// from it) and the EAL is then not cleaned up either.
 #[derive(Debug)]
-pub struct Mempool {
+pub struct Mempool<'eal> {
     raw: NonNull<rte_mempool>,
     size: u32,
     name: String,
+    _eal: PhantomData<&'eal Eal>,
 }
 
 // SAFETY: an rte_mempool is built for use from many threads (lock-free ring plus per-lcore
 // caches); this handle only allocates, counts and frees it.
-unsafe impl Send for Mempool {}
+unsafe impl Send for Mempool<'_> {}
 // SAFETY: as above; every operation through `&Mempool` is thread-safe in DPDK.
-unsafe impl Sync for Mempool {}
+unsafe impl Sync for Mempool<'_> {}
 
-impl Mempool {
+impl<'eal> Mempool<'eal> {
     /// `rte_pktmbuf_pool_create` with DPDK's default buffer size (2048 bytes of data after
     /// the headroom). `size` is best one less than a power of two.
-    pub fn new(name: &str, size: u32, cache: u32, socket: i32) -> Result<Mempool, DpdkError> {
+    pub fn new(
+        _eal: &'eal Eal,
+        name: &str,
+        size: u32,
+        cache: u32,
+        socket: i32,
+    ) -> Result<Mempool<'eal>, DpdkError> {
         let what = || {
             format!(
                 "mempool {name}: rte_pktmbuf_pool_create({size}, cache {cache}, socket {socket})"
@@ -34,7 +53,7 @@ impl Mempool {
         };
         let c_name = CString::new(name).map_err(|_| DpdkError::Config(what()))?;
         // SAFETY: c_name is a valid NUL-terminated string for the duration of the call, which
-        // copies it; the EAL is initialised (a Mempool is only built after Eal::init).
+        // copies it; the EAL is initialised (`_eal` proves it and outlives the pool).
         let raw = unsafe {
             dpdk_sys::rte_pktmbuf_pool_create(
                 c_name.as_ptr(),
@@ -45,10 +64,13 @@ impl Mempool {
                 socket,
             )
         };
+        let raw = non_null(raw, what)?;
+        LIVE_POOLS.fetch_add(1, Ordering::SeqCst);
         Ok(Mempool {
-            raw: non_null(raw, what)?,
+            raw,
             size,
             name: name.to_owned(),
+            _eal: PhantomData,
         })
     }
 
@@ -79,7 +101,7 @@ impl Mempool {
     }
 }
 
-impl Mempool {
+impl Mempool<'_> {
     /// Fills an empty `burst` with `n` (at most [`BURST`]) fresh mbufs in one bulk get, or
     /// leaves it empty and returns false when the pool has fewer than `n` left.
     #[inline]
@@ -99,11 +121,12 @@ impl Mempool {
     }
 }
 
-impl Drop for Mempool {
+impl Drop for Mempool<'_> {
     fn drop(&mut self) {
         if self.available() == self.size {
             // SAFETY: every mbuf is back in the pool, so nothing references its memory.
             unsafe { dpdk_sys::rte_mempool_free(self.raw.as_ptr()) }
+            LIVE_POOLS.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

@@ -2,12 +2,15 @@
 //! descriptor adjustment, queues on the port's socket, start, promiscuous mode, link check.
 
 use std::ffi::{CStr, CString};
+use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dpdk_sys as sys;
 
+use super::eal::Eal;
 use super::error::{check, DpdkError};
-use super::mbuf::BURST;
+use super::mbuf::{Burst, BURST};
 use super::mempool::Mempool;
 use crate::node_config::PortSection;
 
@@ -32,13 +35,42 @@ pub struct PortInfo {
     pub rss: bool,
 }
 
-/// A configured and started port with its mempool. Dropping it stops and closes the port,
-/// then frees the pool.
+/// A configured and started port with its mempool, which cannot outlive the EAL.
+///
+/// Its queues are polled through [`RxQueue`] and [`TxQueue`] handles, each handed out once
+/// ([`Port::take_queues`]): a queue has one user at a time, as DPDK requires, and the port
+/// is stopped and closed (then its pool freed) only when the `Port` and every queue handle
+/// are gone, so nothing can poll a closed port.
 #[derive(Debug)]
-pub struct Port {
+pub struct Port<'eal> {
+    shared: Arc<Shared<'eal>>,
+    /// Queue pairs not handed out yet.
+    queues_taken: bool,
+}
+
+/// What the port and its queue handles share; the last of them to go closes the port.
+#[derive(Debug)]
+struct Shared<'eal> {
     info: PortInfo,
     // Dropped after the port is closed (fields drop after `Drop::drop`).
-    pool: Mempool,
+    pool: Mempool<'eal>,
+}
+
+/// The receiving half of queue pair `queue` of a started port: the only handle that
+/// receives on it.
+#[derive(Debug)]
+pub struct RxQueue<'eal> {
+    port: Arc<Shared<'eal>>,
+    queue: u16,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+/// The transmitting half of queue pair `queue`: the only handle that transmits on it.
+#[derive(Debug)]
+pub struct TxQueue<'eal> {
+    port: Arc<Shared<'eal>>,
+    queue: u16,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
 /// Finds a port's DPDK id by its config name or id.
@@ -83,14 +115,15 @@ pub fn pool_size(section: &PortSection, queues: u16, handoff: u32) -> u32 {
     section.mbufs.unwrap_or(auto)
 }
 
-impl Port {
+impl<'eal> Port<'eal> {
     /// Sets up and starts port number `index` of the config with `queues` queue pairs.
     pub fn open(
+        eal: &'eal Eal,
         index: usize,
         section: &PortSection,
         queues: u16,
         handoff: u32,
-    ) -> Result<Port, DpdkError> {
+    ) -> Result<Port<'eal>, DpdkError> {
         let id = port_id(section)?;
         let name = section.label();
         let err = |what: &str, ret: i32| check(ret, || format!("port {name} (id {id}): {what}"));
@@ -153,6 +186,7 @@ impl Port {
         })?;
 
         let pool = Mempool::new(
+            eal,
             &format!("shake_mp_p{id}"),
             pool_size(section, queues, handoff),
             section.mempool_cache,
@@ -190,7 +224,7 @@ impl Port {
 
         // SAFETY: the port is configured with all its queues set up.
         err("rte_eth_dev_start", unsafe { sys::rte_eth_dev_start(id) })?;
-        let port = Port {
+        let port = Shared {
             info: PortInfo {
                 index,
                 id,
@@ -212,15 +246,44 @@ impl Port {
                 err("rte_eth_promiscuous_enable", ret)?;
             }
         }
-        Ok(port)
+        Ok(Port {
+            shared: Arc::new(port),
+            queues_taken: false,
+        })
     }
 
     pub fn info(&self) -> &PortInfo {
-        &self.info
+        &self.shared.info
     }
 
-    pub fn pool(&self) -> &Mempool {
-        &self.pool
+    pub fn pool(&self) -> &Mempool<'eal> {
+        &self.shared.pool
+    }
+
+    /// The handles of every queue pair, in queue order; the first call only (each queue has
+    /// one user).
+    pub fn take_queues(&mut self) -> Option<Vec<(RxQueue<'eal>, TxQueue<'eal>)>> {
+        if std::mem::replace(&mut self.queues_taken, true) {
+            return None;
+        }
+        Some(
+            (0..self.shared.info.queues)
+                .map(|queue| {
+                    (
+                        RxQueue {
+                            port: self.shared.clone(),
+                            queue,
+                            _not_sync: PhantomData,
+                        },
+                        TxQueue {
+                            port: self.shared.clone(),
+                            queue,
+                            _not_sync: PhantomData,
+                        },
+                    )
+                })
+                .collect(),
+        )
     }
 
     /// Waits up to `timeout` for the link to come up (as l2fwd does) and describes it,
@@ -230,7 +293,7 @@ impl Port {
         loop {
             let mut link = sys::rte_eth_link::default();
             // SAFETY: started port; link is a valid out-pointer.
-            let ret = unsafe { sys::rte_eth_link_get_nowait(self.info.id, &mut link) };
+            let ret = unsafe { sys::rte_eth_link_get_nowait(self.info().id, &mut link) };
             if ret < 0 {
                 return format!("link unknown ({})", super::error::strerror(-ret));
             }
@@ -248,11 +311,66 @@ impl Port {
     }
 }
 
-impl Drop for Port {
+// SAFETY: a queue handle is moved to the one thread that polls the queue; the port it
+// shares is only read (its info) or closed by the last owner.
+unsafe impl Send for RxQueue<'_> {}
+// SAFETY: as above.
+unsafe impl Send for TxQueue<'_> {}
+
+impl RxQueue<'_> {
+    /// The DPDK port id.
+    pub fn port_id(&self) -> u16 {
+        self.port.info.id
+    }
+
+    /// Fills `burst` (emptied first) from this queue; returns how many came.
+    #[inline]
+    pub fn rx(&mut self, burst: &mut Burst) -> usize {
+        // SAFETY: the port is started and stays open while this handle lives, and this
+        // handle is the queue's only receiver (`&mut self`, handed out once, not Sync).
+        unsafe { burst.rx(self.port.info.id, self.queue) }
+    }
+}
+
+impl TxQueue<'_> {
+    /// The DPDK port id.
+    pub fn port_id(&self) -> u16 {
+        self.port.info.id
+    }
+
+    /// Hands the burst's mbufs to this queue; those it did not take stay in the burst (at the
+    /// front). Returns how many it took.
+    #[inline]
+    pub fn tx(&mut self, burst: &mut Burst) -> usize {
+        // SAFETY: as for RxQueue::rx, on the transmitting side.
+        unsafe { burst.tx(self.port.info.id, self.queue) }
+    }
+
+    /// Offers `mbufs` (owned mbuf pointers) to this queue; the driver takes ownership of the
+    /// first `n` it returns.
+    ///
+    /// # Safety
+    /// Every pointer in `mbufs` is an owned, valid mbuf; after the call the caller owns only
+    /// `mbufs[n..]`.
+    #[inline]
+    pub(super) unsafe fn tx_raw(&mut self, mbufs: &mut [*mut sys::rte_mbuf]) -> usize {
+        // SAFETY: as for `tx`; ownership of the mbufs is the caller's promise.
+        usize::from(unsafe {
+            sys::shake_eth_tx_burst(
+                self.port.info.id,
+                self.queue,
+                mbufs.as_mut_ptr(),
+                mbufs.len() as u16,
+            )
+        })
+    }
+}
+
+impl Drop for Shared<'_> {
     fn drop(&mut self) {
         let id = self.info.id;
-        // SAFETY: the port was started by Port::open; workers polling it have returned (the
-        // launcher joins them before dropping ports).
+        // SAFETY: the port was started by Port::open, and this is the last owner: the Port
+        // and every queue handle are gone, so nothing polls it any more.
         let stop = unsafe { sys::rte_eth_dev_stop(id) };
         // SAFETY: as above; close releases the queues and their mbufs back to the pool.
         let close = unsafe { sys::rte_eth_dev_close(id) };

@@ -35,6 +35,7 @@ use std::time::Duration;
 use super::backlog::TxBacklog;
 use super::clock::TscClock;
 use super::mbuf::{Burst, BURST};
+use super::port::{RxQueue, TxQueue};
 use super::processor::{peek_user, BurstProcessor, Verdict};
 use super::ring::{Consumer, Producer};
 use crate::counters::{bump, Counters, DropReason, Reply};
@@ -59,29 +60,34 @@ pub struct WorkerPort {
     pub tx_udp_cksum: bool,
 }
 
-/// Everything one worker lcore owns.
-pub struct WorkerLoop<P> {
+/// Everything one worker lcore owns. Built by the appliance only: the queues it polls are
+/// its own.
+pub(super) struct WorkerLoop<'eal, P> {
     /// This worker's index; also its queue on every port.
-    pub index: usize,
-    pub workers: usize,
+    pub(super) index: usize,
+    pub(super) workers: usize,
     /// `node.count`, for `owner_worker`.
-    pub node_count: u32,
+    pub(super) node_count: u32,
     /// Ports by config index.
-    pub ports: Vec<WorkerPort>,
+    pub(super) ports: Vec<WorkerPort>,
+    /// This worker's RX queue of each port, by config index.
+    pub(super) rx: Vec<RxQueue<'eal>>,
+    /// Its TX queue of each port; [`run`](Self::run) puts each behind a backlog.
+    pub(super) tx: Vec<TxQueue<'eal>>,
     /// To worker `w`: `Some` for every other worker. [`run`](Self::run) takes them, and
     /// drops them when it stops handing frames over.
-    pub to: Vec<Option<Producer>>,
+    pub(super) to: Vec<Option<Producer<'eal>>>,
     /// From every other worker.
-    pub from: Vec<Consumer>,
-    pub stop: Arc<AtomicBool>,
-    pub clock: TscClock,
+    pub(super) from: Vec<Consumer<'eal>>,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) clock: TscClock,
     /// Pause after a pass that found nothing (0: pure polling).
-    pub idle_sleep: Duration,
-    pub processor: P,
+    pub(super) idle_sleep: Duration,
+    pub(super) processor: P,
 }
 
 /// Staging bursts and TX backlogs, allocated once before the loop.
-struct Scratch {
+struct Scratch<'eal> {
     rx: Burst,
     local: Burst,
     /// Per destination worker.
@@ -91,10 +97,10 @@ struct Scratch {
     /// Per port: received on the last pass, decided on this one.
     staged: Vec<Burst>,
     /// Per port: answers TX did not take yet, on this worker's queue.
-    backlog: Vec<TxBacklog>,
+    backlog: Vec<TxBacklog<'eal>>,
 }
 
-impl<P: BurstProcessor> WorkerLoop<P> {
+impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
     /// Runs until the stop flag is set.
     pub fn run(&mut self) {
         let counters = self.processor.counters().clone();
@@ -107,10 +113,9 @@ impl<P: BurstProcessor> WorkerLoop<P> {
             outbound: (0..self.workers).map(|_| Burst::new()).collect(),
             by_port: (0..self.ports.len()).map(|_| Burst::new()).collect(),
             staged: (0..self.ports.len()).map(|_| Burst::new()).collect(),
-            backlog: self
-                .ports
-                .iter()
-                .map(|p| TxBacklog::new(p.id, self.index as u16))
+            backlog: std::mem::take(&mut self.tx)
+                .into_iter()
+                .map(TxBacklog::new)
                 .collect(),
         };
         let tick_cycles = self.clock.cycles_in_ms(TICK_MS).max(1);
@@ -165,7 +170,7 @@ impl<P: BurstProcessor> WorkerLoop<P> {
 
     /// At the stop: decides what the other workers hand over until every one of them has
     /// dropped its end of the ring (bounded by [`HANDOFF_DRAIN_MS`]).
-    fn drain_inbound(&mut self, s: &mut Scratch, counters: &Counters) {
+    fn drain_inbound(&mut self, s: &mut Scratch<'eal>, counters: &Counters) {
         let deadline = TscClock::tsc().wrapping_add(self.clock.cycles_in_ms(HANDOFF_DRAIN_MS));
         loop {
             // Looked at before the rings are read: a producer that is gone by now enqueued
@@ -192,13 +197,13 @@ impl<P: BurstProcessor> WorkerLoop<P> {
         &mut self,
         p: usize,
         now_ms: u64,
-        s: &mut Scratch,
-        to: &mut [Option<Producer>],
+        s: &mut Scratch<'eal>,
+        to: &mut [Option<Producer<'eal>>],
         counters: &Counters,
     ) -> bool {
         let port = self.ports[p];
         let resent = s.backlog[p].flush(counters) > 0;
-        let n = s.rx.rx(port.id, self.index as u16);
+        let n = self.rx[p].rx(&mut s.rx);
         if n == 0 {
             // Nothing new: decide what the last pass staged.
             if s.staged[p].is_empty() {
@@ -276,7 +281,7 @@ impl<P: BurstProcessor> WorkerLoop<P> {
         now_ms: u64,
         incoming: &mut Burst,
         staged: &mut Burst,
-        backlog: &mut TxBacklog,
+        backlog: &mut TxBacklog<'eal>,
         counters: &Counters,
     ) {
         for m in incoming.iter() {
@@ -293,7 +298,7 @@ impl<P: BurstProcessor> WorkerLoop<P> {
         &mut self,
         f: usize,
         now_ms: u64,
-        s: &mut Scratch,
+        s: &mut Scratch<'eal>,
         counters: &Counters,
     ) -> bool {
         if self.from[f].dequeue(&mut s.rx) == 0 {
@@ -327,7 +332,7 @@ impl<P: BurstProcessor> WorkerLoop<P> {
         p: usize,
         now_ms: u64,
         burst: &mut Burst,
-        backlog: &mut TxBacklog,
+        backlog: &mut TxBacklog<'eal>,
         counters: &Counters,
     ) {
         // A chained mbuf (jumbo frame) is never a request, and answers are written in the

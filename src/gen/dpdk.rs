@@ -38,8 +38,8 @@ struct Nanos {
 }
 
 impl Nanos {
-    fn new() -> Nanos {
-        let hz = TscClock::anchor_now().hz().max(1);
+    fn new(eal: &Eal) -> Nanos {
+        let hz = TscClock::anchor_now(eal).hz().max(1);
         Nanos {
             tsc0: TscClock::tsc(),
             mult: (1_000_000_000u128 << 32) / u128::from(hz),
@@ -76,7 +76,7 @@ pub fn run(
         offloads: false,
         rss: false,
     };
-    let port = Port::open(0, &section, 1, 0)?;
+    let mut port = Port::open(&eal, 0, &section, 1, 0)?;
     let link = port.wait_link(o.link_wait);
     let info = port.info().clone();
     eprintln!("gen: port {} (id {}): {link}", info.name, info.id);
@@ -98,7 +98,10 @@ pub fn run(
     };
     let template = RequestTemplate::new(&flow);
 
-    let clock = Nanos::new();
+    let clock = Nanos::new(&eal);
+    let Some((mut rxq, mut txq)) = port.take_queues().and_then(|q| q.into_iter().next()) else {
+        anyhow::bail!("port {}: no queue", info.name);
+    };
     let mut tx = Burst::new();
     let mut rx = Burst::new();
     let mut reqs: Vec<Request> = Vec::with_capacity(BURST);
@@ -133,14 +136,14 @@ pub fn run(
                 reqs.push(r);
             }
             tx.truncate(reqs.len());
-            let sent = tx.tx(info.id, 0);
+            let sent = txq.tx(&mut tx);
             gen.cancel_tail(&reqs[sent..]);
             tx.clear();
             moved |= sent > 0;
         }
         // Two clock reads a pass: the send time above, the receive time here (also the
         // tick's); TSC reads are not free in a VM.
-        let got = rx.rx(info.id, 0);
+        let got = rxq.rx(&mut rx);
         let t = clock.now();
         if got > 0 {
             moved = true;
@@ -163,7 +166,7 @@ pub fn run(
         eprintln!("gen: the mempool ran dry {no_mbufs} times (answers slower than requests)");
     }
     let elapsed = clock.now();
-    drop(port);
+    drop((rxq, txq, port));
     drop(eal);
     Ok(elapsed)
 }

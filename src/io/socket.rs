@@ -39,8 +39,8 @@ use crate::counters::{bump, Counters, DropReason, Reply};
 use crate::engine::config::{owner_worker, Live};
 use crate::engine::Worker;
 use crate::journal::ClaimSink;
-use crate::node::unix_ms;
 use crate::seed::SeedSource;
+use crate::time::unix_ms;
 use crate::wire::ipv4;
 use crate::wire::shake::{Outcome, PAYLOAD_LEN};
 
@@ -69,6 +69,8 @@ pub enum SocketError {
     NotIpv4(SocketAddr),
     #[error("starting worker thread: {0}")]
     Spawn(std::io::Error),
+    #[error("a socket worker thread panicked")]
+    Panicked,
 }
 
 /// Binds `n` `SO_REUSEPORT` sockets to one address. Port 0 picks a free port for all of them.
@@ -145,10 +147,18 @@ where
             .map_err(SocketError::Spawn)?;
         handles.push(h);
     }
-    Ok(handles
-        .into_iter()
-        .map(|h| h.join().expect("socket worker thread panicked"))
-        .collect())
+    let mut out = Vec::with_capacity(n);
+    let mut panicked = false;
+    for h in handles {
+        match h.join() {
+            Ok(w) => out.push(w),
+            Err(_) => panicked = true,
+        }
+    }
+    if panicked {
+        return Err(SocketError::Panicked);
+    }
+    Ok(out)
 }
 
 struct Thread<S: SeedSource, J: ClaimSink> {
@@ -404,6 +414,91 @@ pub type ReloadReceivers = Vec<Receiver<Arc<Live>>>;
 /// Channels for handing each worker new snapshots.
 pub fn reload_channels(n: usize) -> (ReloadSenders, ReloadReceivers) {
     (0..n).map(|_| crossbeam::channel::bounded(4)).unzip()
+}
+
+/// The socket backend for [`crate::node::lifecycle`]: binds one socket per worker when the
+/// workers start, and serves them on their own threads.
+#[derive(Debug, Clone)]
+pub struct SocketBackend {
+    /// Where to bind; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// Worker threads, when the operator said (`--workers`); otherwise the node decides.
+    pub workers: Option<usize>,
+    /// Datagrams per system call.
+    pub batch: usize,
+    /// `node.count`, for `owner_worker`.
+    pub node_count: u32,
+}
+
+/// Socket workers running: the thread that runs [`serve`], and what it serves.
+pub struct SocketRunning<S: SeedSource, J: ClaimSink> {
+    bound: SocketAddr,
+    counters: Vec<Arc<Counters>>,
+    server: std::thread::JoinHandle<Result<Vec<Worker<S, J>>, SocketError>>,
+}
+
+impl super::Backend for SocketBackend {
+    type Error = SocketError;
+    type Running<S: SeedSource + Send + 'static, J: ClaimSink + Send + 'static> =
+        SocketRunning<S, J>;
+
+    fn workers(&self) -> Option<usize> {
+        self.workers
+    }
+
+    fn workers_setting(&self) -> &'static str {
+        "--workers"
+    }
+
+    fn start<S: SeedSource + Send + 'static, J: ClaimSink + Send + 'static>(
+        self,
+        workers: Vec<Worker<S, J>>,
+        reloads: Vec<Receiver<Arc<Live>>>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<SocketRunning<S, J>, SocketError> {
+        let sockets = bind(self.addr, workers.len())?;
+        let bound = sockets[0]
+            .local_addr()
+            .map_err(|source| SocketError::Bind {
+                addr: self.addr,
+                source,
+            })?;
+        let counters = workers.iter().map(|w| w.counters().clone()).collect();
+        let (node_count, batch) = (self.node_count, self.batch);
+        let server = std::thread::Builder::new()
+            .name("shake-sockets".into())
+            .spawn(move || serve(sockets, workers, node_count, batch, stop, reloads))
+            .map_err(SocketError::Spawn)?;
+        Ok(SocketRunning {
+            bound,
+            counters,
+            server,
+        })
+    }
+}
+
+impl<S: SeedSource, J: ClaimSink> super::Running<S, J> for SocketRunning<S, J> {
+    type Error = SocketError;
+
+    fn describe(&self) -> String {
+        format!(
+            "udp {} with {} socket worker(s)",
+            self.bound,
+            self.counters.len()
+        )
+    }
+
+    fn counters(&self) -> Vec<Arc<Counters>> {
+        self.counters.clone()
+    }
+
+    fn finished(&self) -> bool {
+        self.server.is_finished()
+    }
+
+    fn join(self) -> Result<Vec<Worker<S, J>>, SocketError> {
+        self.server.join().map_err(|_| SocketError::Panicked)?
+    }
 }
 
 #[cfg(test)]

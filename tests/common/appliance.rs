@@ -215,16 +215,18 @@ impl Appliance {
     ) -> Option<SocketAddr> {
         let deadline = Instant::now() + limit;
         loop {
-            if !metrics && self.stderr().contains("shake: serving with") {
-                return None;
-            }
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.min(Duration::from_millis(50))) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("shake: metrics on http://") {
-                        return Some(rest.trim_end_matches("/metrics").parse().unwrap());
+                // "shake: serving SHAKE/1 on dpdk ..., metrics on http://ADDR/metrics"
+                Ok(line) if line.starts_with("shake: serving SHAKE/1") => {
+                    if !metrics {
+                        return None;
                     }
+                    let at = line.split("metrics on http://").nth(1);
+                    let at = at.unwrap_or_else(|| panic!("no metrics address in {line:?}"));
+                    return Some(at.trim_end_matches("/metrics").parse().unwrap());
                 }
+                Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
                 Err(e) => {
                     let _ = self.child.kill();
@@ -365,13 +367,13 @@ pub fn sum_metric(text: &str, name: &str, label: &str) -> u64 {
         .sum()
 }
 
-/// The final counter line, "stopped rx=.. tx=.. drop.magic=1 ...", as a map; zero counters
-/// are absent from it.
+/// The final counter line, "shake: stopped. totals rx=.. tx=.. drop.magic=1 ...", as a map;
+/// zero counters are absent from it.
 pub fn final_counters(lines: &[String]) -> HashMap<String, u64> {
     let line = lines
         .iter()
         .rev()
-        .find_map(|l| l.strip_prefix("stopped "))
+        .find_map(|l| l.strip_prefix("shake: stopped. totals "))
         .unwrap_or_else(|| panic!("no final counter line in:\n{}", lines.join("\n")));
     line.split_whitespace()
         .filter_map(|kv| {

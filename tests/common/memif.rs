@@ -5,15 +5,17 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shake::dpdk::{Burst, Eal, Port};
+use shake::dpdk::{Burst, Eal, Port, RxQueue, TxQueue};
 use shake::node_config::PortSection;
 
 use super::appliance::RuntimeDir;
 
-/// A connected memif client port. Fields drop in order: port, then the EAL.
+/// A connected memif client port. The EAL lives as long as the test process (it cannot be
+/// initialised twice anyway), so the port borrows it for `'static`.
 pub struct MemifClient {
-    port: Port,
-    _eal: Eal,
+    port: Port<'static>,
+    rx: RxQueue<'static>,
+    tx: TxQueue<'static>,
     _runtime: RuntimeDir,
 }
 
@@ -57,7 +59,7 @@ impl MemifClient {
             "--log-level=error".into(),
         ]
         .into();
-        let eal = Eal::init(&args).expect("client EAL");
+        let eal: &'static Eal = Box::leak(Box::new(Eal::init(&args).expect("client EAL")));
         let section = PortSection {
             name: Some("net_memif_client0".into()),
             id: None,
@@ -70,16 +72,18 @@ impl MemifClient {
             offloads: true,
             rss: false,
         };
-        let port = Port::open(0, &section, 1, 64).expect("client memif port");
+        let mut port = Port::open(eal, 0, &section, 1, 64).expect("client memif port");
         let link = port.wait_link(link_wait);
         assert!(
             link.starts_with("Link up"),
             "memif client did not connect to the appliance at {}: {link}",
             socket.display()
         );
+        let (rx, tx) = port.take_queues().unwrap().remove(0);
         MemifClient {
             port,
-            _eal: eal,
+            rx,
+            tx,
             _runtime: runtime,
         }
     }
@@ -87,7 +91,6 @@ impl MemifClient {
     /// Sends every frame, reading nothing (the appliance's answers pile up on its side);
     /// returns how many went before `deadline`.
     pub fn send_only(&mut self, frames: &[Vec<u8>], deadline: Instant) -> u64 {
-        let id = self.port.info().id;
         let pool = self.port.pool();
         let mut tx = Burst::new();
         let mut frames = frames.iter();
@@ -103,7 +106,7 @@ impl MemifClient {
             if tx.is_empty() {
                 break;
             }
-            let n = tx.tx(id, 0);
+            let n = self.tx.tx(&mut tx);
             sent += n as u64;
             if n == 0 {
                 std::thread::yield_now();
@@ -121,12 +124,11 @@ impl MemifClient {
         deadline: Instant,
         mut on_answer: impl FnMut(&[u8]),
     ) -> u64 {
-        let id = self.port.info().id;
         let mut rx = Burst::new();
         let mut got = 0;
         let mut last = Instant::now();
         while got < expected && Instant::now() < deadline && last.elapsed() < idle {
-            let n = rx.rx(id, 0);
+            let n = self.rx.rx(&mut rx);
             for m in rx.take() {
                 on_answer(m.data());
             }
@@ -152,7 +154,6 @@ impl MemifClient {
         deadline: Instant,
         mut on_answer: impl FnMut(&[u8]),
     ) -> Driven {
-        let id = self.port.info().id;
         let pool = self.port.pool();
         let mut d = Driven::default();
         let mut tx = Burst::new();
@@ -171,8 +172,8 @@ impl MemifClient {
                 m.data_mut().copy_from_slice(&frame);
                 tx.push(m).expect("burst has room");
             }
-            d.sent += tx.tx(id, 0) as u64;
-            let n = rx.rx(id, 0);
+            d.sent += self.tx.tx(&mut tx) as u64;
+            let n = self.rx.rx(&mut rx);
             for m in rx.take() {
                 on_answer(m.data());
             }

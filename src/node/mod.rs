@@ -1,10 +1,16 @@
 //! Assembling a node from its config: the activity, the workers' snapshot, and one worker per
-//! core with its own seeds, journal and tables. Shared by every I/O backend, so the socket
-//! backend and the DPDK appliance serve exactly the same decisions.
+//! core with its own seeds, journal and tables; and the node's [`lifecycle`], which runs
+//! those workers on any backend. Shared by every I/O backend, so the socket backend and the
+//! DPDK appliance serve exactly the same decisions and recover, flush, reload and stop the
+//! same way.
+
+pub mod lifecycle;
+
+pub use crate::time::unix_ms;
+pub use lifecycle::{Lifecycle, LifecycleError};
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::activity::Activity;
 use crate::engine::config::{owner_worker, Live};
@@ -18,14 +24,6 @@ use crate::seed::lease::DEFAULT_WINDOW;
 use crate::seed::manifest::{node_workers, Manifest, ManifestError, MANIFEST_FILE};
 use crate::seed::shard::ShardError;
 use crate::seed::{plan, MemorySource, ShardFlusher, ShardSource};
-
-/// Unix milliseconds now.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// A node's config, activity and current snapshot.
 pub struct Node {

@@ -1,0 +1,134 @@
+//! The DPDK appliance as a node backend ([`crate::io::Backend`]): the node's lifecycle opens
+//! it (ports, queues, rings) before any seed file changes, learns the worker count from the
+//! worker lcores, then starts the engine workers behind the frame layer on them.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crossbeam::channel::Receiver;
+
+use super::appliance::{open, Appliance, Opened};
+use super::eal::Eal;
+use super::error::DpdkError;
+use super::processor::{frame_configs, FrameProcessor};
+use super::telemetry;
+use crate::counters::Counters;
+use crate::engine::config::Live;
+use crate::engine::Worker;
+use crate::io::{Backend, Running};
+use crate::journal::ClaimSink;
+use crate::node_config::NodeConfig;
+use crate::seed::SeedSource;
+
+/// The appliance opened on a node config, its workers not started yet.
+pub struct DpdkBackend<'eal> {
+    opened: Opened<'eal>,
+    eal: &'eal Eal,
+    ipv4: std::net::Ipv4Addr,
+    udp_port: u16,
+    telemetry: bool,
+}
+
+/// The appliance's workers running.
+pub struct DpdkRunning<'eal, S: SeedSource + Send + 'static, J: ClaimSink + Send + 'static> {
+    app: Appliance<'eal, FrameProcessor<S, J>>,
+    describe: String,
+    telemetry: bool,
+}
+
+impl<'eal> DpdkBackend<'eal> {
+    /// Starts the ports of the config's `[[port]]` list with one queue pair per worker lcore.
+    pub fn open(eal: &'eal Eal, config: &NodeConfig) -> Result<DpdkBackend<'eal>, DpdkError> {
+        let telemetry = super::appliance::section(config)?.telemetry;
+        Ok(DpdkBackend {
+            opened: open(eal, config)?,
+            eal,
+            ipv4: config.node.ipv4,
+            udp_port: config.node.port,
+            telemetry,
+        })
+    }
+}
+
+impl<'eal> Backend for DpdkBackend<'eal> {
+    type Error = DpdkError;
+    type Running<S: SeedSource + Send + 'static, J: ClaimSink + Send + 'static> =
+        DpdkRunning<'eal, S, J>;
+
+    fn workers(&self) -> Option<usize> {
+        Some(self.opened.workers())
+    }
+
+    fn workers_setting(&self) -> &'static str {
+        "[dpdk] lcores (its worker lcores)"
+    }
+
+    fn start<S: SeedSource + Send + 'static, J: ClaimSink + Send + 'static>(
+        self,
+        workers: Vec<Worker<S, J>>,
+        reloads: Vec<Receiver<Arc<Live>>>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<DpdkRunning<'eal, S, J>, DpdkError> {
+        let frame = frame_configs(self.ipv4, self.udp_port, self.opened.ports());
+        let processors = workers
+            .into_iter()
+            .zip(reloads)
+            .map(|(worker, reload)| FrameProcessor {
+                worker,
+                frame: frame.clone(),
+                reload: Some(reload),
+            })
+            .collect();
+        let ports: Vec<&str> = self
+            .opened
+            .ports()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        let describe = format!(
+            "dpdk port(s) {} with {} worker(s) on lcores {:?} (main lcore {})",
+            ports.join(","),
+            self.opened.workers(),
+            self.opened.lcores(),
+            self.eal.main_lcore()
+        );
+        let app = self.opened.start(stop, processors)?;
+        if self.telemetry {
+            telemetry::publish(app.stats().clone())?;
+        }
+        Ok(DpdkRunning {
+            app,
+            describe,
+            telemetry: self.telemetry,
+        })
+    }
+}
+
+impl<S: SeedSource + Send + 'static, J: ClaimSink + Send + 'static> Running<S, J>
+    for DpdkRunning<'_, S, J>
+{
+    type Error = DpdkError;
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn counters(&self) -> Vec<Arc<Counters>> {
+        self.app.stats().workers.clone()
+    }
+
+    fn finished(&self) -> bool {
+        // A worker that fails sets the stop flag for the node.
+        self.app
+            .stop_flag()
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn join(self) -> Result<Vec<Worker<S, J>>, DpdkError> {
+        if self.telemetry {
+            telemetry::withdraw();
+        }
+        let processors = self.app.join()?;
+        Ok(processors.into_iter().map(|p| p.worker).collect())
+    }
+}

@@ -1,0 +1,388 @@
+//! A node's one lifecycle, whatever its backend: check, open, recover, serve, stop.
+//!
+//! Every backend ([`crate::io::Backend`]: DPDK lcores, kernel sockets) runs the same steps
+//! in the same order, here and nowhere else:
+//!
+//! 1. [`Lifecycle::prepare`]: signal handlers, then the read-only half of recovery (manifest,
+//!    shards, journals, locks). A refusal here changes no file.
+//! 2. The caller opens its backend (DPDK: the EAL and the ports; sockets: nothing yet).
+//! 3. [`Lifecycle::run`]: the worker count is checked against the backend's (each worker
+//!    owns one shard), recovery is applied, the config version is recorded, and the
+//!    workers start on the backend.
+//! 4. While they serve, the flush thread makes claims and leases durable every
+//!    [`FLUSH_PERIOD`], and the control loop (this thread) answers SIGHUP with a reload,
+//!    prints the counter line, and watches for a stop: SIGINT/SIGTERM, a worker that
+//!    failed, or a flush that failed.
+//! 5. Stop: the backend gives the workers back, the flush thread stops, and every journal and
+//!    shard is closed cleanly (the shard's clean flag last).
+//!
+//! Flushing has its own thread, not the control loop, so that its cadence never waits on a
+//! reload (which reads and checks files) or a metrics scrape. The fleet's control plane (a
+//! config watch, claim shipping) plugs in here, beside reload and flushing.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam::channel::Sender;
+
+use super::{spawn_flusher, DurableWorker, Flushers, Node, NodeError};
+use crate::control::{serve_prometheus, Signals, Stats, Ticker};
+use crate::counters::Snapshot;
+use crate::engine::config::Live;
+use crate::engine::Worker;
+use crate::io::{Backend, Running};
+use crate::journal::{ClaimSink, JournalWriter};
+use crate::recovery::{RecoveryPlan, RecoverySummary};
+use crate::seed::{SeedSource, ShardSource};
+use crate::time::unix_ms;
+
+/// How often the flush thread makes every worker's claims and lease durable.
+pub const FLUSH_PERIOD: Duration = Duration::from_millis(2);
+
+/// How often the control loop looks at signals, failures and the counter line.
+const CONTROL_PERIOD: Duration = Duration::from_millis(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// The backend runs another number of workers than the seeds have shards.
+    #[error(
+        "the seeds manifest gives this node {manifest} worker(s) but {setting} gives {backend}: each worker owns one shard; nothing was changed"
+    )]
+    Workers {
+        manifest: usize,
+        backend: usize,
+        setting: &'static str,
+    },
+    #[error("stats.prometheus {addr}: {source}")]
+    Prometheus {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("starting the flush thread: {0}")]
+    Flusher(std::io::Error),
+    #[error("the flush thread panicked")]
+    FlusherPanicked,
+    /// Flushing failed while serving: the node stopped rather than serve without durability.
+    #[error("making claims durable failed, the node stopped: {0}")]
+    Durability(NodeError),
+    #[error(transparent)]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn backend_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> LifecycleError {
+    LifecycleError::Backend(Box::new(e))
+}
+
+/// A node that passed its start-up checks and waits for its backend.
+pub struct Lifecycle {
+    node: Node,
+    signals: Signals,
+    plan: Option<RecoveryPlan>,
+}
+
+impl Lifecycle {
+    /// Installs the signal handlers and, for a node on durable seeds, reads and checks every
+    /// shard and journal (changing nothing): everything that can refuse a start before the
+    /// backend is opened.
+    pub fn prepare(node: Node) -> Result<Lifecycle, LifecycleError> {
+        let signals = Signals::register().map_err(LifecycleError::Signals)?;
+        let plan = match node.seeds_dir() {
+            Some(_) => Some(node.check_durable(unix_ms(), false)?),
+            None => None,
+        };
+        Ok(Lifecycle {
+            node,
+            signals,
+            plan,
+        })
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The stop flag the signal handlers set; setting it stops the node.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.signals.stop.clone()
+    }
+
+    /// Recovers, starts the workers on `backend`, serves until stopped, and closes every
+    /// journal and shard. Returns the counter totals at the stop.
+    pub fn run<B: Backend>(self, backend: B) -> Result<Snapshot, LifecycleError> {
+        let Lifecycle {
+            mut node,
+            signals,
+            plan,
+        } = self;
+        let now = unix_ms();
+        let control = Control {
+            node: &mut node,
+            signals: &signals,
+        };
+        match plan {
+            Some(plan) => {
+                if let Some(n) = backend.workers() {
+                    if n != plan.workers() {
+                        return Err(LifecycleError::Workers {
+                            manifest: plan.workers(),
+                            backend: n,
+                            setting: backend.workers_setting(),
+                        });
+                    }
+                }
+                let (workers, flushers, summary) = control.node.durable_workers_from(plan, now)?;
+                print_recovered(&summary, workers.len());
+                control.node.persist_version()?;
+                control.serve(backend, workers, Durable::new(flushers))
+            }
+            None => {
+                let n = backend
+                    .workers()
+                    .unwrap_or(control.node.config.socket.workers as usize)
+                    .max(1);
+                let workers = control.node.memory_workers(n as u32, now)?;
+                control.node.persist_version()?;
+                control.serve(backend, workers, NotDurable)
+            }
+        }
+    }
+}
+
+fn print_recovered(summary: &RecoverySummary, workers: usize) {
+    println!(
+        "shake: recovered {} claims from the journals, {} packets forfeited now ({} cents), {} worker(s) from shards",
+        summary.claims, summary.forfeited_now, summary.forfeited_cents, workers
+    );
+}
+
+/// The control side while the workers serve.
+struct Control<'a> {
+    node: &'a mut Node,
+    signals: &'a Signals,
+}
+
+impl Control<'_> {
+    fn serve<B, S, J, D>(
+        self,
+        backend: B,
+        workers: Vec<Worker<S, J>>,
+        mut durability: D,
+    ) -> Result<Snapshot, LifecycleError>
+    where
+        B: Backend,
+        S: SeedSource + Send + 'static,
+        J: ClaimSink + Send + 'static,
+        D: Durability<S, J>,
+    {
+        let config = &self.node.config;
+        let (reload_tx, reload_rx): (Vec<_>, Vec<_>) = (0..workers.len())
+            .map(|_| crossbeam::channel::bounded(4))
+            .unzip();
+        let stop = self.signals.stop.clone();
+        let running = backend
+            .start(workers, reload_rx, stop.clone())
+            .map_err(backend_error)?;
+        // From here the workers serve: every way out goes through the stop below, so that
+        // the journals close.
+        let mut failed = durability.start().err();
+        let stats = Stats {
+            workers: running.counters(),
+            ..Stats::default()
+        };
+        stats
+            .control
+            .config_version
+            .store(self.node.live.config_version as u64, Relaxed);
+        let prometheus = match config.stats.prometheus.filter(|_| failed.is_none()) {
+            Some(addr) => match serve_prometheus(addr, stats.clone(), stop.clone()) {
+                Ok(p) => Some(p),
+                Err(source) => {
+                    failed = Some(LifecycleError::Prometheus { addr, source });
+                    None
+                }
+            },
+            None => None,
+        };
+        if failed.is_none() {
+            println!(
+                "shake: serving SHAKE/1 on {}, node {}/{}, config_version {}{}",
+                running.describe(),
+                config.node.index,
+                config.node.count,
+                self.node.live.config_version,
+                prometheus
+                    .as_ref()
+                    .map(|(a, _)| format!(", metrics on http://{a}/metrics"))
+                    .unwrap_or_default()
+            );
+        }
+        let mut ticker = Ticker::new(Duration::from_secs(config.stats.interval_s));
+        while failed.is_none() && !self.signals.stopping() && !running.finished() {
+            if self.signals.take_reload() {
+                reload_workers(self.node, &reload_tx, &stats);
+            }
+            if let Some(e) = durability.failure() {
+                // Workers stop issuing at their lease and get `Full` from their journals,
+                // so money stays safe; the node stops rather than serve without durability.
+                eprintln!("shake: making claims durable failed, stopping: {e}");
+                failed = Some(LifecycleError::Durability(e));
+                break;
+            }
+            if let Some(line) = ticker.poll(&stats) {
+                println!("{line}");
+            }
+            std::thread::sleep(CONTROL_PERIOD);
+        }
+        stop.store(true, Relaxed);
+        let workers = running.join();
+        if let Some((_, h)) = prometheus {
+            let _ = h.join();
+        }
+        let closed = match workers {
+            Ok(workers) => durability.close(workers),
+            Err(e) => Err(backend_error(e)),
+        };
+        let total = stats.total();
+        let busy = total
+            .busy_percent_since(&Default::default())
+            .map(|b| {
+                format!(
+                    "busy={b:.1}% cycles={} busy_cycles={} ",
+                    total.cycles, total.busy_cycles
+                )
+            })
+            .unwrap_or_default();
+        println!("shake: stopped. totals {busy}{}", total.line());
+        match failed {
+            Some(e) => Err(e),
+            None => closed.map(|()| total),
+        }
+    }
+}
+
+/// SIGHUP: re-reads the config and the activity and hands every worker the new snapshot (each
+/// takes it between bursts). A refused reload leaves the node serving the previous one. Both
+/// are counted (`shake_reloads_total`) and the version in force is published.
+fn reload_workers(node: &mut Node, workers: &[Sender<Arc<Live>>], stats: &Stats) {
+    match node.reload() {
+        Ok(live) => {
+            for (i, tx) in workers.iter().enumerate() {
+                // Workers take a snapshot between bursts, so the small queue never fills
+                // unless a worker is stuck; say so rather than block the control loop.
+                if tx.try_send(live.clone()).is_err() {
+                    eprintln!(
+                        "shake: worker {i} has not taken earlier reloads; it keeps its config"
+                    );
+                }
+            }
+            stats.control.reloads.fetch_add(1, Relaxed);
+            stats
+                .control
+                .config_version
+                .store(live.config_version as u64, Relaxed);
+            println!("shake: reloaded, config_version {}", live.config_version);
+        }
+        Err(e) => {
+            stats.control.reloads_refused.fetch_add(1, Relaxed);
+            eprintln!("shake: reload refused, still serving the previous config: {e}");
+        }
+    }
+}
+
+/// What the lifecycle does for the workers' seeds and journals.
+trait Durability<S: SeedSource, J: ClaimSink> {
+    /// Starts making claims durable in the background.
+    fn start(&mut self) -> Result<(), LifecycleError>;
+    /// The error that stopped the background flushing, if it did.
+    fn failure(&mut self) -> Option<NodeError>;
+    /// After the workers stopped: the last flush, and every journal and shard closed.
+    fn close(self, workers: Vec<Worker<S, J>>) -> Result<(), LifecycleError>;
+}
+
+/// In-memory seeds: nothing to make durable.
+struct NotDurable;
+
+impl<S: SeedSource, J: ClaimSink> Durability<S, J> for NotDurable {
+    fn start(&mut self) -> Result<(), LifecycleError> {
+        Ok(())
+    }
+    fn failure(&mut self) -> Option<NodeError> {
+        None
+    }
+    fn close(self, _: Vec<Worker<S, J>>) -> Result<(), LifecycleError> {
+        Ok(())
+    }
+}
+
+/// Shards and journals, flushed by their own thread every [`FLUSH_PERIOD`].
+struct Durable {
+    flushers: Option<Vec<Flushers>>,
+    stop: Arc<AtomicBool>,
+    failed: Arc<AtomicBool>,
+    thread: Option<JoinHandle<(Vec<Flushers>, Option<NodeError>)>>,
+}
+
+impl Durable {
+    fn new(flushers: Vec<Flushers>) -> Durable {
+        Durable {
+            flushers: Some(flushers),
+            stop: Arc::new(AtomicBool::new(false)),
+            failed: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        }
+    }
+
+    /// Stops the thread and takes the flushers back, with the error that stopped it.
+    fn stop_thread(&mut self) -> Result<(Vec<Flushers>, Option<NodeError>), LifecycleError> {
+        self.stop.store(true, Relaxed);
+        match self.thread.take() {
+            Some(h) => h.join().map_err(|_| LifecycleError::FlusherPanicked),
+            None => Ok((self.flushers.take().unwrap_or_default(), None)),
+        }
+    }
+}
+
+impl Durability<ShardSource, JournalWriter> for Durable {
+    fn start(&mut self) -> Result<(), LifecycleError> {
+        let flushers = self.flushers.take().unwrap_or_default();
+        let h = spawn_flusher(
+            flushers,
+            self.stop.clone(),
+            self.failed.clone(),
+            FLUSH_PERIOD,
+        )
+        .map_err(LifecycleError::Flusher)?;
+        self.thread = Some(h);
+        Ok(())
+    }
+
+    fn failure(&mut self) -> Option<NodeError> {
+        if !self.failed.load(Relaxed) {
+            return None;
+        }
+        match self.stop_thread() {
+            Ok((flushers, e)) => {
+                self.flushers = Some(flushers);
+                e
+            }
+            Err(e) => Some(NodeError::State(e.to_string())),
+        }
+    }
+
+    fn close(mut self, workers: Vec<DurableWorker>) -> Result<(), LifecycleError> {
+        let (flushers, error) = self.stop_thread()?;
+        for (f, w) in flushers.into_iter().zip(workers) {
+            f.close(w)?;
+        }
+        match error {
+            Some(e) => Err(LifecycleError::Durability(e)),
+            None => Ok(()),
+        }
+    }
+}
