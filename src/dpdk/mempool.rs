@@ -22,6 +22,16 @@ pub(super) fn live_pools() -> usize {
 /// An `rte_pktmbuf` pool, which cannot outlive the EAL. Freed on drop only when every mbuf
 /// has come back; otherwise it stays (a device or a stray [`Mbuf`] may still hold buffers
 /// from it) and the EAL is then not cleaned up either.
+///
+/// The EAL cannot go (`rte_eal_cleanup`) while a pool is in use:
+///
+/// ```compile_fail,E0505
+/// use shake::dpdk::{Eal, Mempool};
+/// let eal = Eal::init(&["shake".to_owned(), "--no-pci".to_owned()]).unwrap();
+/// let pool = Mempool::new(&eal, "pool", 63, 0, 0).unwrap();
+/// drop(eal);
+/// let _ = pool.alloc();
+/// ```
 #[derive(Debug)]
 pub struct Mempool<'eal> {
     raw: NonNull<rte_mempool>,

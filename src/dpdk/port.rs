@@ -41,6 +41,27 @@ pub struct PortInfo {
 /// ([`Port::take_queues`]): a queue has one user at a time, as DPDK requires, and the port
 /// is stopped and closed (then its pool freed) only when the `Port` and every queue handle
 /// are gone, so nothing can poll a closed port.
+///
+/// A queue cannot be polled after the EAL is gone:
+///
+/// ```compile_fail,E0597
+/// use shake::dpdk::{Burst, Eal, Port};
+/// use shake::node_config::PortSection;
+/// fn section() -> PortSection { unimplemented!() }
+/// let mut queues = {
+///     let eal = Eal::init(&["shake".to_owned(), "--no-pci".to_owned()]).unwrap();
+///     let mut port = Port::open(&eal, 0, &section(), 1, 0).unwrap();
+///     port.take_queues().unwrap()
+/// };
+/// queues[0].0.rx(&mut Burst::new());
+/// ```
+///
+/// and a burst cannot poll a port by its id, bypassing the handles:
+///
+/// ```compile_fail,E0624
+/// use shake::dpdk::Burst;
+/// unsafe { Burst::new().rx(0, 0) };
+/// ```
 #[derive(Debug)]
 pub struct Port<'eal> {
     shared: Arc<Shared<'eal>>,

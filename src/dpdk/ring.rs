@@ -19,7 +19,25 @@ const RING_F_SC_DEQ: c_uint = 0x0002;
 
 /// An `rte_ring` of mbuf pointers, which cannot outlive the EAL. Freed on drop; whatever
 /// mbufs it still holds are freed first. Used through its two ends, [`Producer`] and
-/// [`Consumer`] ([`Ring::split`]).
+/// [`Consumer`] ([`Ring::split`]), never through a shared `&Ring`:
+///
+/// ```compile_fail,E0624
+/// use shake::dpdk::{Burst, Eal, Ring};
+/// let eal = Eal::init(&["shake".to_owned(), "--no-pci".to_owned()]).unwrap();
+/// let ring = Ring::new(&eal, "r", 64, 0, true).unwrap();
+/// let (a, b) = (&ring, &ring);
+/// unsafe { a.enqueue(&mut Burst::new()) };
+/// ```
+///
+/// and its ends cannot outlive the EAL either:
+///
+/// ```compile_fail,E0505
+/// use shake::dpdk::{Burst, Eal, Ring};
+/// let eal = Eal::init(&["shake".to_owned(), "--no-pci".to_owned()]).unwrap();
+/// let (mut producer, _consumer) = Ring::new(&eal, "r", 64, 0, true).unwrap().split();
+/// drop(eal);
+/// producer.enqueue(&mut Burst::new());
+/// ```
 #[derive(Debug)]
 pub struct Ring<'eal> {
     raw: NonNull<rte_ring>,
