@@ -19,18 +19,15 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::appliance::{file_prefix, RuntimeDir};
+use common::ring_wire::{feed, two_worker_config};
 use shake::counters::{Counters, DropReason, Event, Reply, Snapshot};
-use shake::dpdk::{
-    self, Burst, BurstProcessor, Consumer, Eal, Mbuf, Mempool, Producer, RingPort, Verdict,
-};
+use shake::dpdk::{self, Burst, BurstProcessor, Consumer, Eal, Mbuf, Mempool, RingPort, Verdict};
 use shake::engine::config::owner_worker;
-use shake::node_config::NodeConfig;
 use shake::wire::shake::Outcome;
 
 const FRAME: usize = 14 + 20 + 8 + 64;
@@ -113,63 +110,6 @@ fn user_of(f: &[u8]) -> u64 {
     u64::from_be_bytes(f[50..58].try_into().unwrap())
 }
 
-fn config(prefix: &str) -> NodeConfig {
-    let text = format!(
-        r#"
-[node]
-index = 0
-count = 1
-ipv4 = "10.0.0.2"
-
-[activity]
-file = "unused.toml"
-
-[keys]
-token_key = "unused.key"
-claim_key = "unused.key"
-
-[dpdk]
-lcores = "(0-2)@(0-1)"
-main_lcore = 0
-memory_mb = 256
-huge = false
-telemetry = false
-file_prefix = "{prefix}"
-log_level = "error"
-handoff_ring = 64
-idle_sleep_us = 20
-
-[[port]]
-name = "net_ring_losses"
-rx_desc = 256
-tx_desc = 256
-mempool_cache = 32
-"#
-    );
-    NodeConfig::parse(Path::new("/nonexistent/node.toml"), &text).expect("test config parses")
-}
-
-/// Puts frames on an RX ring, retrying while it is full.
-fn send(pool: &Mempool, ring: &mut Producer, frames: &[Vec<u8>]) {
-    let deadline = Instant::now() + WAIT;
-    let mut burst = Burst::new();
-    let mut frames = frames.iter().peekable();
-    while frames.peek().is_some() || !burst.is_empty() {
-        assert!(Instant::now() < deadline, "could not feed the port");
-        while !burst.is_full() {
-            let Some(f) = frames.next() else { break };
-            let mut m = pool.alloc().expect("test pool has room");
-            assert!(m.set_len(f.len()));
-            m.data_mut().copy_from_slice(f);
-            burst.push(m).expect("room checked");
-        }
-        ring.enqueue(&mut burst);
-        if !burst.is_empty() {
-            std::thread::yield_now();
-        }
-    }
-}
-
 /// `frame` in one mbuf followed by a second segment of 100 bytes, chained as
 /// rte_pktmbuf_chain does.
 fn chained(pool: &Mempool, frame: &[u8]) -> Mbuf {
@@ -226,7 +166,7 @@ fn wait_for(what: &str, stats: &shake::control::Stats, done: impl Fn(&Snapshot) 
 fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
     let prefix = file_prefix("losses");
     let _runtime_dir = RuntimeDir::new(&prefix);
-    let config = config(&prefix);
+    let config = two_worker_config(&prefix, "losses", 64, false);
     let args = dpdk::node_eal_args(&config, &["--no-shconf".to_owned()]).unwrap();
     let eal = Eal::init(&args).expect("EAL init");
     let mut wire = RingPort::new(&eal, "losses", &[4096, 4096], &[(TX_RING + 1) as u32, 1024])
@@ -269,7 +209,12 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
 
     // A. Worker 1 held in a burst; worker 0 hands it 200 frames: 63 fit its ring.
     let hold = users_of(1, 1);
-    send(&pool, &mut wire.rx[1], &[frame(hold[0], HOLD)]);
+    feed(
+        &pool,
+        &mut wire.rx[1],
+        [frame(hold[0], HOLD)],
+        Instant::now() + WAIT,
+    );
     let deadline = Instant::now() + WAIT;
     while !gate.held.load(Ordering::SeqCst) {
         assert!(
@@ -280,7 +225,12 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
     }
     let handed: Vec<u64> = users_of(1, 200);
     let frames: Vec<Vec<u8>> = handed.iter().map(|&u| frame(u, OTHER)).collect();
-    send(&pool, &mut wire.rx[0], &frames);
+    feed(
+        &pool,
+        &mut wire.rx[0],
+        frames.clone(),
+        Instant::now() + WAIT,
+    );
     wait_for("hand-offs", &stats, |t| {
         t.rx == 1 + 201 && t.dropped(DropReason::HandoffFull) == 200 - 63
     });
@@ -299,7 +249,12 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
         .enumerate()
         .map(|(i, &u)| frame(u, red(i)))
         .collect();
-    send(&pool, &mut wire.rx[0], &frames);
+    feed(
+        &pool,
+        &mut wire.rx[0],
+        frames.clone(),
+        Instant::now() + WAIT,
+    );
     wait_for("backlog full", &stats, |t| {
         t.event(Event::TxDeferred) == BACKLOG as u64
     });
@@ -317,14 +272,24 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
         .enumerate()
         .map(|(i, &u)| frame(u, red(i)))
         .collect();
-    send(&pool, &mut wire.rx[0], &frames);
+    feed(
+        &pool,
+        &mut wire.rx[0],
+        frames.clone(),
+        Instant::now() + WAIT,
+    );
     wait_for("non-RED_PACKET give way", &stats, |t| {
         t.dropped(DropReason::TxFull) == 40
     });
     // 50 RED_PACKET: 44 displace the last others; 6 find only RED_PACKET answers waiting.
     let reds = users_of(0, 50);
     let frames: Vec<Vec<u8>> = reds.iter().map(|&u| frame(u, RED)).collect();
-    send(&pool, &mut wire.rx[0], &frames);
+    feed(
+        &pool,
+        &mut wire.rx[0],
+        frames.clone(),
+        Instant::now() + WAIT,
+    );
     wait_for("backlog of RED_PACKET only", &stats, |t| {
         t.dropped(DropReason::TxFull) == 84 && t.dropped(DropReason::RedPacketTxLost) == 6
     });
@@ -365,7 +330,12 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
         .map(|(i, &u)| frame(u, if i < TX_RING { OTHER } else { RED }))
         .collect();
     let deferred = stats.total().event(Event::TxDeferred);
-    send(&pool, &mut wire.rx[0], &frames);
+    feed(
+        &pool,
+        &mut wire.rx[0],
+        frames.clone(),
+        Instant::now() + WAIT,
+    );
     wait_for("last RED_PACKET answers wait", &stats, |t| {
         t.event(Event::TxDeferred) == deferred + 5
     });

@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::appliance::{file_prefix, RuntimeDir};
+use common::ring_wire::{feed, two_worker_config};
 use shake::counters::{Counters, DropReason, Reply};
-use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mempool, Producer, RingPort, Verdict};
+use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mempool, RingPort, Verdict};
 use shake::engine::config::owner_worker;
-use shake::node_config::NodeConfig;
 
 const USERS: u64 = 3000;
 const ARPS_PER_QUEUE: usize = 16;
@@ -128,72 +128,11 @@ fn arp_frame() -> Vec<u8> {
     f
 }
 
-fn config(prefix: &str) -> NodeConfig {
-    let text = format!(
-        r#"
-[node]
-index = 0
-count = 1
-ipv4 = "10.0.0.2"
-
-[activity]
-file = "unused.toml"
-
-[keys]
-token_key = "unused.key"
-claim_key = "unused.key"
-
-[dpdk]
-# Three lcores floating over the machine's first two CPUs: main, worker 0, worker 1.
-lcores = "(0-2)@(0-1)"
-main_lcore = 0
-memory_mb = 256
-huge = false
-file_prefix = "{prefix}"
-log_level = "error"
-handoff_ring = 1024
-idle_sleep_us = 20
-
-[[port]]
-name = "net_ring_steer"
-rx_desc = 256
-tx_desc = 256
-mempool_cache = 32
-"#
-    );
-    NodeConfig::parse(Path::new("/nonexistent/node.toml"), &text).expect("test config parses")
-}
-
-/// Frames on `rings[q]`, one mbuf per frame, retrying while the ring is full.
-fn send(
-    pool: &Mempool,
-    ring: &mut Producer,
-    frames: &mut dyn Iterator<Item = Vec<u8>>,
-    deadline: Instant,
-) {
-    let mut burst = Burst::new();
-    let mut frames = frames.peekable();
-    while frames.peek().is_some() || !burst.is_empty() {
-        assert!(Instant::now() < deadline, "could not feed the port in time");
-        while !burst.is_full() {
-            let Some(frame) = frames.next() else { break };
-            let mut m = pool.alloc().expect("test pool has room");
-            assert!(m.set_len(frame.len()));
-            m.data_mut().copy_from_slice(&frame);
-            burst.push(m).expect("room checked");
-        }
-        ring.enqueue(&mut burst);
-        if !burst.is_empty() {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-}
-
 #[test]
 fn two_workers_steer_users_and_answer_on_their_queues() {
     let prefix = file_prefix("steer");
     let _runtime_dir = RuntimeDir::new(&prefix);
-    let config = config(&prefix);
+    let config = two_worker_config(&prefix, "steer", 1024, true);
     let args = dpdk::node_eal_args(&config, &["--no-shconf".to_owned()]).unwrap();
     assert!(args.contains(&"--no-pci".to_owned()) && args.contains(&"--no-huge".to_owned()));
     let eal = Eal::init(&args).expect("EAL init");
@@ -230,13 +169,13 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
     // Users alternate between the queues, so about half arrive at the wrong worker.
     let deadline = Instant::now() + DEADLINE;
     for q in 0..2u64 {
-        let mut frames = (1..=USERS)
+        let frames = (1..=USERS)
             .filter(|u| u % 2 == q)
             .map(shake_frame)
             .chain((0..ARPS_PER_QUEUE).map(|_| arp_frame()))
             .collect::<Vec<_>>()
             .into_iter();
-        send(&pool, &mut wire.rx[q as usize], &mut frames, deadline);
+        feed(&pool, &mut wire.rx[q as usize], frames, deadline);
     }
 
     let owner = |u: u64| owner_worker(u, 1, 2) as usize;

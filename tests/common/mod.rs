@@ -353,6 +353,10 @@ pub mod appliance;
 #[cfg(feature = "dpdk")]
 pub mod memif;
 
+/// In-process appliances on ring ports.
+#[cfg(feature = "dpdk")]
+pub mod ring_wire;
+
 /// What a node's claim journals hold, checked as they are read: no packet twice, and every
 /// user within the limits (3 packets, 1 per sponsor).
 pub struct Journaled {
