@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use crossbeam::channel::Sender;
 
-use super::{spawn_flusher, DurableWorker, Flushers, Node, NodeError};
+use super::{DurableWorker, Flushers, Node, NodeError};
 use crate::control::{serve_prometheus, Signals, Stats, Ticker};
 use crate::counters::Snapshot;
 use crate::engine::config::Live;
@@ -385,4 +385,29 @@ impl Durability<ShardSource, JournalWriter> for Durable {
             None => Ok(()),
         }
     }
+}
+
+/// Runs the flushers on their own thread, every `period`, until `stop` is set; then hands
+/// them back for the clean close. A flush error sets `failed` and ends the thread: workers then
+/// stop issuing at their lease, and the caller stops the node.
+fn spawn_flusher(
+    mut flushers: Vec<Flushers>,
+    stop: Arc<AtomicBool>,
+    failed: Arc<AtomicBool>,
+    period: std::time::Duration,
+) -> std::io::Result<std::thread::JoinHandle<(Vec<Flushers>, Option<NodeError>)>> {
+    std::thread::Builder::new()
+        .name("shake-flush".into())
+        .spawn(move || {
+            while !stop.load(Relaxed) {
+                for f in &mut flushers {
+                    if let Err(e) = f.flush() {
+                        failed.store(true, Relaxed);
+                        return (flushers, Some(e));
+                    }
+                }
+                std::thread::sleep(period);
+            }
+            (flushers, None)
+        })
 }

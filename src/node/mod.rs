@@ -334,29 +334,3 @@ fn user_table(users: usize, now_ms: u64) -> Result<UserTable, NodeError> {
         ))
     })
 }
-
-/// Runs the flushers on their own thread, every `period`, until `stop` is set; then hands
-/// them back for the clean close. A flush error sets `failed` and ends the thread: workers then
-/// stop issuing at their lease, and the caller stops the node.
-pub fn spawn_flusher(
-    mut flushers: Vec<Flushers>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    period: std::time::Duration,
-) -> std::io::Result<std::thread::JoinHandle<(Vec<Flushers>, Option<NodeError>)>> {
-    use std::sync::atomic::Ordering::Relaxed;
-    std::thread::Builder::new()
-        .name("shake-flush".into())
-        .spawn(move || {
-            while !stop.load(Relaxed) {
-                for f in &mut flushers {
-                    if let Err(e) = f.flush() {
-                        failed.store(true, Relaxed);
-                        return (flushers, Some(e));
-                    }
-                }
-                std::thread::sleep(period);
-            }
-            (flushers, None)
-        })
-}
