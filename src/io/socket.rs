@@ -190,18 +190,16 @@ impl<S: SeedSource, J: ClaimSink> Thread<S, J> {
             }
             self.drain_inbox(fd, &mut tx);
 
-            let received = match rx.recv(fd, batch, MsgFlags::MSG_WAITFORONE) {
-                Ok(k) => k,
-                // EAGAIN after the poll interval, EINTR on a signal: look at the flags.
-                Err(_) => 0,
-            };
+            // An error is EAGAIN after the poll interval, or EINTR on a signal: look at the
+            // flags.
+            let received = rx.recv(fd, batch, MsgFlags::MSG_WAITFORONE).unwrap_or(0);
             if received == 0 {
                 continue;
             }
             bump(&counters.rx, received as u64);
             self.worker.begin_burst(unix_ms());
-            for k in 0..received {
-                answer[k] = None;
+            for (k, answer) in answer[..received].iter_mut().enumerate() {
+                *answer = None;
                 let Some(addr) = rx.source(k) else {
                     // UDP always has a source; counted rather than lost.
                     counters.dropped(DropReason::Internal);
@@ -224,14 +222,14 @@ impl<S: SeedSource, J: ClaimSink> Thread<S, J> {
                         continue;
                     }
                 }
-                answer[k] = self.worker.shake(payload).ok();
+                *answer = self.worker.shake(payload).ok();
             }
             let mut out: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
             let mut to: [Option<SockaddrIn>; MAX_BATCH] = [None; MAX_BATCH];
             let mut outcomes = [Outcome::Nothing; MAX_BATCH];
             let mut m = 0;
-            for k in 0..received {
-                if let Some(o) = answer[k] {
+            for (k, answer) in answer[..received].iter().enumerate() {
+                if let Some(o) = *answer {
                     // Answered: the datagram was a whole payload, now its answer.
                     out[m] = rx.datagram(k);
                     to[m] = rx.source(k);
