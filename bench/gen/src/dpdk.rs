@@ -1,7 +1,7 @@
 //! DPDK mode: the generator's own EAL and one port (a net_memif client on a node's socket,
 //! net_pcap, net_ring, a NIC), whole Ethernet/IPv4/UDP frames written from a
-//! [`RequestTemplate`] (the bytes of [`Flow::emit`], cheaper), and every frame that comes back checked through
-//! the wire views. The main lcore does everything: build a burst, transmit it, poll RX, once
+//! [`RequestTemplate`] (the bytes of [`Flow::emit`], cheaper), and every frame that comes
+//! back read through [`shake::wire::Datagram`]. The main lcore does everything: build a burst, transmit it, poll RX, once
 //! per pass; the TSC, read once a pass, is the clock that goes into client_ts.
 
 use std::sync::atomic::{AtomicBool, Ordering};
