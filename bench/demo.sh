@@ -3,7 +3,7 @@
 #
 # 1. seeds for the demo activity (one shard: the demo node has one worker);
 # 2. `shake serve --config nic-config/demo.toml` (net_memif server port, shards, journals);
-# 3. `shake gen` as a second DPDK process on the memif client side: 100k phones, 1% bad
+# 3. `shake-gen` (bench/gen) as a second DPDK process on the memif client side: 100k phones, 1% bad
 #    tokens, obeying retry_after_ms, 10 s; every answer validated;
 # 4. SIGTERM to the appliance (clean close), then `shake reconcile` of the money.
 #
@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=target/release/shake
+GEN=target/release/shake-gen
 DEMO=build/demo
 SOCK=/run/shake-demo.memif
 rm -rf "$DEMO"
@@ -54,7 +55,7 @@ grep -q "serving SHAKE/1" "$DEMO/appliance.log" || { echo "demo: the appliance d
 grep -E "^shake:" "$DEMO/appliance.log" | sed 's/^/appliance> /'
 
 echo "demo: generator: 100k phones for 10 s over net_memif"
-"$BIN" gen --io dpdk --node-config nic-config/demo.toml --users 100000 --bad-share 0.01 \
+"$GEN" --io dpdk --node-config nic-config/demo.toml --users 100000 --bad-share 0.01 \
     --obey-retry --rate 100000 --duration 10 --count 1000000 --idle-sleep-us 50 \
     --report "$DEMO/gen.json" --svg "$DEMO" \
     -- --no-pci ${HUGE[@]+"${HUGE[@]}"} -m 256 --no-shconf --file-prefix shake-demo-gen --lcores 0@0 \

@@ -2,10 +2,10 @@
 # End to end, side by side, in one run on one machine (SPEC section 5), reported as ratios:
 #
 #   memif   dpdk-testpmd --forward-mode=macswap (the I/O limit) vs `shake serve --io dpdk`,
-#           both driven by `shake gen --io dpdk` as a net_memif client;
+#           both driven by `shake-gen --io dpdk` as a net_memif client;
 #   pcap    dpdk-testpmd --forward-mode=5tswap vs `shake serve --io dpdk`, both on net_pcap
 #           replaying a pcap of requests forever (infinite_rx=1; TX dropped);
-#   socket  `shake serve --io socket` on loopback driven by `shake gen --io socket`;
+#   socket  `shake serve --io socket` on loopback driven by `shake-gen --io socket`;
 #   micro   the datapath micro-benchmark (cargo bench --bench datapath).
 #
 # Same core layout everywhere: lcore 0 (control, on CPU 0) and one worker/forwarding lcore on
@@ -25,6 +25,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/build/bench
 B=$ROOT/target/release/shake
+G=$ROOT/target/release/shake-gen
 PHASE_S=${PHASE_S:-10}
 USERS=${USERS:-100000}
 PCAP_FRAMES=${PCAP_FRAMES:-65536}
@@ -96,7 +97,7 @@ eal() { # prefix, then extra EAL arguments
 }
 
 echo "bench: building"
-cargo build --release --quiet
+cargo build --release --quiet --workspace
 
 # A node for the benches: the demo activity, in-memory seeds (no journal fsyncs in the
 # way: the I/O path is what is measured), one worker lcore on CPU 1, no idle naps.
@@ -148,7 +149,7 @@ SOCK=$OUT/memif-$TAG.sock
 GEN_VDEV="net_memif0,role=client,socket=$SOCK,id=0"
 gen_dpdk() { # report file, then extra generator options
   local report=$1; shift
-  timeout $((PHASE_S + 40)) "$B" gen --io dpdk --node-config "$OUT/node-memif.toml" --quiet \
+  timeout $((PHASE_S + 40)) "$G" --io dpdk --node-config "$OUT/node-memif.toml" --quiet \
     --users "$USERS" --bad-share 0.01 --duration "$PHASE_S" --report "$report" "$@" \
     -- $(eal "shake-bench-gen-$TAG-$(basename "$report" .json)" --lcores "0@0" --vdev "$GEN_VDEV")
 }
@@ -201,7 +202,7 @@ for round in $(seq "$ROUNDS"); do
   wait_for "$OUT/serve-socket-$round.log" "serving SHAKE/1"
   ADDR=$(grep -o -m1 'udp [0-9.:]*' "$OUT/serve-socket-$round.log" | cut -d' ' -f2 || true)
   [ -n "$ADDR" ] || { echo "bench: no UDP address in serve-socket-$round.log" >&2; exit 1; }
-  timeout $((PHASE_S + 40)) taskset -c 0 "$B" gen --io socket --node-config "$OUT/node-memif.toml" \
+  timeout $((PHASE_S + 40)) taskset -c 0 "$G" --io socket --node-config "$OUT/node-memif.toml" \
     --server "$ADDR" --quiet --users "$USERS" --bad-share 0.01 --duration "$PHASE_S" \
     --sockets 4 --batch 32 --report "$OUT/gen-serve-socket-$round.json" \
     >"$OUT/gen-serve-socket-$round.log" 2>&1 || true
@@ -211,7 +212,7 @@ done
 
 # --- net_pcap, infinite_rx: testpmd 5tswap and the appliance -------------------------------------
 echo "bench: writing $PCAP_FRAMES requests to requests.pcap"
-"$B" gen --io none --node-config "$OUT/node-memif.toml" --users "$PCAP_FRAMES" --bad-share 0.01 \
+"$G" --io none --node-config "$OUT/node-memif.toml" --users "$PCAP_FRAMES" --bad-share 0.01 \
   --count "$PCAP_FRAMES" --pcap-out "$OUT/requests.pcap" --quiet >/dev/null
 PCAP_VDEV="net_pcap0,rx_pcap=$OUT/requests.pcap,infinite_rx=1"
 MBUFS=$(( (PCAP_FRAMES + 8192) | 1023 ))

@@ -171,7 +171,7 @@ def report(a):
       f"{float(bad_share) * 100:g}% with bad tokens, "
       + (f"offered {int(float(rate)):,} requests/s" if rate else "sent as fast as the generator goes")
       + " by "
-      f"`shake gen --io dpdk` (one lcore, CPU 0) to `shake serve --io dpdk` (one worker "
+      f"`shake-gen --io dpdk` (one lcore, CPU 0) to `shake serve --io dpdk` (one worker "
       f"lcore, CPU 1) over net_memif, DPDK memory {mem}; seeds and claim journals on disk; "
       f"samples every {sample_s} s. Machine: {machine}.")
     w("")

@@ -4,7 +4,7 @@
 # verify` ok, `shake reconcile` exact. Not part of `make test`.
 #
 # Set-up as `make demo` and bench/e2e.sh: `shake serve --io dpdk` on a net_memif server port
-# (control lcore on CPU 0, one worker lcore on CPU 1), driven by `shake gen --io dpdk` as the
+# (control lcore on CPU 0, one worker lcore on CPU 1), driven by `shake-gen --io dpdk` as the
 # memif client (one lcore on CPU 0), both --no-pci with their own --file-prefix, hugepages
 # with --huge-unlink if they can be reserved, else --no-huge. The node has seeds and claim
 # journals (an activity written here: one round that lasts the whole soak, so no answer is
@@ -27,6 +27,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/build/soak
 RESULTS=$ROOT/bench/results
 B=$ROOT/target/release/shake
+G=$ROOT/target/release/shake-gen
 SOAK_SECONDS=${SOAK_SECONDS:-300}
 SAMPLE_S=${SAMPLE_S:-5}
 USERS=${USERS:-200000}
@@ -85,7 +86,7 @@ fi
 echo "soak: DPDK memory: $MEM"
 
 echo "soak: building"
-cargo build --release --quiet
+cargo build --release --quiet --workspace
 
 # One round from the node's start to past the end of the soak; packets paced over it.
 ROUND_S=$((SOAK_SECONDS + 120))
@@ -190,7 +191,7 @@ touch "$OUT/sampling"
 python3 bench/soak.py sample "$URL" "$APP" "$SAMPLE_S" "$OUT/samples.tsv" "$OUT/sampling" &
 SAMPLER=$!
 GEN_RC=0
-timeout $((SOAK_SECONDS + 120)) "$B" gen --io dpdk --node-config "$OUT/node.toml" --quiet \
+timeout $((SOAK_SECONDS + 120)) "$G" --io dpdk --node-config "$OUT/node.toml" --quiet \
   --users "$USERS" --bad-share "$BAD_SHARE" --obey-retry ${RATE_ARGS[@]+"${RATE_ARGS[@]}"} \
   --duration "$SOAK_SECONDS" --report "$OUT/gen.json" \
   -- --no-pci "$MEM" -m 256 --no-shconf --file-prefix "shake-soak-gen-$TAG" --log-level notice \

@@ -1,8 +1,8 @@
 //! shake: a SHAKE/1 access node.
 //!
 //! The crate is split so that everything that decides what a packet means is pure Rust with no
-//! I/O in it, and every I/O layer (DPDK ports, kernel sockets, the generator, the crash tests)
-//! calls the same code:
+//! I/O in it, and every I/O layer (DPDK ports, kernel sockets, the generator in `bench/gen`,
+//! the crash tests) calls the same code:
 //!
 //! - [`wire`]: zero-copy views over frame bytes (Ethernet, ARP, IPv4, ICMP, UDP, SHAKE/1).
 //! - [`mac`]: the SipHash-2-4 token and claim MACs of SPEC section 2.
@@ -12,7 +12,6 @@
 //! - [`counters`]: per-worker counters, written by one core, read by the control loop.
 //! - [`seed`], [`journal`], [`recovery`], [`reconcile`]: red packets issued once, recorded,
 //!   recovered after a crash and reconciled to the cent.
-//! - [`gen`]: the bundled load generator (`shake gen`).
 //! - `dpdk` (feature `dpdk`, default): the DPDK appliance, poll-mode workers per lcore.
 #![deny(unsafe_code)]
 
@@ -24,7 +23,6 @@ pub mod counters;
 pub mod dpdk;
 pub mod engine;
 pub mod frame;
-pub mod gen;
 pub mod hugemem;
 pub mod io;
 pub mod journal;

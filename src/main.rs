@@ -1,4 +1,5 @@
-//! The `shake` command: the node, its seed and journal tools, and the generator.
+//! The `shake` command: the node and its seed and journal tools. The load generator is its
+//! own binary, `shake-gen` (bench/gen/), so the appliance links no plotting or JSON.
 use clap::{Parser, Subcommand};
 
 mod cli;
@@ -26,8 +27,6 @@ enum Command {
     Seeds(cli::seeds::Args),
     /// Verify or export claim journals.
     Journal(cli::journal::Args),
-    /// The bundled load generator: phones shaking at a node over sockets or DPDK.
-    Gen(Box<cli::gen::Args>),
     /// Reconcile manifests, shards and journals of any number of nodes, to the cent.
     Reconcile(cli::reconcile::Args),
     /// Check a node's shards against its journals as `serve` would (changing nothing), or
@@ -45,7 +44,6 @@ fn main() -> std::process::ExitCode {
         Command::Journal(a) => cli::journal::run(a),
         Command::Reconcile(a) => cli::reconcile::run(a),
         Command::Recover(a) => cli::recover::run(a),
-        Command::Gen(a) => cli::gen::run(*a),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,5 @@
 //! One module per subcommand; each exposes `Args` and `run(Args) -> anyhow::Result<ExitCode>`.
 pub mod activity;
-pub mod gen;
 pub mod journal;
 pub mod reconcile;
 pub mod recover;

@@ -161,7 +161,8 @@ pub struct Producer<'eal>(Arc<Ring<'eal>>);
 pub struct Consumer<'eal>(Arc<Ring<'eal>>);
 
 impl<'eal> Producer<'eal> {
-    /// See [`Ring::enqueue`].
+    /// Moves the burst's mbufs into the ring; what did not fit stays in the burst. Returns
+    /// how many went.
     #[inline]
     pub fn enqueue(&mut self, burst: &mut Burst) -> usize {
         // SAFETY: this is the ring's only producer and `&mut self` makes the call exclusive.
@@ -189,7 +190,7 @@ impl<'eal> Consumer<'eal> {
         Arc::strong_count(&self.0) == 1
     }
 
-    /// See [`Ring::dequeue`].
+    /// Fills `burst` (emptied first) from the ring; returns how many came.
     #[inline]
     pub fn dequeue(&mut self, burst: &mut Burst) -> usize {
         // SAFETY: this is the ring's only consumer and `&mut self` makes the call exclusive.

@@ -13,7 +13,11 @@
 //!
 //! The DPDK appliance ([`crate::dpdk::backend`], feature `dpdk`) and the kernel sockets
 //! ([`socket`]) implement it.
-
+//!
+//! - [`socket`]: the kernel-socket backend.
+//! - [`mmsg`]: reusable `recvmmsg`/`sendmmsg` batches, shared by the socket backend and the
+//!   generator's socket mode.
+pub mod mmsg;
 pub mod socket;
 
 use std::sync::atomic::AtomicBool;

@@ -2,7 +2,8 @@
 //!
 //! This is how a node runs where DPDK is absent, and the baseline kernel bypass must beat.
 //! One thread per worker, each with its own `SO_REUSEPORT` socket on the node's address,
-//! moving up to [`MAX_BATCH`] datagrams per `recvmmsg`/`sendmmsg` call. The kernel spreads
+//! moving up to [`MAX_BATCH`] datagrams per `recvmmsg`/`sendmmsg` call through the reusable
+//! batches of [`super::mmsg`]. The kernel spreads
 //! datagrams over the sockets by a hash of their addresses, not by user, so a thread hands a
 //! shake whose user another worker owns to that worker's inbox (a lock-free queue): the
 //! per-user limits then need no shared state.
@@ -24,7 +25,6 @@
 //! they can only come from a process on this host, which is a legitimate client (the
 //! tests and the socket benchmark are exactly that).
 
-use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,8 +33,10 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender};
 use crossbeam::queue::ArrayQueue;
-use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
+use nix::sys::socket::{MsgFlags, SockaddrIn};
 
+pub use super::mmsg::MAX_BATCH;
+use super::mmsg::{RecvBatch, SendBatch};
 use crate::counters::{bump, Counters, DropReason, Reply};
 use crate::engine::config::{owner_worker, Live};
 use crate::engine::Worker;
@@ -44,8 +46,6 @@ use crate::time::unix_ms;
 use crate::wire::ipv4;
 use crate::wire::shake::{Outcome, PAYLOAD_LEN};
 
-/// Most datagrams per system call.
-pub const MAX_BATCH: usize = 64;
 /// Largest datagram read; anything longer is truncated and then dropped for its length.
 const BUF: usize = 2048;
 /// How long a worker blocks in `recvmmsg` before it looks at its inbox and the stop flag.
@@ -189,51 +189,28 @@ impl Drop for Receiving<'_> {
 impl<S: SeedSource, J: ClaimSink> Thread<S, J> {
     fn run(&mut self, batch: usize, stop: &AtomicBool, receiving: &AtomicUsize) {
         let fd = self.sock.as_raw_fd();
-        let mut bufs: Box<[[u8; BUF]; MAX_BATCH]> = Box::new([[0u8; BUF]; MAX_BATCH]);
-        let mut lens = [0usize; MAX_BATCH];
-        let mut from: [Option<SockaddrIn>; MAX_BATCH] = [None; MAX_BATCH];
+        let mut rx = RecvBatch::<BUF>::new();
+        let mut tx = SendBatch::new();
         let mut answer: [Option<Outcome>; MAX_BATCH] = [None; MAX_BATCH];
-        let mut rx_headers = MultiHeaders::<SockaddrIn>::preallocate(MAX_BATCH, None);
-        let mut tx_headers = MultiHeaders::<SockaddrIn>::preallocate(MAX_BATCH, None);
         let counters = self.worker.counters().clone();
         let still = Receiving(receiving);
         while !stop.load(Ordering::Relaxed) {
             if let Ok(live) = self.reload.try_recv() {
                 self.worker.reload(live);
             }
-            self.drain_inbox(fd, &mut tx_headers);
+            self.drain_inbox(fd, &mut tx);
 
-            let received = {
-                let mut iovs: [[IoSliceMut; 1]; MAX_BATCH] =
-                    bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
-                match recvmmsg(
-                    fd,
-                    &mut rx_headers,
-                    iovs[..batch].iter_mut(),
-                    MsgFlags::MSG_WAITFORONE,
-                    None,
-                ) {
-                    Ok(msgs) => {
-                        let mut k = 0;
-                        for m in msgs {
-                            lens[k] = m.bytes;
-                            from[k] = m.address;
-                            k += 1;
-                        }
-                        k
-                    }
-                    // EAGAIN after the poll interval, EINTR on a signal: look at the flags.
-                    Err(_) => 0,
-                }
-            };
+            // An error is EAGAIN after the poll interval, or EINTR on a signal: look at the
+            // flags.
+            let received = rx.recv(fd, batch, MsgFlags::MSG_WAITFORONE).unwrap_or(0);
             if received == 0 {
                 continue;
             }
             bump(&counters.rx, received as u64);
             self.worker.begin_burst(unix_ms());
-            for k in 0..received {
-                answer[k] = None;
-                let Some(addr) = from[k] else {
+            for (k, answer) in answer[..received].iter_mut().enumerate() {
+                *answer = None;
+                let Some(addr) = rx.source(k) else {
                     // UDP always has a source; counted rather than lost.
                     counters.dropped(DropReason::Internal);
                     continue;
@@ -242,7 +219,7 @@ impl<S: SeedSource, J: ClaimSink> Thread<S, J> {
                     counters.dropped(DropReason::Source);
                     continue;
                 }
-                let payload = &mut bufs[k][..lens[k].min(BUF)];
+                let payload = rx.datagram_mut(k);
                 if payload.len() == PAYLOAD_LEN && self.workers > 1 {
                     let user = u64::from_be_bytes(payload[8..16].try_into().unwrap_or([0; 8]));
                     let owner = owner_worker(user, self.node_count, self.workers) as usize;
@@ -255,28 +232,22 @@ impl<S: SeedSource, J: ClaimSink> Thread<S, J> {
                         continue;
                     }
                 }
-                answer[k] = self.worker.shake(payload).ok();
+                *answer = self.worker.shake(payload).ok();
             }
-            let mut out: [[IoSlice; 1]; MAX_BATCH] = std::array::from_fn(|_| [IoSlice::new(&[])]);
+            let mut out: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
             let mut to: [Option<SockaddrIn>; MAX_BATCH] = [None; MAX_BATCH];
             let mut outcomes = [Outcome::Nothing; MAX_BATCH];
             let mut m = 0;
-            for k in 0..received {
-                if let Some(o) = answer[k] {
-                    out[m] = [IoSlice::new(&bufs[k][..PAYLOAD_LEN])];
-                    to[m] = from[k];
+            for (k, answer) in answer[..received].iter().enumerate() {
+                if let Some(o) = *answer {
+                    // Answered: the datagram was a whole payload, now its answer.
+                    out[m] = rx.datagram(k);
+                    to[m] = rx.source(k);
                     outcomes[m] = o;
                     m += 1;
                 }
             }
-            send_batch(
-                fd,
-                &mut tx_headers,
-                &out[..m],
-                &to[..m],
-                &outcomes[..m],
-                &counters,
-            );
+            send_batch(fd, &mut tx, &out[..m], &to[..m], &outcomes[..m], &counters);
         }
         // This thread hands nothing more over; decide what the others hand over until
         // every one of them has stopped receiving.
@@ -284,7 +255,7 @@ impl<S: SeedSource, J: ClaimSink> Thread<S, J> {
         let deadline = std::time::Instant::now() + HANDOFF_DRAIN;
         loop {
             let done = receiving.load(Ordering::Acquire) == 0;
-            while self.drain_inbox(fd, &mut tx_headers) > 0 {}
+            while self.drain_inbox(fd, &mut tx) > 0 {}
             if done || std::time::Instant::now() >= deadline {
                 break;
             }
@@ -294,7 +265,7 @@ impl<S: SeedSource, J: ClaimSink> Thread<S, J> {
 
     /// Decides and answers shakes other threads handed to this worker (a batch at most);
     /// returns how many it took.
-    fn drain_inbox(&mut self, fd: i32, tx: &mut MultiHeaders<SockaddrIn>) -> usize {
+    fn drain_inbox(&mut self, fd: i32, tx: &mut SendBatch) -> usize {
         if self.inboxes[self.index].is_empty() {
             return 0;
         }
@@ -317,7 +288,7 @@ impl<S: SeedSource, J: ClaimSink> Thread<S, J> {
                 m += 1;
             }
         }
-        let out: [[IoSlice; 1]; MAX_BATCH] = std::array::from_fn(|k| [IoSlice::new(&bufs[k])]);
+        let out: [&[u8]; MAX_BATCH] = std::array::from_fn(|k| &bufs[k][..]);
         send_batch(fd, tx, &out[..m], &to[..m], &outcomes[..m], &counters);
         taken
     }
@@ -326,24 +297,14 @@ impl<S: SeedSource, J: ClaimSink> Thread<S, J> {
 /// Sends a batch of answers with `sendmmsg` (see [`send_all`]).
 fn send_batch(
     fd: i32,
-    headers: &mut MultiHeaders<SockaddrIn>,
-    out: &[[IoSlice; 1]],
+    tx: &mut SendBatch,
+    out: &[&[u8]],
     to: &[Option<SockaddrIn>],
     outcomes: &[Outcome],
     counters: &Counters,
 ) {
     send_all(
-        |from| {
-            sendmmsg(
-                fd,
-                &mut *headers,
-                out[from..].iter(),
-                &to[from..],
-                [],
-                MsgFlags::empty(),
-            )
-            .map(|r| r.count())
-        },
+        |from| tx.send(fd, &out[from..], &to[from..]),
         outcomes,
         counters,
         |wait| std::thread::sleep(Duration::from_micros(50 << wait)),

@@ -22,11 +22,15 @@
 //! with full validation), `buffer_len` and `emit` (into a view). Generators and tests use the
 //! reprs; the hot path uses the views' setters.
 //!
+//! [`datagram`] reads a whole Ethernet/IPv4/UDP frame down to its payload through these views,
+//! for everything that reads frames from outside the worker (the generator, tests).
+//!
 //! All multi-byte fields are big-endian (network order); addresses are plain byte arrays
 //! (`[u8; 6]` MAC, `[u8; 4]` IPv4) in wire order.
 
 pub mod arp;
 pub mod checksum;
+pub mod datagram;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
@@ -37,6 +41,7 @@ pub mod udp;
 mod test_frames;
 
 pub use arp::{ArpPacket, ArpRepr};
+pub use datagram::Datagram;
 pub use ethernet::{EthernetFrame, EthernetRepr};
 pub use icmp::{IcmpEchoRepr, IcmpPacket};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};

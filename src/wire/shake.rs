@@ -24,8 +24,9 @@ pub const KIND_RESULT: u8 = 0x81;
 /// Answer flag: the node's config version is newer than the request's.
 pub const FLAG_CONFIG_STALE: u8 = 0x01;
 
-/// Byte ranges of the request (the generator's frame template writes by them too).
-pub(crate) mod req {
+/// Byte ranges of the request (public: the generator's frame template, in its own crate,
+/// writes by them too).
+pub mod req {
     use super::Field;
     pub const MAGIC: Field = 0..2;
     pub const VERSION: usize = 2;

@@ -38,29 +38,16 @@ struct Layers {
     payload: usize,
 }
 
-/// Parse and validate down to the SHAKE payload, as the datapath does.
+/// Parse and validate down to the SHAKE payload, through the shared whole-frame reader.
 fn parse_request_frame(frame: &[u8]) -> Result<(Layers, ShakeRequestRepr)> {
-    let eth = EthernetFrame::new_checked(frame)?;
-    if eth.ethertype() != ETHERTYPE_IPV4 {
-        return Err(Error::Unsupported("not IPv4"));
-    }
-    let ip = Ipv4Packet::new_checked(eth.payload())?;
-    if !ip.verify_checksum() || ip.is_fragment() || ip.protocol() != PROTOCOL_UDP {
-        return Err(Error::Malformed("ip"));
-    }
-    let udp = UdpPacket::new_checked(ip.payload())?;
-    if !udp.verify_checksum(ip.src_addr(), ip.dst_addr()) {
-        return Err(Error::Malformed("udp checksum"));
-    }
-    let req = ShakeRequest::new_checked(udp.payload())?;
+    let d = Datagram::parse_verified(frame)?;
+    let req = ShakeRequest::new_checked(d.payload())?;
     let repr = ShakeRequestRepr::parse(&req)?;
-    let ip_off = eth.header_len();
-    let udp_off = ip_off + ip.header_len();
     Ok((
         Layers {
-            ip: ip_off,
-            udp: udp_off,
-            payload: udp_off + udp::HEADER_LEN,
+            ip: d.ip_offset,
+            udp: d.udp_offset,
+            payload: d.payload_offset,
         },
         repr,
     ))

@@ -166,15 +166,15 @@ impl Appliance {
     pub fn start(config: &Path, prefix: &str, netns: Option<&str>, metrics: bool) -> Appliance {
         let runtime = RuntimeDir::new(prefix);
         let stderr = config.with_file_name(format!("{prefix}.stderr"));
-        let bin = env!("CARGO_BIN_EXE_shake");
+        let bin = super::shake_bin();
         let mut cmd = match netns {
             // `ip netns exec` execs the command in place: the child's PID is shake's.
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, bin]);
+                c.args(["netns", "exec", ns]).arg(&bin);
                 c
             }
-            None => Command::new(bin),
+            None => Command::new(&bin),
         };
         let mut child = cmd
             .args(["serve", "--io", "dpdk", "--config"])

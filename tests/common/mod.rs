@@ -1,5 +1,6 @@
 //! Helpers for tests that run the `shake` binary: a node directory with an activity, keys and
-//! a config, and a server process that is stopped by its PID when the test ends.
+//! a config, and a server process that is stopped by its PID when the test ends. The
+//! generator's tests (bench/gen/tests) use them too, from another package: see [`shake_bin`].
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -192,6 +193,54 @@ greeting_resources = [2]
     }
 }
 
+/// The appliance binary. The shake package's own tests have Cargo's path for it; another
+/// package's tests (the generator's) cannot name a binary of this one, so they have Cargo
+/// build it (a no-op when `cargo test --workspace` just did) into the target directory their
+/// own binary is in, with the same profile, and take it from there: never a stale one.
+pub fn shake_bin() -> PathBuf {
+    if let Some(bin) = option_env!("CARGO_BIN_EXE_shake") {
+        return PathBuf::from(bin);
+    }
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // target/<profile>/deps/<this test>: the binaries are in target/<profile>.
+            let exe = std::env::current_exe().expect("the test's own path");
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("a test runs from target/<profile>/deps");
+            let profile = match dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") => "dev",
+                Some(p) => p,
+                None => panic!("no profile directory above {}", exe.display()),
+            };
+            let target_dir = dir.parent().expect("target directory");
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let workspace = root
+                .ancestors()
+                .find(|d| d.join("src/main.rs").exists() && d.join("dpdk-shim").is_dir())
+                .expect("the shake workspace above this package");
+            let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+            cmd.current_dir(workspace)
+                .args(["build", "--quiet", "-p", "shake", "--bin", "shake"])
+                .args(["--profile", profile])
+                .arg("--target-dir")
+                .arg(target_dir);
+            if cfg!(not(feature = "dpdk")) {
+                cmd.arg("--no-default-features");
+            }
+            let status = cmd
+                .status()
+                .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+            assert!(status.success(), "{cmd:?} failed ({status})");
+            let bin = dir.join("shake");
+            assert!(bin.exists(), "{} after building it", bin.display());
+            bin
+        })
+        .clone()
+}
+
 /// Runs `cmd` and panics with its output unless it succeeds.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd
@@ -211,7 +260,7 @@ pub fn run_ok(cmd: &mut Command) -> String {
 /// `dir/activity.toml` into `dir/seeds`.
 pub fn seedgen(dir: &Path, workers: u32, seed: u64) {
     run_ok(
-        Command::new(env!("CARGO_BIN_EXE_shake"))
+        Command::new(shake_bin())
             .args(["seedgen", "--nodes", "1", "--workers", &workers.to_string()])
             .args(["--seed", &seed.to_string(), "--activity"])
             .arg(dir.join("activity.toml"))
@@ -224,7 +273,7 @@ pub fn seedgen(dir: &Path, workers: u32, seed: u64) {
 /// returns its output.
 pub fn reconcile(dir: &Path) -> String {
     run_ok(
-        Command::new(env!("CARGO_BIN_EXE_shake"))
+        Command::new(shake_bin())
             .arg("reconcile")
             .arg("--manifest")
             .arg(dir.join("seeds/manifest.toml"))
@@ -257,7 +306,7 @@ impl Server {
 
     /// `workers: None` leaves the count to the config (or the node's shards).
     pub fn start_socket_with(config: &Path, workers: Option<u32>) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shake"));
+        let mut cmd = Command::new(shake_bin());
         cmd.args(["serve", "--io", "socket", "--bind", "127.0.0.1:0"]);
         if let Some(w) = workers {
             cmd.arg("--workers").arg(w.to_string());

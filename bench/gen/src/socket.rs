@@ -1,25 +1,26 @@
 //! Socket mode: shakes over kernel UDP sockets to a node's address, in batches of
-//! `sendmmsg`/`recvmmsg`. One thread drives every socket; each socket is connected to the
-//! server from its own source port, so a node with several `SO_REUSEPORT` workers sees the
-//! load spread over them.
+//! `sendmmsg`/`recvmmsg` (the node's own [`shake::io::mmsg`] batches, allocated once). One
+//! thread drives every socket; each socket is connected to the server from its own source
+//! port, so a node with several `SO_REUSEPORT` workers sees the load spread over them.
 
-use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use nix::errno::Errno;
-use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
+use nix::sys::socket::MsgFlags;
+use shake::client::{payload, Flow};
+pub use shake::io::mmsg::MAX_BATCH;
+use shake::io::mmsg::{RecvBatch, SendBatch};
+use shake::wire::shake::PAYLOAD_LEN;
 
-use super::load::{Generator, Request};
-use super::pcap::PcapWriter;
-use crate::client::{payload, Flow};
-use crate::wire::shake::PAYLOAD_LEN;
+use crate::load::{Generator, Request};
+use crate::pcap::PcapWriter;
+use crate::GenError;
 
-/// Most datagrams per system call.
-pub const MAX_BATCH: usize = 64;
+/// Longest answer read; a longer datagram is cut here, and then is not a SHAKE/1 answer.
+const RX_BUF: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -38,14 +39,16 @@ pub fn run(
     stop: &AtomicBool,
     mut pcap: Option<&mut PcapWriter<std::fs::File>>,
     live: &mut dyn FnMut(String),
-) -> anyhow::Result<u64> {
+) -> Result<u64, GenError> {
     let batch = o.batch.clamp(1, MAX_BATCH);
     let mut socks = Vec::with_capacity(o.sockets.max(1));
+    let socket_err = |what: String| move |source: std::io::Error| GenError::Socket { what, source };
     for _ in 0..o.sockets.max(1) {
-        let s = UdpSocket::bind("0.0.0.0:0").context("binding a UDP socket")?;
+        let s = UdpSocket::bind("0.0.0.0:0").map_err(socket_err("binding a UDP socket".into()))?;
         s.connect(o.server)
-            .with_context(|| format!("connecting to {}", o.server))?;
-        s.set_nonblocking(true)?;
+            .map_err(socket_err(format!("connecting to {}", o.server)))?;
+        s.set_nonblocking(true)
+            .map_err(socket_err("making a socket non-blocking".into()))?;
         let s2 = socket2::SockRef::from(&s);
         let _ = s2.set_recv_buffer_size(4 << 20);
         let _ = s2.set_send_buffer_size(4 << 20);
@@ -78,12 +81,11 @@ pub fn run(
 
     let start = Instant::now();
     let now = || start.elapsed().as_nanos() as u64;
-    let mut out = vec![[0u8; PAYLOAD_LEN]; MAX_BATCH];
+    // Every buffer of the loop, allocated once here.
+    let mut out = [[0u8; PAYLOAD_LEN]; MAX_BATCH];
     let mut reqs: Vec<Request> = Vec::with_capacity(MAX_BATCH);
-    let mut inb = vec![[0u8; 256]; MAX_BATCH];
-    let mut tx_headers = MultiHeaders::<SockaddrIn>::preallocate(MAX_BATCH, None);
-    let mut rx_headers = MultiHeaders::<SockaddrIn>::preallocate(MAX_BATCH, None);
-    let to: [Option<SockaddrIn>; MAX_BATCH] = [None; MAX_BATCH];
+    let mut rx = RecvBatch::<RX_BUF>::new();
+    let mut tx = SendBatch::new();
     let mut frame = [0u8; 128];
     let mut turn = 0usize;
     let mut stopped = false;
@@ -112,27 +114,24 @@ pub fn run(
             if !reqs.is_empty() {
                 busy = true;
                 let fd = socks[si].as_raw_fd();
-                let iov: Vec<[IoSlice; 1]> = out[..reqs.len()]
-                    .iter()
-                    .map(|p| [IoSlice::new(p)])
-                    .collect();
-                let sent = match sendmmsg(
-                    fd,
-                    &mut tx_headers,
-                    iov.iter(),
-                    &to[..reqs.len()],
-                    [],
-                    MsgFlags::empty(),
-                ) {
-                    Ok(r) => r.count(),
+                let datagrams: [&[u8]; MAX_BATCH] = std::array::from_fn(|k| &out[k][..]);
+                let sent = match tx.send_connected(fd, &datagrams[..reqs.len()]) {
+                    Ok(n) => n,
                     Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::ECONNREFUSED | Errno::EINTR) => 0,
-                    Err(e) => return Err(anyhow::anyhow!("sendmmsg to {}: {e}", o.server)),
+                    Err(source) => {
+                        return Err(GenError::Mmsg {
+                            call: "sendmmsg",
+                            peer: o.server,
+                            source,
+                        })
+                    }
                 };
                 gen.cancel_tail(&reqs[sent..]);
                 if let Some(w) = pcap.as_deref_mut() {
                     for (r, p) in reqs[..sent].iter().zip(&out) {
                         let len = flows[si].emit(&mut frame, p, r.repr.seq as u16);
-                        w.write(r.repr.client_ts, &frame[..len])?;
+                        w.write(r.repr.client_ts, &frame[..len])
+                            .map_err(GenError::Pcap)?;
                     }
                 }
             }
@@ -140,27 +139,22 @@ pub fn run(
 
         // Receive whatever is there on every socket.
         for s in &socks {
-            let fd = s.as_raw_fd();
-            let lens: Vec<usize> = {
-                let mut iovs: Vec<[IoSliceMut; 1]> =
-                    inb.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
-                match recvmmsg(
-                    fd,
-                    &mut rx_headers,
-                    iovs.iter_mut(),
-                    MsgFlags::MSG_DONTWAIT,
-                    None,
-                ) {
-                    Ok(msgs) => msgs.map(|m| m.bytes).collect(),
-                    Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNREFUSED) => Vec::new(),
-                    Err(e) => return Err(anyhow::anyhow!("recvmmsg from {}: {e}", o.server)),
+            let got = match rx.recv(s.as_raw_fd(), MAX_BATCH, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNREFUSED) => 0,
+                Err(source) => {
+                    return Err(GenError::Mmsg {
+                        call: "recvmmsg",
+                        peer: o.server,
+                        source,
+                    })
                 }
             };
-            if !lens.is_empty() {
+            if got > 0 {
                 busy = true;
                 let t = now();
-                for (b, &len) in inb.iter().zip(&lens) {
-                    gen.on_payload(&b[..len.min(b.len())], t);
+                for k in 0..got {
+                    gen.on_payload(rx.datagram(k), t);
                 }
             }
         }

@@ -1,18 +1,20 @@
 //! DPDK mode: the generator's own EAL and one port (a net_memif client on a node's socket,
 //! net_pcap, net_ring, a NIC), whole Ethernet/IPv4/UDP frames written from a
-//! [`RequestTemplate`] (the bytes of [`Flow::emit`], cheaper), and every frame that comes back checked through
-//! the wire views. The main lcore does everything: build a burst, transmit it, poll RX, once
+//! [`RequestTemplate`] (the bytes of [`Flow::emit`], cheaper), and every frame that comes
+//! back read through [`shake::wire::Datagram`]. The main lcore does everything: build a burst, transmit it, poll RX, once
 //! per pass; the TSC, read once a pass, is the clock that goes into client_ts.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::load::{Generator, Request};
-use super::pcap::PcapWriter;
-use super::template::RequestTemplate;
-use crate::client::Flow;
-use crate::dpdk::{Burst, Eal, Port, TscClock, BURST};
-use crate::node_config::PortSection;
+use shake::client::Flow;
+use shake::dpdk::{Burst, Eal, Port, TscClock, BURST};
+use shake::node_config::PortSection;
+
+use crate::load::{Generator, Request};
+use crate::pcap::PcapWriter;
+use crate::template::RequestTemplate;
+use crate::GenError;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -61,7 +63,7 @@ pub fn run(
     stop: &AtomicBool,
     mut pcap: Option<&mut PcapWriter<std::fs::File>>,
     live: &mut dyn FnMut(String),
-) -> anyhow::Result<u64> {
+) -> Result<u64, GenError> {
     let eal = Eal::init(eal_args)?;
     let section = PortSection {
         name: Some(o.port.clone()),
@@ -81,11 +83,10 @@ pub fn run(
     let info = port.info().clone();
     eprintln!("gen: port {} (id {}): {link}", info.name, info.id);
     if !link.starts_with("Link up") {
-        anyhow::bail!(
-            "port {}: link still down after {:?} (is the node's memif server running?)",
-            info.name,
-            o.link_wait
-        );
+        return Err(GenError::LinkDown {
+            port: info.name,
+            wait: o.link_wait,
+        });
     }
     let mut flow = o.flow;
     if o.src_mac_from_port {
@@ -99,8 +100,9 @@ pub fn run(
     let template = RequestTemplate::new(&flow);
 
     let clock = Nanos::new(&eal);
+    // One queue pair, opened above: its handles are taken once, here.
     let Some((mut rxq, mut txq)) = port.take_queues().and_then(|q| q.into_iter().next()) else {
-        anyhow::bail!("port {}: no queue", info.name);
+        return Err(shake::dpdk::DpdkError::Config(format!("port {}: no queue", info.name)).into());
     };
     let mut tx = Burst::new();
     let mut rx = Burst::new();
@@ -126,12 +128,12 @@ pub fn run(
             for m in tx.as_mut_slice() {
                 let Some(r) = gen.next(t) else { break };
                 if !m.set_len(template.len()) {
-                    anyhow::bail!("mbuf too small for a {} byte frame", template.len());
+                    return Err(GenError::MbufTooSmall(template.len()));
                 }
                 let ident = r.repr.seq as u16;
                 template.write(m.data_mut(), src_port_of(r.user), &r.repr, ident);
                 if let Some(w) = pcap.as_deref_mut() {
-                    w.write(t, m.data())?;
+                    w.write(t, m.data()).map_err(GenError::Pcap)?;
                 }
                 reqs.push(r);
             }

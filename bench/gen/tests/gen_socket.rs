@@ -1,6 +1,7 @@
-//! `shake gen` in socket mode against `shake serve --io socket` on loopback: bounded in
+//! `shake-gen` in socket mode against `shake serve --io socket` on loopback: bounded in
 //! count and time, every answer validated, outcomes counted, and the JSON report says so.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
@@ -16,8 +17,7 @@ fn gen(
 ) -> serde_json::Value {
     let report = node.path().join(format!("{name}.json"));
     let stdout = run_ok(
-        Command::new(env!("CARGO_BIN_EXE_shake"))
-            .arg("gen")
+        Command::new(env!("CARGO_BIN_EXE_shake-gen"))
             .args(["--io", "socket", "--quiet"])
             .arg("--server")
             .arg(server.to_string())

@@ -7,15 +7,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::histogram::{Histogram, Summary};
-use super::population::{legal, Class, Population, Schedule};
-use crate::client::{check_answer, AnswerError, Flow};
-use crate::mac::MacKey;
-use crate::wire::checksum;
-use crate::wire::ethernet::{self, EthernetFrame};
-use crate::wire::ipv4::{self, Ipv4Packet};
-use crate::wire::shake::{self, Outcome, ShakeRequestRepr, PAYLOAD_LEN};
-use crate::wire::udp::{self, UdpPacket};
+use shake::client::{check_answer, AnswerError, Flow};
+use shake::mac::MacKey;
+use shake::wire::shake::{Outcome, ShakeRequestRepr, KIND_SHAKE, MAGIC, PAYLOAD_LEN};
+use shake::wire::Datagram;
+
+use crate::histogram::{Histogram, Summary};
+use crate::population::{legal, Class, Population, Schedule};
 
 /// Requests tracked in flight: an answer is matched to its request by `seq mod WINDOW`.
 const WINDOW: usize = 1 << 20;
@@ -308,7 +306,7 @@ impl Generator {
 
     /// A SHAKE/1 payload received (socket mode, or inside a frame).
     pub fn on_payload(&mut self, payload: &[u8], now_ns: u64) {
-        if payload.len() != PAYLOAD_LEN || payload[0..2] != shake::MAGIC {
+        if payload.len() != PAYLOAD_LEN || payload[0..2] != MAGIC {
             self.tally.rx_other += 1;
             return;
         }
@@ -335,9 +333,9 @@ impl Generator {
             token_expiry: self.token_expiry,
             token: self.pop.token(user),
         };
-        if payload[3] == shake::KIND_SHAKE {
+        if payload[3] == KIND_SHAKE {
             // A forwarder sent our request back: it must be the very bytes we sent.
-            if payload == crate::client::payload(&request) {
+            if payload == shake::client::payload(&request) {
                 self.slots[at] = EMPTY;
                 self.tally.echoed += 1;
                 self.rtt.record(now_ns.saturating_sub(slot.client_ts));
@@ -386,14 +384,16 @@ impl Generator {
         }
     }
 
-    /// A whole frame received on `flow` (whose requests we sent): addresses and checksums
-    /// are checked through the wire views before the payload is.
+    /// A whole frame received on `flow` (whose requests we sent): read through the node's
+    /// [`Datagram`]; a frame of our flow then has its checksums checked before its payload.
     pub fn on_frame(&mut self, frame: &[u8], flow: &Flow, now_ns: u64) {
         self.tally.rx_frames += 1;
-        match udp_payload(frame, flow) {
-            Ok(p) => self.on_payload(p, now_ns),
-            Err(FrameError::Checksum) => self.tally.rx_bad_checksum += 1,
-            Err(FrameError::Other) => self.tally.rx_other += 1,
+        match Datagram::parse(frame) {
+            Ok(d) if on_flow(&d, flow) => match d.verify_checksums() {
+                Ok(()) => self.on_payload(d.payload(), now_ns),
+                Err(_) => self.tally.rx_bad_checksum += 1,
+            },
+            _ => self.tally.rx_other += 1,
         }
     }
 
@@ -496,60 +496,14 @@ fn loss(sent: u64, back: u64) -> f64 {
     }
 }
 
-enum FrameError {
-    Checksum,
-    Other,
-}
-
-/// The UDP payload of an answer on `flow`: Ethernet (optionally tagged) to our MAC, IPv4
-/// from the server to us with a valid header checksum, UDP from the server port with a valid
-/// checksum (or none).
-fn udp_payload<'a>(frame: &'a [u8], flow: &Flow) -> Result<&'a [u8], FrameError> {
-    let eth = EthernetFrame::new_checked(frame).map_err(|_| FrameError::Other)?;
-    if eth.ethertype() != ethernet::ETHERTYPE_IPV4 || eth.dst_addr() != flow.src_mac {
-        return Err(FrameError::Other);
-    }
-    let l3 = eth.header_len();
-    let ip = Ipv4Packet::new_checked(&frame[l3..]).map_err(|_| FrameError::Other)?;
-    // From the server to us; or our own request with only its MACs swapped (a forwarder
-    // such as testpmd macswap), which the payload check then counts as echoed.
-    let answer = ip.src_addr() == flow.dst_ip && ip.dst_addr() == flow.src_ip;
-    let echo = ip.src_addr() == flow.src_ip && ip.dst_addr() == flow.dst_ip;
-    if ip.protocol() != ipv4::PROTOCOL_UDP || !(answer || echo) || ip.is_fragment() {
-        return Err(FrameError::Other);
-    }
-    // The usual frame (a 20-byte IPv4 header, a SHAKE/1 payload) is summed as fixed-size
-    // arrays, unrolled; any other through the views' general sum. Same verdict either way.
-    let ip_ok = match <&[u8; ipv4::HEADER_LEN]>::try_from(&frame[l3..l3 + ip.header_len()]) {
-        Ok(h) => checksum::fold(checksum::sum_array(h)) == 0xffff,
-        Err(_) => ip.verify_checksum(),
-    };
-    if !ip_ok {
-        return Err(FrameError::Checksum);
-    }
-    let l4 = l3 + ip.header_len();
-    let end = l3 + usize::from(ip.total_len());
-    let u = UdpPacket::new_checked(&frame[l4..end]).map_err(|_| FrameError::Other)?;
-    let server_port = if answer { u.src_port() } else { u.dst_port() };
-    if server_port != flow.dst_port {
-        return Err(FrameError::Other);
-    }
-    let udp_ok = match <&[u8; udp::HEADER_LEN + PAYLOAD_LEN]>::try_from(&frame[l4..end]) {
-        Ok(d) if u.checksum() != 0 && usize::from(u.len()) == d.len() => {
-            let pseudo = checksum::pseudo_header_v4(
-                ip.src_addr(),
-                ip.dst_addr(),
-                ipv4::PROTOCOL_UDP,
-                u.len(),
-            );
-            checksum::fold(pseudo + checksum::sum_array(d)) == 0xffff
-        }
-        _ => u.verify_checksum(ip.src_addr(), ip.dst_addr()),
-    };
-    if !udp_ok {
-        return Err(FrameError::Checksum);
-    }
-    Ok(&frame[l4 + udp::HEADER_LEN..end])
+/// Whether a datagram is an answer on `flow`: to our MAC, from the server to us; or our own
+/// request with only its MACs swapped (a forwarder such as testpmd macswap), which the
+/// payload check then counts as echoed.
+fn on_flow(d: &Datagram, flow: &Flow) -> bool {
+    let answer = d.src_ip == flow.dst_ip && d.dst_ip == flow.src_ip;
+    let echo = d.src_ip == flow.src_ip && d.dst_ip == flow.dst_ip;
+    let server_port = if answer { d.src_port } else { d.dst_port };
+    d.dst_mac == flow.src_mac && (answer || echo) && server_port == flow.dst_port
 }
 
 /// What the run was: filled in by the command line.
@@ -629,8 +583,8 @@ impl Report {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::gen::population::Spec;
-    use crate::wire::shake::{ShakeAnswer, ShakeAnswerRepr};
+    use crate::population::Spec;
+    use shake::wire::shake::{ShakeAnswer, ShakeAnswerRepr};
 
     const TOKEN: MacKey = MacKey::from_bytes([1; 16]);
     const CLAIM: MacKey = MacKey::from_bytes([2; 16]);
@@ -729,7 +683,7 @@ mod test {
         g.on_payload(&answer(&r3.repr, Outcome::Denied, 0), 12_000);
         assert_eq!(g.tally.invalid, 2);
         // Our own request echoed back (a forwarder).
-        g.on_payload(&crate::client::payload(&r4.repr), 12_000);
+        g.on_payload(&shake::client::payload(&r4.repr), 12_000);
         assert_eq!(g.tally.echoed, 1);
         assert_eq!(g.outstanding(), 0);
         let rep = g.report(Meta::default(), 1_000_000_000);

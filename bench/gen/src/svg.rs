@@ -4,28 +4,39 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use super::load::Report;
+use crate::load::{Report, Second};
+use crate::GenError;
 
 /// Writes `throughput.svg` and `latency.svg` into `dir`; returns their paths.
-pub fn write(report: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
+pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, GenError> {
+    std::fs::create_dir_all(dir).map_err(|e| GenError::Svg {
+        path: dir.to_owned(),
+        message: e.to_string(),
+    })?;
     let throughput = dir.join("throughput.svg");
     let latency = dir.join("latency.svg");
-    plot_throughput(report, &throughput)?;
-    plot_latency(report, &latency)?;
+    plot_throughput(report, &throughput).map_err(|message| GenError::Svg {
+        path: throughput.clone(),
+        message,
+    })?;
+    plot_latency(report, &latency).map_err(|message| GenError::Svg {
+        path: latency.clone(),
+        message,
+    })?;
     Ok(vec![throughput, latency])
 }
 
-fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("svg: {e}")
+/// plotters' errors carry the backend's error type; what is kept of them is their text.
+fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
 }
 
-fn plot_throughput(r: &Report, path: &Path) -> anyhow::Result<()> {
+fn plot_throughput(r: &Report, path: &Path) -> Result<(), String> {
     let root = SVGBackend::new(path, (800, 400)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     // Each point covers the time since the one before (about a second; the last one, the
     // rest of the run): counts over that span are rates.
-    let pts = |f: fn(&super::load::Second) -> u64| -> Vec<(f64, f64)> {
+    let pts = |f: fn(&Second) -> u64| -> Vec<(f64, f64)> {
         let mut prev = 0.0;
         r.timeline
             .iter()
@@ -47,7 +58,7 @@ fn plot_throughput(r: &Report, path: &Path) -> anyhow::Result<()> {
         * 1.1;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("shake gen: throughput ({}, {})", r.meta.mode, r.meta.target),
+            format!("shake-gen: throughput ({}, {})", r.meta.mode, r.meta.target),
             ("sans-serif", 18),
         )
         .margin(10)
@@ -83,7 +94,7 @@ fn plot_throughput(r: &Report, path: &Path) -> anyhow::Result<()> {
 
 /// The latency distribution as a CDF over a log scale of microseconds, with the
 /// percentiles marked.
-fn plot_latency(r: &Report, path: &Path) -> anyhow::Result<()> {
+fn plot_latency(r: &Report, path: &Path) -> Result<(), String> {
     let root = SVGBackend::new(path, (800, 400)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let total: u64 = r.latency_buckets_ns.iter().map(|b| b.2).sum();

@@ -8,8 +8,8 @@
 //! a population is the same on every run. Tokens are computed once, up front: the send path
 //! only copies them.
 
-use crate::mac::MacKey;
-use crate::wire::shake::Outcome;
+use shake::mac::MacKey;
+use shake::wire::shake::Outcome;
 
 /// What a user is, which decides the outcomes that are legal for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,11 +9,11 @@
 //! stores of its variable fields, and checksums summed from the field values in registers.
 //! The bytes are exactly [`Flow::emit`]'s (tests below).
 
-use crate::client::{payload, Flow};
-use crate::wire::checksum;
-use crate::wire::ipv4;
-use crate::wire::shake::{req, ShakeRequestRepr, PAYLOAD_LEN};
-use crate::wire::udp;
+use shake::client::{payload, Flow};
+use shake::wire::checksum;
+use shake::wire::ipv4;
+use shake::wire::shake::{req, ShakeRequestRepr, PAYLOAD_LEN};
+use shake::wire::udp;
 
 /// The longest frame a template holds: Ethernet with a VLAN tag, IPv4, UDP, SHAKE/1.
 const MAX_FRAME: usize = 18 + ipv4::HEADER_LEN + udp::HEADER_LEN + PAYLOAD_LEN;

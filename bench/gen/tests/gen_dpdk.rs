@@ -1,4 +1,4 @@
-//! `shake gen --io dpdk` against `shake serve --io dpdk` over net_memif: two DPDK processes
+//! `shake-gen --io dpdk` against `shake serve --io dpdk` over net_memif: two DPDK processes
 //! besides this test, the generator the memif client. Every answer the generator validated
 //! must be one the appliance sent, outcome by outcome, and its report must say so: nothing
 //! invalid, nothing unmatched, every request sent either answered or counted lost.
@@ -7,6 +7,7 @@
 //! process, a memif socket in the test's directory, bounded in count and time.
 #![cfg(feature = "dpdk")]
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
@@ -42,8 +43,8 @@ fn gen_dpdk_mode_over_memif_agrees_with_the_appliance() {
     let _gen_runtime = RuntimeDir::new(&gen_prefix);
     let report = p.join("gen.json");
     run_ok(
-        Command::new(env!("CARGO_BIN_EXE_shake"))
-            .args(["gen", "--io", "dpdk", "--quiet", "--node-config"])
+        Command::new(env!("CARGO_BIN_EXE_shake-gen"))
+            .args(["--io", "dpdk", "--quiet", "--node-config"])
             .arg(node.config())
             .args(["--users", "5000", "--bad-share", "0.02", "--rate", "200000"])
             .args(["--count", &SENT.to_string(), "--duration", "20", "--report"])

@@ -1,4 +1,5 @@
-//! `shake gen`: the bundled load generator. See [`shake::gen`].
+//! `shake-gen`: the bundled load generator's command line. See the `shake_gen` library; this
+//! file only turns arguments into a run and the run into a report (anyhow lives here only).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -6,13 +7,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::Parser;
 use shake::client::Flow;
 use shake::control::Signals;
-use shake::gen::pcap::PcapWriter;
-use shake::gen::{socket, Generator, Meta, Plan, Population, Spec};
 use shake::mac::MacKey;
 use shake::node::unix_ms;
 use shake::node_config::{parse_mac, NodeConfig};
+use shake_gen::pcap::PcapWriter;
+use shake_gen::{socket, Generator, Meta, Plan, Population, Spec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Io {
@@ -24,7 +26,9 @@ pub enum Io {
     None,
 }
 
-#[derive(clap::Args)]
+/// The bundled load generator: phones shaking at a node over sockets or DPDK.
+#[derive(Parser)]
+#[command(name = "shake-gen", version)]
 pub struct Args {
     #[arg(long, value_enum, default_value_t = Io::Socket)]
     pub io: Io,
@@ -135,7 +139,17 @@ fn mac(s: &str) -> anyhow::Result<[u8; 6]> {
     parse_mac(s).ok_or_else(|| anyhow::anyhow!("{s:?} is not a MAC address"))
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shake-gen: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(a: Args) -> anyhow::Result<ExitCode> {
     let config = a.node_config.as_deref().map(NodeConfig::load).transpose()?;
     let key = |given: &Option<PathBuf>, from: fn(&NodeConfig) -> PathBuf, what: &str| {
         let path = given
@@ -251,7 +265,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         #[cfg(feature = "dpdk")]
         Io::Dpdk => {
-            let o = shake::gen::dpdk::Options {
+            let o = shake_gen::dpdk::Options {
                 port: a.port.clone(),
                 rx_desc: 1024,
                 tx_desc: 1024,
@@ -264,7 +278,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             let mut eal = vec!["shake-gen".to_owned()];
             eal.extend(a.eal.iter().cloned());
             let e =
-                shake::gen::dpdk::run(&mut gen, &eal, &o, &signals.stop, pcap.as_mut(), &mut live)?;
+                shake_gen::dpdk::run(&mut gen, &eal, &o, &signals.stop, pcap.as_mut(), &mut live)?;
             (format!("dpdk {} to {node_addr}", a.port), e)
         }
         #[cfg(not(feature = "dpdk"))]
@@ -293,7 +307,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     &shake::client::payload(&r.repr),
                     r.repr.seq as u16,
                 );
-                w.write(t, &frame[..len])?;
+                w.write(t, &frame[..len])
+                    .context("writing the --pcap-out file")?;
             }
             gen.stop_sending(0);
             ("pcap".to_owned(), 0)
@@ -321,7 +336,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(dir) = &a.svg {
-        for p in shake::gen::svg::write(&report, dir)? {
+        for p in shake_gen::svg::write(&report, dir)? {
             eprintln!("gen: wrote {}", p.display());
         }
     }
