@@ -48,6 +48,9 @@ struct Task<'eal, P> {
 /// Ports started with one queue pair per worker lcore and the hand-off rings made: what
 /// [`Opened::start`] launches the workers on.
 pub struct Opened<'eal> {
+    /// Also keeps `Opened` on the main lcore (`&Eal` is not `Send`): launching and joining
+    /// lcores is the main lcore's job.
+    eal: &'eal Eal,
     lcores: Vec<u32>,
     node_count: u32,
     idle_sleep: Duration,
@@ -109,6 +112,7 @@ impl<'eal> Opened<'eal> {
                 tx_udp_cksum: i.tx_udp_cksum,
             })
             .collect();
+        let _ = self.eal;
         let mut app = Appliance {
             tasks: Vec::with_capacity(workers),
             stop: stop.clone(),
@@ -149,7 +153,10 @@ impl<'eal> Opened<'eal> {
             // SAFETY: `run_task::<P>` expects a `*mut Task<P>`, which raw is; the task stays
             // allocated until the lcore has returned (join waits for it before reclaiming,
             // and so does the Eal's drop if the appliance was leaked) and nothing else
-            // touches it meanwhile. The lcore is a worker lcore in WAIT state.
+            // touches it meanwhile. Its queue handles are not Send: they are lent to this
+            // one lcore while it runs, and come back to this (main lcore) thread, where
+            // join drops them. The lcore is a worker lcore in WAIT state, and this is the
+            // main lcore (`Opened` holds the `&Eal`, which cannot leave it).
             let ret = unsafe {
                 dpdk_sys::rte_eal_remote_launch(Some(run_task::<P>), raw.cast::<c_void>(), lcore)
             };
@@ -328,6 +335,7 @@ pub fn open<'eal>(eal: &'eal Eal, config: &NodeConfig) -> Result<Opened<'eal>, D
         }
     }
     Ok(Opened {
+        eal,
         lcores,
         node_count: config.node.count,
         idle_sleep: Duration::from_micros(u64::from(dpdk.idle_sleep_us)),

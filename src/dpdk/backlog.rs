@@ -28,7 +28,7 @@ use crate::counters::{Counters, DropReason, Event, Reply};
 pub const CAPACITY: usize = 4 * BURST;
 
 /// The backlog of one (worker, port), in front of the worker's own TX queue of that port.
-pub struct TxBacklog<'eal> {
+pub(super) struct TxBacklog<'eal> {
     queue: TxQueue<'eal>,
     /// `mbufs[..len]` are owned, oldest first; `replies[i]` is what `mbufs[i]` answers.
     mbufs: [*mut rte_mbuf; CAPACITY],
@@ -41,7 +41,7 @@ pub struct TxBacklog<'eal> {
 unsafe impl Send for TxBacklog<'_> {}
 
 impl<'eal> TxBacklog<'eal> {
-    pub fn new(queue: TxQueue<'eal>) -> TxBacklog<'eal> {
+    pub(super) fn new(queue: TxQueue<'eal>) -> TxBacklog<'eal> {
         TxBacklog {
             queue,
             mbufs: [std::ptr::null_mut(); CAPACITY],
@@ -50,28 +50,22 @@ impl<'eal> TxBacklog<'eal> {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     #[inline]
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    /// RED_PACKET answers waiting.
-    pub fn red_packets(&self) -> usize {
-        self.replies[..self.len]
-            .iter()
-            .filter(|r| r.is_red_packet())
-            .count()
     }
 
     /// Transmits `burst`, whose frame `i` answers `replies[i]`, behind whatever waits; what
     /// TX does not take waits (or gives way, see the module doc). Leaves `burst` empty.
-    /// Returns how many frames TX took, old and new.
+    /// Returns how many frames TX took, old and new. Every mbuf in `burst` was received on
+    /// this backlog's port (the answers are written over their requests).
     #[inline]
-    pub fn send(&mut self, burst: &mut Burst, replies: &[Reply], counters: &Counters) -> usize {
+    pub(super) fn send(
+        &mut self,
+        burst: &mut Burst,
+        replies: &[Reply],
+        counters: &Counters,
+    ) -> usize {
         let mut sent = self.flush(counters);
         let n = burst.len();
         if n == 0 {
@@ -79,7 +73,9 @@ impl<'eal> TxBacklog<'eal> {
         }
         // Older answers still wait: the new ones queue behind them, in order.
         let took = if self.is_empty() {
-            self.queue.tx(burst)
+            // SAFETY: the worker answers frames in the mbufs they arrived in, on the port
+            // they arrived on (see `send`).
+            unsafe { self.queue.tx_received(burst) }
         } else {
             0
         };
@@ -95,7 +91,7 @@ impl<'eal> TxBacklog<'eal> {
 
     /// Offers what waits to TX again; returns how many frames it took.
     #[inline]
-    pub fn flush(&mut self, counters: &Counters) -> usize {
+    pub(super) fn flush(&mut self, counters: &Counters) -> usize {
         if self.is_empty() {
             return 0;
         }
@@ -113,7 +109,7 @@ impl<'eal> TxBacklog<'eal> {
 
     /// Offers what waits to TX until it is all taken or `give_up()` says so, then drops the
     /// rest, counted (at the stop: the port is about to stop).
-    pub fn drain(&mut self, counters: &Counters, mut give_up: impl FnMut() -> bool) {
+    pub(super) fn drain(&mut self, counters: &Counters, mut give_up: impl FnMut() -> bool) {
         while !self.is_empty() && !give_up() {
             if self.flush(counters) == 0 {
                 std::hint::spin_loop();

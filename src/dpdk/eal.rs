@@ -157,7 +157,7 @@ impl Drop for Eal {
         //   memory; the process exit releases it.
         // SAFETY: called on the main lcore of an initialised EAL.
         unsafe { dpdk_sys::rte_eal_mp_wait_lcore() };
-        let pools = super::mempool::live_pools();
+        let pools = super::mempool::free_retired();
         if pools > 0 {
             eprintln!(
                 "shake: {pools} mempool(s) still have mbufs out; EAL memory is left to the process exit"

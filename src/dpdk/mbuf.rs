@@ -66,6 +66,13 @@ impl Mbuf {
         usize::from(m.buf_len).saturating_sub(usize::from(m.data_off) + usize::from(m.data_len))
     }
 
+    /// The pool the mbuf belongs to.
+    #[inline]
+    pub fn pool_ptr(&self) -> *mut dpdk_sys::rte_mempool {
+        // SAFETY: self owns a valid mbuf; a plain field read.
+        unsafe { (*self.as_ptr()).pool }
+    }
+
     /// The DPDK port the mbuf was received on.
     #[inline]
     pub fn port(&self) -> u16 {
@@ -122,14 +129,18 @@ impl Mbuf {
 
     /// TX offload flags (`RTE_MBUF_F_TX_*`), replacing the RX flags, and the header lengths
     /// they need; the other tx_offload fields (L4 length, TSO, outer headers) become zero.
+    /// The two flags that say where the mbuf's buffer lives (external, indirect) are DPDK's,
+    /// not offloads: they are kept as they are, whatever `ol_flags` says, or freeing the
+    /// mbuf would hand its pool a buffer that belongs to someone else.
     #[inline]
     pub fn set_tx_offload(&mut self, ol_flags: u64, l2_len: u16, l3_len: u16) {
+        const BUFFER: u64 = dpdk_sys::RTE_MBUF_F_EXTERNAL | dpdk_sys::RTE_MBUF_F_INDIRECT;
         let tx_offload = tx_offload_bits(l2_len, l3_len);
         // SAFETY: self owns a valid mbuf; plain field stores (tx_offload is the u64 view of
-        // the union of bit fields).
+        // the union of bit fields), the buffer flags unchanged.
         unsafe {
             let m = &mut *self.as_ptr();
-            m.ol_flags = ol_flags;
+            m.ol_flags = (m.ol_flags & BUFFER) | (ol_flags & !BUFFER);
             m.__bindgen_anon_3.tx_offload = tx_offload;
         }
     }

@@ -4,6 +4,7 @@ use std::ffi::CString;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use dpdk_sys::rte_mempool;
 
@@ -15,13 +16,34 @@ use super::mbuf::{Burst, Mbuf, BURST};
 /// an [`Mbuf`] has no lifetime, so one may still point into a pool that was not freed.
 static LIVE_POOLS: AtomicUsize = AtomicUsize::new(0);
 
-pub(super) fn live_pools() -> usize {
+/// Pools whose [`Mempool`] was dropped: (pool, size). They are freed by [`Eal`]'s drop,
+/// after every worker lcore has returned, not by the handle's drop: "every mbuf is back"
+/// read on one thread does not order a free still in progress on an lcore (DPDK counts a
+/// per-lcore cache before it fills it), so a pool is freed only when no lcore runs.
+static RETIRED: Mutex<Vec<(usize, u32)>> = Mutex::new(Vec::new());
+
+/// Frees the retired pools whose mbufs are all back; returns how many pools are left. Called
+/// by the Eal's drop once no worker lcore runs.
+pub(super) fn free_retired() -> usize {
+    let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
+    retired.retain(|&(pool, size)| {
+        let pool = pool as *mut rte_mempool;
+        // SAFETY: a pool created by Mempool::new and not freed yet; no lcore runs (the
+        // caller waited for them), so the count is settled.
+        if unsafe { dpdk_sys::rte_mempool_avail_count(pool) } != size {
+            return true;
+        }
+        // SAFETY: every mbuf is back in the pool and nothing else references it.
+        unsafe { dpdk_sys::rte_mempool_free(pool) };
+        LIVE_POOLS.fetch_sub(1, Ordering::SeqCst);
+        false
+    });
     LIVE_POOLS.load(Ordering::SeqCst)
 }
 
-/// An `rte_pktmbuf` pool, which cannot outlive the EAL. Freed on drop only when every mbuf
-/// has come back; otherwise it stays (a device or a stray [`Mbuf`] may still hold buffers
-/// from it) and the EAL is then not cleaned up either.
+/// An `rte_pktmbuf` pool, which cannot outlive the EAL. Retired on drop and freed with the
+/// EAL when every mbuf has come back; otherwise it stays (a device or a stray [`Mbuf`] may
+/// still hold buffers from it) and the EAL is then not cleaned up either.
 ///
 /// The EAL cannot go (`rte_eal_cleanup`) while a pool is in use:
 ///
@@ -133,10 +155,9 @@ impl Mempool<'_> {
 
 impl Drop for Mempool<'_> {
     fn drop(&mut self) {
-        if self.available() == self.size {
-            // SAFETY: every mbuf is back in the pool, so nothing references its memory.
-            unsafe { dpdk_sys::rte_mempool_free(self.raw.as_ptr()) }
-            LIVE_POOLS.fetch_sub(1, Ordering::SeqCst);
-        }
+        RETIRED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((self.raw.as_ptr() as usize, self.size));
     }
 }

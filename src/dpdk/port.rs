@@ -39,8 +39,11 @@ pub struct PortInfo {
 ///
 /// Its queues are polled through [`RxQueue`] and [`TxQueue`] handles, each handed out once
 /// ([`Port::take_queues`]): a queue has one user at a time, as DPDK requires, and the port
-/// is stopped and closed (then its pool freed) only when the `Port` and every queue handle
-/// are gone, so nothing can poll a closed port.
+/// is stopped and closed (then its pool retired) only when the `Port` and every queue handle
+/// are gone, so nothing can poll a closed port. None of them is `Send`: the ethdev control
+/// calls (open, stop, close) are not thread-safe, so they all stay on the thread that opened
+/// the port; the appliance lends a worker lcore its queues while it runs and takes them back
+/// before they drop.
 ///
 /// A queue cannot be polled after the EAL is gone:
 ///
@@ -67,12 +70,16 @@ pub struct Port<'eal> {
     shared: Arc<Shared<'eal>>,
     /// Queue pairs not handed out yet.
     queues_taken: bool,
+    _not_send: PhantomData<*const ()>,
 }
 
 /// What the port and its queue handles share; the last of them to go closes the port.
 #[derive(Debug)]
 struct Shared<'eal> {
     info: PortInfo,
+    /// TX frees mbufs straight into the pool of the first one (`MBUF_FAST_FREE`): the port
+    /// may only transmit mbufs of its own pool.
+    fast_free: bool,
     // Dropped after the port is closed (fields drop after `Drop::drop`).
     pool: Mempool<'eal>,
 }
@@ -83,7 +90,7 @@ struct Shared<'eal> {
 pub struct RxQueue<'eal> {
     port: Arc<Shared<'eal>>,
     queue: u16,
-    _not_sync: PhantomData<std::cell::Cell<()>>,
+    _not_send: PhantomData<*const ()>,
 }
 
 /// The transmitting half of queue pair `queue`: the only handle that transmits on it.
@@ -91,7 +98,7 @@ pub struct RxQueue<'eal> {
 pub struct TxQueue<'eal> {
     port: Arc<Shared<'eal>>,
     queue: u16,
-    _not_sync: PhantomData<std::cell::Cell<()>>,
+    _not_send: PhantomData<*const ()>,
 }
 
 /// Finds a port's DPDK id by its config name or id.
@@ -147,6 +154,11 @@ impl<'eal> Port<'eal> {
     ) -> Result<Port<'eal>, DpdkError> {
         let id = port_id(section)?;
         let name = section.label();
+        if queues == 0 {
+            return Err(DpdkError::Config(format!(
+                "port {name}: a port needs at least one queue pair"
+            )));
+        }
         let err = |what: &str, ret: i32| check(ret, || format!("port {name} (id {id}): {what}"));
 
         let mut dev = sys::rte_eth_dev_info::default();
@@ -246,6 +258,7 @@ impl<'eal> Port<'eal> {
         // SAFETY: the port is configured with all its queues set up.
         err("rte_eth_dev_start", unsafe { sys::rte_eth_dev_start(id) })?;
         let port = Shared {
+            fast_free: conf.txmode.offloads & sys::RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE != 0,
             info: PortInfo {
                 index,
                 id,
@@ -270,6 +283,7 @@ impl<'eal> Port<'eal> {
         Ok(Port {
             shared: Arc::new(port),
             queues_taken: false,
+            _not_send: PhantomData,
         })
     }
 
@@ -294,12 +308,12 @@ impl<'eal> Port<'eal> {
                         RxQueue {
                             port: self.shared.clone(),
                             queue,
-                            _not_sync: PhantomData,
+                            _not_send: PhantomData,
                         },
                         TxQueue {
                             port: self.shared.clone(),
                             queue,
-                            _not_sync: PhantomData,
+                            _not_send: PhantomData,
                         },
                     )
                 })
@@ -332,12 +346,6 @@ impl<'eal> Port<'eal> {
     }
 }
 
-// SAFETY: a queue handle is moved to the one thread that polls the queue; the port it
-// shares is only read (its info) or closed by the last owner.
-unsafe impl Send for RxQueue<'_> {}
-// SAFETY: as above.
-unsafe impl Send for TxQueue<'_> {}
-
 impl RxQueue<'_> {
     /// The DPDK port id.
     pub fn port_id(&self) -> u16 {
@@ -360,10 +368,26 @@ impl TxQueue<'_> {
     }
 
     /// Hands the burst's mbufs to this queue; those it did not take stay in the burst (at the
-    /// front). Returns how many it took.
+    /// front). Returns how many it took. A port that frees transmitted mbufs the fast way
+    /// (`MBUF_FAST_FREE`) takes none if one of them is from another pool.
     #[inline]
     pub fn tx(&mut self, burst: &mut Burst) -> usize {
-        // SAFETY: as for RxQueue::rx, on the transmitting side.
+        let own = self.port.pool.as_ptr();
+        if self.port.fast_free && burst.iter().any(|m| m.pool_ptr() != own) {
+            return 0;
+        }
+        // SAFETY: as for RxQueue::rx, on the transmitting side; with fast free, every mbuf
+        // is from the port's own pool (checked above).
+        unsafe { burst.tx(self.port.info.id, self.queue) }
+    }
+
+    /// [`tx`](Self::tx) without the pool check, for the worker loop.
+    ///
+    /// # Safety
+    /// Every mbuf in `burst` was received on this port (so it is from its pool).
+    #[inline]
+    pub(super) unsafe fn tx_received(&mut self, burst: &mut Burst) -> usize {
+        // SAFETY: as for `tx`; the caller promises the mbufs are the port's own.
         unsafe { burst.tx(self.port.info.id, self.queue) }
     }
 
@@ -371,8 +395,8 @@ impl TxQueue<'_> {
     /// first `n` it returns.
     ///
     /// # Safety
-    /// Every pointer in `mbufs` is an owned, valid mbuf; after the call the caller owns only
-    /// `mbufs[n..]`.
+    /// Every pointer in `mbufs` is an owned, valid mbuf received on this port; after the call
+    /// the caller owns only `mbufs[n..]`.
     #[inline]
     pub(super) unsafe fn tx_raw(&mut self, mbufs: &mut [*mut sys::rte_mbuf]) -> usize {
         // SAFETY: as for `tx`; ownership of the mbufs is the caller's promise.
@@ -391,7 +415,8 @@ impl Drop for Shared<'_> {
     fn drop(&mut self) {
         let id = self.info.id;
         // SAFETY: the port was started by Port::open, and this is the last owner: the Port
-        // and every queue handle are gone, so nothing polls it any more.
+        // and every queue handle are gone, so nothing polls it any more; they are not Send,
+        // so this runs on the thread that opened it.
         let stop = unsafe { sys::rte_eth_dev_stop(id) };
         // SAFETY: as above; close releases the queues and their mbufs back to the pool.
         let close = unsafe { sys::rte_eth_dev_close(id) };
