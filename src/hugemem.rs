@@ -35,10 +35,6 @@ const POPULATE_CHUNK: usize = 32 << 20;
 /// whose all-zero byte pattern is a valid value.
 pub unsafe trait Zeroable: Copy {}
 
-// SAFETY: a user-table bucket is four slots of integers (u64, u32, u32); all zeros is four
-// empty slots. Kept here so every unsafe line of the engine's memory lives in this module.
-unsafe impl Zeroable for crate::engine::users::Bucket {}
-
 /// A fixed-length array of `T` in its own anonymous mapping.
 pub struct HugeArray<T: Zeroable> {
     map: MmapMut,

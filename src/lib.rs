@@ -2,18 +2,23 @@
 //!
 //! The crate is split so that everything that decides what a packet means is pure Rust with no
 //! I/O in it, and every I/O layer (DPDK ports, kernel sockets, the generator, the crash tests)
-//! calls the same code:
+//! calls the same code. Layers, bottom up; a module uses only layers below its own, never one
+//! beside it, so a helper two layers share lives below both:
 //!
 //! - [`wire`]: zero-copy views over frame bytes (Ethernet, ARP, IPv4, ICMP, UDP, SHAKE/1).
-//! - [`mac`]: the SipHash-2-4 token and claim MACs of SPEC section 2.
-//! - [`activity`]: sponsors, rounds and limits as the operator writes them.
-//! - [`engine`]: one worker's state and the decision for one shake.
-//! - [`frame`]: a burst of frames rewritten in place into their answers.
-//! - [`counters`]: per-worker counters, written by one core, read by the control loop.
-//! - [`seed`], [`journal`], [`recovery`], [`reconcile`]: red packets issued once, recorded,
-//!   recovered after a crash and reconciled to the cent.
-//! - [`gen`]: the bundled load generator (`shake gen`).
-//! - `dpdk` (feature `dpdk`, default): the DPDK appliance, poll-mode workers per lcore.
+//! - Small shared pieces: [`mac`] (the SipHash-2-4 token and claim MACs of SPEC section 2),
+//!   [`counters`] (per-worker counters, written by one core, read by the control loop),
+//!   [`hugemem`] (tables in huge-page memory), [`rng`] (the generator behind draws and seed
+//!   plans), [`activity`] (sponsors, rounds and limits as the operator writes them), and for
+//!   the files `mmap` (shared mappings and locks) and `le` (little-endian fields).
+//! - The money files: [`seed`] (red packets issued once) and [`journal`] (claims recorded).
+//! - [`engine`]: one worker's state and the decision for one shake; [`frame`] above it: a
+//!   burst of frames rewritten in place into their answers. [`client`]: the phone's side of
+//!   SHAKE/1 (requests, answer checks) for the generator and the tests.
+//! - The node: [`recovery`] and [`reconcile`] (recovered after a crash and reconciled to the
+//!   cent), [`node_config`], [`control`], the backends [`io`] (kernel sockets) and `dpdk`
+//!   (feature `dpdk`, default: poll-mode workers per lcore), and [`node`].
+//! - [`gen`]: the bundled load generator (`shake gen`); the binary's `cli` on top.
 #![deny(unsafe_code)]
 
 pub mod activity;
@@ -28,10 +33,13 @@ pub mod gen;
 pub mod hugemem;
 pub mod io;
 pub mod journal;
+pub(crate) mod le;
 pub mod mac;
+pub(crate) mod mmap;
 pub mod node;
 pub mod node_config;
 pub mod reconcile;
 pub mod recovery;
+pub mod rng;
 pub mod seed;
 pub mod wire;

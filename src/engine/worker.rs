@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use crate::counters::{Counters, DropReason, Event};
 use crate::engine::config::{Live, RoundAt};
-use crate::engine::rng::Rng;
 use crate::engine::users::{Admit, TableClock, UserTable};
 use crate::engine::winners::{WinCheck, WinnerTable};
 use crate::journal::{Claim, ClaimSink};
+use crate::rng::Rng;
 use crate::seed::SeedSource;
 use crate::wire::shake::{self, Outcome, ShakeAnswerRepr, ShakeRequest};
 
