@@ -91,7 +91,12 @@ impl UserTable {
     /// As [`new`](Self::new), with a failed mapping (not enough memory for the planned users)
     /// as an error.
     pub fn try_new(users: usize, now_ms: u64) -> std::io::Result<Self> {
-        let bytes = users.max(1) * BYTES_PER_USER;
+        let bytes = users.max(1).checked_mul(BYTES_PER_USER).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{users} users need more bytes than the address space has"),
+            )
+        })?;
         let n = bytes
             .div_ceil(std::mem::size_of::<Bucket>())
             .max(PROBE_BUCKETS);
@@ -222,6 +227,16 @@ mod test {
         assert_eq!(t.admit(7, 5_999, 5_000), Admit::Throttled(1));
         assert_eq!(t.admit(7, 6_000, 5_000), Admit::Ok);
         assert_eq!(t.len(), 2);
+    }
+
+    /// A user count whose table size overflows is an error. Before the check it panicked in
+    /// a debug build and, in release, wrapped to a table far smaller than planned.
+    #[test]
+    fn a_user_count_past_the_address_space_is_an_error() {
+        for users in [usize::MAX / BYTES_PER_USER + 1, usize::MAX] {
+            let e = UserTable::try_new(users, 0).expect_err("no such table");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{users}: {e}");
+        }
     }
 
     #[test]
