@@ -12,7 +12,9 @@
 //! timestamps meant for the forward path), so an answer with options stripped is shorter.
 //!
 //! Counting: every drop is counted once, where it is decided (here, or in the engine for the
-//! payload checks); an answer is only a [`Verdict`] that says what it answers ([`Reply`]),
+//! payload checks), by [`Counters::count_drop`], the only maker of the [`Dropped`] that a
+//! [`Verdict::Drop`] is made from here: no drop reaches a verdict uncounted, and none is
+//! counted twice. An answer is only a [`Verdict`] that says what it answers ([`Reply`]),
 //! and the I/O layer counts it when TX takes it, as it counts `rx` when it receives.
 //!
 //! Sources that must never get an answer (SPEC 2) are dropped as [`DropReason::Source`]: a
@@ -23,7 +25,7 @@
 //! address is taken; a station giving our address as its own is a conflict
 //! ([`DropReason::ArpConflict`]), counted, never answered.
 
-use crate::counters::{Counters, DropReason, Reply};
+use crate::counters::{Counters, DropReason, Dropped, Reply};
 use crate::engine::Worker;
 use crate::journal::ClaimSink;
 use crate::seed::SeedSource;
@@ -64,6 +66,15 @@ pub enum Verdict {
     },
     /// Dropped and counted.
     Drop(DropReason),
+}
+
+/// The verdict on a frame a layer dropped: made only from a [`Dropped`], so only from a
+/// counted drop.
+impl From<Dropped> for Verdict {
+    #[inline(always)]
+    fn from(d: Dropped) -> Verdict {
+        Verdict::Drop(d.reason())
+    }
 }
 
 impl Verdict {
@@ -193,16 +204,6 @@ pub fn process_frame<S: SeedSource, J: ClaimSink>(
     answer(worker, cfg, frame)
 }
 
-/// Counts a drop the frame layer decides and gives its reason back. Every
-/// drop path here goes through it (the engine counts its own), so nothing keeps a list of
-/// who counts what. Out of line: drops are the rare path.
-#[cold]
-#[inline(never)]
-fn dropped(counters: &Counters, d: DropReason) -> DropReason {
-    counters.dropped(d);
-    d
-}
-
 /// Whether a frame from this source must get no answer (SPEC 2): a group Ethernet source
 /// (the answer would go to the whole group), an IPv4 source no host sends from or loopback
 /// (RFC 1122 3.2.1.3, looked up by first octet), or our own address (a loop). `ours` is
@@ -230,7 +231,7 @@ fn answer<S: SeedSource, J: ClaimSink>(
 ) -> Verdict {
     match common_request(frame) {
         Some(f) => answer_common(worker, cfg, f),
-        None => answer_any(worker, cfg, frame).unwrap_or_else(Verdict::Drop),
+        None => answer_any(worker, cfg, frame).unwrap_or_else(Verdict::from),
     }
 }
 
@@ -336,24 +337,27 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
         .add_word(u64::from(ttl_word))
         .add_word(addrs);
     if ip_sum.fold() != 0xffff {
-        return Verdict::Drop(dropped(worker.counters(), DropReason::Ipv4Checksum));
+        return worker
+            .counters()
+            .count_drop(DropReason::Ipv4Checksum)
+            .into();
     }
     let ours = u32::from_ne_bytes(cfg.ipv4);
     if ne32::<{ IP + 16 }>(f) != ours {
-        return Verdict::Drop(dropped(worker.counters(), DropReason::NotForUs));
+        return worker.counters().count_drop(DropReason::NotForUs).into();
     }
     if head & FRAGMENT != 0 {
-        return Verdict::Drop(dropped(worker.counters(), DropReason::Fragment));
+        return worker.counters().count_drop(DropReason::Fragment).into();
     }
     if ne16::<{ UDP + 2 }>(f) != be16(cfg.udp_port) {
-        return Verdict::Drop(dropped(worker.counters(), DropReason::Port));
+        return worker.counters().count_drop(DropReason::Port).into();
     }
     // The source is our own address when the two halves of `addrs` are equal (the
     // destination is ours), its port is 0 when the first two bytes of the UDP header are.
     let udp = ne64::<UDP>(f);
     let from_us = addrs as u32 == (addrs >> 32) as u32;
     if never_answered(f[6], f[IP + 12], from_us) | (udp & UDP_SRC_PORT == 0) {
-        return Verdict::Drop(dropped(worker.counters(), DropReason::Source));
+        return worker.counters().count_drop(DropReason::Source).into();
     }
     if udp & UDP_CK != 0 {
         let sum = NativeSum::default()
@@ -362,13 +366,13 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
             .add_word(udp)
             .add_bytes(payload(f));
         if sum.fold() != 0xffff {
-            return Verdict::Drop(dropped(worker.counters(), DropReason::UdpChecksum));
+            return worker.counters().count_drop(DropReason::UdpChecksum).into();
         }
     }
     // The answer to a valid request, or a drop the engine counted.
     let reply = match worker.shake_payload(payload_mut(f)) {
         Ok(o) => Reply::shake(o),
-        Err(d) => return Verdict::Drop(d),
+        Err(d) => return d.into(),
     };
     // Ethernet and IP addresses and ports swap; only the TTL word of the IP header changes
     // its checksum (updated in native order, which RFC 1071 2.B allows as for the sums).
@@ -411,25 +415,26 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
     cfg: &FrameConfig,
     frame: &mut [u8],
-) -> Result<Verdict, DropReason> {
+) -> Result<Verdict, Dropped> {
     let c = worker.counters();
-    let eth = EthernetFrame::new_checked(&*frame).map_err(|_| dropped(c, DropReason::Truncated))?;
+    let eth =
+        EthernetFrame::new_checked(&*frame).map_err(|_| c.count_drop(DropReason::Truncated))?;
     let l3 = eth.header_len();
     match eth.ethertype() {
         ethernet::ETHERTYPE_IPV4 => {}
         ethernet::ETHERTYPE_ARP => return arp_reply(c, cfg, frame, l3),
-        _ => return Err(dropped(c, DropReason::Ethertype)),
+        _ => return Err(c.count_drop(DropReason::Ethertype)),
     }
-    let ip =
-        Ipv4Packet::new_checked(&frame[l3..]).map_err(|_| dropped(c, DropReason::Ipv4Malformed))?;
+    let ip = Ipv4Packet::new_checked(&frame[l3..])
+        .map_err(|_| c.count_drop(DropReason::Ipv4Malformed))?;
     if !ip.verify_checksum() {
-        return Err(dropped(c, DropReason::Ipv4Checksum));
+        return Err(c.count_drop(DropReason::Ipv4Checksum));
     }
     if ip.dst_addr() != cfg.ipv4 {
-        return Err(dropped(c, DropReason::NotForUs));
+        return Err(c.count_drop(DropReason::NotForUs));
     }
     if ip.is_fragment() {
-        return Err(dropped(c, DropReason::Fragment));
+        return Err(c.count_drop(DropReason::Fragment));
     }
     // Ethernet's source address, byte 0 (its group bit); the header is at least 14 bytes.
     let eth_src0 = frame[6];
@@ -441,19 +446,19 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
     match ip.protocol() {
         ipv4::PROTOCOL_UDP => {
             let u = UdpPacket::new_checked(&frame[l4..end])
-                .map_err(|_| dropped(c, DropReason::UdpMalformed))?;
+                .map_err(|_| c.count_drop(DropReason::UdpMalformed))?;
             if u.dst_port() != cfg.udp_port {
-                return Err(dropped(c, DropReason::Port));
+                return Err(c.count_drop(DropReason::Port));
             }
             if not_to_answer | (u.src_port() == 0) {
-                return Err(dropped(c, DropReason::Source));
+                return Err(c.count_drop(DropReason::Source));
             }
             if u.checksum() != 0 && !u.verify_checksum(src, dst) {
-                return Err(dropped(c, DropReason::UdpChecksum));
+                return Err(c.count_drop(DropReason::UdpChecksum));
             }
             let udp_len = u.len() as usize;
             if udp_len != udp::HEADER_LEN + PAYLOAD_LEN {
-                return Err(dropped(c, DropReason::PayloadLength));
+                return Err(c.count_drop(DropReason::PayloadLength));
             }
             let p = l4 + udp::HEADER_LEN;
             let reply = Reply::shake(worker.shake(&mut frame[p..p + PAYLOAD_LEN])?);
@@ -486,12 +491,12 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
         ipv4::PROTOCOL_ICMP => {
             // An echo to a broadcast or spoofed source is the Smurf reflection.
             if not_to_answer {
-                return Err(dropped(c, DropReason::Source));
+                return Err(c.count_drop(DropReason::Source));
             }
             let mut m = IcmpPacket::new_checked(&mut frame[l4..end])
-                .map_err(|_| dropped(c, DropReason::Icmp))?;
+                .map_err(|_| c.count_drop(DropReason::Icmp))?;
             if m.msg_type() != icmp::ECHO_REQUEST || m.code() != 0 || !m.verify_checksum() {
-                return Err(dropped(c, DropReason::Icmp));
+                return Err(c.count_drop(DropReason::Icmp));
             }
             m.make_echo_reply();
             let icmp_len = end - l4;
@@ -501,7 +506,7 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
                 reply: Reply::ICMP_ECHO,
             })
         }
-        _ => Err(dropped(c, DropReason::Protocol)),
+        _ => Err(c.count_drop(DropReason::Protocol)),
     }
 }
 
@@ -565,20 +570,20 @@ fn arp_reply(
     cfg: &FrameConfig,
     frame: &mut [u8],
     l3: usize,
-) -> Result<Verdict, DropReason> {
+) -> Result<Verdict, Dropped> {
     let len = frame.len();
     let mut a = ArpPacket::new_checked(&mut frame[l3..])
-        .map_err(|_| dropped(c, DropReason::ArpNotForUs))?;
+        .map_err(|_| c.count_drop(DropReason::ArpNotForUs))?;
     if a.operation() != arp::ARP_REQUEST || a.target_ip() != cfg.ipv4 {
-        return Err(dropped(c, DropReason::ArpNotForUs));
+        return Err(c.count_drop(DropReason::ArpNotForUs));
     }
     let (sha, spa) = (a.sender_hw(), a.sender_ip());
     let probe = spa == [0; 4];
     if sha[0] & 1 != 0 || (!probe && (ipv4::never_a_source(spa[0]) || ipv4::is_loopback(spa[0]))) {
-        return Err(dropped(c, DropReason::Source));
+        return Err(c.count_drop(DropReason::Source));
     }
     if spa == cfg.ipv4 {
-        return Err(dropped(c, DropReason::ArpConflict));
+        return Err(c.count_drop(DropReason::ArpConflict));
     }
     a.set_operation(arp::ARP_REPLY);
     a.set_target_hw(sha);
@@ -1279,7 +1284,7 @@ greeting_probability = {greet}
             w1.begin_burst(MID);
             w2.begin_burst(MID);
             let v1 = answer(&mut w1, &c, &mut f1);
-            let v2 = answer_any(&mut w2, &c, &mut f2).unwrap_or_else(Verdict::Drop);
+            let v2 = answer_any(&mut w2, &c, &mut f2).unwrap_or_else(Verdict::from);
             proptest::prop_assert_eq!(v1, v2);
             proptest::prop_assert_eq!(f1, f2);
             proptest::prop_assert_eq!(w1.counters().snapshot(), w2.counters().snapshot());

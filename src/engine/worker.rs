@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use crate::counters::{Counters, DropReason, Event};
+use crate::counters::{Counters, DropReason, Dropped, Event};
 use crate::engine::config::{Live, RoundAt};
 use crate::engine::users::{Admit, TableClock, UserTable};
 use crate::engine::winners::{WinCheck, WinnerTable};
@@ -223,12 +223,12 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
     }
 
     /// Decides one SHAKE/1 request and rewrites `payload` into its answer, or says why it is
-    /// dropped. Counts either way.
+    /// dropped. Counts either way: a [`Dropped`] is already counted.
     #[inline]
-    pub fn shake(&mut self, payload: &mut [u8]) -> Result<Outcome, DropReason> {
+    pub fn shake(&mut self, payload: &mut [u8]) -> Result<Outcome, Dropped> {
         match <&mut [u8; shake::PAYLOAD_LEN]>::try_from(payload) {
             Ok(p) => self.shake_payload(p),
-            Err(_) => Err(self.dropped(DropReason::PayloadLength)),
+            Err(_) => Err(self.counters.count_drop(DropReason::PayloadLength)),
         }
     }
 
@@ -237,19 +237,19 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
     pub fn shake_payload(
         &mut self,
         payload: &mut [u8; shake::PAYLOAD_LEN],
-    ) -> Result<Outcome, DropReason> {
+    ) -> Result<Outcome, Dropped> {
         let req = ShakeRequest::new_unchecked(&*payload);
         if req.magic() != shake::MAGIC {
-            return Err(self.dropped(DropReason::Magic));
+            return Err(self.counters.count_drop(DropReason::Magic));
         }
         if req.version() != shake::VERSION {
-            return Err(self.dropped(DropReason::Version));
+            return Err(self.counters.count_drop(DropReason::Version));
         }
         if req.kind() != shake::KIND_SHAKE {
-            return Err(self.dropped(DropReason::Kind));
+            return Err(self.counters.count_drop(DropReason::Kind));
         }
         if req.shakes() == 0 {
-            return Err(self.dropped(DropReason::ZeroShakes));
+            return Err(self.counters.count_drop(DropReason::ZeroShakes));
         }
         let user_id = req.user_id();
         let client_version = req.config_version();
@@ -279,12 +279,6 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         shake::write_answer_over_request(payload, &a);
         self.counters.outcome(a.outcome);
         Ok(a.outcome)
-    }
-
-    #[inline]
-    fn dropped(&self, d: DropReason) -> DropReason {
-        self.counters.dropped(d);
-        d
     }
 
     #[inline]
