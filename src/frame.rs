@@ -119,8 +119,35 @@ pub fn process_burst<S: SeedSource, J: ClaimSink>(
         if let Some(f) = frames.get(i + PREFETCH_AHEAD) {
             prefetch_user_of(worker, f);
         }
-        verdicts[i] = process_frame(worker, cfg, frames[i]);
+        decide_into(worker, cfg, frames[i], &mut verdicts[i]);
     }
+}
+
+/// [`process_frame`] into the burst's verdict slot. The common request's verdict is stored
+/// here; any other frame's by [`answer_other`], out of line: its verdict arrives in memory,
+/// and merging the two stores made the common path store every field of the widest
+/// variant through the stack.
+#[inline(always)]
+fn decide_into<S: SeedSource, J: ClaimSink>(
+    worker: &mut Worker<S, J>,
+    cfg: &FrameConfig,
+    frame: &mut [u8],
+    out: &mut Verdict,
+) {
+    match common_request(frame) {
+        Some(f) => *out = answer_common(worker, cfg, f),
+        None => answer_other(worker, cfg, frame, out),
+    }
+}
+
+#[inline(never)]
+fn answer_other<S: SeedSource, J: ClaimSink>(
+    worker: &mut Worker<S, J>,
+    cfg: &FrameConfig,
+    frame: &mut [u8],
+    out: &mut Verdict,
+) {
+    *out = answer_any(worker, cfg, frame).unwrap_or_else(Verdict::from);
 }
 
 /// Starts loading the table bucket of the frame's user for a burst that is decided on a
@@ -971,6 +998,53 @@ greeting_probability = {greet}
         let hl = ip.header_len();
         let tl = ip.total_len() as usize;
         UdpPacket::new_unchecked(&mut f[14 + hl..14 + tl]).fill_checksum(s, d);
+    }
+
+    /// The engine tests the request header (magic, version, kind, shakes) with one compare
+    /// and names the fault out of line: with any set of faults, the reason is the first in
+    /// that order, counted once, on the common path and with the frame's IP options (the
+    /// general path) alike.
+    #[test]
+    fn a_bad_request_header_is_dropped_under_its_first_fault() {
+        let mut w = worker(Setup::default());
+        let faults = [
+            (DropReason::Magic, 0, b'X'),
+            (DropReason::Version, 2, 2),
+            (DropReason::Kind, 3, 0x81),
+            (DropReason::ZeroShakes, 4, 0),
+        ];
+        for set in 1u8..16 {
+            for vlan in [None, Some(7)] {
+                let r = client::request(&TOKEN, 1, 77, 2_000_000_000, 0xfeed);
+                let mut buf = vec![0u8; 256];
+                let len = Flow { vlan, ..flow() }.emit(&mut buf, &client::payload(&r), 1);
+                buf.truncate(len);
+                let p = len - PAYLOAD_LEN;
+                for (bit, &(_, at, value)) in faults.iter().enumerate() {
+                    if set & (1 << bit) != 0 {
+                        buf[p + at] = value;
+                        if at == 4 {
+                            buf[p + 5] = 0;
+                        }
+                    }
+                }
+                let l3 = len - PAYLOAD_LEN - udp::HEADER_LEN - ipv4::HEADER_LEN;
+                let mut ip = Ipv4Packet::new_unchecked(&mut buf[l3..]);
+                let (s, d) = (ip.src_addr(), ip.dst_addr());
+                ip.fill_checksum();
+                UdpPacket::new_unchecked(&mut buf[l3 + ipv4::HEADER_LEN..]).fill_checksum(s, d);
+                let want = faults[set.trailing_zeros() as usize].0;
+                let before = w.counters().snapshot();
+                assert_eq!(
+                    drop_of(&mut w, &mut buf),
+                    want,
+                    "faults {set:04b}, vlan {vlan:?}"
+                );
+                let after = w.counters().snapshot();
+                assert_eq!(after.dropped_total(), before.dropped_total() + 1);
+                assert_eq!(after.dropped(want), before.dropped(want) + 1);
+            }
+        }
     }
 
     #[test]
