@@ -99,7 +99,7 @@ greeting_probability = 0.3
         udp_port: 7000,
         tx_udp_offload: false,
     };
-    let mut rng = shake::engine::rng::Rng::new(99);
+    let mut rng = shake::rng::Rng::new(99);
     let mut pool = vec![[0u8; FRAME]; POOL];
     for (i, f) in pool.iter_mut().enumerate() {
         let user = rng.below(users);

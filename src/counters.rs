@@ -15,6 +15,11 @@
 //!   [`Snapshot::decided`]), or a drop under exactly one [`DropReason`], counted by whoever
 //!   drops it (the frame layer, the engine, the I/O layer). [`DropReason`] is the one list.
 //!
+//! A layer that hands a drop up (the engine's payload checks to the frame layer, the frame
+//! layer's to its verdict) hands up a [`Dropped`], which only [`Counters::count_drop`]
+//! makes: a drop that reaches a verdict has been counted, once, by the layer that decided
+//! it, and no layer keeps a list of the reasons another one counts.
+//!
 //! Per worker the sum need not hold (a worker counts `rx` for what it hands over, its owner
 //! the answers); over the node it does.
 
@@ -122,6 +127,21 @@ reasons! {
     }
 }
 
+/// A drop that has been counted. Only [`Counters::count_drop`] makes one, so a function
+/// that returns it (the engine's payload checks, the frame layer's header checks) cannot
+/// have forgotten to count it, nor can its caller count it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[must_use]
+pub struct Dropped(DropReason);
+
+impl Dropped {
+    /// Why the frame was dropped.
+    #[inline]
+    pub const fn reason(self) -> DropReason {
+        self.0
+    }
+}
+
 /// What a transmitted frame answers: a SHAKE/1 request (by the outcome of its answer), an
 /// ARP request or an ICMP echo request. The frame layer says it in its verdict and the I/O
 /// layer counts it when TX takes the frame. One byte: it travels with every answer.
@@ -216,9 +236,18 @@ impl Counters {
     pub fn sent(&self, r: Reply) {
         bump(&self.sent[r.index()], 1);
     }
+    /// A drop the caller does not hand on (the I/O layer's own).
     #[inline]
     pub fn dropped(&self, d: DropReason) {
         bump(&self.drops[d as usize], 1);
+    }
+    /// Counts a drop that is handed on, as the [`Dropped`] that says it was counted. Out of
+    /// line: drops are the rare path.
+    #[cold]
+    #[inline(never)]
+    pub fn count_drop(&self, d: DropReason) -> Dropped {
+        self.dropped(d);
+        Dropped(d)
     }
     #[inline]
     pub fn event(&self, e: Event) {
@@ -440,7 +469,7 @@ mod test {
         c.sent(Reply::shake(Outcome::RedPacket));
         c.sent(Reply::shake(Outcome::RedPacket));
         c.sent(Reply::ARP);
-        c.dropped(DropReason::Magic);
+        assert_eq!(c.count_drop(DropReason::Magic).reason(), DropReason::Magic);
         c.dropped(DropReason::TxFull);
         c.event(Event::Shed);
         bump(&c.rx, 5);

@@ -12,7 +12,9 @@
 //! timestamps meant for the forward path), so an answer with options stripped is shorter.
 //!
 //! Counting: every drop is counted once, where it is decided (here, or in the engine for the
-//! payload checks); an answer is only a [`Verdict`] that says what it answers ([`Reply`]),
+//! payload checks), by [`Counters::count_drop`], the only maker of the [`Dropped`] that a
+//! [`Verdict::Drop`] is made from here: no drop reaches a verdict uncounted, and none is
+//! counted twice. An answer is only a [`Verdict`] that says what it answers ([`Reply`]),
 //! and the I/O layer counts it when TX takes it, as it counts `rx` when it receives.
 //!
 //! Sources that must never get an answer (SPEC 2) are dropped as [`DropReason::Source`]: a
@@ -23,7 +25,7 @@
 //! address is taken; a station giving our address as its own is a conflict
 //! ([`DropReason::ArpConflict`]), counted, never answered.
 
-use crate::counters::{Counters, DropReason, Reply};
+use crate::counters::{Counters, DropReason, Dropped, Reply};
 use crate::engine::Worker;
 use crate::journal::ClaimSink;
 use crate::seed::SeedSource;
@@ -64,6 +66,15 @@ pub enum Verdict {
     },
     /// Dropped and counted.
     Drop(DropReason),
+}
+
+/// The verdict on a frame a layer dropped: made only from a [`Dropped`], so only from a
+/// counted drop.
+impl From<Dropped> for Verdict {
+    #[inline(always)]
+    fn from(d: Dropped) -> Verdict {
+        Verdict::Drop(d.reason())
+    }
 }
 
 impl Verdict {
@@ -108,8 +119,35 @@ pub fn process_burst<S: SeedSource, J: ClaimSink>(
         if let Some(f) = frames.get(i + PREFETCH_AHEAD) {
             prefetch_user_of(worker, f);
         }
-        verdicts[i] = process_frame(worker, cfg, frames[i]);
+        decide_into(worker, cfg, frames[i], &mut verdicts[i]);
     }
+}
+
+/// [`process_frame`] into the burst's verdict slot. The common request's verdict is stored
+/// here; any other frame's by [`answer_other`], out of line: its verdict arrives in memory,
+/// and merging the two stores made the common path store every field of the widest
+/// variant through the stack.
+#[inline(always)]
+fn decide_into<S: SeedSource, J: ClaimSink>(
+    worker: &mut Worker<S, J>,
+    cfg: &FrameConfig,
+    frame: &mut [u8],
+    out: &mut Verdict,
+) {
+    match common_request(frame) {
+        Some(f) => *out = answer_common(worker, cfg, f),
+        None => answer_other(worker, cfg, frame, out),
+    }
+}
+
+#[inline(never)]
+fn answer_other<S: SeedSource, J: ClaimSink>(
+    worker: &mut Worker<S, J>,
+    cfg: &FrameConfig,
+    frame: &mut [u8],
+    out: &mut Verdict,
+) {
+    *out = answer_any(worker, cfg, frame).unwrap_or_else(Verdict::from);
 }
 
 /// Starts loading the table bucket of the frame's user for a burst that is decided on a
@@ -193,16 +231,6 @@ pub fn process_frame<S: SeedSource, J: ClaimSink>(
     answer(worker, cfg, frame)
 }
 
-/// Counts a drop the frame layer decides and gives its reason back. Every
-/// drop path here goes through it (the engine counts its own), so nothing keeps a list of
-/// who counts what. Out of line: drops are the rare path.
-#[cold]
-#[inline(never)]
-fn dropped(counters: &Counters, d: DropReason) -> DropReason {
-    counters.dropped(d);
-    d
-}
-
 /// Whether a frame from this source must get no answer (SPEC 2): a group Ethernet source
 /// (the answer would go to the whole group), an IPv4 source no host sends from or loopback
 /// (RFC 1122 3.2.1.3, looked up by first octet), or our own address (a loop). `ours` is
@@ -230,7 +258,7 @@ fn answer<S: SeedSource, J: ClaimSink>(
 ) -> Verdict {
     match common_request(frame) {
         Some(f) => answer_common(worker, cfg, f),
-        None => answer_any(worker, cfg, frame).unwrap_or_else(Verdict::Drop),
+        None => answer_any(worker, cfg, frame).unwrap_or_else(Verdict::from),
     }
 }
 
@@ -336,24 +364,27 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
         .add_word(u64::from(ttl_word))
         .add_word(addrs);
     if ip_sum.fold() != 0xffff {
-        return Verdict::Drop(dropped(worker.counters(), DropReason::Ipv4Checksum));
+        return worker
+            .counters()
+            .count_drop(DropReason::Ipv4Checksum)
+            .into();
     }
     let ours = u32::from_ne_bytes(cfg.ipv4);
     if ne32::<{ IP + 16 }>(f) != ours {
-        return Verdict::Drop(dropped(worker.counters(), DropReason::NotForUs));
+        return worker.counters().count_drop(DropReason::NotForUs).into();
     }
     if head & FRAGMENT != 0 {
-        return Verdict::Drop(dropped(worker.counters(), DropReason::Fragment));
+        return worker.counters().count_drop(DropReason::Fragment).into();
     }
     if ne16::<{ UDP + 2 }>(f) != be16(cfg.udp_port) {
-        return Verdict::Drop(dropped(worker.counters(), DropReason::Port));
+        return worker.counters().count_drop(DropReason::Port).into();
     }
     // The source is our own address when the two halves of `addrs` are equal (the
     // destination is ours), its port is 0 when the first two bytes of the UDP header are.
     let udp = ne64::<UDP>(f);
     let from_us = addrs as u32 == (addrs >> 32) as u32;
     if never_answered(f[6], f[IP + 12], from_us) | (udp & UDP_SRC_PORT == 0) {
-        return Verdict::Drop(dropped(worker.counters(), DropReason::Source));
+        return worker.counters().count_drop(DropReason::Source).into();
     }
     if udp & UDP_CK != 0 {
         let sum = NativeSum::default()
@@ -362,13 +393,13 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
             .add_word(udp)
             .add_bytes(payload(f));
         if sum.fold() != 0xffff {
-            return Verdict::Drop(dropped(worker.counters(), DropReason::UdpChecksum));
+            return worker.counters().count_drop(DropReason::UdpChecksum).into();
         }
     }
     // The answer to a valid request, or a drop the engine counted.
     let reply = match worker.shake_payload(payload_mut(f)) {
         Ok(o) => Reply::shake(o),
-        Err(d) => return Verdict::Drop(d),
+        Err(d) => return d.into(),
     };
     // Ethernet and IP addresses and ports swap; only the TTL word of the IP header changes
     // its checksum (updated in native order, which RFC 1071 2.B allows as for the sums).
@@ -411,25 +442,26 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
     cfg: &FrameConfig,
     frame: &mut [u8],
-) -> Result<Verdict, DropReason> {
+) -> Result<Verdict, Dropped> {
     let c = worker.counters();
-    let eth = EthernetFrame::new_checked(&*frame).map_err(|_| dropped(c, DropReason::Truncated))?;
+    let eth =
+        EthernetFrame::new_checked(&*frame).map_err(|_| c.count_drop(DropReason::Truncated))?;
     let l3 = eth.header_len();
     match eth.ethertype() {
         ethernet::ETHERTYPE_IPV4 => {}
         ethernet::ETHERTYPE_ARP => return arp_reply(c, cfg, frame, l3),
-        _ => return Err(dropped(c, DropReason::Ethertype)),
+        _ => return Err(c.count_drop(DropReason::Ethertype)),
     }
-    let ip =
-        Ipv4Packet::new_checked(&frame[l3..]).map_err(|_| dropped(c, DropReason::Ipv4Malformed))?;
+    let ip = Ipv4Packet::new_checked(&frame[l3..])
+        .map_err(|_| c.count_drop(DropReason::Ipv4Malformed))?;
     if !ip.verify_checksum() {
-        return Err(dropped(c, DropReason::Ipv4Checksum));
+        return Err(c.count_drop(DropReason::Ipv4Checksum));
     }
     if ip.dst_addr() != cfg.ipv4 {
-        return Err(dropped(c, DropReason::NotForUs));
+        return Err(c.count_drop(DropReason::NotForUs));
     }
     if ip.is_fragment() {
-        return Err(dropped(c, DropReason::Fragment));
+        return Err(c.count_drop(DropReason::Fragment));
     }
     // Ethernet's source address, byte 0 (its group bit); the header is at least 14 bytes.
     let eth_src0 = frame[6];
@@ -441,19 +473,19 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
     match ip.protocol() {
         ipv4::PROTOCOL_UDP => {
             let u = UdpPacket::new_checked(&frame[l4..end])
-                .map_err(|_| dropped(c, DropReason::UdpMalformed))?;
+                .map_err(|_| c.count_drop(DropReason::UdpMalformed))?;
             if u.dst_port() != cfg.udp_port {
-                return Err(dropped(c, DropReason::Port));
+                return Err(c.count_drop(DropReason::Port));
             }
             if not_to_answer | (u.src_port() == 0) {
-                return Err(dropped(c, DropReason::Source));
+                return Err(c.count_drop(DropReason::Source));
             }
             if u.checksum() != 0 && !u.verify_checksum(src, dst) {
-                return Err(dropped(c, DropReason::UdpChecksum));
+                return Err(c.count_drop(DropReason::UdpChecksum));
             }
             let udp_len = u.len() as usize;
             if udp_len != udp::HEADER_LEN + PAYLOAD_LEN {
-                return Err(dropped(c, DropReason::PayloadLength));
+                return Err(c.count_drop(DropReason::PayloadLength));
             }
             let p = l4 + udp::HEADER_LEN;
             let reply = Reply::shake(worker.shake(&mut frame[p..p + PAYLOAD_LEN])?);
@@ -486,12 +518,12 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
         ipv4::PROTOCOL_ICMP => {
             // An echo to a broadcast or spoofed source is the Smurf reflection.
             if not_to_answer {
-                return Err(dropped(c, DropReason::Source));
+                return Err(c.count_drop(DropReason::Source));
             }
             let mut m = IcmpPacket::new_checked(&mut frame[l4..end])
-                .map_err(|_| dropped(c, DropReason::Icmp))?;
+                .map_err(|_| c.count_drop(DropReason::Icmp))?;
             if m.msg_type() != icmp::ECHO_REQUEST || m.code() != 0 || !m.verify_checksum() {
-                return Err(dropped(c, DropReason::Icmp));
+                return Err(c.count_drop(DropReason::Icmp));
             }
             m.make_echo_reply();
             let icmp_len = end - l4;
@@ -501,7 +533,7 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
                 reply: Reply::ICMP_ECHO,
             })
         }
-        _ => Err(dropped(c, DropReason::Protocol)),
+        _ => Err(c.count_drop(DropReason::Protocol)),
     }
 }
 
@@ -565,20 +597,20 @@ fn arp_reply(
     cfg: &FrameConfig,
     frame: &mut [u8],
     l3: usize,
-) -> Result<Verdict, DropReason> {
+) -> Result<Verdict, Dropped> {
     let len = frame.len();
     let mut a = ArpPacket::new_checked(&mut frame[l3..])
-        .map_err(|_| dropped(c, DropReason::ArpNotForUs))?;
+        .map_err(|_| c.count_drop(DropReason::ArpNotForUs))?;
     if a.operation() != arp::ARP_REQUEST || a.target_ip() != cfg.ipv4 {
-        return Err(dropped(c, DropReason::ArpNotForUs));
+        return Err(c.count_drop(DropReason::ArpNotForUs));
     }
     let (sha, spa) = (a.sender_hw(), a.sender_ip());
     let probe = spa == [0; 4];
     if sha[0] & 1 != 0 || (!probe && (ipv4::never_a_source(spa[0]) || ipv4::is_loopback(spa[0]))) {
-        return Err(dropped(c, DropReason::Source));
+        return Err(c.count_drop(DropReason::Source));
     }
     if spa == cfg.ipv4 {
-        return Err(dropped(c, DropReason::ArpConflict));
+        return Err(c.count_drop(DropReason::ArpConflict));
     }
     a.set_operation(arp::ARP_REPLY);
     a.set_target_hw(sha);
@@ -968,6 +1000,53 @@ greeting_probability = {greet}
         UdpPacket::new_unchecked(&mut f[14 + hl..14 + tl]).fill_checksum(s, d);
     }
 
+    /// The engine tests the request header (magic, version, kind, shakes) with one compare
+    /// and names the fault out of line: with any set of faults, the reason is the first in
+    /// that order, counted once, on the common path and with the frame's IP options (the
+    /// general path) alike.
+    #[test]
+    fn a_bad_request_header_is_dropped_under_its_first_fault() {
+        let mut w = worker(Setup::default());
+        let faults = [
+            (DropReason::Magic, 0, b'X'),
+            (DropReason::Version, 2, 2),
+            (DropReason::Kind, 3, 0x81),
+            (DropReason::ZeroShakes, 4, 0),
+        ];
+        for set in 1u8..16 {
+            for vlan in [None, Some(7)] {
+                let r = client::request(&TOKEN, 1, 77, 2_000_000_000, 0xfeed);
+                let mut buf = vec![0u8; 256];
+                let len = Flow { vlan, ..flow() }.emit(&mut buf, &client::payload(&r), 1);
+                buf.truncate(len);
+                let p = len - PAYLOAD_LEN;
+                for (bit, &(_, at, value)) in faults.iter().enumerate() {
+                    if set & (1 << bit) != 0 {
+                        buf[p + at] = value;
+                        if at == 4 {
+                            buf[p + 5] = 0;
+                        }
+                    }
+                }
+                let l3 = len - PAYLOAD_LEN - udp::HEADER_LEN - ipv4::HEADER_LEN;
+                let mut ip = Ipv4Packet::new_unchecked(&mut buf[l3..]);
+                let (s, d) = (ip.src_addr(), ip.dst_addr());
+                ip.fill_checksum();
+                UdpPacket::new_unchecked(&mut buf[l3 + ipv4::HEADER_LEN..]).fill_checksum(s, d);
+                let want = faults[set.trailing_zeros() as usize].0;
+                let before = w.counters().snapshot();
+                assert_eq!(
+                    drop_of(&mut w, &mut buf),
+                    want,
+                    "faults {set:04b}, vlan {vlan:?}"
+                );
+                let after = w.counters().snapshot();
+                assert_eq!(after.dropped_total(), before.dropped_total() + 1);
+                assert_eq!(after.dropped(want), before.dropped(want) + 1);
+            }
+        }
+    }
+
     #[test]
     fn every_drop_reason_is_counted() {
         let mut w = worker(Setup::default());
@@ -1279,7 +1358,7 @@ greeting_probability = {greet}
             w1.begin_burst(MID);
             w2.begin_burst(MID);
             let v1 = answer(&mut w1, &c, &mut f1);
-            let v2 = answer_any(&mut w2, &c, &mut f2).unwrap_or_else(Verdict::Drop);
+            let v2 = answer_any(&mut w2, &c, &mut f2).unwrap_or_else(Verdict::from);
             proptest::prop_assert_eq!(v1, v2);
             proptest::prop_assert_eq!(f1, f2);
             proptest::prop_assert_eq!(w1.counters().snapshot(), w2.counters().snapshot());

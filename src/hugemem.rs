@@ -35,10 +35,6 @@ const POPULATE_CHUNK: usize = 32 << 20;
 /// whose all-zero byte pattern is a valid value.
 pub unsafe trait Zeroable: Copy {}
 
-// SAFETY: a user-table bucket is four slots of integers (u64, u32, u32); all zeros is four
-// empty slots. Kept here so every unsafe line of the engine's memory lives in this module.
-unsafe impl Zeroable for crate::engine::users::Bucket {}
-
 /// A fixed-length array of `T` in its own anonymous mapping.
 pub struct HugeArray<T: Zeroable> {
     map: MmapMut,
@@ -81,8 +77,24 @@ fn populate(addr: usize, len: usize, cancel: &AtomicBool) {
 impl<T: Zeroable> HugeArray<T> {
     /// `len` zeroed elements. The huge-page hint is best effort: a kernel that refuses it
     /// still gives working (small-page) memory.
+    ///
+    /// A `len` whose size in bytes does not fit a slice (over `isize::MAX`, or past
+    /// `usize::MAX` where an unchecked product would wrap to a small mapping that `deref`
+    /// then overruns) is an `InvalidInput` error.
     pub fn zeroed(len: usize) -> std::io::Result<Self> {
-        let bytes = (len * std::mem::size_of::<T>()).max(1);
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .filter(|&b| b <= isize::MAX as usize)
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "a table of {len} elements of {} bytes is larger than the address space",
+                        std::mem::size_of::<T>()
+                    ),
+                )
+            })?
+            .max(1);
         let mut map = MmapMut::map_anon(bytes)?;
         let _ = map.advise(Advice::HugePage);
         // A mapping is page-aligned; any T here is aligned to at most a cache line.
@@ -179,6 +191,27 @@ mod test {
     struct Line([u64; 8]);
     // SAFETY: an array of integers; all zeros is a valid value.
     unsafe impl Zeroable for Line {}
+
+    /// A length whose byte size overflows is refused. Before the check, `len * 64` panicked
+    /// here (debug assertions) and wrapped in release: `usize::MAX / 64 + 2` elements made a
+    /// 64-byte mapping under a slice of 2^58 elements.
+    #[test]
+    fn a_size_past_the_address_space_is_an_error_not_a_short_mapping() {
+        for len in [
+            usize::MAX / 64 + 2,
+            usize::MAX,
+            isize::MAX as usize / 64 + 1,
+        ] {
+            let e = HugeArray::<Line>::zeroed(len).expect_err("no such table");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{len}: {e}");
+            assert!(e.to_string().contains(&len.to_string()), "{e}");
+        }
+        // The largest length that fits still gets as far as asking the kernel.
+        let fits = isize::MAX as usize / 64;
+        if let Err(e) = HugeArray::<Line>::zeroed(fits) {
+            assert_ne!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+        }
+    }
 
     #[test]
     fn zeroed_aligned_and_writable() {

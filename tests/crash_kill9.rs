@@ -109,7 +109,7 @@ max_cents = 100
         .write(p);
     seedgen(p, 2, 5);
 
-    let mut rng = shake::engine::rng::Rng::new(77);
+    let mut rng = shake::rng::Rng::new(77);
     let mut paid = Paid::new();
     let mut seq = 0u32;
     for _ in 0..KILLS {

@@ -198,7 +198,7 @@ proptest! {
 fn a_million_random_shakes_keep_every_limit() {
     let a = activity(3, 1);
     let mut w = worker(&a);
-    let mut rng = shake::engine::rng::Rng::new(2024);
+    let mut rng = shake::rng::Rng::new(2024);
     let mut issued: HashSet<u64> = HashSet::new();
     let mut per_user: HashMap<u64, Vec<u32>> = HashMap::new();
     let mut answered_red = 0usize;

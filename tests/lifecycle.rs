@@ -18,11 +18,11 @@ use std::thread::JoinHandle;
 
 use common::{reconcile, seedgen, NodeDir, NodeToml, TOKEN_KEY};
 use crossbeam::channel::Receiver;
+use shake::backend::{Backend, Running};
 use shake::client;
 use shake::counters::Counters;
 use shake::engine::config::{owner_worker, Live};
 use shake::engine::Worker;
-use shake::io::{Backend, Running};
 use shake::journal::ClaimSink;
 use shake::node::{unix_ms, Lifecycle, LifecycleError, Node};
 use shake::seed::SeedSource;

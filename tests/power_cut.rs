@@ -45,13 +45,13 @@ use std::time::{Duration, Instant};
 
 use seeds_util::{close, issue, owner};
 use shake::activity::Activity;
-use shake::engine::rng::Rng;
 use shake::journal::format::{
     decode, segment_name, segment_number, Slot, HEADER_LEN as JH, RECORD_LEN as JR,
 };
 use shake::journal::{JournalConfig, JournalReader, Kind, TailPolicy};
 use shake::reconcile::reconcile;
 use shake::recovery::{recover, Recovered, RecoveryConfig, WorkerRecovery};
+use shake::rng::Rng;
 use shake::seed::manifest::{generate, MANIFEST_FILE};
 use shake::seed::shard::{FORFEITED, HEADER_LEN as SH, ISSUED, RECORD_LEN as SR, UNISSUED};
 

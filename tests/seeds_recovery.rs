@@ -6,11 +6,11 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use seeds_util::{close, config, demo, flush, issue, owner, TempDir};
-use shake::engine::rng::Rng;
 use shake::journal::format::{segment_name, HEADER_LEN as JH, RECORD_LEN as JR};
 use shake::journal::{Claim, ClaimSink, JournalReader, Kind, TailPolicy};
 use shake::reconcile::reconcile;
 use shake::recovery::{recover, Recovered};
+use shake::rng::Rng;
 use shake::seed::manifest::{generate, MANIFEST_FILE};
 use shake::seed::shard::{
     ShardExpect, ShardImage, FORFEITED, HEADER_LEN, ISSUED, RECORD_LEN, UNISSUED,

@@ -1,4 +1,4 @@
-//! The DPDK appliance as a node backend ([`crate::io::Backend`]): the node's lifecycle opens
+//! The DPDK appliance as a node backend ([`crate::backend::Backend`]): the node's lifecycle opens
 //! it (ports, queues, rings) before any seed file changes, learns the worker count from the
 //! worker lcores, then starts the engine workers behind the frame layer on them.
 
@@ -12,10 +12,10 @@ use super::eal::Eal;
 use super::error::DpdkError;
 use super::processor::{frame_configs, FrameProcessor};
 use super::telemetry;
+use crate::backend::{Backend, Running};
 use crate::counters::Counters;
 use crate::engine::config::Live;
 use crate::engine::Worker;
-use crate::io::{Backend, Running};
 use crate::journal::ClaimSink;
 use crate::node_config::NodeConfig;
 use crate::seed::SeedSource;

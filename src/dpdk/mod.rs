@@ -8,7 +8,7 @@
 //!   (and in-process ring ports for tests and generators).
 //! - [`appliance`]: ports and rings for one worker per lcore, the workers launched on their
 //!   lcores and joined; [`backend`]: that appliance as the node's backend
-//!   ([`crate::io::Backend`]), with the engine workers behind the frame layer.
+//!   ([`crate::backend::Backend`]), with the engine workers behind the frame layer.
 //! - [`worker`]: the poll loop of one lcore, and [`backlog`]: its TX backlog per port, where
 //!   answers TX did not take wait for the next poll.
 //! - [`telemetry`]: `/shake/stats` on the DPDK telemetry socket.

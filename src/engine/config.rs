@@ -10,8 +10,8 @@ use std::sync::Arc;
 use hashbrown::HashSet;
 
 use crate::activity::{Activity, Limits};
-use crate::engine::rng::threshold;
 use crate::mac::MacKey;
+use crate::rng::threshold;
 
 /// A round on the node's clock.
 #[derive(Debug, Clone, PartialEq)]

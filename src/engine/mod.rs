@@ -1,6 +1,5 @@
 //! One worker's state and the decision for one shake.
 pub mod config;
-pub mod rng;
 pub mod users;
 pub mod winners;
 pub mod worker;

@@ -11,7 +11,7 @@
 //! never fills up with users who left. If a probe window holds neither the user, a free slot
 //! nor an expired one, the shake is refused as overload instead of growing the table.
 
-use crate::hugemem::HugeArray;
+use crate::hugemem::{HugeArray, Zeroable};
 
 /// Buckets probed from a user's home bucket.
 pub const PROBE_BUCKETS: usize = 4;
@@ -32,6 +32,18 @@ pub(crate) struct Slot {
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(64))]
 pub(crate) struct Bucket([Slot; SLOTS]);
+
+// A bucket is exactly its four slots and a slot exactly its three integers: no padding
+// bytes, whose zero pattern the claim below would also have to cover.
+const _: () = assert!(std::mem::size_of::<Slot>() == 8 + 4 + 4);
+const _: () = assert!(std::mem::size_of::<Bucket>() == SLOTS * std::mem::size_of::<Slot>());
+
+// The one unsafe line outside the memory and DPDK modules: the promise `HugeArray` needs,
+// made where the type is defined so a change to `Slot` is made beside it.
+#[allow(unsafe_code)]
+// SAFETY: a bucket is four slots of integers (u64, u32, u32) without padding (asserted
+// above) and holds no pointers; all zeros is four empty slots (flags bit 0 clear).
+unsafe impl Zeroable for Bucket {}
 
 /// A time on the table's 32-bit millisecond clock, and when a user admitted then may come
 /// back.
@@ -79,7 +91,12 @@ impl UserTable {
     /// As [`new`](Self::new), with a failed mapping (not enough memory for the planned users)
     /// as an error.
     pub fn try_new(users: usize, now_ms: u64) -> std::io::Result<Self> {
-        let bytes = users.max(1) * BYTES_PER_USER;
+        let bytes = users.max(1).checked_mul(BYTES_PER_USER).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{users} users need more bytes than the address space has"),
+            )
+        })?;
         let n = bytes
             .div_ceil(std::mem::size_of::<Bucket>())
             .max(PROBE_BUCKETS);
@@ -210,6 +227,16 @@ mod test {
         assert_eq!(t.admit(7, 5_999, 5_000), Admit::Throttled(1));
         assert_eq!(t.admit(7, 6_000, 5_000), Admit::Ok);
         assert_eq!(t.len(), 2);
+    }
+
+    /// A user count whose table size overflows is an error. Before the check it panicked in
+    /// a debug build and, in release, wrapped to a table far smaller than planned.
+    #[test]
+    fn a_user_count_past_the_address_space_is_an_error() {
+        for users in [usize::MAX / BYTES_PER_USER + 1, usize::MAX] {
+            let e = UserTable::try_new(users, 0).expect_err("no such table");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{users}: {e}");
+        }
     }
 
     #[test]

@@ -11,12 +11,12 @@
 
 use std::sync::Arc;
 
-use crate::counters::{Counters, DropReason, Event};
+use crate::counters::{Counters, DropReason, Dropped, Event};
 use crate::engine::config::{Live, RoundAt};
-use crate::engine::rng::Rng;
 use crate::engine::users::{Admit, TableClock, UserTable};
 use crate::engine::winners::{WinCheck, WinnerTable};
 use crate::journal::{Claim, ClaimSink};
+use crate::rng::Rng;
 use crate::seed::SeedSource;
 use crate::wire::shake::{self, Outcome, ShakeAnswerRepr, ShakeRequest};
 
@@ -223,12 +223,12 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
     }
 
     /// Decides one SHAKE/1 request and rewrites `payload` into its answer, or says why it is
-    /// dropped. Counts either way.
+    /// dropped. Counts either way: a [`Dropped`] is already counted.
     #[inline]
-    pub fn shake(&mut self, payload: &mut [u8]) -> Result<Outcome, DropReason> {
+    pub fn shake(&mut self, payload: &mut [u8]) -> Result<Outcome, Dropped> {
         match <&mut [u8; shake::PAYLOAD_LEN]>::try_from(payload) {
             Ok(p) => self.shake_payload(p),
-            Err(_) => Err(self.dropped(DropReason::PayloadLength)),
+            Err(_) => Err(self.counters.count_drop(DropReason::PayloadLength)),
         }
     }
 
@@ -237,22 +237,26 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
     pub fn shake_payload(
         &mut self,
         payload: &mut [u8; shake::PAYLOAD_LEN],
-    ) -> Result<Outcome, DropReason> {
+    ) -> Result<Outcome, Dropped> {
+        // Magic, version and kind are the payload's first word: a request that has them
+        // right and at least one shake passes on two compares; any other is refused out of
+        // line, under the first check it fails.
+        const HEAD: u32 = u32::from_ne_bytes([
+            shake::MAGIC[0],
+            shake::MAGIC[1],
+            shake::VERSION,
+            shake::KIND_SHAKE,
+        ]);
+        const _: () = assert!(
+            shake::req::MAGIC.start == 0 && shake::req::VERSION == 2 && shake::req::KIND == 3
+        );
+        let head = u32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
+        let shakes = &payload[shake::req::SHAKES];
+        if head != HEAD || (shakes[0] | shakes[1]) == 0 {
+            return Err(self.refuse_header(payload));
+        }
         let req = ShakeRequest::new_unchecked(&*payload);
-        if req.magic() != shake::MAGIC {
-            return Err(self.dropped(DropReason::Magic));
-        }
-        if req.version() != shake::VERSION {
-            return Err(self.dropped(DropReason::Version));
-        }
-        if req.kind() != shake::KIND_SHAKE {
-            return Err(self.dropped(DropReason::Kind));
-        }
-        if req.shakes() == 0 {
-            return Err(self.dropped(DropReason::ZeroShakes));
-        }
         let user_id = req.user_id();
-        let client_version = req.config_version();
         let expiry = req.token_expiry();
         let token = req.token();
         let live = &*self.live;
@@ -271,20 +275,35 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             config_version: live.config_version,
             round_id: self.active_round_id,
         };
-        if live.config_version > client_version {
+        a.outcome = self.decide(&mut a, expiry, token);
+        // Checked after the decision, which needs every register the token's MAC can get:
+        // the request's config version is read again here (nothing has written it yet).
+        if a.config_version > req.config_version() {
             a.flags |= shake::FLAG_CONFIG_STALE;
             self.counters.event(Event::ConfigStale);
         }
-        a.outcome = self.decide(&mut a, expiry, token);
         shake::write_answer_over_request(payload, &a);
         self.counters.outcome(a.outcome);
         Ok(a.outcome)
     }
 
-    #[inline]
-    fn dropped(&self, d: DropReason) -> DropReason {
-        self.counters.dropped(d);
-        d
+    /// The drop for a request whose header [`shake_payload`](Self::shake_payload) refused:
+    /// magic, version, kind, then the number of shakes, in that order.
+    #[cold]
+    #[inline(never)]
+    fn refuse_header(&self, payload: &[u8; shake::PAYLOAD_LEN]) -> Dropped {
+        let req = ShakeRequest::new_unchecked(&payload[..]);
+        let reason = if req.magic() != shake::MAGIC {
+            DropReason::Magic
+        } else if req.version() != shake::VERSION {
+            DropReason::Version
+        } else if req.kind() != shake::KIND_SHAKE {
+            DropReason::Kind
+        } else {
+            debug_assert_eq!(req.shakes(), 0);
+            DropReason::ZeroShakes
+        };
+        self.counters.count_drop(reason)
     }
 
     #[inline]

@@ -398,7 +398,7 @@ pub struct SocketRunning<S: SeedSource, J: ClaimSink> {
     server: std::thread::JoinHandle<Result<Vec<Worker<S, J>>, SocketError>>,
 }
 
-impl super::Backend for SocketBackend {
+impl crate::backend::Backend for SocketBackend {
     type Error = SocketError;
     type Running<S: SeedSource + Send + 'static, J: ClaimSink + Send + 'static> =
         SocketRunning<S, J>;
@@ -438,7 +438,7 @@ impl super::Backend for SocketBackend {
     }
 }
 
-impl<S: SeedSource, J: ClaimSink> super::Running<S, J> for SocketRunning<S, J> {
+impl<S: SeedSource, J: ClaimSink> crate::backend::Running<S, J> for SocketRunning<S, J> {
     type Error = SocketError;
 
     fn describe(&self) -> String {

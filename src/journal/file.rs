@@ -26,7 +26,7 @@ use super::format::{
 };
 use super::reader::{list_segments, JournalEnd, JournalReader, SegmentInfo, TailPolicy};
 use super::{Claim, ClaimSink, SinkError};
-use crate::seed::mmap;
+use crate::mmap;
 
 /// How a journal is laid out on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! of 64 bytes; 64 divides the page size, so a record never straddles a page (a power cut
 //! cannot tear one across two pages) nor a cache line. See `seeds/FORMAT.md`.
 
-use crate::seed::shard::{le_u32, le_u64};
+use crate::le::{le_u32, le_u64};
 use std::path::{Path, PathBuf};
 
 use super::Claim;

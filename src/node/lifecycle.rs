@@ -1,6 +1,6 @@
 //! A node's one lifecycle, whatever its backend: check, open, recover, serve, stop.
 //!
-//! Every backend ([`crate::io::Backend`]: DPDK lcores, kernel sockets) runs the same steps
+//! Every backend ([`crate::backend::Backend`]: DPDK lcores, kernel sockets) runs the same steps
 //! in the same order, here and nowhere else:
 //!
 //! 1. [`Lifecycle::prepare`]: signal handlers, then the read-only half of recovery (manifest,
@@ -28,11 +28,11 @@ use std::time::Duration;
 use crossbeam::channel::Sender;
 
 use super::{DurableWorker, Flushers, Node, NodeError};
+use crate::backend::{Backend, Running};
 use crate::control::{serve_prometheus, Signals, Stats, Ticker};
 use crate::counters::Snapshot;
 use crate::engine::config::Live;
 use crate::engine::Worker;
-use crate::io::{Backend, Running};
 use crate::journal::{ClaimSink, JournalWriter};
 use crate::recovery::{RecoveryPlan, RecoverySummary};
 use crate::seed::{SeedSource, ShardSource};

@@ -330,7 +330,7 @@ fn user_table(users: usize, now_ms: u64) -> Result<UserTable, NodeError> {
     UserTable::try_new(users, now_ms).map_err(|e| {
         NodeError::Layout(format!(
             "user table for {users} users ({} MB): {e}; lower [node] planned_users",
-            (users * crate::engine::users::BYTES_PER_USER) >> 20
+            users.saturating_mul(crate::engine::users::BYTES_PER_USER) >> 20
         ))
     })
 }

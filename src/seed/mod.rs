@@ -10,7 +10,6 @@
 pub mod lease;
 pub mod manifest;
 pub mod memory;
-pub(crate) mod mmap;
 pub mod plan;
 pub mod shard;
 

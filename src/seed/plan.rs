@@ -4,7 +4,7 @@
 //! all see the same packets.
 
 use crate::activity::Activity;
-use crate::engine::rng::Rng;
+use crate::rng::Rng;
 
 use super::SeedRecord;
 

@@ -14,6 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::SeedRecord;
+use crate::le::{le_u32, le_u64};
 
 pub const MAGIC: [u8; 8] = *b"SHKSHARD";
 pub const VERSION: u32 = 1;
@@ -199,19 +200,6 @@ impl ShardHeader {
         }
         h
     }
-}
-
-/// Little-endian integers at fixed ranges of a header or record (shards and journals).
-pub(crate) fn le_u32(b: &[u8], r: std::ops::Range<usize>) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[r]);
-    u32::from_le_bytes(a)
-}
-
-pub(crate) fn le_u64(b: &[u8], r: std::ops::Range<usize>) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[r]);
-    u64::from_le_bytes(a)
 }
 
 /// Parses and checks a header (everything that does not need the records). `file_len` is the
@@ -607,7 +595,7 @@ impl ShardFile {
             .write(true)
             .open(path)
             .map_err(err)?;
-        super::mmap::lock_exclusive(&file).map_err(|e| {
+        crate::mmap::lock_exclusive(&file).map_err(|e| {
             if e.kind() == io::ErrorKind::WouldBlock {
                 ShardError::Locked {
                     path: path.to_path_buf(),
@@ -626,7 +614,7 @@ impl ShardFile {
         let map = if map_len == 0 {
             memmap2::MmapMut::map_anon(1).map_err(err)?
         } else {
-            super::mmap::map_shared(&file, HEADER_LEN as u64, map_len).map_err(err)?
+            crate::mmap::map_shared(&file, HEADER_LEN as u64, map_len).map_err(err)?
         };
         let records = if map_len == 0 { &[][..] } else { &map[..] };
         check_records(path, &header, &hb, records, expect.sponsors)?;

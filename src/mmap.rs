@@ -1,4 +1,5 @@
-//! Mapping shard and journal files into memory: the one module of the crate allowed `unsafe`.
+//! Mapping shard and journal files into memory: with [`crate::hugemem`] and the DPDK layer,
+//! the only code of the crate allowed `unsafe`. Below both money files, which share it.
 //!
 //! Shards and journal segments are written through `MAP_SHARED` mappings so that a store by
 //! the worker is in the kernel's page cache the moment it is made: a `kill -9` right after it

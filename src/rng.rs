@@ -1,4 +1,7 @@
-//! A fast per-worker PRNG for win and greeting draws, and seed planning.
+//! A fast PRNG for the workers' win and greeting draws and for seed planning.
+//!
+//! A shared piece below both of its users, the engine and the seeds, so neither reaches
+//! into the other for it.
 //!
 //! wyrand: one multiply per draw, 64-bit state, passes BigCrush/PractRand. Draws need to be
 //! fair and cheap, not secret: what a user wins is bounded by pacing and limits, not by the
