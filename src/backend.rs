@@ -46,13 +46,32 @@ pub trait Backend {
     fn workers_setting(&self) -> &'static str;
 
     /// Runs `workers` until `stop` is set; worker `i` takes new snapshots from `reloads[i]`
-    /// between bursts.
+    /// between bursts. If it cannot start them, it gives them back untouched, so that their
+    /// journals still close cleanly.
     fn start<S: SeedSource + Send + 'static, J: ClaimSink + Send + 'static>(
         self,
         workers: Vec<Worker<S, J>>,
         reloads: Vec<Receiver<Arc<Live>>>,
         stop: Arc<AtomicBool>,
-    ) -> Result<Self::Running<S, J>, Self::Error>;
+    ) -> Started<Self::Running<S, J>, S, J, Self::Error>;
+}
+
+/// What [`Backend::start`] gives: its workers running, or back with the reason.
+pub type Started<R, S, J, E> = Result<R, NotStarted<S, J, E>>;
+
+/// Workers a backend could not start, given back with the reason.
+pub struct NotStarted<S: SeedSource, J: ClaimSink, E> {
+    pub error: E,
+    pub workers: Vec<Worker<S, J>>,
+}
+
+/// What a backend gives back at the stop.
+pub struct Stopped<S: SeedSource, J: ClaimSink, E> {
+    /// Worker `i`, or `None` where it failed (a panic in the middle of a decision): its
+    /// state is not closed cleanly but left to recovery, as after a crash.
+    pub workers: Vec<Option<Worker<S, J>>>,
+    /// Why a worker failed.
+    pub error: Option<E>,
 }
 
 /// Workers running on a backend.
@@ -69,5 +88,5 @@ pub trait Running<S: SeedSource, J: ClaimSink> {
     fn finished(&self) -> bool;
 
     /// Waits for the workers to return (the stop flag is set) and gives them back in order.
-    fn join(self) -> Result<Vec<Worker<S, J>>, Self::Error>;
+    fn join(self) -> Stopped<S, J, Self::Error>;
 }

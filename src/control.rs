@@ -126,15 +126,47 @@ impl Ticker {
     }
 }
 
+/// The metrics endpoint's socket, bound before the node changes anything (a port in use is
+/// a start-up error, not one found while serving).
+#[derive(Debug)]
+pub struct MetricsListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl MetricsListener {
+    pub fn bind(addr: SocketAddr) -> std::io::Result<MetricsListener> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        Ok(MetricsListener { listener, addr })
+    }
+
+    /// The bound address (port 0 picks one).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
 /// Serves `GET /metrics` (any path) in Prometheus text format until `stop` is set.
 pub fn serve_prometheus(
     addr: SocketAddr,
     stats: Stats,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr)?;
-    let local = listener.local_addr()?;
-    listener.set_nonblocking(true)?;
+    serve_metrics(MetricsListener::bind(addr)?, stats, stop)
+}
+
+/// [`serve_prometheus`] on a socket bound before.
+pub fn serve_metrics(
+    metrics: MetricsListener,
+    stats: Stats,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let MetricsListener {
+        listener,
+        addr: local,
+    } = metrics;
     let handle = std::thread::Builder::new()
         .name("shake-prometheus".into())
         .spawn(move || {

@@ -7,6 +7,9 @@
 //!   closed, and reconcile is exact.
 //! - A backend that runs another number of workers than the seeds have shards is refused
 //!   before anything opens or changes.
+//! - A backend that cannot start its workers gives them back, and they close cleanly.
+//! - A worker that fails (a panic in the middle of a decision) is left to recovery, as after
+//!   a crash, while the others close cleanly.
 
 mod common;
 
@@ -18,7 +21,7 @@ use std::thread::JoinHandle;
 
 use common::{reconcile, seedgen, NodeDir, NodeToml, TOKEN_KEY};
 use crossbeam::channel::Receiver;
-use shake::backend::{Backend, Running};
+use shake::backend::{Backend, NotStarted, Running, Stopped};
 use shake::client;
 use shake::counters::Counters;
 use shake::engine::config::{owner_worker, Live};
@@ -33,9 +36,20 @@ const USERS: u64 = 400;
 /// Every worker decides one shake from each of the users it owns, then the backend stops.
 struct InProcess {
     workers: Option<usize>,
+    fail: Fail,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Fail {
+    Nothing,
+    /// The backend cannot start (a port in use, an lcore that does not launch).
+    Start,
+    /// Worker 0 fails while serving.
+    Worker0,
 }
 
 struct InProcessRunning<S: SeedSource, J: ClaimSink> {
+    fail: Fail,
     counters: Vec<Arc<Counters>>,
     thread: JoinHandle<Vec<Worker<S, J>>>,
 }
@@ -58,7 +72,11 @@ impl Backend for InProcess {
         mut workers: Vec<Worker<S, J>>,
         _reloads: Vec<Receiver<Arc<Live>>>,
         _stop: Arc<AtomicBool>,
-    ) -> Result<InProcessRunning<S, J>, std::io::Error> {
+    ) -> Result<InProcessRunning<S, J>, NotStarted<S, J, std::io::Error>> {
+        if self.fail == Fail::Start {
+            let error = std::io::Error::other("the test backend does not start");
+            return Err(NotStarted { error, workers });
+        }
         let counters = workers.iter().map(|w| w.counters().clone()).collect();
         let thread = std::thread::Builder::new().spawn(move || {
             let n = workers.len() as u32;
@@ -73,8 +91,21 @@ impl Backend for InProcess {
                 let _ = w.shake(&mut p);
             }
             workers
-        })?;
-        Ok(InProcessRunning { counters, thread })
+        });
+        let thread = match thread {
+            Ok(t) => t,
+            Err(error) => {
+                return Err(NotStarted {
+                    error,
+                    workers: Vec::new(),
+                })
+            }
+        };
+        Ok(InProcessRunning {
+            fail: self.fail,
+            counters,
+            thread,
+        })
     }
 }
 
@@ -93,10 +124,15 @@ impl<S: SeedSource, J: ClaimSink> Running<S, J> for InProcessRunning<S, J> {
         self.thread.is_finished()
     }
 
-    fn join(self) -> Result<Vec<Worker<S, J>>, std::io::Error> {
-        self.thread
-            .join()
-            .map_err(|_| std::io::Error::other("the test backend panicked"))
+    fn join(self) -> Stopped<S, J, std::io::Error> {
+        let mut workers: Vec<_> = self.thread.join().unwrap().into_iter().map(Some).collect();
+        let mut error = None;
+        if self.fail == Fail::Worker0 {
+            // As a panic would: the worker's state is not trusted, nothing closes it.
+            workers[0] = None;
+            error = Some(std::io::Error::other("worker 0 panicked"));
+        }
+        Stopped { workers, error }
     }
 }
 
@@ -150,7 +186,10 @@ fn a_backend_that_stops_by_itself_stops_the_node_and_every_journal_closes() {
     let node = durable_node(2);
     let lifecycle = Lifecycle::prepare(Node::load(&node.config()).unwrap()).unwrap();
     let total = lifecycle
-        .run(InProcess { workers: None })
+        .run(InProcess {
+            workers: None,
+            fail: Fail::Nothing,
+        })
         .expect("the node stops cleanly when its backend does");
     let decided: u64 = total.decided.iter().sum();
     assert_eq!(decided, USERS, "{}", total.line());
@@ -176,7 +215,12 @@ fn a_backend_with_another_worker_count_is_refused_before_anything_changes() {
     let node = durable_node(1);
     let before = files(node.path());
     let lifecycle = Lifecycle::prepare(Node::load(&node.config()).unwrap()).unwrap();
-    let e = lifecycle.run(InProcess { workers: Some(2) }).unwrap_err();
+    let e = lifecycle
+        .run(InProcess {
+            workers: Some(2),
+            fail: Fail::Nothing,
+        })
+        .unwrap_err();
     assert!(
         matches!(
             e,
@@ -190,4 +234,42 @@ fn a_backend_with_another_worker_count_is_refused_before_anything_changes() {
     );
     assert!(e.to_string().contains("the test backend"), "{e}");
     assert_eq!(files(node.path()), before, "nothing changed");
+}
+
+/// Which shards the next start finds unclean, by worker.
+fn unclean(node: &NodeDir) -> Vec<bool> {
+    let next = Node::load(&node.config()).unwrap();
+    let plan = next.check_durable(unix_ms(), false).unwrap();
+    plan.summary().workers.iter().map(|w| w.unclean).collect()
+}
+
+#[test]
+fn workers_a_backend_cannot_start_come_back_and_close_cleanly() {
+    let node = durable_node(2);
+    let lifecycle = Lifecycle::prepare(Node::load(&node.config()).unwrap()).unwrap();
+    let e = lifecycle
+        .run(InProcess {
+            workers: None,
+            fail: Fail::Start,
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("does not start"), "{e}");
+    assert_eq!(unclean(&node), [false, false]);
+}
+
+#[test]
+fn a_failed_worker_is_left_to_recovery_and_the_others_close_cleanly() {
+    let node = durable_node(2);
+    let lifecycle = Lifecycle::prepare(Node::load(&node.config()).unwrap()).unwrap();
+    let e = lifecycle
+        .run(InProcess {
+            workers: None,
+            fail: Fail::Worker0,
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("worker 0 panicked"), "{e}");
+    assert_eq!(unclean(&node), [true, false]);
+    // Recovery takes the failed worker's claims from its journal: reconcile is exact.
+    let report = reconcile(node.path());
+    assert!(report.contains("exact"), "{report}");
 }

@@ -92,17 +92,20 @@ impl<'eal> Opened<'eal> {
 
     /// Launches worker `i` with `processors[i]` on the `i`-th worker lcore. Workers run
     /// until `stop` is set (by a signal, the caller, or a worker that failed).
+    /// If the workers cannot all start, none runs, and the processors come back with the
+    /// error.
     pub fn start<P: BurstProcessor + Send + 'static>(
         self,
         stop: Arc<AtomicBool>,
         processors: Vec<P>,
-    ) -> Result<Appliance<'eal, P>, DpdkError> {
+    ) -> Result<Appliance<'eal, P>, (DpdkError, Vec<P>)> {
         let workers = self.lcores.len();
         if processors.len() != workers {
-            return Err(DpdkError::Config(format!(
+            let e = DpdkError::Config(format!(
                 "{} processors for {workers} worker lcores",
                 processors.len()
-            )));
+            ));
+            return Err((e, processors));
         }
         let ports_of_worker: Vec<WorkerPort> = self
             .infos
@@ -122,13 +125,14 @@ impl<'eal> Opened<'eal> {
             },
             ports: self.ports,
         };
-        let parts = self
+        let mut parts = self
             .to
             .into_iter()
             .zip(self.from)
             .zip(self.queues)
-            .zip(processors);
-        for (index, (((to, from), (rx, tx)), processor)) in parts.enumerate() {
+            .zip(processors)
+            .enumerate();
+        while let Some((index, (((to, from), (rx, tx)), processor))) = parts.next() {
             let lcore = self.lcores[index];
             let raw = Box::into_raw(Box::new(Task {
                 lcore,
@@ -164,10 +168,13 @@ impl<'eal> Opened<'eal> {
                 // Never launched: take it back now so join does not wait for it.
                 app.tasks.pop();
                 // SAFETY: raw came from Box::into_raw above and no lcore received it.
-                drop(unsafe { Box::from_raw(raw) });
+                let task = unsafe { Box::from_raw(raw) };
                 let e = DpdkError::errno(format!("rte_eal_remote_launch on lcore {lcore}"), -ret);
-                drop(app.join_inner());
-                return Err(e);
+                // Stop those launched and give every processor back, in order.
+                let (mut back, _) = app.join_inner();
+                back.push(Some(task.worker.processor));
+                back.extend(parts.map(|(_, (_, processor))| Some(processor)));
+                return Err((e, back.into_iter().flatten().collect()));
             }
         }
         Ok(app)
@@ -218,14 +225,23 @@ impl<'eal, P: BurstProcessor + Send + 'static> Appliance<'eal, P> {
 
     /// Stops the workers, waits for their lcores, frees the hand-off rings, stops and closes
     /// the ports, and returns the processors (worker order) so their journals can be flushed.
-    pub fn join(mut self) -> Result<Vec<P>, DpdkError> {
+    pub fn join(self) -> Result<Vec<P>, DpdkError> {
+        match self.join_each() {
+            (processors, None) => Ok(processors.into_iter().flatten().collect()),
+            (_, Some(e)) => Err(e),
+        }
+    }
+
+    /// [`join`](Self::join), giving back every processor whose worker did not fail (`None`
+    /// for one that panicked: its state is not trusted) and the first failure.
+    pub fn join_each(mut self) -> (Vec<Option<P>>, Option<DpdkError>) {
         let result = self.join_inner();
         // Ports stop and close (and their pools go) when self drops, after the rings.
         drop(self);
         result
     }
 
-    fn join_inner(&mut self) -> Result<Vec<P>, DpdkError> {
+    fn join_inner(&mut self) -> (Vec<Option<P>>, Option<DpdkError>) {
         self.stop.store(true, Ordering::Relaxed);
         let mut processors = Vec::with_capacity(self.tasks.len());
         let mut failure = None;
@@ -240,21 +256,21 @@ impl<'eal, P: BurstProcessor + Send + 'static> Appliance<'eal, P> {
             let Task {
                 worker, failure: f, ..
             } = *task;
-            if let (Some(message), None) = (f, &failure) {
-                failure = Some(DpdkError::Worker {
-                    worker: index,
-                    lcore,
-                    message,
-                });
-            }
             // Rings and queue handles go as the loops drop (draining any mbufs left in the
             // rings), before the ports and pools.
-            processors.push(worker.processor);
+            match f {
+                None => processors.push(Some(worker.processor)),
+                Some(message) => {
+                    processors.push(None);
+                    failure.get_or_insert(DpdkError::Worker {
+                        worker: index,
+                        lcore,
+                        message,
+                    });
+                }
+            }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(processors),
-        }
+        (processors, failure)
     }
 }
 
@@ -362,5 +378,5 @@ where
 {
     let opened = open(eal, config)?;
     let processors = make_processors(opened.workers(), opened.ports());
-    opened.start(stop, processors)
+    opened.start(stop, processors).map_err(|(e, _)| e)
 }

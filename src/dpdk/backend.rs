@@ -12,7 +12,7 @@ use super::eal::Eal;
 use super::error::DpdkError;
 use super::processor::{frame_configs, FrameProcessor};
 use super::telemetry;
-use crate::backend::{Backend, Running};
+use crate::backend::{Backend, NotStarted, Running, Stopped};
 use crate::counters::Counters;
 use crate::engine::config::Live;
 use crate::engine::Worker;
@@ -68,7 +68,7 @@ impl<'eal> Backend for DpdkBackend<'eal> {
         workers: Vec<Worker<S, J>>,
         reloads: Vec<Receiver<Arc<Live>>>,
         stop: Arc<AtomicBool>,
-    ) -> Result<DpdkRunning<'eal, S, J>, DpdkError> {
+    ) -> Result<DpdkRunning<'eal, S, J>, NotStarted<S, J, DpdkError>> {
         let frame = frame_configs(self.ipv4, self.udp_port, self.opened.ports());
         let processors = workers
             .into_iter()
@@ -92,9 +92,21 @@ impl<'eal> Backend for DpdkBackend<'eal> {
             self.opened.lcores(),
             self.eal.main_lcore()
         );
-        let app = self.opened.start(stop, processors)?;
+        let app = match self.opened.start(stop, processors) {
+            Ok(app) => app,
+            Err((error, processors)) => {
+                let workers = processors.into_iter().map(|p| p.worker).collect();
+                return Err(NotStarted { error, workers });
+            }
+        };
         if self.telemetry {
-            telemetry::publish(app.stats().clone())?;
+            // The counters on the telemetry socket are a convenience: serve without them.
+            if let Err(e) = telemetry::publish(app.stats().clone()) {
+                eprintln!(
+                    "shake: {} not published on the telemetry socket: {e}",
+                    telemetry::COMMAND
+                );
+            }
         }
         Ok(DpdkRunning {
             app,
@@ -124,11 +136,17 @@ impl<S: SeedSource + Send + 'static, J: ClaimSink + Send + 'static> Running<S, J
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn join(self) -> Result<Vec<Worker<S, J>>, DpdkError> {
+    fn join(self) -> Stopped<S, J, DpdkError> {
         if self.telemetry {
             telemetry::withdraw();
         }
-        let processors = self.app.join()?;
-        Ok(processors.into_iter().map(|p| p.worker).collect())
+        let (processors, error) = self.app.join_each();
+        Stopped {
+            workers: processors
+                .into_iter()
+                .map(|p| p.map(|p| p.worker))
+                .collect(),
+            error,
+        }
     }
 }

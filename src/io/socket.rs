@@ -27,6 +27,7 @@
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,7 @@ use nix::sys::socket::{MsgFlags, SockaddrIn};
 
 pub use super::mmsg::MAX_BATCH;
 use super::mmsg::{RecvBatch, SendBatch};
+use crate::backend::{Backend, NotStarted, Running, Stopped};
 use crate::counters::{bump, Counters, DropReason, Reply};
 use crate::engine::config::{owner_worker, Live};
 use crate::engine::Worker;
@@ -104,8 +106,13 @@ pub fn bind(addr: SocketAddr, n: usize) -> Result<Vec<UdpSocket>, SocketError> {
 /// A shake handed from the thread that received it to the worker that owns its user.
 type Handoff = (SocketAddrV4, [u8; PAYLOAD_LEN]);
 
+/// What [`serve`] gives back: the workers (`None` where one failed) and the first failure.
+pub type Served<S, J> = (Vec<Option<Worker<S, J>>>, Option<SocketError>);
+
 /// Runs one thread per worker until `stop` is set; returns the workers (so the caller can
-/// close their journals) in the order given. `reloads[i]` delivers new snapshots to worker i.
+/// close their journals) in the order given, `None` for one whose thread panicked (a bug: it
+/// also stops the others, and its journal is left to recovery), and the first failure.
+/// `reloads[i]` delivers new snapshots to worker i.
 pub fn serve<S, J>(
     sockets: Vec<UdpSocket>,
     workers: Vec<Worker<S, J>>,
@@ -113,7 +120,7 @@ pub fn serve<S, J>(
     batch: usize,
     stop: Arc<AtomicBool>,
     reloads: Vec<Receiver<Arc<Live>>>,
-) -> Result<Vec<Worker<S, J>>, SocketError>
+) -> Served<S, J>
 where
     S: SeedSource + Send + 'static,
     J: ClaimSink + Send + 'static,
@@ -125,11 +132,11 @@ where
     // Threads still receiving, and so still handing over.
     let receiving = Arc::new(AtomicUsize::new(n));
     let mut handles = Vec::with_capacity(n);
+    let mut failure = None;
     for (i, ((sock, worker), reload)) in sockets.into_iter().zip(workers).zip(reloads).enumerate() {
-        let stop = stop.clone();
+        let (thread_stop, thread_receiving) = (stop.clone(), receiving.clone());
         let inboxes = inboxes.clone();
-        let receiving = receiving.clone();
-        let h = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("shake-sock-{i}"))
             .spawn(move || {
                 let mut t = Thread {
@@ -141,24 +148,37 @@ where
                     inboxes,
                     reload,
                 };
-                t.run(batch, &stop, &receiving);
-                t.worker
-            })
-            .map_err(SocketError::Spawn)?;
-        handles.push(h);
-    }
-    let mut out = Vec::with_capacity(n);
-    let mut panicked = false;
-    for h in handles {
-        match h.join() {
-            Ok(w) => out.push(w),
-            Err(_) => panicked = true,
+                let (stop, receiving) = (thread_stop, thread_receiving);
+                let ran = catch_unwind(AssertUnwindSafe(|| t.run(batch, &stop, &receiving)));
+                if ran.is_err() {
+                    // The node stops: this worker's users have nowhere else to go.
+                    stop.store(true, Ordering::Relaxed);
+                    return None;
+                }
+                Some(t.worker)
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                // The threads started stop; the worker that did not start is left to
+                // recovery with the rest of what did not start.
+                stop.store(true, Ordering::Relaxed);
+                receiving.fetch_sub(n - i, Ordering::Release);
+                failure = Some(SocketError::Spawn(e));
+                break;
+            }
         }
     }
-    if panicked {
-        return Err(SocketError::Panicked);
+    let mut out = Vec::with_capacity(n);
+    for h in handles {
+        let w = h.join().unwrap_or(None);
+        if w.is_none() {
+            failure.get_or_insert(SocketError::Panicked);
+        }
+        out.push(w);
     }
-    Ok(out)
+    out.resize_with(n, || None);
+    (out, failure)
 }
 
 struct Thread<S: SeedSource, J: ClaimSink> {
@@ -395,10 +415,10 @@ pub struct SocketBackend {
 pub struct SocketRunning<S: SeedSource, J: ClaimSink> {
     bound: SocketAddr,
     counters: Vec<Arc<Counters>>,
-    server: std::thread::JoinHandle<Result<Vec<Worker<S, J>>, SocketError>>,
+    server: std::thread::JoinHandle<Served<S, J>>,
 }
 
-impl crate::backend::Backend for SocketBackend {
+impl Backend for SocketBackend {
     type Error = SocketError;
     type Running<S: SeedSource + Send + 'static, J: ClaimSink + Send + 'static> =
         SocketRunning<S, J>;
@@ -416,29 +436,58 @@ impl crate::backend::Backend for SocketBackend {
         workers: Vec<Worker<S, J>>,
         reloads: Vec<Receiver<Arc<Live>>>,
         stop: Arc<AtomicBool>,
-    ) -> Result<SocketRunning<S, J>, SocketError> {
-        let sockets = bind(self.addr, workers.len())?;
-        let bound = sockets[0]
-            .local_addr()
-            .map_err(|source| SocketError::Bind {
-                addr: self.addr,
-                source,
-            })?;
+    ) -> Result<SocketRunning<S, J>, NotStarted<S, J, SocketError>> {
+        let bound = bind(self.addr, workers.len()).and_then(|sockets| {
+            let at = sockets[0]
+                .local_addr()
+                .map_err(|source| SocketError::Bind {
+                    addr: self.addr,
+                    source,
+                })?;
+            Ok((sockets, at))
+        });
+        let (sockets, bound) = match bound {
+            Ok(b) => b,
+            Err(error) => return Err(NotStarted { error, workers }),
+        };
         let counters = workers.iter().map(|w| w.counters().clone()).collect();
         let (node_count, batch) = (self.node_count, self.batch);
+        // The workers travel to the server thread through this slot, so that they come
+        // back if the thread cannot start.
+        let slot = Arc::new(std::sync::Mutex::new(Some(workers)));
+        let theirs = slot.clone();
         let server = std::thread::Builder::new()
             .name("shake-sockets".into())
-            .spawn(move || serve(sockets, workers, node_count, batch, stop, reloads))
-            .map_err(SocketError::Spawn)?;
-        Ok(SocketRunning {
-            bound,
-            counters,
-            server,
-        })
+            .spawn(move || {
+                let workers = theirs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .unwrap_or_default();
+                serve(sockets, workers, node_count, batch, stop, reloads)
+            });
+        match server {
+            Ok(server) => Ok(SocketRunning {
+                bound,
+                counters,
+                server,
+            }),
+            Err(e) => {
+                let workers = slot
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .unwrap_or_default();
+                Err(NotStarted {
+                    error: SocketError::Spawn(e),
+                    workers,
+                })
+            }
+        }
     }
 }
 
-impl<S: SeedSource, J: ClaimSink> crate::backend::Running<S, J> for SocketRunning<S, J> {
+impl<S: SeedSource, J: ClaimSink> Running<S, J> for SocketRunning<S, J> {
     type Error = SocketError;
 
     fn describe(&self) -> String {
@@ -457,8 +506,13 @@ impl<S: SeedSource, J: ClaimSink> crate::backend::Running<S, J> for SocketRunnin
         self.server.is_finished()
     }
 
-    fn join(self) -> Result<Vec<Worker<S, J>>, SocketError> {
-        self.server.join().map_err(|_| SocketError::Panicked)?
+    fn join(self) -> Stopped<S, J, SocketError> {
+        let n = self.counters.len();
+        let (workers, error) = self
+            .server
+            .join()
+            .unwrap_or_else(|_| ((0..n).map(|_| None).collect(), Some(SocketError::Panicked)));
+        Stopped { workers, error }
     }
 }
 

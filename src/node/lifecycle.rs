@@ -28,8 +28,8 @@ use std::time::Duration;
 use crossbeam::channel::Sender;
 
 use super::{DurableWorker, Flushers, Node, NodeError};
-use crate::backend::{Backend, Running};
-use crate::control::{serve_prometheus, Signals, Stats, Ticker};
+use crate::backend::{Backend, NotStarted, Running, Stopped};
+use crate::control::{serve_metrics, MetricsListener, Signals, Stats, Ticker};
 use crate::counters::Snapshot;
 use crate::engine::config::Live;
 use crate::engine::Worker;
@@ -84,14 +84,22 @@ pub struct Lifecycle {
     node: Node,
     signals: Signals,
     plan: Option<RecoveryPlan>,
+    metrics: Option<MetricsListener>,
 }
 
 impl Lifecycle {
-    /// Installs the signal handlers and, for a node on durable seeds, reads and checks every
-    /// shard and journal (changing nothing): everything that can refuse a start before the
-    /// backend is opened.
+    /// Installs the signal handlers, binds the metrics endpoint and, for a node on durable
+    /// seeds, reads and checks every shard and journal (changing nothing): everything that
+    /// can refuse a start before the backend is opened.
     pub fn prepare(node: Node) -> Result<Lifecycle, LifecycleError> {
         let signals = Signals::register().map_err(LifecycleError::Signals)?;
+        let metrics = match node.config.stats.prometheus {
+            Some(addr) => Some(
+                MetricsListener::bind(addr)
+                    .map_err(|source| LifecycleError::Prometheus { addr, source })?,
+            ),
+            None => None,
+        };
         let plan = match node.seeds_dir() {
             Some(_) => Some(node.check_durable(unix_ms(), false)?),
             None => None,
@@ -100,6 +108,7 @@ impl Lifecycle {
             node,
             signals,
             plan,
+            metrics,
         })
     }
 
@@ -119,11 +128,13 @@ impl Lifecycle {
             mut node,
             signals,
             plan,
+            metrics,
         } = self;
         let now = unix_ms();
         let control = Control {
             node: &mut node,
             signals: &signals,
+            metrics,
         };
         match plan {
             Some(plan) => {
@@ -138,8 +149,13 @@ impl Lifecycle {
                 }
                 let (workers, flushers, summary) = control.node.durable_workers_from(plan, now)?;
                 print_recovered(&summary, workers.len());
-                control.node.persist_version()?;
-                control.serve(backend, workers, Durable::new(flushers))
+                let durable = Durable::new(flushers);
+                if let Err(e) = control.node.persist_version() {
+                    // Recovery changed the files: close them as recovered.
+                    let _ = close_unstarted(durable, workers);
+                    return Err(e.into());
+                }
+                control.serve(backend, workers, durable)
             }
             None => {
                 let n = backend
@@ -161,10 +177,24 @@ fn print_recovered(summary: &RecoverySummary, workers: usize) {
     );
 }
 
+/// Closes workers that never served, saying so if that fails (the caller reports why they
+/// did not start).
+fn close_unstarted<S: SeedSource, J: ClaimSink, D: Durability<S, J>>(
+    durability: D,
+    workers: Vec<Worker<S, J>>,
+) -> Result<(), LifecycleError> {
+    let closed = durability.close(workers.into_iter().map(Some).collect());
+    if let Err(e) = &closed {
+        eprintln!("shake: closing the journals: {e}");
+    }
+    closed
+}
+
 /// The control side while the workers serve.
 struct Control<'a> {
     node: &'a mut Node,
     signals: &'a Signals,
+    metrics: Option<MetricsListener>,
 }
 
 impl Control<'_> {
@@ -185,9 +215,14 @@ impl Control<'_> {
             .map(|_| crossbeam::channel::bounded(4))
             .unzip();
         let stop = self.signals.stop.clone();
-        let running = backend
-            .start(workers, reload_rx, stop.clone())
-            .map_err(backend_error)?;
+        let running = match backend.start(workers, reload_rx, stop.clone()) {
+            Ok(r) => r,
+            Err(NotStarted { error, workers }) => {
+                // They never served: close them as recovery left them.
+                let _ = close_unstarted(durability, workers);
+                return Err(backend_error(error));
+            }
+        };
         // From here the workers serve: every way out goes through the stop below, so that
         // the journals close.
         let mut failed = durability.start().err();
@@ -199,14 +234,17 @@ impl Control<'_> {
             .control
             .config_version
             .store(self.node.live.config_version as u64, Relaxed);
-        let prometheus = match config.stats.prometheus.filter(|_| failed.is_none()) {
-            Some(addr) => match serve_prometheus(addr, stats.clone(), stop.clone()) {
-                Ok(p) => Some(p),
-                Err(source) => {
-                    failed = Some(LifecycleError::Prometheus { addr, source });
-                    None
+        let prometheus = match self.metrics.filter(|_| failed.is_none()) {
+            Some(listener) => {
+                let addr = listener.addr();
+                match serve_metrics(listener, stats.clone(), stop.clone()) {
+                    Ok(p) => Some(p),
+                    Err(source) => {
+                        failed = Some(LifecycleError::Prometheus { addr, source });
+                        None
+                    }
                 }
-            },
+            }
             None => None,
         };
         if failed.is_none() {
@@ -240,14 +278,18 @@ impl Control<'_> {
             std::thread::sleep(CONTROL_PERIOD);
         }
         stop.store(true, Relaxed);
-        let workers = running.join();
+        let Stopped { workers, error } = running.join();
+        if let Some(e) = error {
+            eprintln!("shake: a worker failed: {e}");
+            failed.get_or_insert(backend_error(e));
+        }
         if let Some((_, h)) = prometheus {
             let _ = h.join();
         }
-        let closed = match workers {
-            Ok(workers) => durability.close(workers),
-            Err(e) => Err(backend_error(e)),
-        };
+        let closed = durability.close(workers);
+        if let (Err(e), Some(_)) = (&closed, &failed) {
+            eprintln!("shake: closing the journals: {e}");
+        }
         let total = stats.total();
         let busy = total
             .busy_percent_since(&Default::default())
@@ -301,8 +343,9 @@ trait Durability<S: SeedSource, J: ClaimSink> {
     fn start(&mut self) -> Result<(), LifecycleError>;
     /// The error that stopped the background flushing, if it did.
     fn failure(&mut self) -> Option<NodeError>;
-    /// After the workers stopped: the last flush, and every journal and shard closed.
-    fn close(self, workers: Vec<Worker<S, J>>) -> Result<(), LifecycleError>;
+    /// After the workers stopped: the last flush, and every journal and shard closed; a
+    /// worker that failed (`None`) is left to recovery.
+    fn close(self, workers: Vec<Option<Worker<S, J>>>) -> Result<(), LifecycleError>;
 }
 
 /// In-memory seeds: nothing to make durable.
@@ -315,13 +358,14 @@ impl<S: SeedSource, J: ClaimSink> Durability<S, J> for NotDurable {
     fn failure(&mut self) -> Option<NodeError> {
         None
     }
-    fn close(self, _: Vec<Worker<S, J>>) -> Result<(), LifecycleError> {
+    fn close(self, _: Vec<Option<Worker<S, J>>>) -> Result<(), LifecycleError> {
         Ok(())
     }
 }
 
 /// Shards and journals, flushed by their own thread every [`FLUSH_PERIOD`].
 struct Durable {
+    /// The flushers while no thread has them.
     flushers: Option<Vec<Flushers>>,
     stop: Arc<AtomicBool>,
     failed: Arc<AtomicBool>,
@@ -339,66 +383,93 @@ impl Durable {
     }
 
     /// Stops the thread and takes the flushers back, with the error that stopped it.
-    fn stop_thread(&mut self) -> Result<(Vec<Flushers>, Option<NodeError>), LifecycleError> {
+    fn stop_thread(&mut self) -> Result<Option<NodeError>, LifecycleError> {
         self.stop.store(true, Relaxed);
-        match self.thread.take() {
-            Some(h) => h.join().map_err(|_| LifecycleError::FlusherPanicked),
-            None => Ok((self.flushers.take().unwrap_or_default(), None)),
-        }
+        let Some(h) = self.thread.take() else {
+            return Ok(None);
+        };
+        let (flushers, error) = h.join().map_err(|_| LifecycleError::FlusherPanicked)?;
+        self.flushers = Some(flushers);
+        Ok(error)
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        // Never leave the thread flushing behind a lifecycle that is gone.
+        let _ = self.stop_thread();
     }
 }
 
 impl Durability<ShardSource, JournalWriter> for Durable {
     fn start(&mut self) -> Result<(), LifecycleError> {
-        let flushers = self.flushers.take().unwrap_or_default();
+        // The flushers travel to the thread through this slot, so that they stay here if
+        // the thread cannot start.
+        let slot = Arc::new(std::sync::Mutex::new(self.flushers.take()));
         let h = spawn_flusher(
-            flushers,
+            slot.clone(),
             self.stop.clone(),
             self.failed.clone(),
             FLUSH_PERIOD,
-        )
-        .map_err(LifecycleError::Flusher)?;
-        self.thread = Some(h);
-        Ok(())
+        );
+        match h {
+            Ok(h) => {
+                self.thread = Some(h);
+                Ok(())
+            }
+            Err(e) => {
+                self.flushers = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                Err(LifecycleError::Flusher(e))
+            }
+        }
     }
 
     fn failure(&mut self) -> Option<NodeError> {
-        if !self.failed.load(Relaxed) {
+        let ended = self.thread.as_ref().is_some_and(|h| h.is_finished());
+        if !self.failed.load(Relaxed) && !ended {
             return None;
         }
         match self.stop_thread() {
-            Ok((flushers, e)) => {
-                self.flushers = Some(flushers);
-                e
-            }
+            Ok(Some(e)) => Some(e),
+            Ok(None) => Some(NodeError::State("the flush thread stopped".into())),
             Err(e) => Some(NodeError::State(e.to_string())),
         }
     }
 
-    fn close(mut self, workers: Vec<DurableWorker>) -> Result<(), LifecycleError> {
-        let (flushers, error) = self.stop_thread()?;
+    fn close(mut self, workers: Vec<Option<DurableWorker>>) -> Result<(), LifecycleError> {
+        let stopped = self.stop_thread();
+        let flushers = self.flushers.take().unwrap_or_default();
+        let mut first = None;
         for (f, w) in flushers.into_iter().zip(workers) {
-            f.close(w)?;
+            // A worker that failed keeps its shard unclean: recovery checks it next time.
+            if let Some(w) = w {
+                if let Err(e) = f.close(w) {
+                    first.get_or_insert(LifecycleError::Node(e));
+                }
+            }
         }
-        match error {
-            Some(e) => Err(LifecycleError::Durability(e)),
-            None => Ok(()),
+        match (stopped, first) {
+            (Err(e), _) | (Ok(_), Some(e)) => Err(e),
+            (Ok(Some(e)), None) => Err(LifecycleError::Durability(e)),
+            (Ok(None), None) => Ok(()),
         }
     }
 }
 
-/// Runs the flushers on their own thread, every `period`, until `stop` is set; then hands
-/// them back for the clean close. A flush error sets `failed` and ends the thread: workers then
-/// stop issuing at their lease, and the caller stops the node.
+/// Runs the flushers (taken from `slot` on the thread) every `period` until `stop` is set;
+/// then hands them back for the clean close. A flush error sets `failed` and ends the thread:
+/// workers then stop issuing at their lease, and the control loop stops the node.
 fn spawn_flusher(
-    mut flushers: Vec<Flushers>,
+    slot: Arc<std::sync::Mutex<Option<Vec<Flushers>>>>,
     stop: Arc<AtomicBool>,
     failed: Arc<AtomicBool>,
-    period: std::time::Duration,
-) -> std::io::Result<std::thread::JoinHandle<(Vec<Flushers>, Option<NodeError>)>> {
+    period: Duration,
+) -> std::io::Result<JoinHandle<(Vec<Flushers>, Option<NodeError>)>> {
     std::thread::Builder::new()
         .name("shake-flush".into())
         .spawn(move || {
+            let taken = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let mut flushers = taken.unwrap_or_default();
             while !stop.load(Relaxed) {
                 for f in &mut flushers {
                     if let Err(e) = f.flush() {
