@@ -2,8 +2,8 @@
 //! prefetch, hand frames of other workers' users to their owners, process the rest, TX the
 //! answers on the same port and queue; then the frames other workers handed over; a TSC
 //! tick for periodic work. Unlike l2fwd, what TX did not take is not freed: it waits in the
-//! worker's TX backlog of that port ([`super::backlog`]) and goes first on the next poll (a RED_PACKET answer
-//! is paid before it is sent).
+//! worker's TX backlog of that port ([`super::backlog`]) and goes first on the next poll (a
+//! RED_PACKET answer is paid before it is sent).
 //!
 //! Counting (see [`crate::counters`]): the loop counts `rx` as it receives (a frame it hands
 //! over is not counted again by its owner), every frame TX takes by what it answers, and
