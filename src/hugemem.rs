@@ -28,15 +28,13 @@ pub const POPULATE_INLINE: usize = 64 << 20;
 /// Bytes per populate call on the background thread, between checks for cancellation.
 const POPULATE_CHUNK: usize = 32 << 20;
 
-/// Types for which every bit pattern of zeros is a valid value and which hold no pointers.
-///
-/// # Safety
-/// Implement only for plain-old-data types (integers and arrays or `repr(C)` structs of them)
-/// whose all-zero byte pattern is a valid value.
-pub unsafe trait Zeroable: Copy {}
+/// Types whose all-zero byte pattern is a valid value: what a fresh anonymous mapping holds.
+/// bytemuck's trait, derived (`#[derive(bytemuck::Zeroable)]`), so that no table type needs
+/// an `unsafe impl` of its own: the derive checks every field.
+pub use bytemuck::Zeroable;
 
 /// A fixed-length array of `T` in its own anonymous mapping.
-pub struct HugeArray<T: Zeroable> {
+pub struct HugeArray<T: Zeroable + Copy> {
     map: MmapMut,
     len: usize,
     /// The background population of a large table, until it is joined.
@@ -74,7 +72,7 @@ fn populate(addr: usize, len: usize, cancel: &AtomicBool) {
     }
 }
 
-impl<T: Zeroable> HugeArray<T> {
+impl<T: Zeroable + Copy> HugeArray<T> {
     /// `len` zeroed elements. The huge-page hint is best effort: a kernel that refuses it
     /// still gives working (small-page) memory.
     ///
@@ -149,7 +147,7 @@ impl<T: Zeroable> HugeArray<T> {
     }
 }
 
-impl<T: Zeroable> Deref for HugeArray<T> {
+impl<T: Zeroable + Copy> Deref for HugeArray<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         // SAFETY: the mapping is page-aligned (so aligned for T), at least `len * size_of::<T>()`
@@ -159,14 +157,14 @@ impl<T: Zeroable> Deref for HugeArray<T> {
     }
 }
 
-impl<T: Zeroable> DerefMut for HugeArray<T> {
+impl<T: Zeroable + Copy> DerefMut for HugeArray<T> {
     fn deref_mut(&mut self) -> &mut [T] {
         // SAFETY: as in `deref`; `&mut self` makes the borrow unique.
         unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().cast::<T>(), self.len) }
     }
 }
 
-impl<T: Zeroable> Drop for HugeArray<T> {
+impl<T: Zeroable + Copy> Drop for HugeArray<T> {
     fn drop(&mut self) {
         // Before the mapping goes: stop and join a population still running.
         if let Some(p) = self.populating.take() {
@@ -176,7 +174,7 @@ impl<T: Zeroable> Drop for HugeArray<T> {
     }
 }
 
-impl<T: Zeroable + std::fmt::Debug> std::fmt::Debug for HugeArray<T> {
+impl<T: Zeroable + Copy + std::fmt::Debug> std::fmt::Debug for HugeArray<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "HugeArray[{}; {} bytes]", self.len, self.bytes())
     }
@@ -186,11 +184,9 @@ impl<T: Zeroable + std::fmt::Debug> std::fmt::Debug for HugeArray<T> {
 mod test {
     use super::*;
 
-    #[derive(Clone, Copy, Debug, PartialEq)]
+    #[derive(Clone, Copy, Debug, PartialEq, Zeroable)]
     #[repr(C, align(64))]
     struct Line([u64; 8]);
-    // SAFETY: an array of integers; all zeros is a valid value.
-    unsafe impl Zeroable for Line {}
 
     /// A length whose byte size overflows is refused. Before the check, `len * 64` panicked
     /// here (debug assertions) and wrapped in release: `usize::MAX / 64 + 2` elements made a

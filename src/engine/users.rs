@@ -19,7 +19,7 @@ const SLOTS: usize = 4;
 /// Bytes of table per planned user.
 pub const BYTES_PER_USER: usize = 25;
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Zeroable)]
 #[repr(C)]
 pub(crate) struct Slot {
     user_id: u64,
@@ -29,21 +29,11 @@ pub(crate) struct Slot {
     flags: u32,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+// Zeroable, derived: all zeros is four empty slots (flags bit 0 clear), what a fresh huge-page
+// mapping holds.
+#[derive(Debug, Clone, Copy, Default, Zeroable)]
 #[repr(C, align(64))]
 pub(crate) struct Bucket([Slot; SLOTS]);
-
-// A bucket is exactly its four slots and a slot exactly its three integers: no padding
-// bytes, whose zero pattern the claim below would also have to cover.
-const _: () = assert!(std::mem::size_of::<Slot>() == 8 + 4 + 4);
-const _: () = assert!(std::mem::size_of::<Bucket>() == SLOTS * std::mem::size_of::<Slot>());
-
-// The one unsafe line outside the memory and DPDK modules: the promise `HugeArray` needs,
-// made where the type is defined so a change to `Slot` is made beside it.
-#[allow(unsafe_code)]
-// SAFETY: a bucket is four slots of integers (u64, u32, u32) without padding (asserted
-// above) and holds no pointers; all zeros is four empty slots (flags bit 0 clear).
-unsafe impl Zeroable for Bucket {}
 
 /// A time on the table's 32-bit millisecond clock, and when a user admitted then may come
 /// back.
