@@ -13,13 +13,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use common::{reconcile, seedgen, NodeDir, NodeToml, TOKEN_KEY};
+use common::{file_bytes, reconcile, seedgen, NodeDir, NodeToml, TOKEN_KEY};
 use crossbeam::channel::Receiver;
 use shake::backend::{Backend, NotStarted, Running, Stopped};
 use shake::client;
@@ -170,17 +168,6 @@ greeting_probability = 0.2
     node
 }
 
-fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    shake::reconcile::walk_files(dir)
-        .unwrap()
-        .into_iter()
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect()
-}
-
 #[test]
 fn a_backend_that_stops_by_itself_stops_the_node_and_every_journal_closes() {
     let node = durable_node(2);
@@ -213,7 +200,7 @@ fn a_backend_that_stops_by_itself_stops_the_node_and_every_journal_closes() {
 #[test]
 fn a_backend_with_another_worker_count_is_refused_before_anything_changes() {
     let node = durable_node(1);
-    let before = files(node.path());
+    let before = file_bytes(node.path());
     let lifecycle = Lifecycle::prepare(Node::load(&node.config()).unwrap()).unwrap();
     let e = lifecycle
         .run(InProcess {
@@ -233,7 +220,7 @@ fn a_backend_with_another_worker_count_is_refused_before_anything_changes() {
         "{e}"
     );
     assert!(e.to_string().contains("the test backend"), "{e}");
-    assert_eq!(files(node.path()), before, "nothing changed");
+    assert_eq!(file_bytes(node.path()), before, "nothing changed");
 }
 
 /// Which shards the next start finds unclean, by worker.

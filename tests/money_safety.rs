@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{seedgen, unix_s, NodeDir, NodeToml, Server, TOKEN_KEY};
+use common::{file_bytes, seedgen, unix_s, NodeDir, NodeToml, Server, TOKEN_KEY};
 use shake::client;
 use shake::node::{unix_ms, Node};
 use shake::seed::manifest::generate;
@@ -96,18 +95,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Every file under `dir` with its bytes: what "nothing was changed" compares.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    shake::reconcile::walk_files(dir)
-        .unwrap()
-        .into_iter()
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect()
-}
-
 /// Serves `users` shakes in process (the node's real durable workers), one per user, and
 /// stops cleanly (or, `kill`, as a SIGKILL would: nothing closed). Returns the red packets.
 fn win_some(config: &Path, users: u64, kill: bool) -> u64 {
@@ -140,7 +127,7 @@ fn win_some(config: &Path, users: u64, kill: bool) -> u64 {
 fn seedgen_refuses_a_directory_that_holds_seeds() {
     let d = node("journal", "");
     seedgen(d.path(), 2, 1);
-    let before = snapshot(&d.path().join("seeds"));
+    let before = file_bytes(&d.path().join("seeds"));
     let out = run(shake_bin()
         .args(["seedgen", "--nodes", "1", "--workers", "1", "--activity"])
         .arg(d.path().join("activity.toml"))
@@ -148,7 +135,11 @@ fn seedgen_refuses_a_directory_that_holds_seeds() {
         .arg(d.path().join("seeds")));
     assert!(!out.status.success(), "seedgen wrote into a full directory");
     assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
-    assert_eq!(snapshot(&d.path().join("seeds")), before, "nothing changed");
+    assert_eq!(
+        file_bytes(&d.path().join("seeds")),
+        before,
+        "nothing changed"
+    );
     // An empty directory is fine, and nothing is left beside it.
     let empty = d.path().join("fresh");
     std::fs::create_dir(&empty).unwrap();
@@ -176,7 +167,7 @@ fn a_shard_the_manifest_does_not_list_stops_serve_and_verify() {
     seedgen(d.path(), 1, 1);
     let stale = d.path().join("seeds/node-0/worker-1.shard");
     std::fs::copy(old.join("node-0/worker-1.shard"), &stale).unwrap();
-    let before = snapshot(&d.path().join("seeds"));
+    let before = file_bytes(&d.path().join("seeds"));
 
     let out = run(shake_bin()
         .args(["seeds", "verify"])
@@ -201,7 +192,7 @@ fn a_shard_the_manifest_does_not_list_stops_serve_and_verify() {
         !d.path().join("journal").exists(),
         "a journal was created before the refusal"
     );
-    assert_eq!(snapshot(&d.path().join("seeds")), before);
+    assert_eq!(file_bytes(&d.path().join("seeds")), before);
 
     // A listed name holding another generation's shard: its checksum is not the manifest's.
     std::fs::remove_file(&stale).unwrap();
@@ -234,10 +225,10 @@ fn a_wrong_journal_directory_stops_the_node_and_changes_nothing() {
         let d = node("journal", "");
         seedgen(d.path(), 1, 3);
         let won = win_some(&d.config(), 50, kill);
-        let journals_before = snapshot(&d.path().join("journal"));
+        let journals_before = file_bytes(&d.path().join("journal"));
         // The operator points the node at an empty (mistyped) journal directory.
         write_config(&d, "journal-typo", "");
-        let seeds_before = snapshot(&d.path().join("seeds"));
+        let seeds_before = file_bytes(&d.path().join("seeds"));
 
         let out = run(shake_bin()
             .args(["serve", "--io", "socket", "--config"])
@@ -253,14 +244,14 @@ fn a_wrong_journal_directory_stops_the_node_and_changes_nothing() {
             stderr(&out)
         );
         assert!(!d.path().join("journal-typo").exists());
-        assert_eq!(snapshot(&d.path().join("seeds")), seeds_before);
-        assert_eq!(snapshot(&d.path().join("journal")), journals_before);
+        assert_eq!(file_bytes(&d.path().join("seeds")), seeds_before);
+        assert_eq!(file_bytes(&d.path().join("journal")), journals_before);
 
         // The operator's check says the same, and changes nothing either.
         let out = run(shake_bin().args(["recover", "--config"]).arg(d.config()));
         assert!(!out.status.success());
         assert_unexplained(&stderr(&out), "journal-typo");
-        assert_eq!(snapshot(&d.path().join("seeds")), seeds_before);
+        assert_eq!(file_bytes(&d.path().join("seeds")), seeds_before);
 
         // The right directory again: serve starts, with every claim recovered.
         write_config(&d, "journal", "");
@@ -342,12 +333,12 @@ mod dpdk {
         seedgen(d.path(), 1, 6);
         win_some(&d.config(), 20, false);
         write_config(&d, "journal-typo", &sections);
-        let seeds_before = snapshot(&d.path().join("seeds"));
+        let seeds_before = file_bytes(&d.path().join("seeds"));
         let out = serve_dpdk(&d.config(), &prefix);
         assert!(!out.status.success());
         assert_unexplained(&stderr(&out), "journal-typo");
         assert!(!d.path().join("journal-typo").exists());
-        assert_eq!(snapshot(&d.path().join("seeds")), seeds_before);
+        assert_eq!(file_bytes(&d.path().join("seeds")), seeds_before);
     }
 
     #[test]
@@ -358,7 +349,7 @@ mod dpdk {
             .replace("name = \"net_null0\"", "name = \"net_null7\"");
         let d = node("journal", &sections);
         seedgen(d.path(), 1, 7);
-        let seeds_before = snapshot(&d.path().join("seeds"));
+        let seeds_before = file_bytes(&d.path().join("seeds"));
         let out = serve_dpdk(&d.config(), &prefix);
         assert!(
             !out.status.success(),
@@ -369,7 +360,7 @@ mod dpdk {
             !d.path().join("journal").exists(),
             "recovery created the journal before DPDK refused the config"
         );
-        assert_eq!(snapshot(&d.path().join("seeds")), seeds_before);
+        assert_eq!(file_bytes(&d.path().join("seeds")), seeds_before);
 
         // Two worker lcores for one shard: refused, nothing changed.
         let sections = dpdk_sections(&prefix, "net_null0", 256, 32, 0)
@@ -379,6 +370,6 @@ mod dpdk {
         assert!(!out.status.success(), "served with more lcores than shards");
         assert!(stderr(&out).contains("worker lcores"), "{}", stderr(&out));
         assert!(!d.path().join("journal").exists());
-        assert_eq!(snapshot(&d.path().join("seeds")), seeds_before);
+        assert_eq!(file_bytes(&d.path().join("seeds")), seeds_before);
     }
 }

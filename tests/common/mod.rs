@@ -241,6 +241,18 @@ pub fn shake_bin() -> PathBuf {
         .clone()
 }
 
+/// Every file under `dir` with its bytes: what "nothing was changed" compares.
+pub fn file_bytes(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    shake::reconcile::walk_files(dir)
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
 /// Runs `cmd` and panics with its output unless it succeeds.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd
