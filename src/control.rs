@@ -148,16 +148,8 @@ impl MetricsListener {
     }
 }
 
-/// Serves `GET /metrics` (any path) in Prometheus text format until `stop` is set.
-pub fn serve_prometheus(
-    addr: SocketAddr,
-    stats: Stats,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    serve_metrics(MetricsListener::bind(addr)?, stats, stop)
-}
-
-/// [`serve_prometheus`] on a socket bound before.
+/// Serves `GET /metrics` (any path) in Prometheus text format on `metrics` until `stop` is
+/// set.
 pub fn serve_metrics(
     metrics: MetricsListener,
     stats: Stats,

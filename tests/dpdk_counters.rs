@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::appliance::{
-    file_prefix, final_counters, read_pcap, sum_metric, write_pcap, Appliance,
+    arp_request, file_prefix, final_counters, read_pcap, sum_metric, write_pcap, Appliance,
 };
 use common::{unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
@@ -63,20 +63,6 @@ fn echo_from(mac: [u8; 6], ip: [u8; 4], id: u16) -> Vec<u8> {
     f
 }
 
-fn arp_from(sha: [u8; 6], spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend([0xff; 6]);
-    f.extend(sha);
-    f.extend([0x08, 0x06]);
-    f.extend([0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-    f.extend(sha);
-    f.extend(spa);
-    f.extend([0; 6]);
-    f.extend(tpa);
-    f.resize(60, 0);
-    f
-}
-
 /// What the frames should become.
 #[derive(Default)]
 struct Expected {
@@ -104,10 +90,10 @@ fn frames() -> ([Vec<Vec<u8>>; 2], Expected) {
         ));
         e.answers += 1;
     }
-    put(arp_from(CLIENT_MAC, CLIENT_IP, NODE_IP));
-    put(arp_from([2, 0, 0, 0, 7, 10], [10, 99, 7, 10], NODE_IP));
+    put(arp_request(CLIENT_MAC, CLIENT_IP, NODE_IP));
+    put(arp_request([2, 0, 0, 0, 7, 10], [10, 99, 7, 10], NODE_IP));
     // RFC 5227 probe for our address: answered, so the prober sees it is taken.
-    put(arp_from([2, 0, 0, 0, 7, 11], [0; 4], NODE_IP));
+    put(arp_request([2, 0, 0, 0, 7, 11], [0; 4], NODE_IP));
     e.arp += 3;
     put(echo_from(CLIENT_MAC, CLIENT_IP, 1));
     put(echo_from(CLIENT_MAC, [10, 99, 8, 8], 2));
@@ -166,17 +152,25 @@ fn frames() -> ([Vec<Vec<u8>>; 2], Expected) {
     dropped(echo_from(mac, [224, 0, 0, 5], 4), "source", &mut put);
     dropped(echo_from(mac, NODE_IP, 5), "source", &mut put);
     // ARP from senders no host has, or to a group hardware address.
-    dropped(arp_from(mac, [127, 0, 0, 1], NODE_IP), "source", &mut put);
-    dropped(arp_from(mac, [255; 4], NODE_IP), "source", &mut put);
-    dropped(arp_from([0xff; 6], CLIENT_IP, NODE_IP), "source", &mut put);
+    dropped(
+        arp_request(mac, [127, 0, 0, 1], NODE_IP),
+        "source",
+        &mut put,
+    );
+    dropped(arp_request(mac, [255; 4], NODE_IP), "source", &mut put);
+    dropped(
+        arp_request([0xff; 6], CLIENT_IP, NODE_IP),
+        "source",
+        &mut put,
+    );
     // Another station claims our address.
     dropped(
-        arp_from([2, 0, 0, 0, 7, 66], NODE_IP, NODE_IP),
+        arp_request([2, 0, 0, 0, 7, 66], NODE_IP, NODE_IP),
         "arp_conflict",
         &mut put,
     );
     dropped(
-        arp_from(mac, CLIENT_IP, [10, 99, 7, 2]),
+        arp_request(mac, CLIENT_IP, [10, 99, 7, 2]),
         "arp_not_for_us",
         &mut put,
     );

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use common::appliance::{file_prefix, RuntimeDir};
 use common::ring_wire::{feed, two_worker_config};
 use shake::counters::{Counters, DropReason, Event, Reply, Snapshot};
-use shake::dpdk::{self, Burst, BurstProcessor, Consumer, Eal, Mbuf, Mempool, RingPort, Verdict};
+use shake::dpdk::{
+    self, Burst, BurstProcessor, Consumer, Eal, Mbuf, Mempool, Producer, RingPort, Verdict,
+};
 use shake::engine::config::owner_worker;
 use shake::wire::shake::Outcome;
 
@@ -108,6 +110,11 @@ fn frame(user: u64, mark: u8) -> Vec<u8> {
 
 fn user_of(f: &[u8]) -> u64 {
     u64::from_be_bytes(f[50..58].try_into().unwrap())
+}
+
+/// Puts frames on an RX ring within [`WAIT`].
+fn send(pool: &Mempool, ring: &mut Producer, frames: impl IntoIterator<Item = Vec<u8>>) {
+    feed(pool, ring, frames, Instant::now() + WAIT);
 }
 
 /// `frame` in one mbuf followed by a second segment of 100 bytes, chained as
@@ -209,12 +216,7 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
 
     // A. Worker 1 held in a burst; worker 0 hands it 200 frames: 63 fit its ring.
     let hold = users_of(1, 1);
-    feed(
-        &pool,
-        &mut wire.rx[1],
-        [frame(hold[0], HOLD)],
-        Instant::now() + WAIT,
-    );
+    send(&pool, &mut wire.rx[1], [frame(hold[0], HOLD)]);
     let deadline = Instant::now() + WAIT;
     while !gate.held.load(Ordering::SeqCst) {
         assert!(
@@ -225,12 +227,7 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
     }
     let handed: Vec<u64> = users_of(1, 200);
     let frames: Vec<Vec<u8>> = handed.iter().map(|&u| frame(u, OTHER)).collect();
-    feed(
-        &pool,
-        &mut wire.rx[0],
-        frames.clone(),
-        Instant::now() + WAIT,
-    );
+    send(&pool, &mut wire.rx[0], frames);
     wait_for("hand-offs", &stats, |t| {
         t.rx == 1 + 201 && t.dropped(DropReason::HandoffFull) == 200 - 63
     });
@@ -249,12 +246,7 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
         .enumerate()
         .map(|(i, &u)| frame(u, red(i)))
         .collect();
-    feed(
-        &pool,
-        &mut wire.rx[0],
-        frames.clone(),
-        Instant::now() + WAIT,
-    );
+    send(&pool, &mut wire.rx[0], frames);
     wait_for("backlog full", &stats, |t| {
         t.event(Event::TxDeferred) == BACKLOG as u64
     });
@@ -272,24 +264,14 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
         .enumerate()
         .map(|(i, &u)| frame(u, red(i)))
         .collect();
-    feed(
-        &pool,
-        &mut wire.rx[0],
-        frames.clone(),
-        Instant::now() + WAIT,
-    );
+    send(&pool, &mut wire.rx[0], frames);
     wait_for("non-RED_PACKET give way", &stats, |t| {
         t.dropped(DropReason::TxFull) == 40
     });
     // 50 RED_PACKET: 44 displace the last others; 6 find only RED_PACKET answers waiting.
     let reds = users_of(0, 50);
     let frames: Vec<Vec<u8>> = reds.iter().map(|&u| frame(u, RED)).collect();
-    feed(
-        &pool,
-        &mut wire.rx[0],
-        frames.clone(),
-        Instant::now() + WAIT,
-    );
+    send(&pool, &mut wire.rx[0], frames);
     wait_for("backlog of RED_PACKET only", &stats, |t| {
         t.dropped(DropReason::TxFull) == 84 && t.dropped(DropReason::RedPacketTxLost) == 6
     });
@@ -330,12 +312,7 @@ fn full_handoff_rings_and_tx_queues_are_counted_and_red_packets_kept() {
         .map(|(i, &u)| frame(u, if i < TX_RING { OTHER } else { RED }))
         .collect();
     let deferred = stats.total().event(Event::TxDeferred);
-    feed(
-        &pool,
-        &mut wire.rx[0],
-        frames.clone(),
-        Instant::now() + WAIT,
-    );
+    send(&pool, &mut wire.rx[0], frames);
     wait_for("last RED_PACKET answers wait", &stats, |t| {
         t.event(Event::TxDeferred) == deferred + 5
     });

@@ -27,7 +27,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::appliance::{
-    dpdk_sections, file_prefix, final_counters, read_pcap, sum_metric, write_pcap, Appliance,
+    arp_request, dpdk_sections, file_prefix, final_counters, read_pcap, sum_metric, write_pcap,
+    Appliance,
 };
 use common::{unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
 use etherparse::{
@@ -157,20 +158,6 @@ fn fix_udp(f: &mut [u8]) {
     f[40..42].copy_from_slice(&ck.to_be_bytes());
 }
 
-fn arp_request(target: [u8; 4]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend([0xff; 6]);
-    f.extend(CLIENT_MAC);
-    f.extend([0x08, 0x06]);
-    f.extend([0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-    f.extend(CLIENT_MAC);
-    f.extend(CLIENT_IP);
-    f.extend([0; 6]);
-    f.extend(target);
-    f.resize(60, 0);
-    f
-}
-
 fn icmp_echo(request: bool, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(CLIENT_MAC, TO_NODE_MAC).ipv4(CLIENT_IP, NODE_IP, 64);
     let b = if request {
@@ -278,7 +265,7 @@ fn cases_a() -> Vec<Case> {
     });
     c.push(Case {
         what: "ARP request for the node",
-        frame: arp_request(NODE_IP),
+        frame: arp_request(CLIENT_MAC, CLIENT_IP, NODE_IP),
         expect: Expect::ArpReply,
     });
     let data: Vec<u8> = (0..48).collect();
@@ -319,7 +306,7 @@ fn cases_a() -> Vec<Case> {
     }
     c.push(drop(
         "ARP request for another address",
-        arp_request([10, 99, 1, 2]),
+        arp_request(CLIENT_MAC, CLIENT_IP, [10, 99, 1, 2]),
         "arp_not_for_us",
     ));
     let mut f = base.clone();

@@ -48,9 +48,9 @@ struct Task<'eal, P> {
 /// Ports started with one queue pair per worker lcore and the hand-off rings made: what
 /// [`Opened::start`] launches the workers on.
 pub struct Opened<'eal> {
-    /// Also keeps `Opened` on the main lcore (`&Eal` is not `Send`): launching and joining
+    /// Keeps `Opened` on the main lcore (`&Eal` is not `Send`): launching and joining
     /// lcores is the main lcore's job.
-    eal: &'eal Eal,
+    _eal: &'eal Eal,
     lcores: Vec<u32>,
     node_count: u32,
     idle_sleep: Duration,
@@ -115,7 +115,6 @@ impl<'eal> Opened<'eal> {
                 tx_udp_cksum: i.tx_udp_cksum,
             })
             .collect();
-        let _ = self.eal;
         let mut app = Appliance {
             tasks: Vec::with_capacity(workers),
             stop: stop.clone(),
@@ -351,7 +350,7 @@ pub fn open<'eal>(eal: &'eal Eal, config: &NodeConfig) -> Result<Opened<'eal>, D
         }
     }
     Ok(Opened {
-        eal,
+        _eal: eal,
         lcores,
         node_count: config.node.count,
         idle_sleep: Duration::from_micros(u64::from(dpdk.idle_sleep_us)),

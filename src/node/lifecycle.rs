@@ -116,11 +116,6 @@ impl Lifecycle {
         &self.node
     }
 
-    /// The stop flag the signal handlers set; setting it stops the node.
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
-        self.signals.stop.clone()
-    }
-
     /// Recovers, starts the workers on `backend`, serves until stopped, and closes every
     /// journal and shard. Returns the counter totals at the stop.
     pub fn run<B: Backend>(self, backend: B) -> Result<Snapshot, LifecycleError> {

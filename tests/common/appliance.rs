@@ -131,6 +131,21 @@ pub fn memif_server_sections(prefix: &str, socket: &Path) -> String {
     )
 }
 
+/// A broadcast ARP request (60 bytes) from `sha`/`spa` for `tpa`.
+pub fn arp_request(sha: [u8; 6], spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend([0xff; 6]);
+    f.extend(sha);
+    f.extend([0x08, 0x06]);
+    f.extend([0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend(sha);
+    f.extend(spa);
+    f.extend([0; 6]);
+    f.extend(tpa);
+    f.resize(60, 0);
+    f
+}
+
 /// Removes an EAL runtime directory (`/var/run/dpdk/<prefix>`), also when a test fails.
 pub struct RuntimeDir(pub PathBuf);
 
