@@ -18,6 +18,8 @@
 //!   SHAKE/1 (requests, answer checks) for the generator and the tests.
 //! - [`recovery`] and [`reconcile`] (recovered after a crash and reconciled to the cent),
 //!   [`node_config`], [`control`] (signals, counter line, metrics endpoint).
+//! - [`fleet`]: the fleet's control side on etcd and NATS JetStream (live config, node
+//!   registry, claim shipping), used by the node's lifecycle and the fleet commands.
 //! - The backends, behind one interface ([`backend::Backend`]): [`io::socket`] (kernel sockets)
 //!   and `dpdk` (feature `dpdk`, default: poll-mode workers per lcore).
 //! - [`node`]: a node assembled from its config, and its one lifecycle
@@ -33,6 +35,7 @@ pub mod counters;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod engine;
+pub mod fleet;
 pub mod frame;
 pub mod hugemem;
 pub mod io;

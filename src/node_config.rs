@@ -244,6 +244,49 @@ impl Default for SocketSection {
     }
 }
 
+/// `[fleet]`: the engines a node of a fleet uses. Absent: a node on its own, configured by
+/// its files and SIGHUP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSection {
+    /// The event's name: every etcd key is under `/shake/<name>/` and every NATS subject
+    /// under `shake.<name>.`, so two events (or a rehearsal) can share the engines.
+    pub name: String,
+    /// etcd client URLs (`http://host:2379`); the live config and the node registry.
+    #[serde(default)]
+    pub etcd: Vec<String>,
+    /// NATS server URL (`nats://host:4222`) of the JetStream fund flow.
+    #[serde(default)]
+    pub nats: Option<String>,
+    /// The address phones use for this node, as registered; defaults to `node.ipv4:node.port`.
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// The claim shipper's metrics endpoint (`shake ship`), e.g. "127.0.0.1:9101".
+    #[serde(default)]
+    pub ship_metrics: Option<SocketAddr>,
+}
+
+/// Largest event name: it is a NATS subject token and an etcd path segment.
+pub const MAX_FLEET_NAME: usize = 64;
+
+impl FleetSection {
+    /// `None` when the name can be a NATS subject token and an etcd key segment.
+    fn name_problem(&self) -> Option<String> {
+        let ok = !self.name.is_empty()
+            && self.name.len() <= MAX_FLEET_NAME
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        (!ok).then(|| {
+            format!(
+                "{:?}: 1 to {MAX_FLEET_NAME} letters, digits, '-' or '_' (it names NATS subjects and etcd keys)",
+                self.name
+            )
+        })
+    }
+}
+
 /// A whole node config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -265,6 +308,9 @@ pub struct NodeConfig {
     /// The DPDK ports, `[[port]]` tables.
     #[serde(default)]
     pub port: Vec<PortSection>,
+    /// The fleet's engines; absent for a node on its own.
+    #[serde(default)]
+    pub fleet: Option<FleetSection>,
     /// Where the file was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -352,6 +398,23 @@ impl NodeConfig {
         }
         if let Some(d) = &c.dpdk {
             d.validate(&c.port).map_err(|e| at(&e.key, e.message))?;
+        }
+        if let Some(f) = &c.fleet {
+            if let Some(m) = f.name_problem() {
+                return Err(at("fleet.name", m));
+            }
+            if let Some(u) = f.etcd.iter().find(|u| !u.starts_with("http://")) {
+                return Err(at(
+                    "fleet.etcd",
+                    format!("{u:?}: etcd client URLs look like \"http://127.0.0.1:2379\""),
+                ));
+            }
+            if let Some(u) = f.nats.as_ref().filter(|u| !u.starts_with("nats://")) {
+                return Err(at(
+                    "fleet.nats",
+                    format!("{u:?}: a NATS URL looks like \"nats://127.0.0.1:4222\""),
+                ));
+            }
         }
         Ok(c)
     }

@@ -414,6 +414,9 @@ pub mod appliance;
 #[cfg(feature = "dpdk")]
 pub mod memif;
 
+/// The fleet's engines (etcd, nats-server, prometheus) started and stopped by a test.
+pub mod engines;
+
 /// In-process appliances on ring ports.
 #[cfg(feature = "dpdk")]
 pub mod ring_wire;
