@@ -57,7 +57,41 @@ struct ActivityFile {
     sponsor: Vec<Sponsor>,
     #[serde(default)]
     round: Vec<Round>,
+    #[serde(default)]
+    live: Option<LiveOverrides>,
 }
+
+/// The optional `[live]` table: what an activity document pushed to a fleet (or reloaded by
+/// SIGHUP) may change besides its rounds, probabilities and limits, over the node config's
+/// own settings. Every key is optional; an absent one leaves the node's setting.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveOverrides {
+    /// Moves every round by this much (the broadcast's countdown cue), in place of the node
+    /// config's `[activity] calibration_ms`.
+    #[serde(default)]
+    pub calibration_ms: Option<i64>,
+    /// Throttle settings in place of the node config's `[throttle]`, key by key.
+    #[serde(default)]
+    pub throttle: LiveThrottle,
+    /// Users refused on every node, besides each node's own `[blacklist]`.
+    #[serde(default)]
+    pub blacklist: Vec<u64>,
+}
+
+/// `[live.throttle]`: the node config's `[throttle]` keys, each optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveThrottle {
+    pub floor_ms: Option<u32>,
+    pub ceiling_ms: Option<u32>,
+    pub closed_cap_ms: Option<u32>,
+    pub worker_capacity_rps: Option<u32>,
+}
+
+/// Largest `calibration_ms` either way: a broadcast's countdown cue moves rounds by seconds;
+/// more than a day is a mistake, and would move them before the epoch.
+pub const MAX_CALIBRATION_MS: u64 = 86_400_000;
 
 /// The `[activity]` table.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -161,6 +195,8 @@ pub struct Activity {
     pub limits: Limits,
     pub sponsors: Vec<Sponsor>,
     pub rounds: Vec<Round>,
+    /// The `[live]` table (empty when absent).
+    pub live: LiveOverrides,
     /// Where the ids were written, for errors found after parsing (a reload).
     lines: Lines,
 }
@@ -173,6 +209,8 @@ struct Lines {
     sponsors: Vec<usize>,
     /// By round in start order: its index in the file, and the line.
     rounds: Vec<(usize, usize)>,
+    /// `live.throttle.floor_ms`, checked against the node's throttle when applied.
+    live_floor: usize,
 }
 
 impl Activity {
@@ -404,6 +442,16 @@ impl Activity {
             ));
         }
 
+        let live = raw.live.unwrap_or_default();
+        if let Some(c) = live.calibration_ms {
+            if c.unsigned_abs() > MAX_CALIBRATION_MS {
+                return Err(err(
+                    "live.calibration_ms".into(),
+                    format!("must be within ±{MAX_CALIBRATION_MS} (a day), found {c}"),
+                ));
+            }
+        }
+
         let lines = Lines {
             id: places.line_of_key("activity.id"),
             sponsors: (0..sponsors.len())
@@ -413,6 +461,7 @@ impl Activity {
                 .iter()
                 .map(|(i, _)| (*i, places.line_of_key(&format!("round[{i}].id"))))
                 .collect(),
+            live_floor: places.line_of_key("live.throttle.floor_ms"),
         };
         Ok(Activity {
             path: path.to_path_buf(),
@@ -420,8 +469,20 @@ impl Activity {
             limits,
             sponsors,
             rounds: rounds.into_iter().map(|(_, r)| r).collect(),
+            live,
             lines,
         })
+    }
+
+    /// An error at `live.throttle.floor_ms` of this activity (found when it is applied over
+    /// a node's throttle).
+    pub fn live_floor_error(&self, message: String) -> ActivityError {
+        ActivityError::At {
+            file: self.path.display().to_string(),
+            line: self.lines.live_floor,
+            key: "live.throttle.floor_ms".into(),
+            message,
+        }
     }
 
     /// Checks that this activity, re-read for a live reload, has the running one's id and

@@ -67,9 +67,7 @@ fn default_users() -> u64 {
     1_000_000
 }
 
-/// Largest `calibration_ms` either way: a broadcast's countdown cue moves rounds by seconds;
-/// more than a day is a mistake, and would move them before the epoch.
-pub const MAX_CALIBRATION_MS: u64 = 86_400_000;
+pub use crate::activity::MAX_CALIBRATION_MS;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -509,7 +507,7 @@ impl NodeConfig {
         }
     }
 
-    /// Builds the workers' snapshot.
+    /// Builds the workers' snapshot, with a version above `previous_version` (from the clock).
     pub fn live(
         &self,
         activity: &Activity,
@@ -517,15 +515,57 @@ impl NodeConfig {
         previous_version: u32,
         now_s: u64,
     ) -> Result<Arc<Live>, ConfigError> {
+        let version = next_config_version(previous_version, now_s);
+        self.live_versioned(activity, start_s, version)
+    }
+
+    /// Builds the workers' snapshot with the given version (a fleet's etcd revision). The
+    /// activity's `[live]` table takes precedence over this config's calibration and
+    /// throttle; its blacklist adds to this config's.
+    pub fn live_versioned(
+        &self,
+        activity: &Activity,
+        start_s: u64,
+        version: u32,
+    ) -> Result<Arc<Live>, ConfigError> {
+        let over = &activity.live;
+        let mut blacklist = self.blacklist()?;
+        blacklist.extend(over.blacklist.iter().copied());
         Ok(Live::new(
             activity,
             self.identity()?,
-            self.throttle(),
+            self.throttle_with(activity)?,
             self.epoch_s(start_s),
-            self.activity.calibration_ms,
-            self.blacklist()?,
-            next_config_version(previous_version, now_s),
+            over.calibration_ms.unwrap_or(self.activity.calibration_ms),
+            blacklist,
+            version,
         ))
+    }
+
+    /// This config's throttle with the activity's `[live.throttle]` keys over it, checked as
+    /// `[throttle]` is (an error names the activity's key).
+    fn throttle_with(&self, activity: &Activity) -> Result<Throttle, ConfigError> {
+        let o = activity.live.throttle;
+        let mut t = self.throttle();
+        t.floor_ms = o.floor_ms.unwrap_or(t.floor_ms);
+        t.ceiling_ms = o.ceiling_ms.unwrap_or(t.ceiling_ms);
+        t.closed_cap_ms = o.closed_cap_ms.unwrap_or(t.closed_cap_ms);
+        t.worker_capacity_rps = o.worker_capacity_rps.unwrap_or(t.worker_capacity_rps);
+        if o == Default::default() {
+            return Ok(t);
+        }
+        if t.floor_ms == 0 {
+            return Err(activity.live_floor_error("must be at least 1".into()).into());
+        }
+        if t.floor_ms > t.ceiling_ms {
+            return Err(activity
+                .live_floor_error(format!(
+                    "{} is above ceiling_ms {} (with the node's [throttle])",
+                    t.floor_ms, t.ceiling_ms
+                ))
+                .into());
+        }
+        Ok(t)
     }
 
     pub fn socket_bind(&self) -> SocketAddr {
@@ -626,6 +666,63 @@ users = [5, 6]
             e.to_string(),
             "n.toml:1: keys: missing: the key is required"
         );
+    }
+
+    /// A node config in a directory with its keys and an activity with a `[live]` table.
+    fn with_live(live: &str) -> (tempfile::TempDir, NodeConfig, Result<Activity, ConfigError>) {
+        let d = tempfile::tempdir().unwrap();
+        for k in ["token.key", "claim.key"] {
+            std::fs::write(d.path().join(k), MacKey::from_bytes([7; 16]).to_hex()).unwrap();
+        }
+        let demo = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/demo.toml"),
+        )
+        .unwrap();
+        std::fs::write(d.path().join("a.toml"), format!("{demo}\n{live}")).unwrap();
+        let text = GOOD
+            .replace("../seeds/demo.toml", "a.toml")
+            .replace("epoch = \"now\"", "epoch = \"now\"\ncalibration_ms = 100")
+            + "\n[throttle]\nfloor_ms = 1000\nceiling_ms = 2000\n";
+        let c = NodeConfig::parse(&d.path().join("n.toml"), &text).unwrap();
+        let a = c.activity();
+        (d, c, a)
+    }
+
+    #[test]
+    fn an_activity_live_table_overrides_calibration_and_throttle_and_adds_to_the_blacklist() {
+        let (_d, c, a) = with_live("");
+        let plain = c.live_versioned(&a.unwrap(), 1000, 7).unwrap();
+        assert_eq!(plain.config_version, 7);
+        assert_eq!(plain.throttle.floor_ms, 1000);
+        let (_d, c, a) = with_live(
+            "[live]\ncalibration_ms = -400\nblacklist = [9]\n[live.throttle]\nfloor_ms = 1500\n",
+        );
+        let live = c.live_versioned(&a.unwrap(), 1000, 8).unwrap();
+        // Rounds move by the activity's calibration, not the config's (100 ms).
+        assert_eq!(
+            live.rounds[0].start_ms + 500,
+            plain.rounds[0].start_ms,
+            "calibration -400 in place of +100"
+        );
+        assert_eq!(live.throttle.floor_ms, 1500);
+        assert_eq!(live.throttle.ceiling_ms, 2000, "the config's key stays");
+        assert!(live.blacklist.contains(&9) && live.blacklist.contains(&5));
+    }
+
+    #[test]
+    fn a_live_table_error_names_the_activity_file_line_and_key() {
+        let (_d, c, a) = with_live("[live]\ncalibration_ms = 90000000\n");
+        let e = a.unwrap_err().to_string();
+        assert!(e.contains("a.toml:") && e.contains(": live.calibration_ms: must be within"), "{e}");
+        let (_d, c2, a) = with_live("[live.throttle]\nfloor_ms = 3000\n");
+        let e = c2.live_versioned(&a.unwrap(), 0, 1).unwrap_err().to_string();
+        let line = e.split(':').nth(1).unwrap().parse::<usize>().unwrap();
+        let text = std::fs::read_to_string(c2.resolve(Path::new("a.toml"))).unwrap();
+        assert_eq!(text.lines().nth(line - 1), Some("floor_ms = 3000"), "{e}");
+        assert!(e.contains("live.throttle.floor_ms: 3000 is above ceiling_ms 2000"), "{e}");
+        let (_d, _, a) = with_live("[live]\nfloor = 1\n");
+        assert!(a.unwrap_err().to_string().contains("live.floor: unknown field"));
+        drop(c);
     }
 
     #[test]
