@@ -47,6 +47,17 @@ pub struct ControlCounters {
     pub reloads: std::sync::atomic::AtomicU64,
     pub reloads_refused: std::sync::atomic::AtomicU64,
     pub config_version: std::sync::atomic::AtomicU64,
+    /// The node is in a fleet (`[fleet] etcd`): the fleet gauges below are exported.
+    pub fleet: std::sync::atomic::AtomicBool,
+    /// 1 while the node holds an etcd session, else 0.
+    pub fleet_connected: std::sync::atomic::AtomicU64,
+    /// The newest revision of the live config the node has seen in etcd.
+    pub fleet_seen: std::sync::atomic::AtomicU64,
+    /// etcd sessions that ended in an error.
+    pub fleet_errors: std::sync::atomic::AtomicU64,
+    /// Since when (unix ms) the node has not been both connected and on the newest revision;
+    /// 0 while it is.
+    pub fleet_out_of_sync_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Every worker's counters and the control loop's, for reporting.
@@ -80,6 +91,22 @@ impl Stats {
             c.reloads_refused.load(Ordering::Relaxed),
             c.config_version.load(Ordering::Relaxed)
         );
+        if c.fleet.load(Ordering::Relaxed) {
+            let since = c.fleet_out_of_sync_ms.load(Ordering::Relaxed);
+            let lag_s = match since {
+                0 => 0.0,
+                t => crate::time::unix_ms().saturating_sub(t) as f64 / 1000.0,
+            };
+            out += &format!(
+                "# TYPE shake_fleet_etcd_connected gauge\nshake_fleet_etcd_connected {}\n\
+                 # TYPE shake_fleet_revision_seen gauge\nshake_fleet_revision_seen {}\n\
+                 # TYPE shake_fleet_etcd_errors_total counter\nshake_fleet_etcd_errors_total {}\n\
+                 # TYPE shake_fleet_config_lag_seconds gauge\nshake_fleet_config_lag_seconds {lag_s:.3}\n",
+                c.fleet_connected.load(Ordering::Relaxed),
+                c.fleet_seen.load(Ordering::Relaxed),
+                c.fleet_errors.load(Ordering::Relaxed),
+            );
+        }
         for (i, s) in self.snapshots().iter().enumerate() {
             s.prometheus(i, &mut out);
         }

@@ -32,6 +32,8 @@ enum Command {
     /// Check a node's shards against its journals as `serve` would (changing nothing), or
     /// forfeit what a really lost journal cannot explain.
     Recover(cli::recover::Args),
+    /// The fleet on etcd: push a live config to every node, see every node's state.
+    Fleet(cli::fleet::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,6 +46,7 @@ fn main() -> std::process::ExitCode {
         Command::Journal(a) => cli::journal::run(a),
         Command::Reconcile(a) => cli::reconcile::run(a),
         Command::Recover(a) => cli::recover::run(a),
+        Command::Fleet(a) => cli::fleet::run(a),
     };
     match result {
         Ok(code) => code,

@@ -555,7 +555,9 @@ impl NodeConfig {
             return Ok(t);
         }
         if t.floor_ms == 0 {
-            return Err(activity.live_floor_error("must be at least 1".into()).into());
+            return Err(activity
+                .live_floor_error("must be at least 1".into())
+                .into());
         }
         if t.floor_ms > t.ceiling_ms {
             return Err(activity
@@ -674,10 +676,9 @@ users = [5, 6]
         for k in ["token.key", "claim.key"] {
             std::fs::write(d.path().join(k), MacKey::from_bytes([7; 16]).to_hex()).unwrap();
         }
-        let demo = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/demo.toml"),
-        )
-        .unwrap();
+        let demo =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/demo.toml"))
+                .unwrap();
         std::fs::write(d.path().join("a.toml"), format!("{demo}\n{live}")).unwrap();
         let text = GOOD
             .replace("../seeds/demo.toml", "a.toml")
@@ -713,15 +714,27 @@ users = [5, 6]
     fn a_live_table_error_names_the_activity_file_line_and_key() {
         let (_d, c, a) = with_live("[live]\ncalibration_ms = 90000000\n");
         let e = a.unwrap_err().to_string();
-        assert!(e.contains("a.toml:") && e.contains(": live.calibration_ms: must be within"), "{e}");
+        assert!(
+            e.contains("a.toml:") && e.contains(": live.calibration_ms: must be within"),
+            "{e}"
+        );
         let (_d, c2, a) = with_live("[live.throttle]\nfloor_ms = 3000\n");
-        let e = c2.live_versioned(&a.unwrap(), 0, 1).unwrap_err().to_string();
+        let e = c2
+            .live_versioned(&a.unwrap(), 0, 1)
+            .unwrap_err()
+            .to_string();
         let line = e.split(':').nth(1).unwrap().parse::<usize>().unwrap();
         let text = std::fs::read_to_string(c2.resolve(Path::new("a.toml"))).unwrap();
         assert_eq!(text.lines().nth(line - 1), Some("floor_ms = 3000"), "{e}");
-        assert!(e.contains("live.throttle.floor_ms: 3000 is above ceiling_ms 2000"), "{e}");
+        assert!(
+            e.contains("live.throttle.floor_ms: 3000 is above ceiling_ms 2000"),
+            "{e}"
+        );
         let (_d, _, a) = with_live("[live]\nfloor = 1\n");
-        assert!(a.unwrap_err().to_string().contains("live.floor: unknown field"));
+        assert!(a
+            .unwrap_err()
+            .to_string()
+            .contains("live.floor: unknown field"));
         drop(c);
     }
 

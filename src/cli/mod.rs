@@ -1,5 +1,6 @@
 //! One module per subcommand; each exposes `Args` and `run(Args) -> anyhow::Result<ExitCode>`.
 pub mod activity;
+pub mod fleet;
 pub mod journal;
 pub mod reconcile;
 pub mod recover;

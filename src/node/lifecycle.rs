@@ -242,17 +242,34 @@ impl Control<'_> {
             }
             None => None,
         };
+        let metrics_addr = prometheus.as_ref().map(|(a, _)| *a);
+        let mut fleet = None;
+        if failed.is_none() {
+            match super::fleet::start(
+                self.node,
+                &reload_tx,
+                &stats,
+                running.describe(),
+                metrics_addr,
+            ) {
+                Ok(f) => fleet = f,
+                Err(e) => failed = Some(e.into()),
+            }
+        }
         if failed.is_none() {
             println!(
-                "shake: serving SHAKE/1 on {}, node {}/{}, config_version {}{}",
+                "shake: serving SHAKE/1 on {}, node {}/{}, config_version {}{}{}",
                 running.describe(),
                 config.node.index,
                 config.node.count,
                 self.node.live.config_version,
-                prometheus
-                    .as_ref()
-                    .map(|(a, _)| format!(", metrics on http://{a}/metrics"))
-                    .unwrap_or_default()
+                metrics_addr
+                    .map(|a| format!(", metrics on http://{a}/metrics"))
+                    .unwrap_or_default(),
+                match (&fleet, &config.fleet) {
+                    (Some(_), Some(f)) => format!(", fleet {} on etcd", f.name),
+                    _ => String::new(),
+                }
             );
         }
         let mut ticker = Ticker::new(Duration::from_secs(config.stats.interval_s));
@@ -273,6 +290,10 @@ impl Control<'_> {
             std::thread::sleep(CONTROL_PERIOD);
         }
         stop.store(true, Relaxed);
+        // Out of the registry first: the node is going.
+        if let Some(f) = fleet {
+            f.stop();
+        }
         let Stopped { workers, error } = running.join();
         if let Some(e) = error {
             eprintln!("shake: a worker failed: {e}");

@@ -4,6 +4,7 @@
 //! DPDK appliance serve exactly the same decisions and recover, flush, reload and stop the
 //! same way.
 
+pub mod fleet;
 pub mod lifecycle;
 
 pub use crate::time::unix_ms;
@@ -94,7 +95,13 @@ impl Node {
             Some(p) => read_version(&p)?,
             None => 0,
         };
-        let live = config.live(&activity, start_s, previous, start_s)?;
+        // In a fleet the version is etcd's revision, never the clock: the node starts on
+        // what it applied last and etcd's current revision follows.
+        let live = if fleet::in_fleet(&config) {
+            fleet::starting_live(&config, &activity, start_s, previous)?
+        } else {
+            config.live(&activity, start_s, previous, start_s)?
+        };
         Ok(Node {
             config,
             activity,
@@ -107,6 +114,13 @@ impl Node {
     /// to the seeds by position, so a reload may change timing, probabilities, limits,
     /// throttling and the blacklist, but not which sponsors and rounds exist.
     pub fn reload(&mut self) -> Result<Arc<Live>, NodeError> {
+        if fleet::in_fleet(&self.config) {
+            return Err(NodeError::State(format!(
+                "{}: this node takes its live config from etcd ([fleet] etcd): change it with \
+                 `shake fleet push`",
+                self.config.path.display()
+            )));
+        }
         let config = NodeConfig::load(&self.config.path)?;
         let activity = config.activity()?;
         activity
