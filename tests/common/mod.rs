@@ -20,13 +20,14 @@ pub fn write_keys(dir: &Path) {
     std::fs::write(dir.join("claim.key"), CLAIM_KEY.to_hex()).unwrap();
 }
 
-/// A test node's `node.toml`: node 0 of `count` (1 unless set), answering on `ipv4` at UDP
+/// A test node's `node.toml`: node `index` (0 unless set) of `count` (1 unless set), answering on `ipv4` at UDP
 /// port 7000 (unless set), sized for `planned_users`, with the activity in `activity.toml`,
 /// the keys of [`write_keys`], `[stats] interval_s = 0` (unless set) and no Prometheus
 /// endpoint unless asked for. The `extra` text comes last, as is.
 pub struct NodeToml {
     ipv4: String,
     planned_users: u64,
+    index: u32,
     count: u32,
     port: u16,
     activity: String,
@@ -40,6 +41,7 @@ impl NodeToml {
         NodeToml {
             ipv4: ipv4.to_owned(),
             planned_users,
+            index: 0,
             count: 1,
             port: 7000,
             activity: String::new(),
@@ -49,9 +51,15 @@ impl NodeToml {
         }
     }
 
-    /// The node count (this node is always index 0).
+    /// The node count (this node is index 0 unless set).
     pub fn count(mut self, count: u32) -> NodeToml {
         self.count = count;
+        self
+    }
+
+    /// This node's index.
+    pub fn index(mut self, index: u32) -> NodeToml {
+        self.index = index;
         self
     }
 
@@ -92,6 +100,7 @@ impl NodeToml {
         let NodeToml {
             ipv4,
             planned_users,
+            index,
             count,
             port,
             activity,
@@ -107,7 +116,7 @@ impl NodeToml {
         format!(
             r#"
 [node]
-index = 0
+index = {index}
 count = {count}
 ipv4 = "{ipv4}"
 port = {port}
