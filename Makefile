@@ -11,7 +11,7 @@ APT_PACKAGES := dpdk dpdk-dev libdpdk-dev pkg-config libclang-dev clang libpcap-
 	protobuf-compiler etcd-server nats-server prometheus
 BUILD := build
 
-.PHONY: all deps build release test lint demo bench bench-datapath bench-seeds hugepages clean \
+.PHONY: all deps build release test lint demo bench bench-datapath bench-seeds bench-fleet hugepages clean \
 	fuzz fuzz-deps fuzz-build fuzz-smoke fuzz-seeds
 
 all: build
@@ -89,6 +89,11 @@ bench-seeds: deps
 	$(CARGO) bench --bench seeds_startup
 	$(CARGO) bench --bench user_table
 
+# Live config across a fleet: push to applied on 8 socket nodes and on 640 simulated control
+# planes, with etcd's load (bench/fleet.rs; results in bench/results/fleet.txt).
+bench-fleet: deps
+	$(CARGO) bench --bench fleet
+
 clean:
 	$(CARGO) clean
 	rm -rf $(BUILD)
@@ -102,7 +107,7 @@ bench-e2e: deps
 
 # Everything, in one run: the micro-benchmarks, then the end-to-end phases, whose table takes
 # (d) from the datapath run just made.
-bench: bench-datapath bench-seeds
+bench: bench-datapath bench-seeds bench-fleet
 	SKIP_MICRO=1 bash bench/e2e.sh
 
 # --- Soak (bench/soak.sh, not in `make test`): SOAK_SECONDS (300) of phones obeying
