@@ -11,7 +11,7 @@ APT_PACKAGES := dpdk dpdk-dev libdpdk-dev pkg-config libclang-dev clang libpcap-
 	protobuf-compiler etcd-server nats-server prometheus
 BUILD := build
 
-.PHONY: all deps build release test lint demo bench bench-datapath bench-seeds bench-fleet hugepages clean \
+.PHONY: all deps build release test lint demo demo-fleet bench bench-datapath bench-seeds bench-fleet hugepages clean \
 	fuzz fuzz-deps fuzz-build fuzz-smoke fuzz-seeds
 
 all: build
@@ -79,6 +79,12 @@ hugepages:
 # The main job: the appliance on DPDK virtual devices driven by the bundled generator.
 demo: build
 	bash bench/demo.sh
+
+# A fleet on this machine: etcd, nats-server, Prometheus, 4 socket nodes with their claim
+# shippers, the generator across them, a live push, a node killed and restarted, and the
+# fund flow reconciled from the stream (bench/demo-fleet.sh).
+demo-fleet: build
+	bash bench/demo-fleet.sh
 
 # The datapath micro-benchmark: ns per request over 32-frame bursts from 10M users.
 bench-datapath: deps
