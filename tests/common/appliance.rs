@@ -239,7 +239,8 @@ impl Appliance {
                     }
                     let at = line.split("metrics on http://").nth(1);
                     let at = at.unwrap_or_else(|| panic!("no metrics address in {line:?}"));
-                    return Some(at.trim_end_matches("/metrics").parse().unwrap());
+                    let at = at.split("/metrics").next().unwrap_or(at);
+                    return Some(at.parse().unwrap());
                 }
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}

@@ -230,6 +230,14 @@ pub fn shake_bin() -> PathBuf {
                 .ancestors()
                 .find(|d| d.join("src/main.rs").exists() && d.join("dpdk-shim").is_dir())
                 .expect("the shake workspace above this package");
+            let bin = dir.join("shake");
+            // `cargo test --workspace` has just built it (for the shake package's own tests)
+            // with the workspace's features: take it unless a source is newer. Building it
+            // again with `-p shake` alone would compile every dependency a second time with
+            // other features.
+            if is_newer_than_sources(&bin, workspace) {
+                return bin;
+            }
             let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
             cmd.current_dir(workspace)
                 .args(["build", "--quiet", "-p", "shake", "--bin", "shake"])
@@ -243,7 +251,6 @@ pub fn shake_bin() -> PathBuf {
                 .status()
                 .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
             assert!(status.success(), "{cmd:?} failed ({status})");
-            let bin = dir.join("shake");
             assert!(bin.exists(), "{} after building it", bin.display());
             bin
         })
@@ -303,6 +310,32 @@ pub fn reconcile(dir: &Path) -> String {
             .arg("--journals")
             .arg(dir.join("journal")),
     )
+}
+
+/// `bin` exists and is newer than every source it is built from (the shake package's
+/// sources, the DPDK shim, the manifests and the lock file).
+fn is_newer_than_sources(bin: &Path, workspace: &Path) -> bool {
+    fn newest(p: &Path) -> std::time::SystemTime {
+        let Ok(meta) = std::fs::metadata(p) else {
+            return std::time::SystemTime::UNIX_EPOCH;
+        };
+        let own = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+        if !meta.is_dir() {
+            return own;
+        }
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| newest(&e.path()))
+            .fold(own, std::cmp::max)
+    }
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return false;
+    };
+    ["src", "dpdk-shim", "Cargo.toml", "Cargo.lock", "build.rs"]
+        .iter()
+        .all(|p| newest(&workspace.join(p)) < built)
 }
 
 /// A running `shake serve`, stopped with SIGTERM (then SIGKILL) by its PID on drop.
