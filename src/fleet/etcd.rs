@@ -480,3 +480,63 @@ impl Drop for ControlPlane {
         self.stop_now();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Applies any text but "bad".
+    struct Fake {
+        version: i64,
+        applied: Vec<i64>,
+    }
+
+    impl Applier for Fake {
+        fn applied(&self) -> i64 {
+            self.version
+        }
+        fn apply(&mut self, revision: i64, text: &str) -> Result<(), String> {
+            if text == "bad" {
+                return Err("bad document".into());
+            }
+            self.version = revision;
+            self.applied.push(revision);
+            Ok(())
+        }
+        fn report(&mut self, reg: &mut Registration) {
+            reg.revision = self.version;
+        }
+    }
+
+    #[test]
+    fn revisions_apply_in_order_only_upwards_and_refusals_are_counted() {
+        let c = ControlCounters::default();
+        let mut reg = Registration::default();
+        let mut a = Fake {
+            version: 10,
+            applied: vec![],
+        };
+        // The revision in force, seen again after a reconnect: nothing happens.
+        offer(&mut a, &c, &mut reg, 10, Ok("x"));
+        assert!(a.applied.is_empty() && reg.refused.is_none());
+        // An older one is refused (said once) and never applied.
+        offer(&mut a, &c, &mut reg, 7, Ok("x"));
+        offer(&mut a, &c, &mut reg, 8, Ok("x"));
+        assert!(a.applied.is_empty());
+        assert_eq!(c.reloads_refused.load(Relaxed), 1);
+        assert!(reg
+            .refused
+            .as_deref()
+            .unwrap()
+            .contains("revision 7 is below"));
+        // A newer valid one applies; an invalid one after it is refused, the node keeps 12.
+        offer(&mut a, &c, &mut reg, 12, Ok("x"));
+        assert_eq!(a.applied, [12]);
+        assert!(reg.refused.is_none());
+        offer(&mut a, &c, &mut reg, 13, Ok("bad"));
+        assert_eq!(a.version, 12);
+        assert_eq!(c.reloads_refused.load(Relaxed), 2);
+        assert_eq!(reg.refused.as_deref(), Some("revision 13: bad document"));
+        assert_eq!((reg.seen, c.fleet_seen.load(Relaxed)), (13, 13));
+    }
+}
