@@ -32,6 +32,10 @@ enum Command {
     /// Check a node's shards against its journals as `serve` would (changing nothing), or
     /// forfeit what a really lost journal cannot explain.
     Recover(cli::recover::Args),
+    /// Ship a node's claim journals to the fleet's JetStream stream, exactly once.
+    Ship(cli::ship::Args),
+    /// The example payment consumer: take claims from the stream, pay each once, then ack.
+    Pay(cli::pay::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,6 +48,8 @@ fn main() -> std::process::ExitCode {
         Command::Journal(a) => cli::journal::run(a),
         Command::Reconcile(a) => cli::reconcile::run(a),
         Command::Recover(a) => cli::recover::run(a),
+        Command::Ship(a) => cli::ship::run(a),
+        Command::Pay(a) => cli::pay::run(a),
     };
     match result {
         Ok(code) => code,
