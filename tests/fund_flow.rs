@@ -128,12 +128,12 @@ fn shipped_to(rt: &tokio::runtime::Runtime, js: &jetstream::Context, names: &Nam
     })
 }
 
-/// Creates the stream as a shipper would, but with a duplicate window of 1 ms: the
+/// Creates the stream as a shipper would, but with the shortest duplicate window NATS allows (100 ms): the
 /// `Nats-Msg-Id` safety net is then out of play, and only resuming from the stream with an
 /// expected last subject sequence keeps shipping exactly once.
 fn create_stream_without_dedup(rt: &tokio::runtime::Runtime, js: &jetstream::Context, names: &Names) {
     let mut c = stream_config(names);
-    c.duplicate_window = Duration::from_millis(1);
+    c.duplicate_window = Duration::from_millis(100);
     rt.block_on(js.create_stream(c)).unwrap();
 }
 
@@ -305,7 +305,7 @@ fn a_publish_whose_ack_was_lost_is_not_shipped_twice() {
     let r0 = journal_records(&d0);
     let s0 = names.claims_subject(5, 3, 0);
     publish_raw(&rt, &js, &s0, &r0, 0, 99);
-    publish_raw(&rt, &js, &s0, &r0, 100, 140);
+    let before_141 = publish_raw(&rt, &js, &s0, &r0, 100, 140);
     // Worker 1: the stream holds a record 9 that is not this journal's.
     let d1 = write_journal(root.path(), 1, 50);
     let s1 = names.claims_subject(5, 3, 1);
@@ -326,8 +326,7 @@ fn a_publish_whose_ack_was_lost_is_not_shipped_twice() {
         shipper.errors("stream_ahead") > 0
     });
     shipper.stop(&rt);
-    let mut stream = stream_records(&rt, &js, &names);
-    let w1 = stream.remove(&(3, 1)).unwrap();
+    let w1 = stream_records(&rt, &js, &names).remove(&(3, 1)).unwrap();
     assert_eq!(w1, foreign.iter().enumerate().map(|(i, r)| (i as u64, *r)).collect::<Vec<_>>());
     assert_eq!(
         rt.block_on(async { resume_point(&js.get_stream(names.stream()).await.unwrap(), &s1).await.unwrap() })
@@ -335,7 +334,26 @@ fn a_publish_whose_ack_was_lost_is_not_shipped_twice() {
         foreign_seq,
         "nothing shipped after the foreign record"
     );
+    // A stale publish of records the stream already holds, sent long after (a client's resend
+    // after a reconnect, a shipper that was not quite dead), with the headers a shipper builds
+    // from its stale view, and a message id the duplicate window no longer knows: only the
+    // expected last subject sequence stands between it and a second copy. The stream refuses.
+    let stale = Batch::decode(r0[141..=160].iter().flatten().copied().collect()).unwrap();
+    let mut h = stale.headers(&s0, before_141);
+    h.insert(async_nats::header::NATS_MESSAGE_ID, "expired-window");
+    let refused = rt.block_on(async {
+        js.publish_with_headers(s0.clone(), h, stale.bytes.clone().into())
+            .await
+            .unwrap()
+            .await
+    });
+    assert_eq!(
+        refused.map(|a| a.sequence).map_err(|e| e.kind()),
+        Err(jetstream::context::PublishErrorKind::WrongLastSequence)
+    );
     let claims = r0.iter().filter(|r| r[44] == Kind::Claim as u8).count() + foreign.len();
+    let mut stream = stream_records(&rt, &js, &names);
+    stream.remove(&(3, 1));
     assert_exactly_once(&stream, &[((3, 0), r0)]);
     let _ = d1;
 
@@ -391,6 +409,9 @@ fn two_shippers_at_once_ship_each_record_once() {
         shipped_to(&rt, &js, &names, &subject) == N
     });
     let raced = a.errors("wrong_last_sequence") + b.errors("wrong_last_sequence");
+    eprintln!("a: {}", a.metrics.line());
+    eprintln!("b: {}", b.metrics.line());
+    eprintln!("a: {:?} b: {:?}", a.metrics.errors.lock().unwrap(), b.metrics.errors.lock().unwrap());
     a.stop(&rt);
     b.stop(&rt);
     let stream = stream_records(&rt, &js, &names);
