@@ -50,7 +50,11 @@ fn shipper(
     names: &Names,
     root: &std::path::Path,
     url: &str,
-) -> (Arc<AtomicBool>, Arc<ShipMetrics>, tokio::task::JoinHandle<()>) {
+) -> (
+    Arc<AtomicBool>,
+    Arc<ShipMetrics>,
+    tokio::task::JoinHandle<()>,
+) {
     let cfg = ShipConfig::new(names.clone(), root.to_path_buf(), url.to_string());
     let stop = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(ShipMetrics::default());

@@ -337,7 +337,7 @@ pub fn reconcile_with_stream(
     let journal_list: Vec<((u32, u32), PathBuf)> = journals.into_iter().collect();
     let mut journaled: BTreeMap<(u32, u32), u64> = BTreeMap::new();
     // Each journal's raw records, to compare with the stream's (only with a stream).
-    let mut raw: BTreeMap<(u32, u32), (PathBuf, Vec<[u8; RECORD_LEN]>)> = BTreeMap::new();
+    let mut raw: RawJournals = BTreeMap::new();
     for (ji, (key, dir)) in journal_list.iter().enumerate() {
         let Some(img) = shards.get(key) else {
             rep.problem(
@@ -521,16 +521,21 @@ pub fn reconcile_with_stream(
     Ok(rep)
 }
 
+/// Each journal's directory and raw records, by (node, worker).
+type RawJournals = BTreeMap<(u32, u32), (PathBuf, Vec<[u8; RECORD_LEN]>)>;
+/// A record the stream holds, and the stream sequence of its message.
+type Held = ([u8; RECORD_LEN], u64);
+
 /// The stream against the journals' raw records; adds the stream's money per sponsor.
 fn check_stream(
     rep: &mut ReconcileReport,
     activity: u32,
     msgs: &[StreamMessage],
-    raw: BTreeMap<(u32, u32), (PathBuf, Vec<[u8; RECORD_LEN]>)>,
+    raw: RawJournals,
 ) {
     let mut tally = StreamTally::default();
     // (node, worker) -> seq -> (record, stream sequence of its message)
-    let mut held: BTreeMap<(u32, u32), BTreeMap<u64, ([u8; RECORD_LEN], u64)>> = BTreeMap::new();
+    let mut held: BTreeMap<(u32, u32), BTreeMap<u64, Held>> = BTreeMap::new();
     for msg in msgs {
         tally.messages += 1;
         let at = format!("stream message {} on {}", msg.sequence, msg.subject);

@@ -52,7 +52,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         rep.shards, rep.journals, rep.journal_records
     );
     if let Some(t) = rep.stream {
-        println!("{} stream messages, {} stream records", t.messages, t.records);
+        println!(
+            "{} stream messages, {} stream records",
+            t.messages, t.records
+        );
     }
     let with_stream = rep.stream.is_some();
     print!(

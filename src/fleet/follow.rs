@@ -77,11 +77,9 @@ impl Follower {
         self.buf.clear();
         self.start = seq;
         self.next = seq;
-        if self
-            .seg
-            .as_ref()
-            .is_some_and(|s| seq < s.header.first_seq || seq > s.header.first_seq + s.header.capacity)
-        {
+        if self.seg.as_ref().is_some_and(|s| {
+            seq < s.header.first_seq || seq > s.header.first_seq + s.header.capacity
+        }) {
             self.seg = None;
         }
     }
@@ -199,7 +197,10 @@ impl Follower {
         let found = segs
             .iter()
             .find(|s| seq >= s.header.first_seq && seq < s.header.first_seq + s.header.capacity)
-            .or_else(|| segs.last().filter(|s| seq == s.header.first_seq + s.header.capacity));
+            .or_else(|| {
+                segs.last()
+                    .filter(|s| seq == s.header.first_seq + s.header.capacity)
+            });
         let Some(s) = found else {
             return Err(JournalError::Layout {
                 path: self.dir.clone(),
@@ -323,7 +324,7 @@ mod tests {
         // Seeking back re-reads from the journal.
         f.seek(3);
         assert_eq!(f.fill().unwrap(), 10);
-        assert_eq!(&f.peek(1)[..], &want[3 * RECORD_LEN..4 * RECORD_LEN]);
+        assert_eq!(f.peek(1), &want[3 * RECORD_LEN..4 * RECORD_LEN]);
     }
 
     #[test]

@@ -200,9 +200,7 @@ pub async fn run(cfg: ShipConfig, metrics: Arc<ShipMetrics>, stop: Arc<AtomicBoo
                 continue;
             }
             let job = Journal {
-                subject: cfg
-                    .names
-                    .claims_subject(id.activity_id, id.node, id.worker),
+                subject: cfg.names.claims_subject(id.activity_id, id.node, id.worker),
                 worker: id.worker,
                 dir,
                 cfg: cfg.clone(),
@@ -246,9 +244,7 @@ impl Journal {
         let mut backoff = Duration::ZERO;
         let mut last_said = String::new();
         while !self.stop.load(Ordering::Relaxed) {
-            let step = self
-                .step(&mut follower, &mut stream, &mut at)
-                .await;
+            let step = self.step(&mut follower, &mut stream, &mut at).await;
             match step {
                 Step::Shipped => backoff = Duration::ZERO,
                 Step::Idle => tokio::time::sleep(self.cfg.poll).await,
@@ -267,7 +263,8 @@ impl Journal {
                     }
                     // A refused expectation is news, not trouble: re-derive at once.
                     if kind != "wrong_last_sequence" && kind != "duplicate" {
-                        backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+                        backoff =
+                            (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
                         tokio::time::sleep(backoff).await;
                     }
                 }
@@ -324,7 +321,8 @@ impl Journal {
                 }
                 Err(e) => return Step::Retry("journal", Some(e.to_string())),
             }
-            self.metrics.worker(self.worker, |g| g.shipped_to = r.next_seq);
+            self.metrics
+                .worker(self.worker, |g| g.shipped_to = r.next_seq);
             *at = Some(r);
         }
         let mut f = follower.take().expect("follower is put back");
@@ -370,7 +368,8 @@ impl Journal {
             Ok(a) => {
                 r.last_subject_seq = a.sequence;
                 r.next_seq += n as u64;
-                r.last_record.copy_from_slice(&f.peek(n)[(n - 1) * RECORD_LEN..]);
+                r.last_record
+                    .copy_from_slice(&f.peek(n)[(n - 1) * RECORD_LEN..]);
                 f.consume(n);
                 self.metrics.messages.fetch_add(1, Ordering::Relaxed);
                 let left = f.buffered() as u64;
@@ -402,8 +401,7 @@ pub async fn serve_metrics(
     stop: Arc<AtomicBool>,
 ) {
     while !stop.load(Ordering::Relaxed) {
-        let accepted =
-            tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
         let Ok(Ok((mut conn, _))) = accepted else {
             continue;
         };

@@ -133,7 +133,10 @@ impl Batch {
     }
 
     /// Like [`Batch::decode`], and the headers (when present) must agree with the records.
-    pub fn from_message(headers: Option<&HeaderMap>, payload: Vec<u8>) -> Result<Batch, BatchError> {
+    pub fn from_message(
+        headers: Option<&HeaderMap>,
+        payload: Vec<u8>,
+    ) -> Result<Batch, BatchError> {
         let b = Batch::decode(payload)?;
         if let Some(h) = headers {
             for (name, want) in [(HDR_FIRST_SEQ, b.first_seq), (HDR_LAST_SEQ, b.last_seq())] {
@@ -286,7 +289,11 @@ pub async fn resume_point(stream: &stream::Stream, subject: &str) -> Result<Resu
         Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
             Ok(Resume::default())
         }
-        Err(e) => Err(StreamError::api(&name, &format!("last message on {subject}"), e)),
+        Err(e) => Err(StreamError::api(
+            &name,
+            &format!("last message on {subject}"),
+            e,
+        )),
     }
 }
 
@@ -416,15 +423,16 @@ mod tests {
         assert_eq!((b.first_seq, b.last_seq(), b.len()), (10, 19, 10));
         assert_eq!(b.records().count(), 10);
         assert_eq!(Batch::decode(Vec::new()), Err(BatchError::Empty));
-        assert_eq!(
-            Batch::decode(vec![1u8; 65]),
-            Err(BatchError::Length(65))
-        );
+        assert_eq!(Batch::decode(vec![1u8; 65]), Err(BatchError::Length(65)));
         // A gap: 12 follows 10.
         let gap = payload([10, 12].into_iter());
         assert!(matches!(
             Batch::decode(gap),
-            Err(BatchError::Record { index: 1, seq: 11, .. })
+            Err(BatchError::Record {
+                index: 1,
+                seq: 11,
+                ..
+            })
         ));
         let mut torn = payload(0..3);
         torn[RECORD_LEN + 3] ^= 1;
@@ -454,7 +462,10 @@ mod tests {
         let other = Batch::decode(payload(3..7)).unwrap();
         assert!(matches!(
             Batch::from_message(Some(&h), other.bytes),
-            Err(BatchError::Header { name: HDR_LAST_SEQ, .. })
+            Err(BatchError::Header {
+                name: HDR_LAST_SEQ,
+                ..
+            })
         ));
     }
 
@@ -466,10 +477,7 @@ mod tests {
             node: 17,
             worker: 3,
         };
-        assert_eq!(
-            parse_subject(&n, &n.claims_subject(4, 17, 3)),
-            Some(id)
-        );
+        assert_eq!(parse_subject(&n, &n.claims_subject(4, 17, 3)), Some(id));
         assert_eq!(parse_subject(&n, "shake.ev.claims.4.17"), None);
         assert_eq!(parse_subject(&n, "shake.ev.claims.4.17.3.1"), None);
         assert_eq!(parse_subject(&n, "shake.other.claims.4.17.3"), None);
