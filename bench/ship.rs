@@ -100,6 +100,8 @@ fn throughput(rt: &tokio::runtime::Runtime, url: &str, n: u64) -> String {
 }
 
 fn lag(rt: &tokio::runtime::Runtime, url: &str, rate: u64, secs: u64) -> String {
+    // The NATS client is dropped at the end: in the runtime's context.
+    let _in_runtime = rt.enter();
     let root = tempfile::tempdir().unwrap();
     let names = Names::new(&format!("bench-lag-{rate}"));
     let n = rate * secs;
@@ -175,8 +177,9 @@ fn main() {
         .build()
         .unwrap();
     let mut out = vec![format!(
-        "# shake ship, one shipper into a local nats-server 2.9 (JetStream, file storage), {} (cargo bench --bench ship)",
-        std::env::var("SHIP_BENCH_NOTE").unwrap_or_else(|_| "this machine".into())
+        "# shake ship, one shipper into a local nats-server 2.9 (JetStream, file storage): {}",
+        std::env::var("SHIP_BENCH_NOTE")
+            .unwrap_or_else(|_| "cargo bench --bench ship (release profile)".into())
     )];
     let n: u64 = std::env::var("SHIP_BENCH_RECORDS")
         .ok()

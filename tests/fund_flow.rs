@@ -631,13 +631,28 @@ greeting_probability = 0.2
         chaos.swap(i, rng.below(i as u64 + 1) as usize);
     }
 
+    let subjects: Vec<String> = (0..2).map(|w| names.claims_subject(41, 0, w)).collect();
+    let shipped = |js: &jetstream::Context| -> u64 {
+        subjects
+            .iter()
+            .map(|s| shipped_to(&rt, js, &names, s))
+            .sum()
+    };
     let mut server = Server::start_socket_with(&config, None);
     let mut shipper = start_shipper(&config);
     let (mut seq, mut won) = (0u32, 0usize);
+    let mut before = 0;
     for c in &chaos {
         won += load(&server, 100 + rng.below(500) as usize, &mut seq);
         match c {
             Chaos::KillShipper => {
+                // Killed while shipping: this shipper's life has put something in the stream
+                // (the load above journaled new claims).
+                let js = js(&rt, &nats.url());
+                wait_until(Duration::from_secs(15), "the shipper ships", || {
+                    shipped(&js) > before
+                });
+                before = shipped(&js);
                 shipper.kill().unwrap(); // SIGKILL
                 shipper.wait().unwrap();
                 shipper = start_shipper(&config);
