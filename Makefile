@@ -104,6 +104,12 @@ clean:
 	$(CARGO) clean
 	rm -rf $(BUILD)
 
+# The fund flow: claims/s one shipper sustains into a local nats-server, and its lag at a
+# given win rate (bench/ship.rs; results in bench/results/ship.txt). Needs nats-server.
+.PHONY: bench-ship
+bench-ship: deps
+	$(CARGO) bench --bench ship
+
 # --- End-to-end benchmark (bench/e2e.sh): testpmd, the appliance on DPDK and on sockets, side
 # by side in one run, as ratios; results in build/bench/e2e.md and e2e.json. dpdk-testpmd is in
 # Debian's dpdk-dev package. PHASE_S=10 seconds per phase by default.
@@ -113,7 +119,7 @@ bench-e2e: deps
 
 # Everything, in one run: the micro-benchmarks, then the end-to-end phases, whose table takes
 # (d) from the datapath run just made.
-bench: bench-datapath bench-seeds bench-fleet
+bench: bench-datapath bench-seeds bench-fleet bench-ship
 	SKIP_MICRO=1 bash bench/e2e.sh
 
 # --- Soak (bench/soak.sh, not in `make test`): SOAK_SECONDS (300) of phones obeying

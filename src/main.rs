@@ -34,6 +34,10 @@ enum Command {
     Recover(cli::recover::Args),
     /// The fleet on etcd: push a live config to every node, see every node's state.
     Fleet(cli::fleet::Args),
+    /// Ship a node's claim journals to the fleet's JetStream stream, exactly once.
+    Ship(cli::ship::Args),
+    /// The example payment consumer: take claims from the stream, pay each once, then ack.
+    Pay(cli::pay::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +51,8 @@ fn main() -> std::process::ExitCode {
         Command::Reconcile(a) => cli::reconcile::run(a),
         Command::Recover(a) => cli::recover::run(a),
         Command::Fleet(a) => cli::fleet::run(a),
+        Command::Ship(a) => cli::ship::run(a),
+        Command::Pay(a) => cli::pay::run(a),
     };
     match result {
         Ok(code) => code,

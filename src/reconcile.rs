@@ -9,10 +9,17 @@
 //! - no packet_id appears twice across all journals;
 //! - per sponsor: issued + unissued + forfeited = budget, and the journals' claims and
 //!   forfeits add up to the shards' issued and forfeited money.
+//!
+//! With the claims stream given ([`reconcile_with_stream`]), the stream is the paid side:
+//! per (node, worker) it holds exactly the journal's records (same sequence numbers, same
+//! bytes), none twice, none missing, none beyond the journal's end; and per sponsor its claims
+//! and forfeits are the journals'.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::fleet::stream::StreamMessage;
+use crate::journal::format::{encode, RECORD_LEN};
 use crate::journal::reader::list_segments;
 use crate::journal::{JournalReader, Kind, TailPolicy};
 use crate::seed::manifest::{Manifest, ManifestError};
@@ -91,6 +98,9 @@ pub struct SponsorMoney {
     pub shards: StateTally,
     pub journal_claims: Money,
     pub journal_forfeits: Money,
+    /// What the claims stream holds (only with a stream given).
+    pub stream_claims: Money,
+    pub stream_forfeits: Money,
 }
 
 /// One kind of problem: how often it occurred, and the first few occurrences.
@@ -107,6 +117,8 @@ pub struct ReconcileReport {
     pub shards: usize,
     pub journals: usize,
     pub journal_records: u64,
+    /// Messages and records read from the claims stream, when one was given.
+    pub stream: Option<StreamTally>,
     /// Problems by kind (a short stable name such as `record_mismatch`).
     pub problems: BTreeMap<&'static str, ProblemKind>,
     pub problem_count: u64,
@@ -125,6 +137,13 @@ impl ReconcileReport {
             k.examples.push(p);
         }
     }
+}
+
+/// What was read from the claims stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamTally {
+    pub messages: u64,
+    pub records: u64,
 }
 
 /// Every file under `dir` (recursively), sorted.
@@ -167,6 +186,17 @@ pub fn reconcile(
     manifest_path: &Path,
     seed_dirs: &[PathBuf],
     journal_roots: &[PathBuf],
+) -> Result<ReconcileReport, ManifestError> {
+    reconcile_with_stream(manifest_path, seed_dirs, journal_roots, None)
+}
+
+/// [`reconcile`], and the claims stream's messages (as [`crate::fleet::stream::read_all`]
+/// reads them) against the journals.
+pub fn reconcile_with_stream(
+    manifest_path: &Path,
+    seed_dirs: &[PathBuf],
+    journal_roots: &[PathBuf],
+    stream: Option<&[StreamMessage]>,
 ) -> Result<ReconcileReport, ManifestError> {
     let m = Manifest::load(manifest_path)?;
     let mut rep = ReconcileReport {
@@ -306,6 +336,8 @@ pub fn reconcile(
     let mut ids: Vec<(u64, u32, u64)> = Vec::new();
     let journal_list: Vec<((u32, u32), PathBuf)> = journals.into_iter().collect();
     let mut journaled: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    // Each journal's raw records, to compare with the stream's (only with a stream).
+    let mut raw: RawJournals = BTreeMap::new();
     for (ji, (key, dir)) in journal_list.iter().enumerate() {
         let Some(img) = shards.get(key) else {
             rep.problem(
@@ -327,6 +359,9 @@ pub fn reconcile(
             }
         };
         let mut n = 0u64;
+        if stream.is_some() {
+            raw.insert(*key, (dir.clone(), Vec::new()));
+        }
         loop {
             let r = match reader.next_record() {
                 Ok(Some(r)) => r,
@@ -338,6 +373,9 @@ pub fn reconcile(
             };
             n += 1;
             rep.journal_records += 1;
+            if let Some((_, v)) = raw.get_mut(key) {
+                v.push(encode(r.seq, r.kind, &r.claim));
+            }
             ids.push((r.claim.packet_id, ji as u32, r.seq));
             let c = &r.claim;
             let at = format!("{} record {}", dir.display(), r.seq);
@@ -446,6 +484,10 @@ pub fn reconcile(
         }
     }
 
+    if let Some(msgs) = stream {
+        check_stream(&mut rep, m.manifest.activity_id, msgs, raw);
+    }
+
     let sponsors = rep.sponsors.clone();
     for s in &sponsors {
         let t = s.shards.total();
@@ -477,4 +519,144 @@ pub fn reconcile(
         }
     }
     Ok(rep)
+}
+
+/// Each journal's directory and raw records, by (node, worker).
+type RawJournals = BTreeMap<(u32, u32), (PathBuf, Vec<[u8; RECORD_LEN]>)>;
+/// A record the stream holds, and the stream sequence of its message.
+type Held = ([u8; RECORD_LEN], u64);
+
+/// The stream against the journals' raw records; adds the stream's money per sponsor.
+fn check_stream(
+    rep: &mut ReconcileReport,
+    activity: u32,
+    msgs: &[StreamMessage],
+    raw: RawJournals,
+) {
+    let mut tally = StreamTally::default();
+    // (node, worker) -> seq -> (record, stream sequence of its message)
+    let mut held: BTreeMap<(u32, u32), BTreeMap<u64, Held>> = BTreeMap::new();
+    for msg in msgs {
+        tally.messages += 1;
+        let at = format!("stream message {} on {}", msg.sequence, msg.subject);
+        let Some(id) = msg.journal else {
+            rep.problem(
+                "stream_invalid",
+                format!("{at}: not a claims subject of this event"),
+            );
+            continue;
+        };
+        if id.activity_id != activity {
+            rep.problem(
+                "stream_invalid",
+                format!(
+                    "{at}: records of activity {}, manifest is activity {activity}",
+                    id.activity_id
+                ),
+            );
+            continue;
+        }
+        let batch = match &msg.batch {
+            Ok(b) => b,
+            Err(e) => {
+                rep.problem("stream_invalid", format!("{at}: {e}"));
+                continue;
+            }
+        };
+        let key = (id.node, id.worker);
+        for (r, bytes) in batch.records() {
+            tally.records += 1;
+            let mut b = [0u8; RECORD_LEN];
+            b.copy_from_slice(bytes);
+            match held.entry(key).or_default().entry(r.seq) {
+                std::collections::btree_map::Entry::Occupied(o) => {
+                    rep.problem(
+                        "stream_twice",
+                        format!(
+                            "node {} worker {} record {}: in stream messages {} and {}",
+                            key.0,
+                            key.1,
+                            r.seq,
+                            o.get().1,
+                            msg.sequence
+                        ),
+                    );
+                    continue;
+                }
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert((b, msg.sequence));
+                }
+            }
+            match rep.sponsors.iter_mut().find(|s| s.id == r.claim.sponsor_id) {
+                Some(s) => match r.kind {
+                    Kind::Claim => s.stream_claims.add(r.claim.amount_cents),
+                    Kind::Forfeit => s.stream_forfeits.add(r.claim.amount_cents),
+                },
+                None => rep.problem(
+                    "unknown_sponsor",
+                    format!(
+                        "{at} record {}: sponsor {} is not in the manifest",
+                        r.seq, r.claim.sponsor_id
+                    ),
+                ),
+            }
+        }
+    }
+    rep.stream = Some(tally);
+    for (key, (dir, records)) in raw {
+        let h = held.remove(&key).unwrap_or_default();
+        for (seq, j) in records.iter().enumerate() {
+            match h.get(&(seq as u64)) {
+                None => rep.problem(
+                    "stream_missing",
+                    format!("{} record {seq}: not in the stream", dir.display()),
+                ),
+                Some((s, ms)) if s != j => rep.problem(
+                    "stream_mismatch",
+                    format!(
+                        "{} record {seq}: stream message {ms} holds other bytes for it",
+                        dir.display()
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        for (seq, (_, ms)) in h.range(records.len() as u64..) {
+            rep.problem(
+                "stream_extra",
+                format!(
+                    "{} record {seq} (stream message {ms}): beyond the journal's end ({} records)",
+                    dir.display(),
+                    records.len()
+                ),
+            );
+        }
+    }
+    for ((node, worker), h) in held {
+        rep.problem(
+            "stream_extra",
+            format!(
+                "node {node} worker {worker}: {} records in the stream, but no journal of it was given",
+                h.len()
+            ),
+        );
+    }
+    let sponsors = rep.sponsors.clone();
+    for s in &sponsors {
+        if s.stream_claims != s.journal_claims || s.stream_forfeits != s.journal_forfeits {
+            rep.problem(
+                "stream_vs_journal",
+                format!(
+                    "sponsor {}: the stream claims {} packets, {} cents and forfeits {} packets; the journals claim {} packets, {} cents and forfeit {} packets",
+                    s.id,
+                    s.stream_claims.packets,
+                    s.stream_claims.cents,
+                    s.stream_forfeits.packets,
+                    s.journal_claims.packets,
+                    s.journal_claims.cents,
+                    s.journal_forfeits.packets
+                ),
+            );
+        }
+    }
 }

@@ -2,8 +2,10 @@
 pub mod activity;
 pub mod fleet;
 pub mod journal;
+pub mod pay;
 pub mod reconcile;
 pub mod recover;
 pub mod seedgen;
 pub mod seeds;
 pub mod serve;
+pub mod ship;

@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use shake::reconcile::reconcile;
+use anyhow::Context;
+use shake::fleet::Names;
+use shake::reconcile::reconcile_with_stream;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -14,20 +16,58 @@ pub struct Args {
     /// Directories holding journals (searched recursively for seg-*.jnl); any number of nodes'.
     #[arg(long = "journals", num_args = 0..)]
     pub journals: Vec<PathBuf>,
+    /// The paid side: the NATS server (nats://HOST:PORT) of the event's claims stream, read
+    /// whole and checked against the journals (needs --fleet-name).
+    #[arg(long, requires = "fleet_name")]
+    pub stream: Option<String>,
+    /// The event's name (`[fleet] name`), which names the stream and its subjects.
+    #[arg(long, requires = "stream")]
+    pub fleet_name: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let rep = reconcile(&args.manifest, &args.seeds, &args.journals)?;
+    let stream = match (&args.stream, &args.fleet_name) {
+        (Some(url), Some(name)) => {
+            let names = Names::new(name);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let msgs = rt.block_on(async {
+                let client = shake::fleet::stream::connect(url).await?;
+                let js = async_nats::jetstream::new(client);
+                anyhow::Ok(shake::fleet::stream::read_all(&js, &names).await?)
+            })?;
+            Some(msgs.with_context(|| format!("{url}: no stream {}", names.stream()))?)
+        }
+        _ => None,
+    };
+    let rep = reconcile_with_stream(
+        &args.manifest,
+        &args.seeds,
+        &args.journals,
+        stream.as_deref(),
+    )?;
     println!(
         "{} shards, {} journals, {} journal records",
         rep.shards, rep.journals, rep.journal_records
     );
-    println!(
+    if let Some(t) = rep.stream {
+        println!(
+            "{} stream messages, {} stream records",
+            t.messages, t.records
+        );
+    }
+    let with_stream = rep.stream.is_some();
+    print!(
         "{:>10} {:>14} {:>14} {:>14} {:>14} {:>14}",
         "sponsor", "budget", "issued", "unissued", "forfeited", "journal paid"
     );
+    if with_stream {
+        print!(" {:>14}", "stream paid");
+    }
+    println!();
     for s in &rep.sponsors {
-        println!(
+        print!(
             "{:>10} {:>14} {:>14} {:>14} {:>14} {:>14}",
             s.id,
             s.budget_cents,
@@ -36,6 +76,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             s.shards.forfeited.cents,
             s.journal_claims.cents
         );
+        if with_stream {
+            print!(" {:>14}", s.stream_claims.cents);
+        }
+        println!();
     }
     // By kind, with the first few of each: one systematic fault shows as one line with its
     // count, not millions.

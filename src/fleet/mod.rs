@@ -21,6 +21,10 @@ pub mod etcd;
 
 use crate::node_config::FleetSection;
 
+pub mod follow;
+pub mod ship;
+pub mod stream;
+
 /// Where an event's state lives in etcd and NATS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
