@@ -17,6 +17,8 @@
 //! [`Names`] is the one place that spells keys, subjects and the stream's name, so that the
 //! node, the shipper, `shake fleet`, `shake pay` and `shake reconcile` agree on them.
 
+pub mod prometheus;
+
 use crate::node_config::FleetSection;
 
 /// Where an event's state lives in etcd and NATS.
