@@ -226,7 +226,10 @@ mod test {
         }
         // One series per sponsor and round, not per worker.
         assert_eq!(
-            lines.iter().filter(|l| l.starts_with("shake_red_packets_total{")).count(),
+            lines
+                .iter()
+                .filter(|l| l.starts_with("shake_red_packets_total{"))
+                .count(),
             2
         );
     }

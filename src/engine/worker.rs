@@ -439,9 +439,11 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         }
         self.seeds.commit(seed_round);
         // Journaled: issued (paid), whether or not its answer leaves.
-        self.counters
-            .issued
-            .issued(rec.sponsor_index as usize, seed_round as usize, rec.amount_cents);
+        self.counters.issued.issued(
+            rec.sponsor_index as usize,
+            seed_round as usize,
+            rec.amount_cents,
+        );
         // `check` said Allowed, which includes room for the entry: recording cannot fail.
         let recorded = self.winners.record(user_id, rec.sponsor_index);
         debug_assert!(recorded, "winner table refused a win its check allowed");
@@ -523,7 +525,15 @@ win_probability = 1.0
             token_key: TOKEN,
             claim_key: MacKey::from_bytes([9; 16]),
         };
-        let live = Live::new(&a, identity, Throttle::default(), None, 0, Default::default(), 1);
+        let live = Live::new(
+            &a,
+            identity,
+            Throttle::default(),
+            None,
+            0,
+            Default::default(),
+            1,
+        );
         let records = plan::shard_records(&plan::plan(&a, 1, 1, 3), 0);
         let n = records.len();
         let mut w = Worker::new(
