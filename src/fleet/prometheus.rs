@@ -113,8 +113,15 @@ mod tests {
         std::fs::write(&path, "stale").unwrap();
         let entries = [(3, "127.0.0.1:1".parse().unwrap())];
         write_sd_file(&path, &entries, "e").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), sd_json(&entries, "e"));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            sd_json(&entries, "e")
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 
     #[test]
@@ -122,7 +129,8 @@ mod tests {
         for m in METRICS {
             assert!(
                 m.starts_with("shake_")
-                    && m.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                    && m.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                 "{m}"
             );
         }
