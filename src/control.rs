@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::counters::{Counters, Snapshot};
+use crate::counters::{Counters, IssuedSnapshot, Snapshot};
 
 /// Flags set by signal handlers; the handlers do nothing else.
 #[derive(Debug, Clone, Default)]
@@ -76,13 +76,23 @@ impl Stats {
         Snapshot::total(&self.snapshots())
     }
 
+    /// Red packets and cents issued per sponsor and round, summed over the workers.
+    pub fn issued(&self) -> IssuedSnapshot {
+        let mut t = IssuedSnapshot::default();
+        for c in &self.workers {
+            c.issued.add_to(&mut t);
+        }
+        t
+    }
+
     pub fn prometheus(&self) -> String {
         let mut out = String::from(
             "# TYPE shake_rx_frames_total counter\n# TYPE shake_tx_frames_total counter\n\
              # TYPE shake_answers_total counter\n# TYPE shake_decisions_total counter\n\
              # TYPE shake_replies_total counter\n# TYPE shake_drops_total counter\n\
              # TYPE shake_events_total counter\n# TYPE shake_reloads_total counter\n\
-             # TYPE shake_config_version gauge\n",
+             # TYPE shake_config_version gauge\n\
+             # TYPE shake_red_packets_total counter\n# TYPE shake_red_packet_cents_total counter\n",
         );
         let c = &self.control;
         out += &format!(
@@ -110,6 +120,7 @@ impl Stats {
         for (i, s) in self.snapshots().iter().enumerate() {
             s.prometheus(i, &mut out);
         }
+        self.issued().prometheus(&mut out);
         out
     }
 }
@@ -212,4 +223,41 @@ pub fn serve_metrics(
             }
         })?;
     Ok((local, handle))
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn red_packets_are_rendered_summed_over_workers() {
+        let (sponsors, rounds) = ([5, 6], [1]);
+        let stats = Stats {
+            workers: (0..2)
+                .map(|_| Arc::new(Counters::with_issued(&sponsors, &rounds)))
+                .collect(),
+            ..Stats::default()
+        };
+        stats.workers[0].issued.issued(1, 0, 40);
+        stats.workers[1].issued.issued(1, 0, 2);
+        let p = stats.prometheus();
+        let lines: Vec<&str> = p.lines().collect();
+        for want in [
+            "# TYPE shake_red_packets_total counter",
+            "# TYPE shake_red_packet_cents_total counter",
+            "shake_red_packets_total{sponsor=\"6\",round=\"1\"} 2",
+            "shake_red_packet_cents_total{sponsor=\"6\",round=\"1\"} 42",
+            "shake_red_packets_total{sponsor=\"5\",round=\"1\"} 0",
+        ] {
+            assert!(lines.contains(&want), "{want} not in\n{p}");
+        }
+        // One series per sponsor and round, not per worker.
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with("shake_red_packets_total{"))
+                .count(),
+            2
+        );
+    }
 }

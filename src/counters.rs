@@ -185,6 +185,101 @@ impl Reply {
     }
 }
 
+/// Red packets and cents one worker issued, per sponsor and round: what the fleet's
+/// dashboards show of the money (`shake_red_packets_total`, `shake_red_packet_cents_total`).
+///
+/// Sized once, at worker construction, for the activity's sponsors x rounds (a reload may not
+/// change either, see [`Activity`](crate::activity::Activity)); a packet issued is then two
+/// plain adds into its cell, with no allocation, lock or system call. The ids are kept for the
+/// labels only. Issuing is rare next to deciding, so the cells need no padding of their own.
+#[derive(Debug, Default)]
+pub struct IssuedTable {
+    sponsors: Box<[u32]>,
+    rounds: Box<[u32]>,
+    /// `sponsors.len() * rounds.len()` cells, sponsor-major.
+    cells: Box<[IssuedCell]>,
+}
+
+#[derive(Debug, Default)]
+struct IssuedCell {
+    packets: AtomicU64,
+    cents: AtomicU64,
+}
+
+impl IssuedTable {
+    /// A table for these sponsor ids and round ids (in the activity's order).
+    pub fn new(sponsors: &[u32], rounds: &[u32]) -> IssuedTable {
+        IssuedTable {
+            sponsors: sponsors.into(),
+            rounds: rounds.into(),
+            cells: (0..sponsors.len() * rounds.len())
+                .map(|_| IssuedCell::default())
+                .collect(),
+        }
+    }
+
+    /// One packet of `cents` issued by the sponsor and round at these indexes (the
+    /// activity's order). Single writer: the worker that owns the table.
+    #[inline]
+    pub fn issued(&self, sponsor: usize, round: usize, cents: u32) {
+        // Both indexes come from the activity the table was sized for; out of range is a
+        // bug, and the packet (already journaled) is still paid, so it is not counted
+        // rather than a panic on a worker.
+        debug_assert!(sponsor < self.sponsors.len() && round < self.rounds.len());
+        if round < self.rounds.len() {
+            if let Some(c) = self.cells.get(sponsor * self.rounds.len() + round) {
+                bump(&c.packets, 1);
+                bump(&c.cents, u64::from(cents));
+            }
+        }
+    }
+
+    /// `(sponsor id, round id) -> (packets, cents)`, every cell, zero or not (a counter
+    /// that exists from the start gives a rate from the start).
+    pub fn snapshot(&self) -> IssuedSnapshot {
+        let mut out = IssuedSnapshot::default();
+        self.add_to(&mut out);
+        out
+    }
+
+    /// Adds this table's cells into `into` (the sum over a node's workers).
+    pub fn add_to(&self, into: &mut IssuedSnapshot) {
+        let rounds = self.rounds.len();
+        for (i, c) in self.cells.iter().enumerate() {
+            let key = (self.sponsors[i / rounds], self.rounds[i % rounds]);
+            let e = into.cells.entry(key).or_default();
+            e.0 += c.packets.load(Relaxed);
+            e.1 += c.cents.load(Relaxed);
+        }
+    }
+}
+
+/// Packets and cents issued per (sponsor id, round id), summed over whatever was added.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IssuedSnapshot {
+    pub cells: std::collections::BTreeMap<(u32, u32), (u64, u64)>,
+}
+
+impl IssuedSnapshot {
+    /// Prometheus text of the node's totals (no worker label: sponsors x rounds x workers
+    /// series on every node of a fleet would be many, and the dashboards sum them anyway).
+    pub fn prometheus(&self, out: &mut String) {
+        use std::fmt::Write;
+        for (&(s, r), &(packets, _)) in &self.cells {
+            let _ = writeln!(
+                out,
+                "shake_red_packets_total{{sponsor=\"{s}\",round=\"{r}\"}} {packets}"
+            );
+        }
+        for (&(s, r), &(_, cents)) in &self.cells {
+            let _ = writeln!(
+                out,
+                "shake_red_packet_cents_total{{sponsor=\"{s}\",round=\"{r}\"}} {cents}"
+            );
+        }
+    }
+}
+
 /// One worker's counters.
 #[derive(Debug)]
 #[repr(align(128))]
@@ -202,6 +297,8 @@ pub struct Counters {
     sent: [AtomicU64; Reply::COUNT],
     drops: [AtomicU64; DropReason::COUNT],
     events: [AtomicU64; Event::COUNT],
+    /// Red packets issued per sponsor and round (empty unless the worker sized it).
+    pub issued: IssuedTable,
 }
 
 impl Default for Counters {
@@ -214,6 +311,7 @@ impl Default for Counters {
             sent: std::array::from_fn(|_| AtomicU64::new(0)),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             events: std::array::from_fn(|_| AtomicU64::new(0)),
+            issued: IssuedTable::default(),
         }
     }
 }
@@ -225,6 +323,14 @@ pub fn bump(c: &AtomicU64, n: u64) {
 }
 
 impl Counters {
+    /// Counters with a red packet table for these sponsor and round ids.
+    pub fn with_issued(sponsors: &[u32], rounds: &[u32]) -> Counters {
+        Counters {
+            issued: IssuedTable::new(sponsors, rounds),
+            ..Counters::default()
+        }
+    }
+
     /// A shake decided and rewritten into its answer; it is `answered` once TX takes it
     /// ([`sent`](Self::sent)).
     #[inline]
@@ -534,6 +640,41 @@ mod test {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), n);
+    }
+
+    #[test]
+    fn red_packets_are_counted_per_sponsor_and_round_and_summed_over_workers() {
+        let (sponsors, rounds) = ([101, 102, 103], [7, 8]);
+        let a = Counters::with_issued(&sponsors, &rounds);
+        let b = Counters::with_issued(&sponsors, &rounds);
+        a.issued.issued(0, 0, 500);
+        a.issued.issued(0, 0, 250);
+        a.issued.issued(2, 1, 99);
+        b.issued.issued(2, 1, 1);
+        b.issued.issued(1, 0, 10);
+        let mut t = a.issued.snapshot();
+        b.issued.add_to(&mut t);
+        // Every cell, zero or not, under the ids (not the indexes).
+        assert_eq!(t.cells.len(), 6);
+        assert_eq!(t.cells[&(101, 7)], (2, 750));
+        assert_eq!(t.cells[&(103, 8)], (2, 100));
+        assert_eq!(t.cells[&(102, 7)], (1, 10));
+        assert_eq!(t.cells[&(102, 8)], (0, 0));
+        let mut p = String::new();
+        t.prometheus(&mut p);
+        for line in [
+            "shake_red_packets_total{sponsor=\"101\",round=\"7\"} 2",
+            "shake_red_packet_cents_total{sponsor=\"101\",round=\"7\"} 750",
+            "shake_red_packets_total{sponsor=\"103\",round=\"8\"} 2",
+            "shake_red_packet_cents_total{sponsor=\"103\",round=\"8\"} 100",
+            "shake_red_packets_total{sponsor=\"102\",round=\"8\"} 0",
+        ] {
+            assert!(p.lines().any(|l| l == line), "{line} not in\n{p}");
+        }
+        // A worker without a table (its counters made by default) renders nothing.
+        let mut empty = String::new();
+        Counters::default().issued.snapshot().prometheus(&mut empty);
+        assert_eq!(empty, "");
     }
 
     #[test]

@@ -97,6 +97,10 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         journal: J,
         seed: u64,
     ) -> Self {
+        // The money table is sized here, once, for the activity's sponsors and rounds.
+        let sponsors: Vec<u32> = live.sponsors.iter().map(|s| s.id).collect();
+        let rounds: Vec<u32> = live.rounds.iter().map(|r| r.id).collect();
+        let counters = Arc::new(Counters::with_issued(&sponsors, &rounds));
         let mut w = Worker {
             live,
             users,
@@ -104,7 +108,7 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             rng: Rng::new(seed),
             seeds,
             journal,
-            counters: Arc::new(Counters::default()),
+            counters,
             now_ms: 0,
             round: RoundAt::Over,
             pacing: Pacing::default(),
@@ -434,6 +438,12 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             return None;
         }
         self.seeds.commit(seed_round);
+        // Journaled: issued (paid), whether or not its answer leaves.
+        self.counters.issued.issued(
+            rec.sponsor_index as usize,
+            seed_round as usize,
+            rec.amount_cents,
+        );
         // `check` said Allowed, which includes room for the entry: recording cannot fail.
         let recorded = self.winners.record(user_id, rec.sponsor_index);
         debug_assert!(recorded, "winner table refused a win its check allowed");
@@ -460,4 +470,112 @@ struct Issued {
     sponsor_id: u32,
     resource_id: u16,
     claim_mac: u64,
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::activity::Activity;
+    use crate::client;
+    use crate::engine::config::{Identity, Throttle};
+    use crate::journal::MemoryJournal;
+    use crate::mac::MacKey;
+    use crate::seed::{plan, MemorySource};
+    use std::collections::BTreeMap;
+
+    const TOKEN: MacKey = MacKey::from_bytes([7; 16]);
+
+    #[test]
+    fn issued_money_is_counted_per_sponsor_and_round_as_journaled() {
+        // Two sponsors and two back-to-back rounds of 100 s from 1 000 s; every draw a win.
+        let a = Activity::parse(
+            std::path::Path::new("t.toml"),
+            r#"
+[activity]
+id = 5
+name = "t"
+epoch = 1000
+[limits]
+per_user = 3
+per_sponsor = 1
+[[sponsor]]
+id = 11
+budget_cents = 100000
+packets = 400
+[[sponsor]]
+id = 12
+budget_cents = 30000
+packets = 300
+[[round]]
+id = 1
+start_s = 0
+duration_s = 100
+win_probability = 1.0
+[[round]]
+id = 2
+start_s = 100
+duration_s = 100
+win_probability = 1.0
+"#,
+        )
+        .unwrap();
+        let identity = Identity {
+            node_index: 0,
+            node_count: 1,
+            token_key: TOKEN,
+            claim_key: MacKey::from_bytes([9; 16]),
+        };
+        let live = Live::new(
+            &a,
+            identity,
+            Throttle::default(),
+            None,
+            0,
+            Default::default(),
+            1,
+        );
+        let records = plan::shard_records(&plan::plan(&a, 1, 1, 3), 0);
+        let n = records.len();
+        let mut w = Worker::new(
+            live,
+            UserTable::new(10_000, 0),
+            WinnerTable::with_capacity(n),
+            MemorySource::new(records, 2),
+            MemoryJournal::with_capacity(n),
+            42,
+        );
+        // Late in each round, so pacing has most of its packets due; a new user each time.
+        let mut user = 0;
+        for (start, t) in [(1_000_000, 1_090_000), (1_100_000, 1_190_000)] {
+            // Pacing counts from when the worker entered the round.
+            w.begin_burst(start);
+            w.begin_burst(t);
+            for _ in 0..150 {
+                user += 1;
+                let mut p = client::payload(&client::request(&TOKEN, user, 1, 2_000_000_000, 0));
+                w.shake(&mut p).unwrap();
+            }
+        }
+        let mut journaled: BTreeMap<(u32, u32), (u64, u64)> = BTreeMap::new();
+        for c in &w.journal().claims {
+            let e = journaled.entry((c.sponsor_id, c.round_id)).or_default();
+            *e = (e.0 + 1, e.1 + u64::from(c.amount_cents));
+        }
+        assert!(
+            journaled.contains_key(&(11, 1)) && journaled.contains_key(&(12, 2)),
+            "both sponsors in both rounds: {journaled:?}"
+        );
+        let counted = w.counters().issued.snapshot().cells;
+        assert_eq!(counted.len(), 4, "a cell per sponsor and round");
+        for (key, got) in &counted {
+            assert_eq!(Some(got), journaled.get(key).or(Some(&(0, 0))), "{key:?}");
+        }
+        let packets: u64 = counted.values().map(|v| v.0).sum();
+        assert_eq!(packets, w.journal().claims.len() as u64);
+        assert_eq!(
+            packets,
+            w.counters().snapshot().decided(Outcome::RedPacket),
+            "every RED_PACKET decision is a counted packet"
+        );
+    }
 }

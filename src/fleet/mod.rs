@@ -18,12 +18,12 @@
 //! node, the shipper, `shake fleet`, `shake pay` and `shake reconcile` agree on them.
 
 pub mod etcd;
-
-use crate::node_config::FleetSection;
-
 pub mod follow;
+pub mod prometheus;
 pub mod ship;
 pub mod stream;
+
+use crate::node_config::FleetSection;
 
 /// Where an event's state lives in etcd and NATS.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,6 +2,12 @@
 //! flight, and what each answer (or returned frame) means. Time is nanoseconds since the run
 //! started, supplied by the caller (a monotonic clock or the TSC), and goes into client_ts so
 //! the round trip is read back from the answer itself.
+//!
+//! Against a fleet ([`Spec::fleet`](crate::Spec)) every request says which node it goes to
+//! ([`Request::node`]): each phone's own, or wherever its last REDIRECT sent it. A phone
+//! follows a REDIRECT as a phone would: its next shake goes to the node the answer names
+//! (after the answer's retry_after_ms, when obeying). An answer is legal or not for the node
+//! the request went to, and must come from that node.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +19,7 @@ use shake::wire::shake::{Outcome, ShakeRequestRepr, KIND_SHAKE, MAGIC, PAYLOAD_L
 use shake::wire::Datagram;
 
 use crate::histogram::{Histogram, Summary};
-use crate::population::{legal, Class, Population, Schedule};
+use crate::population::{legal, Population, Schedule};
 
 /// Requests tracked in flight: an answer is matched to its request by `seq mod WINDOW`.
 const WINDOW: usize = 1 << 20;
@@ -47,6 +53,8 @@ struct Slot {
     user: u32,
     seq: u32,
     config_version: u32,
+    /// The node the request went to.
+    node: u32,
     client_ts: u64,
 }
 
@@ -54,13 +62,16 @@ const EMPTY: Slot = Slot {
     user: u32::MAX,
     seq: 0,
     config_version: 0,
+    node: 0,
     client_ts: 0,
 };
 
-/// One request to send: the user's index in the population and the payload fields.
+/// One request to send: the user's index in the population, the node it goes to (the node
+/// under test, or in a fleet the index into the node list), and the payload fields.
 #[derive(Debug, Clone, Copy)]
 pub struct Request {
     pub user: usize,
+    pub node: u32,
     pub repr: ShakeRequestRepr,
 }
 
@@ -83,6 +94,8 @@ pub struct Tally {
     pub rx_other: u64,
     /// Received frames whose IPv4 or UDP checksum is wrong.
     pub rx_bad_checksum: u64,
+    /// REDIRECT answers a phone followed: its next shakes go to the node named.
+    pub redirects_followed: u64,
     pub outcomes: [u64; 7],
 }
 
@@ -135,12 +148,25 @@ pub struct Generator {
     /// Requests the rate allowed but nobody sent (every client waiting, or TX refusing) and
     /// that were written off rather than sent later in a burst.
     forgiven: u64,
+    /// A fleet: the node each user shakes at next (empty otherwise).
+    route: Vec<u32>,
+    /// A fleet: requests sent to each node.
+    sent_by_node: Vec<u64>,
 }
 
 impl Generator {
     pub fn new(pop: Population, plan: Plan, claim_key: MacKey) -> Generator {
         let token_expiry = pop.spec().token_expiry;
         let schedule = plan.obey_retry.then(|| Schedule::new(pop.len()));
+        let (route, sent_by_node) = if pop.spec().fleet {
+            let nodes = pop.spec().node_count.max(1) as usize;
+            (
+                (0..pop.len()).map(|k| pop.first_node(k)).collect(),
+                vec![0; nodes],
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
         Generator {
             pop,
             plan,
@@ -158,6 +184,8 @@ impl Generator {
             last_tick: (0, Tally::default()),
             send_end_ns: None,
             forgiven: 0,
+            route,
+            sent_by_node,
         }
     }
 
@@ -249,6 +277,13 @@ impl Generator {
         };
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
+        let node = match self.route.get(user) {
+            Some(&n) => {
+                self.sent_by_node[n as usize] += 1;
+                n
+            }
+            None => self.pop.spec().node_index,
+        };
         let repr = ShakeRequestRepr {
             shakes: 1,
             user_id: self.pop.id(user),
@@ -262,10 +297,11 @@ impl Generator {
             user: user as u32,
             seq,
             config_version: self.config_version,
+            node,
             client_ts: now_ns,
         };
         self.tally.sent += 1;
-        Some(Request { user, repr })
+        Some(Request { user, node, repr })
     }
 
     /// The tail of a burst that TX refused (queue full): forget those requests and, in flood
@@ -296,6 +332,9 @@ impl Generator {
     fn cancel(&mut self, r: &Request) {
         let slot = &mut self.slots[r.repr.seq as usize % WINDOW];
         if slot.seq == r.repr.seq && slot.user == r.user as u32 {
+            if let Some(n) = self.sent_by_node.get_mut(slot.node as usize) {
+                *n -= 1;
+            }
             *slot = EMPTY;
             self.tally.sent -= 1;
             if let Some(s) = &mut self.schedule {
@@ -306,6 +345,12 @@ impl Generator {
 
     /// A SHAKE/1 payload received (socket mode, or inside a frame).
     pub fn on_payload(&mut self, payload: &[u8], now_ns: u64) {
+        self.on_payload_from(payload, None, now_ns)
+    }
+
+    /// [`on_payload`](Self::on_payload) from a known node (a fleet): an answer from another
+    /// node than the one its request went to is invalid.
+    pub fn on_payload_from(&mut self, payload: &[u8], from: Option<u32>, now_ns: u64) {
         if payload.len() != PAYLOAD_LEN || payload[0..2] != MAGIC {
             self.tally.rx_other += 1;
             return;
@@ -351,18 +396,31 @@ impl Generator {
         let class = self.pop.class(user);
         let node_count = self.pop.spec().node_count;
         let checked = check_answer(&request, payload, &self.claim_key).and_then(|a| {
-            if legal(class, a.user_id, node_count, a.outcome, a.resource_id) {
-                Ok(a)
-            } else {
-                Err(AnswerError::Rule(match class {
-                    Class::Own => "DENIED or REDIRECT for a good user of this node",
-                    Class::Foreign => "a user of another node not redirected to its owner",
-                    Class::BadToken => "a bad token not DENIED",
-                }))
+            if from.is_some_and(|n| n != slot.node) {
+                return Err(AnswerError::Rule("an answer from another node than asked"));
             }
+            legal(
+                class,
+                a.user_id,
+                node_count,
+                slot.node,
+                a.outcome,
+                a.resource_id,
+            )
+            .map_err(AnswerError::Rule)
+            .map(|()| a)
         });
         match checked {
             Ok(a) => {
+                // A phone goes where REDIRECT sends it (legal: the user's owner).
+                if a.outcome == Outcome::Redirect {
+                    if let Some(r) = self.route.get_mut(user) {
+                        if *r != u32::from(a.resource_id) {
+                            *r = u32::from(a.resource_id);
+                            self.tally.redirects_followed += 1;
+                        }
+                    }
+                }
                 self.tally.answered += 1;
                 self.tally.outcomes[a.outcome as usize] += 1;
                 self.rtt.record(now_ns.saturating_sub(slot.client_ts));
@@ -461,6 +519,8 @@ impl Generator {
             users_bad_token: bad,
             node_count: spec.node_count,
             node_index: spec.node_index,
+            fleet: spec.fleet,
+            sent_by_node: self.sent_by_node.clone(),
             bad_share: spec.bad_share,
             foreign_share: spec.foreign_share,
             obey_retry: self.plan.obey_retry,
@@ -522,7 +582,12 @@ pub struct Report {
     pub users_foreign: u64,
     pub users_bad_token: u64,
     pub node_count: u32,
+    /// The node under test (not a fleet).
     pub node_index: u32,
+    /// Phones shook at every node of the fleet, each at its own (or where REDIRECT sent it).
+    pub fleet: bool,
+    /// A fleet: requests sent to each node, by index.
+    pub sent_by_node: Vec<u64>,
     pub bad_share: f64,
     pub foreign_share: f64,
     pub obey_retry: bool,
@@ -568,6 +633,12 @@ impl Report {
                 s += &format!(" {name}={v}");
             }
         }
+        if self.fleet {
+            s += &format!(
+                " nodes={} redirects_followed={}",
+                self.node_count, self.tally.redirects_followed
+            );
+        }
         let l = &self.latency_ns;
         s += &format!(
             "; rtt p50={:.1}us p99={:.1}us p99.9={:.1}us max={:.1}us",
@@ -600,6 +671,7 @@ mod test {
                 foreign_share: 0.0,
                 seed: 1,
                 token_expiry: 2_000_000_000,
+                fleet: false,
             },
             &TOKEN,
         );
@@ -776,6 +848,64 @@ mod test {
             .map(|r| r.user)
             .collect();
         assert!(later.contains(&3), "{later:?}");
+    }
+
+    #[test]
+    fn a_fleet_phone_follows_its_redirect() {
+        // Three nodes; every phone first shakes at a node that is not its own.
+        let pop = Population::new(
+            Spec {
+                users: 6,
+                user_offset: 0,
+                node_count: 3,
+                node_index: 0,
+                bad_share: 0.0,
+                foreign_share: 1.0,
+                seed: 1,
+                token_expiry: 2_000_000_000,
+                fleet: true,
+            },
+            &TOKEN,
+        );
+        let mut g = Generator::new(pop, generator(false).plan.clone(), CLAIM);
+        let first: Vec<Request> = (0..6).map(|i| g.next(i).unwrap()).collect();
+        let redirect = |r: &Request, to: u64| {
+            let mut a = answer(&r.repr, Outcome::Redirect, 5000);
+            a[6..8].copy_from_slice(&(to as u16).to_be_bytes());
+            a
+        };
+        for r in &first {
+            let owner = r.repr.user_id % 3;
+            assert_ne!(u64::from(r.node), owner, "first at another node");
+        }
+        // A REDIRECT from another node than asked, and one to a node that is not the owner:
+        // both invalid, and neither moves the phone.
+        let (r0, r1) = (&first[0], &first[1]);
+        g.on_payload_from(
+            &redirect(r0, r0.repr.user_id % 3),
+            Some((r0.node + 1) % 3),
+            10,
+        );
+        g.on_payload_from(&redirect(r1, (r1.repr.user_id + 1) % 3), Some(r1.node), 10);
+        assert_eq!((g.tally.invalid, g.tally.redirects_followed), (2, 0));
+        // The right REDIRECTs from the right nodes: followed.
+        for r in &first[2..] {
+            g.on_payload_from(&redirect(r, r.repr.user_id % 3), Some(r.node), 20);
+        }
+        assert_eq!((g.tally.answered, g.tally.redirects_followed), (4, 4));
+        let again: Vec<Request> = (0..6).map(|i| g.next(100 + i).unwrap()).collect();
+        for r in &again {
+            let owner = u32::try_from(r.repr.user_id % 3).unwrap();
+            assert_eq!(r.node == owner, r.user >= 2, "user {}", r.user);
+        }
+        // At its owner a phone gets a real answer; a REDIRECT there would be a wrong node.
+        let r = &again[2];
+        g.on_payload_from(&answer(&r.repr, Outcome::Nothing, 5000), Some(r.node), 200);
+        g.on_payload_from(&redirect(&again[3], 0), Some(again[3].node), 200);
+        assert_eq!((g.tally.answered, g.tally.invalid), (5, 3));
+        let rep = g.report(Meta::default(), 1_000_000_000);
+        assert_eq!(rep.sent_by_node.iter().sum::<u64>(), 12);
+        assert!(rep.summary_line().contains("redirects_followed=4"));
     }
 
     #[test]

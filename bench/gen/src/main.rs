@@ -42,8 +42,13 @@ pub struct Args {
     #[arg(long)]
     pub claim_key: Option<PathBuf>,
     /// Socket mode: the node's UDP address; default: the node config's address and port.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nodes")]
     pub server: Option<SocketAddrV4>,
+    /// Socket mode, a fleet: every node's UDP address, in node index order (repeat the flag
+    /// or separate with commas). Users belong to every node in turn; each phone shakes at its
+    /// own node and follows REDIRECT (with --foreign-share, that share starts at another one).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub nodes: Vec<SocketAddrV4>,
     /// Frame modes: the node's IPv4 address and UDP port; default: the node config's, or
     /// 10.99.0.1:7000.
     #[arg(long)]
@@ -167,15 +172,36 @@ fn run(a: Args) -> anyhow::Result<ExitCode> {
         ),
         None => SocketAddrV4::new(Ipv4Addr::new(10, 99, 0, 1), 7000),
     });
-    let node_count = a
-        .node_count
-        .or(config.as_ref().map(|c| c.node.count))
-        .unwrap_or(1)
-        .max(1);
-    let node_index = a
-        .node_index
-        .or(config.as_ref().map(|c| c.node.index))
-        .unwrap_or(0);
+    let fleet = !a.nodes.is_empty();
+    let node_count = if fleet {
+        // The list is the fleet: a count that says otherwise means a node is missing.
+        let n = u32::try_from(a.nodes.len()).context("--nodes: too many")?;
+        let given = a.node_count.or(config.as_ref().map(|c| c.node.count));
+        if let Some(c) = given.filter(|&c| c != n) {
+            anyhow::bail!("--nodes lists {n} nodes but the node count is {c} (--node-count or the node config)");
+        }
+        if a.io != Io::Socket {
+            anyhow::bail!("--nodes is for socket mode; DPDK and pcap modes send to one node");
+        }
+        n
+    } else {
+        a.node_count
+            .or(config.as_ref().map(|c| c.node.count))
+            .unwrap_or(1)
+            .max(1)
+    };
+    let node_index = if fleet {
+        if a.node_index.is_some() {
+            anyhow::bail!(
+                "--node-index is for one node under test; with --nodes every node is one"
+            );
+        }
+        0
+    } else {
+        a.node_index
+            .or(config.as_ref().map(|c| c.node.index))
+            .unwrap_or(0)
+    };
     if node_index >= node_count {
         anyhow::bail!("--node-index {node_index} is not below --node-count {node_count}");
     }
@@ -212,15 +238,24 @@ fn run(a: Args) -> anyhow::Result<ExitCode> {
         foreign_share: a.foreign_share,
         seed: a.seed,
         token_expiry: u32::try_from(expiry).context("token expiry past 2106")?,
+        fleet,
     };
     let built = std::time::Instant::now();
     let pop = Population::new(spec, &token_key);
     let (own, foreign, bad) = pop.census();
-    eprintln!(
-        "gen: {} users ({own} of node {node_index}/{node_count}, {foreign} of other nodes, {bad} with bad tokens) in {:.2}s",
-        a.users,
-        built.elapsed().as_secs_f64()
-    );
+    if fleet {
+        eprintln!(
+            "gen: {} users over {node_count} nodes ({own} first at their own node, {foreign} first at another, {bad} with bad tokens) in {:.2}s",
+            a.users,
+            built.elapsed().as_secs_f64()
+        );
+    } else {
+        eprintln!(
+            "gen: {} users ({own} of node {node_index}/{node_count}, {foreign} of other nodes, {bad} with bad tokens) in {:.2}s",
+            a.users,
+            built.elapsed().as_secs_f64()
+        );
+    }
     let plan = Plan {
         rate: a.rate,
         duration_ns: duration.map(|d| (d * 1e9) as u64),
@@ -257,11 +292,18 @@ fn run(a: Args) -> anyhow::Result<ExitCode> {
             let server = a.server.unwrap_or(node_addr);
             let o = socket::Options {
                 server,
+                nodes: a.nodes.clone(),
                 sockets: a.sockets,
                 batch: a.batch,
             };
             let e = socket::run(&mut gen, &o, &signals.stop, pcap.as_mut(), &mut live)?;
-            (format!("udp {server}"), e)
+            let target = if fleet {
+                let list: Vec<String> = a.nodes.iter().map(|n| n.to_string()).collect();
+                format!("udp {}", list.join(","))
+            } else {
+                format!("udp {server}")
+            };
+            (target, e)
         }
         #[cfg(feature = "dpdk")]
         Io::Dpdk => {

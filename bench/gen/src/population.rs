@@ -7,6 +7,12 @@
 //! MAC with one bit flipped: DENIED). Both shares are picked by a hash of `k` and the seed, so
 //! a population is the same on every run. Tokens are computed once, up front: the send path
 //! only copies them.
+//!
+//! A fleet's population ([`Spec::fleet`]) is spread over every node instead: user `k` belongs
+//! to node `(k + user_offset) mod node_count`, and each phone first shakes at its own node,
+//! except the "foreign" share, which first shakes at another one and has to follow the
+//! REDIRECT it gets there. Which answers are legal then depends on where a request went, not
+//! only on who sent it: [`legal`] takes the node it was sent to.
 
 use shake::mac::MacKey;
 use shake::wire::shake::Outcome;
@@ -33,11 +39,15 @@ pub struct Spec {
     pub node_index: u32,
     /// Share of users with a bad token, 0..=1.
     pub bad_share: f64,
-    /// Share of (good) users owned by another node, 0..=1; ignored with one node.
+    /// Share of (good) users owned by another node, 0..=1; ignored with one node. In a
+    /// fleet: the share of (good) users whose first shake goes to a node that is not theirs.
     pub foreign_share: f64,
     pub seed: u64,
     /// Unix seconds the tokens expire at.
     pub token_expiry: u32,
+    /// A fleet: users belong to every node in turn and `node_index` is unused (see the
+    /// module's documentation).
+    pub fleet: bool,
 }
 
 /// splitmix64: a cheap, well-mixed hash for picking shares.
@@ -59,6 +69,8 @@ pub struct Population {
     ids: Vec<u64>,
     tokens: Vec<u64>,
     classes: Vec<Class>,
+    /// A fleet's users: the node each shakes at first (empty otherwise: `node_index`).
+    first: Vec<u32>,
 }
 
 impl Population {
@@ -71,13 +83,23 @@ impl Population {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        let mut first = Vec::with_capacity(if spec.fleet { n } else { 0 });
         for k in 0..spec.users {
             let h = mix(k ^ spec.seed.rotate_left(17));
             let bad = unit(h) < spec.bad_share;
             let foreign = !bad && count > 1 && unit(mix(h)) < spec.foreign_share;
             // Ids from `count` on, so no user is 0; the k-th own id is (k+1)*count + index.
             let base = (k + 1 + spec.user_offset) * count;
-            let id = if foreign {
+            let id = if spec.fleet {
+                let owner = (k + spec.user_offset) % count;
+                // The foreign share starts at another node: shift by 1..count-1.
+                first.push(if foreign {
+                    ((owner + 1 + mix(h ^ 1) % (count - 1)) % count) as u32
+                } else {
+                    owner as u32
+                });
+                base + owner
+            } else if foreign {
                 // Another node: shift by 1..count-1.
                 base + (index + 1 + mix(h ^ 1) % (count - 1)) % count
             } else {
@@ -99,6 +121,7 @@ impl Population {
             ids,
             tokens,
             classes,
+            first,
         }
     }
 
@@ -129,6 +152,13 @@ impl Population {
         self.classes[k]
     }
 
+    /// The node user `k` shakes at first: `node_index`, or in a fleet its own node (another
+    /// one for the foreign share).
+    #[inline]
+    pub fn first_node(&self, k: usize) -> u32 {
+        self.first.get(k).copied().unwrap_or(self.spec.node_index)
+    }
+
     /// How many users of each class: (own, foreign, bad token).
     pub fn census(&self) -> (u64, u64, u64) {
         let mut c = (0, 0, 0);
@@ -151,25 +181,30 @@ impl Population {
     }
 }
 
-/// Whether `outcome` (with `resource_id`) is a legal answer to a user of `class` under a
-/// node of `node_count`. THROTTLED is always legal: a node sheds load before it looks at
-/// tokens.
+/// Whether `outcome` (with `resource_id`) is a legal answer from node `sent_to` of
+/// `node_count` to a user of `class`; if not, what is wrong. A good token at a node that
+/// does not own the user gets REDIRECT to its owner, and at its owner anything but DENIED or
+/// REDIRECT. THROTTLED is always legal: a node sheds load before it looks at tokens.
 pub fn legal(
     class: Class,
     user_id: u64,
     node_count: u32,
+    sent_to: u32,
     outcome: Outcome,
     resource_id: u16,
-) -> bool {
+) -> Result<(), &'static str> {
+    let owner = user_id % u64::from(node_count.max(1));
+    let at_owner = owner == u64::from(sent_to);
     match (class, outcome) {
-        (_, Outcome::Throttled) => true,
-        (Class::BadToken, o) => o == Outcome::Denied,
-        (Class::Foreign, Outcome::Redirect) => {
-            u64::from(resource_id) == user_id % u64::from(node_count.max(1))
+        (_, Outcome::Throttled) => Ok(()),
+        (Class::BadToken, Outcome::Denied) => Ok(()),
+        (Class::BadToken, _) => Err("a bad token not DENIED"),
+        (_, Outcome::Redirect) if !at_owner && u64::from(resource_id) == owner => Ok(()),
+        _ if !at_owner => Err("a user of another node not redirected to its owner"),
+        (_, Outcome::Denied | Outcome::Redirect) => {
+            Err("DENIED or REDIRECT for a good user at its own node")
         }
-        (Class::Foreign, _) => false,
-        (Class::Own, Outcome::Denied | Outcome::Redirect) => false,
-        (Class::Own, _) => true,
+        _ => Ok(()),
     }
 }
 
@@ -236,6 +271,7 @@ mod test {
             foreign_share: 0.2,
             seed: 5,
             token_expiry: 2_000_000_000,
+            fleet: false,
         }
     }
 
@@ -296,16 +332,54 @@ mod test {
     #[test]
     fn legal_outcomes() {
         use Outcome::*;
-        assert!(legal(Class::Own, 6, 4, RedPacket, 0));
-        assert!(legal(Class::Own, 6, 4, Closed, 0));
-        assert!(!legal(Class::Own, 6, 4, Denied, 0));
-        assert!(!legal(Class::Own, 6, 4, Redirect, 2));
-        assert!(legal(Class::BadToken, 6, 4, Denied, 0));
-        assert!(legal(Class::BadToken, 6, 4, Throttled, 0));
-        assert!(!legal(Class::BadToken, 6, 4, Greeting, 0));
-        assert!(legal(Class::Foreign, 7, 4, Redirect, 3));
-        assert!(!legal(Class::Foreign, 7, 4, Redirect, 2));
-        assert!(!legal(Class::Foreign, 7, 4, Nothing, 0));
+        // At node 2 of 4.
+        let ok = |c, u, o, r| legal(c, u, 4, 2, o, r).is_ok();
+        assert!(ok(Class::Own, 6, RedPacket, 0));
+        assert!(ok(Class::Own, 6, Closed, 0));
+        assert!(!ok(Class::Own, 6, Denied, 0));
+        assert!(!ok(Class::Own, 6, Redirect, 2));
+        assert!(ok(Class::BadToken, 6, Denied, 0));
+        assert!(ok(Class::BadToken, 6, Throttled, 0));
+        assert!(!ok(Class::BadToken, 6, Greeting, 0));
+        assert!(ok(Class::Foreign, 7, Redirect, 3));
+        assert!(!ok(Class::Foreign, 7, Redirect, 2));
+        assert!(!ok(Class::Foreign, 7, Nothing, 0));
+        // A phone that followed its REDIRECT to node 3 is at its own node there.
+        assert!(legal(Class::Foreign, 7, 4, 3, Nothing, 0).is_ok());
+        assert!(legal(Class::Foreign, 7, 4, 3, Redirect, 3).is_err());
+        assert!(legal(Class::BadToken, 7, 4, 3, Denied, 0).is_ok());
+    }
+
+    #[test]
+    fn a_fleet_population_spreads_over_every_node() {
+        let p = Population::new(
+            Spec {
+                fleet: true,
+                foreign_share: 0.3,
+                ..spec(12_000)
+            },
+            &KEY,
+        );
+        let (own, foreign, bad) = p.census();
+        assert!((3_000..4_200).contains(&foreign), "{foreign}");
+        assert_eq!(own + foreign + bad, 12_000);
+        let mut per_node = [0u32; 4];
+        for k in 0..p.len() {
+            let (id, owner) = (p.id(k), p.id(k) % 4);
+            per_node[owner as usize] += 1;
+            assert_eq!(p.index_of(id), Some(k));
+            // The foreign share starts elsewhere, everyone else at home.
+            assert_eq!(
+                p.first_node(k) as u64 != owner,
+                p.class(k) == Class::Foreign,
+                "user {k}"
+            );
+            assert!(p.first_node(k) < 4);
+        }
+        assert_eq!(per_node, [3_000; 4], "users belong to every node in turn");
+        // One node under test: everybody starts there.
+        let single = Population::new(spec(100), &KEY);
+        assert!((0..100).all(|k| single.first_node(k) == 2));
     }
 
     #[test]

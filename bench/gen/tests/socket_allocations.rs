@@ -47,6 +47,7 @@ fn allocations_of_a_run(server: SocketAddrV4, count: u64) -> (u64, u64) {
             foreign_share: 0.0,
             seed: 1,
             token_expiry: 2_000_000_000,
+            fleet: false,
         },
         &MacKey::from_bytes([1; 16]),
     );
@@ -62,6 +63,7 @@ fn allocations_of_a_run(server: SocketAddrV4, count: u64) -> (u64, u64) {
     let mut gen = Generator::new(pop, plan, MacKey::from_bytes([2; 16]));
     let o = Options {
         server,
+        nodes: Vec::new(),
         sockets: 2,
         batch: BATCH,
     };
