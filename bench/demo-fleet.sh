@@ -115,13 +115,10 @@ for i in $(seq 0 $((NODES - 1))); do
 done
 "$BIN" fleet status --config "$DIR/n0/node.toml" --wait-revision 1 --timeout-s 30 | sed 's/^/status> /'
 
-# Prometheus: the shipped config, with the nodes and shippers as file-SD targets.
+# Prometheus: the shipped config, its file-SD targets written from etcd's registry.
 mkdir -p "$DIR/prometheus"
-sed "s|targets/|$PWD/$DIR/prometheus/|g" nic-config/fleet/prometheus.yml >"$DIR/prometheus/prometheus.yml"
-"$BIN" fleet status --config "$DIR/n0/node.toml" --prometheus-sd "$DIR/prometheus/nodes.json" >/dev/null
-printf '[{"targets":[%s],"labels":{"job":"shake-ship","event":"demo"}}]\n' \
-    "$(for i in $(seq 0 $((NODES - 1))); do printf '"127.0.0.1:%d"' $((9400 + i)); [ "$i" -lt $((NODES - 1)) ] && printf ','; done)" \
-    >"$DIR/prometheus/ship.json"
+cp nic-config/fleet/prometheus.yml "$DIR/prometheus/prometheus.yml"
+"$BIN" fleet status --config "$DIR/n0/node.toml" --prometheus-sd "$DIR/prometheus/targets" >/dev/null
 prometheus --config.file="$DIR/prometheus/prometheus.yml" --storage.tsdb.path="$DIR/prometheus/tsdb" \
     --web.listen-address="127.0.0.1:$PROM_PORT" >"$DIR/prometheus.log" 2>&1 &
 started $!

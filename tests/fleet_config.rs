@@ -190,6 +190,26 @@ fn a_push_reaches_and_is_applied_by_every_node_of_an_eight_node_fleet() {
         assert_eq!(n["registration"]["revision"].as_u64(), Some(r2 as u64));
         assert!(n["push_to_applied_ms"].as_u64().is_some(), "{n}");
     }
+    // Prometheus file-SD targets from the registry: every node's metrics endpoint, by index.
+    let sd = f.dirs[0].path().join("targets");
+    run_ok(
+        f.shake()
+            .args(["status", "--config"])
+            .arg(f.dirs[0].config())
+            .arg("--prometheus-sd")
+            .arg(&sd),
+    );
+    let groups: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sd.join("nodes/t.json")).unwrap()).unwrap();
+    let groups = groups.as_array().unwrap();
+    assert_eq!(groups.len(), 8);
+    for (i, g) in groups.iter().enumerate() {
+        assert_eq!(g["labels"]["node"], i.to_string());
+        assert_eq!(
+            g["targets"][0].as_str().unwrap(),
+            f.nodes[i].metrics.unwrap().to_string()
+        );
+    }
     // Every node answers with the new version; a phone on another node's user is
     // redirected, also under the new version.
     let s = client_socket();

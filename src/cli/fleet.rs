@@ -59,6 +59,11 @@ struct StatusArgs {
     wait_revision: Option<i64>,
     #[arg(long, default_value_t = 30)]
     timeout_s: u64,
+    /// Also write Prometheus file-SD targets of the registered nodes and their shippers into
+    /// this directory (`nodes/EVENT.json`, `ship/EVENT.json`: the `targets/` directory beside
+    /// nic-config/fleet/prometheus.yml). Run it again as nodes come and go.
+    #[arg(long)]
+    prometheus_sd: Option<PathBuf>,
 }
 
 /// The fleet's etcd target and node count, from a node config.
@@ -141,6 +146,19 @@ fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(20));
     };
     print_status(&st, count, &t, a.json);
+    if let Some(dir) = &a.prometheus_sd {
+        let targets =
+            |f: fn(&etcd::Registration) -> Option<&String>| -> Vec<(u32, std::net::SocketAddr)> {
+                st.nodes
+                    .iter()
+                    .filter_map(|n| Some((n.node, f(n)?.parse().ok()?)))
+                    .collect()
+            };
+        let nodes = targets(|n| n.metrics.as_ref());
+        let ship = targets(|n| n.ship_metrics.as_ref());
+        shake::fleet::prometheus::write_fleet_targets(dir, t.names.event(), &nodes, &ship)
+            .with_context(|| format!("{}: writing Prometheus targets", dir.display()))?;
+    }
     let missing = st.missing(count);
     Ok(if missing.is_empty() {
         ExitCode::SUCCESS

@@ -116,6 +116,9 @@ pub struct Registration {
     pub serving: String,
     /// Its metrics endpoint, if it has one.
     pub metrics: Option<String>,
+    /// Its claim shipper's metrics endpoint (`[fleet] ship_metrics`), if it has one.
+    #[serde(default)]
+    pub ship_metrics: Option<String>,
     /// The live config revision in force (its config_version).
     pub revision: i64,
     /// When that revision was applied (unix ms).

@@ -71,10 +71,37 @@ pub fn write_sd_file(
     entries: &[(u32, SocketAddr)],
     event: &str,
 ) -> std::io::Result<()> {
+    write_sd_file_for_job(path, JOB_NODES, entries, event)
+}
+
+/// [`write_sd_file`] for another job ([`JOB_SHIP`]).
+pub fn write_sd_file_for_job(
+    path: &Path,
+    job: &str,
+    entries: &[(u32, SocketAddr)],
+    event: &str,
+) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    std::fs::write(&tmp, sd_json(entries, event))?;
+    std::fs::write(&tmp, sd_json_for_job(job, entries, event))?;
     std::fs::rename(&tmp, path)
+}
+
+/// Writes the targets of a fleet's nodes and shippers under `dir` (the directory beside
+/// `prometheus.yml` that its `file_sd_configs` read): `dir/nodes/EVENT.json` and
+/// `dir/ship/EVENT.json`.
+pub fn write_fleet_targets(
+    dir: &Path,
+    event: &str,
+    nodes: &[(u32, SocketAddr)],
+    shippers: &[(u32, SocketAddr)],
+) -> std::io::Result<()> {
+    for (sub, job, entries) in [("nodes", JOB_NODES, nodes), ("ship", JOB_SHIP, shippers)] {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d)?;
+        write_sd_file_for_job(&d.join(format!("{event}.json")), job, entries, event)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -111,6 +111,12 @@ impl Applier for NodeApplier {
         reg.addr = self.addr.clone();
         reg.serving = self.serving.clone();
         reg.metrics = self.metrics.clone();
+        reg.ship_metrics = self
+            .config
+            .fleet
+            .as_ref()
+            .and_then(|f| f.ship_metrics)
+            .map(|a| a.to_string());
         reg.revision = self.version as i64;
         reg.applied_ms = self.applied_ms;
         reg.answers = answers;
