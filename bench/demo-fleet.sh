@@ -154,6 +154,30 @@ start_node 2
 
 wait $GEN_PID || { echo "demo-fleet: the generator failed:" >&2; tail -20 "$DIR/gen.log" >&2; exit 1; }
 tail -4 "$DIR/gen.log" | sed 's/^/gen> /'
+# The push as phones saw it: the highest config_version in each node's answers.
+python3 - "$DIR/gen.json" "$REV" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+v = r["config_version_by_node"]
+print("demo-fleet: config_version in the answers of each node:", v)
+if any(x != int(sys.argv[2]) for x in v):
+    sys.exit("demo-fleet: not every node's answers carried revision " + sys.argv[2])
+PY
+
+echo "demo-fleet: fleet-wide answers in Prometheus, against the nodes' own counters:"
+own=0
+for i in $(seq 0 $((NODES - 1))); do
+    n=$(curl -s "http://127.0.0.1:$((9300 + i))/metrics" | awk '/^shake_answers_total/ {s += $2} END {print s + 0}')
+    own=$((own + n))
+done
+q=""
+for _ in $(seq 1 100); do
+    q=$(curl -s "http://127.0.0.1:$PROM_PORT/api/v1/query" --data-urlencode 'query=sum(shake_answers_total{job="shake"})' \
+        | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")')
+    [ "$q" = "$own" ] && break
+    sleep 0.2
+done
+echo "prometheus> sum(shake_answers_total) = ${q:-none} (the nodes say $own)"
 
 # The stop: nodes first (journals closed), then each shipper once its lag is 0.
 for i in $(seq 0 $((NODES - 1))); do kill -TERM "${NODE_PID[$i]}"; wait "${NODE_PID[$i]}" || true; done
@@ -170,13 +194,6 @@ echo "demo-fleet: the payment side takes every claim from the stream (acknowledg
 "$BIN" pay --config "$DIR/n0/node.toml" --out "$DIR/paid.txt" --idle-ms 2000 | tail -2 | sed 's/^/pay> /'
 echo "demo-fleet: $(wc -l <"$DIR/paid.txt") claims paid"
 
-echo "demo-fleet: fleet-wide answers in Prometheus:"
-for _ in $(seq 1 100); do
-    q=$(curl -s "http://127.0.0.1:$PROM_PORT/api/v1/query" --data-urlencode 'query=sum(shake_answers_total)' | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")')
-    [ -n "$q" ] && break
-    sleep 0.2
-done
-echo "prometheus> sum(shake_answers_total) = $q"
 
 echo "demo-fleet: reconciling the stream against the journals and the budgets:"
 "$BIN" reconcile --manifest "$DIR/seeds/manifest.toml" --seeds "$DIR/seeds" \

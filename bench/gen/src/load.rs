@@ -152,6 +152,8 @@ pub struct Generator {
     route: Vec<u32>,
     /// A fleet: requests sent to each node.
     sent_by_node: Vec<u64>,
+    /// A fleet: the highest config_version each node's answers carried.
+    version_by_node: Vec<u32>,
 }
 
 impl Generator {
@@ -185,6 +187,7 @@ impl Generator {
             send_end_ns: None,
             forgiven: 0,
             route,
+            version_by_node: vec![0; sent_by_node.len()],
             sent_by_node,
         }
     }
@@ -425,6 +428,9 @@ impl Generator {
                 self.tally.outcomes[a.outcome as usize] += 1;
                 self.rtt.record(now_ns.saturating_sub(slot.client_ts));
                 self.config_version = self.config_version.max(a.config_version);
+                if let Some(v) = self.version_by_node.get_mut(slot.node as usize) {
+                    *v = (*v).max(a.config_version);
+                }
                 if let Some(s) = &mut self.schedule {
                     // Rounded up: the node measures the wait from its own (truncated) ms,
                     // so a phone counting from a truncated ms of its own could come back up
@@ -521,6 +527,7 @@ impl Generator {
             node_index: spec.node_index,
             fleet: spec.fleet,
             sent_by_node: self.sent_by_node.clone(),
+            config_version_by_node: self.version_by_node.clone(),
             bad_share: spec.bad_share,
             foreign_share: spec.foreign_share,
             obey_retry: self.plan.obey_retry,
@@ -588,6 +595,8 @@ pub struct Report {
     pub fleet: bool,
     /// A fleet: requests sent to each node, by index.
     pub sent_by_node: Vec<u64>,
+    /// A fleet: the highest config_version each node's answers carried, by index.
+    pub config_version_by_node: Vec<u32>,
     pub bad_share: f64,
     pub foreign_share: f64,
     pub obey_retry: bool,

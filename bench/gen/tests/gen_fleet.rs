@@ -97,6 +97,10 @@ fn phones_shake_at_their_own_node_and_follow_redirects() {
         [600, 600, 600],
         "users belong to every node in turn"
     );
+    // Every node answered with its config_version (nodes on their own: from the clock).
+    let versions = r["config_version_by_node"].as_array().unwrap();
+    assert_eq!(versions.len(), 3, "{r}");
+    assert!(versions.iter().all(|v| v.as_u64().unwrap() > 0), "{r}");
     let served = |s: &Server| {
         ["nothing", "greeting", "red_packet", "throttled"]
             .iter()
