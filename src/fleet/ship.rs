@@ -128,13 +128,6 @@ impl ShipMetrics {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Worker journals under `root`: `worker-<w>` directories holding a segment, with the id
 /// their first segment names.
 pub fn journals(root: &Path) -> Vec<(JournalId, PathBuf)> {
@@ -338,7 +331,7 @@ impl Journal {
         }
         let lag_s = f
             .oldest_time_ms()
-            .map(|t| now_ms().saturating_sub(t) as f64 / 1e3)
+            .map(|t| crate::time::unix_ms().saturating_sub(t) as f64 / 1e3)
             .unwrap_or(0.0);
         let buffered = f.buffered();
         self.metrics.worker(self.worker, |g| {

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crossbeam::channel::Sender;
 
-use super::{version_path, write_version, Node, NodeError};
+use super::{version_path, write_durably, write_version, Node, NodeError};
 use crate::activity::Activity;
 use crate::control::Stats;
 use crate::engine::config::Live;
@@ -70,7 +70,8 @@ impl NodeApplier {
             .map_err(|e| e.to_string())?;
         // Durable before any worker answers with the new version.
         if let Some(cache) = cache_path(&self.config) {
-            write_atomic(&cache, text).map_err(|e| format!("{}: {e}", cache.display()))?;
+            write_durably(&cache, text.as_bytes())
+                .map_err(|e| format!("{}: {e}", cache.display()))?;
             write_version(&cache.with_file_name(super::VERSION_FILE), version)
                 .map_err(|e| e.to_string())?;
         }
@@ -199,14 +200,4 @@ pub(super) fn starting_live(
         _ => None,
     };
     Ok(config.live_versioned(cached.as_ref().unwrap_or(activity), start_s, version)?)
-}
-
-/// Writes a file durably: a temporary file, synced, renamed over the old one.
-fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

@@ -322,21 +322,24 @@ fn read_version(path: &Path) -> Result<u32, NodeError> {
     })
 }
 
-/// Writes the version durably: a temporary file, synced, renamed over the old one, and the
-/// directory synced.
+/// Writes the version durably (see [`write_durably`]).
 fn write_version(path: &Path, version: u32) -> Result<(), NodeError> {
+    write_durably(path, format!("{version}\n").as_bytes())
+        .map_err(|e| NodeError::State(format!("{}: {e}", path.display())))
+}
+
+/// Replaces a file durably: a temporary file, synced, renamed over the old one, and the
+/// directory synced.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let err = |e: std::io::Error| NodeError::State(format!("{}: {e}", path.display()));
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
+    std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    writeln!(f, "{version}").map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 /// A worker's user table, or an error that says how much memory it wanted.
