@@ -95,6 +95,7 @@ greeting_probability = 0.3
     };
     let cfg = FrameConfig {
         ipv4: [10, 0, 0, 1],
+        ipv6: None,
         mac: [2, 0, 0, 0, 0, 1],
         udp_port: 7000,
         tx_udp_offload: false,

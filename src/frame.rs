@@ -44,12 +44,42 @@ pub const ANSWER_TTL: u8 = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameConfig {
     pub ipv4: [u8; 4],
+    /// The node's IPv6 addresses; `None`: IPv6 is not served, every IPv6 frame is dropped as
+    /// not for us.
+    pub ipv6: Option<Ipv6Addrs>,
     /// Our MAC, for ARP replies (the port's MAC under DPDK).
     pub mac: [u8; 6],
     pub udp_port: u16,
     /// Leave the UDP checksum to the NIC: the field gets the pseudo-header sum, as DPDK's
     /// `RTE_MBUF_F_TX_UDP_CKSUM` expects.
     pub tx_udp_offload: bool,
+}
+
+/// The node's IPv6 addresses on one port: it answers Neighbor Solicitations, echo requests
+/// and SHAKE/1 on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Addrs {
+    pub global: [u8; 16],
+    /// fe80::/10; by default derived from the port's MAC
+    /// ([`link_local_from_mac`](crate::wire::ipv6::link_local_from_mac)).
+    pub link_local: [u8; 16],
+}
+
+impl Ipv6Addrs {
+    /// The addresses of a port with this MAC: the global one, and the given link-local one or
+    /// the one derived from the MAC.
+    pub fn new(global: [u8; 16], link_local: Option<[u8; 16]>, mac: [u8; 6]) -> Ipv6Addrs {
+        Ipv6Addrs {
+            global,
+            link_local: link_local.unwrap_or_else(|| crate::wire::ipv6::link_local_from_mac(mac)),
+        }
+    }
+
+    /// Whether `a` is one of them.
+    #[inline]
+    pub fn is_ours(&self, a: &[u8; 16]) -> bool {
+        *a == self.global || *a == self.link_local
+    }
 }
 
 /// What became of a frame.
@@ -652,6 +682,7 @@ mod test {
     fn cfg() -> FrameConfig {
         FrameConfig {
             ipv4: OUR_IP,
+            ipv6: None,
             mac: OUR_MAC,
             udp_port: 7000,
             tx_udp_offload: false,

@@ -6,7 +6,7 @@
 //! the file, the line and the key (`keys.token_key`, `port[1].rx_desc`), also those found
 //! after parsing, in the files the config names: the config keeps its text for that.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,6 +50,14 @@ pub struct NodeSection {
     pub count: u32,
     /// The IPv4 address the node answers for (ARP, ICMP, SHAKE/1).
     pub ipv4: Ipv4Addr,
+    /// The node's global IPv6 address (SHAKE/1, Neighbor Solicitations, ICMPv6 echo); absent:
+    /// the node serves IPv4 only and drops IPv6 frames as not for it.
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Addr>,
+    /// The node's link-local address (fe80::/10), answered for NDP and echo; by default each
+    /// DPDK port's own, derived from its MAC (modified EUI-64, RFC 4291 appendix A).
+    #[serde(default)]
+    pub link_local: Option<Ipv6Addr>,
     /// The node's MAC address for ARP replies; DPDK ports use their own.
     #[serde(default)]
     pub mac: Option<String>,
@@ -391,6 +399,28 @@ impl NodeConfig {
                 return Err(at(
                     "node.mac",
                     format!("{m:?} is not six hex bytes like 02:00:00:00:00:01"),
+                ));
+            }
+        }
+        if let Some(a) = c.node.ipv6 {
+            if let Some(why) = crate::wire::ipv6::not_a_node_address(a.octets()) {
+                return Err(at(
+                    "node.ipv6",
+                    format!("{a} is {why}, not a global address"),
+                ));
+            }
+        }
+        if let Some(a) = c.node.link_local {
+            if c.node.ipv6.is_none() {
+                return Err(at(
+                    "node.link_local",
+                    "needs node.ipv6: the node serves IPv6 only with a global address".into(),
+                ));
+            }
+            if !crate::wire::ipv6::is_link_local(a.octets()) || a.octets()[8..] == [0; 8] {
+                return Err(at(
+                    "node.link_local",
+                    format!("{a} is not a link-local unicast address (fe80::/10)"),
                 ));
             }
         }

@@ -99,6 +99,7 @@ fn worker(a: &Activity) -> Worker<MemorySource, MemoryJournal> {
 fn cfg() -> FrameConfig {
     FrameConfig {
         ipv4: IP,
+        ipv6: None,
         mac: MAC,
         udp_port: 7000,
         tx_udp_offload: false,

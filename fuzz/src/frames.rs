@@ -297,6 +297,7 @@ pub fn run_and_check(b: &Burst) -> Summary {
     let mut summary = Summary::default();
     let cfg = FrameConfig {
         ipv4: OUR_IP,
+        ipv6: None,
         mac: OUR_MAC,
         udp_port: OUR_PORT,
         tx_udp_offload: b.udp_offload,

@@ -24,8 +24,7 @@ use crate::seed::SeedSource;
 pub struct DpdkBackend<'eal> {
     opened: Opened<'eal>,
     eal: &'eal Eal,
-    ipv4: std::net::Ipv4Addr,
-    udp_port: u16,
+    node: crate::node_config::NodeSection,
     telemetry: bool,
 }
 
@@ -43,8 +42,7 @@ impl<'eal> DpdkBackend<'eal> {
         Ok(DpdkBackend {
             opened: open(eal, config)?,
             eal,
-            ipv4: config.node.ipv4,
-            udp_port: config.node.port,
+            node: config.node.clone(),
             telemetry,
         })
     }
@@ -69,7 +67,7 @@ impl<'eal> Backend for DpdkBackend<'eal> {
         reloads: Vec<Receiver<Arc<Live>>>,
         stop: Arc<AtomicBool>,
     ) -> Result<DpdkRunning<'eal, S, J>, NotStarted<S, J, DpdkError>> {
-        let frame = frame_configs(self.ipv4, self.udp_port, self.opened.ports());
+        let frame = frame_configs(&self.node, self.opened.ports());
         let processors = workers
             .into_iter()
             .zip(reloads)

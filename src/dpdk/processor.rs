@@ -9,8 +9,9 @@ use crate::counters::Counters;
 use crate::engine::config::Live;
 use crate::engine::Worker;
 pub use crate::frame::{peek_user, Verdict};
-use crate::frame::{prefetch_user, process_burst, FrameConfig};
+use crate::frame::{prefetch_user, process_burst, FrameConfig, Ipv6Addrs};
 use crate::journal::ClaimSink;
+use crate::node_config::NodeSection;
 use crate::seed::SeedSource;
 
 /// One worker's datapath, as the poll loop drives it. Everything here runs on the worker's
@@ -43,17 +44,18 @@ pub struct FrameProcessor<S: SeedSource, J: ClaimSink> {
     pub reload: Option<Receiver<Arc<Live>>>,
 }
 
-/// The frame configs, per port, of a node answering on `ipv4:udp_port`: each port's own
-/// MAC for ARP replies, and its UDP checksum offload where the device has it.
-pub fn frame_configs(
-    ipv4: std::net::Ipv4Addr,
-    udp_port: u16,
-    ports: &[super::PortInfo],
-) -> Vec<FrameConfig> {
+/// The frame configs, per port, of a node answering on its addresses and UDP port: each
+/// port's own MAC for ARP and NDP replies (and its link-local address, derived from the MAC
+/// unless the config gives one), and its UDP checksum offload where the device has it.
+pub fn frame_configs(node: &NodeSection, ports: &[super::PortInfo]) -> Vec<FrameConfig> {
+    let (ipv4, udp_port) = (node.ipv4, node.port);
     ports
         .iter()
         .map(|p| FrameConfig {
             ipv4: ipv4.octets(),
+            ipv6: node
+                .ipv6
+                .map(|g| Ipv6Addrs::new(g.octets(), node.link_local.map(|l| l.octets()), p.mac)),
             mac: p.mac,
             udp_port,
             tx_udp_offload: p.tx_udp_cksum,

@@ -34,6 +34,7 @@ pub mod datagram;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
+pub mod ipv6;
 pub mod shake;
 pub mod udp;
 
@@ -45,6 +46,7 @@ pub use datagram::Datagram;
 pub use ethernet::{EthernetFrame, EthernetRepr};
 pub use icmp::{IcmpEchoRepr, IcmpPacket};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
+pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use shake::{
     write_answer, Outcome, ShakeAnswer, ShakeAnswerRepr, ShakeRequest, ShakeRequestRepr,
 };
