@@ -364,13 +364,15 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
                     len,
                     l2_len,
                     l3_len,
+                    ipv6,
                     reply,
                 } if port.tx_udp_cksum => {
-                    m.set_tx_offload(
-                        dpdk_sys::RTE_MBUF_F_TX_IPV4 | dpdk_sys::RTE_MBUF_F_TX_UDP_CKSUM,
-                        l2_len,
-                        l3_len,
-                    );
+                    let l3 = if ipv6 {
+                        dpdk_sys::RTE_MBUF_F_TX_IPV6
+                    } else {
+                        dpdk_sys::RTE_MBUF_F_TX_IPV4
+                    };
+                    m.set_tx_offload(l3 | dpdk_sys::RTE_MBUF_F_TX_UDP_CKSUM, l2_len, l3_len);
                     (m.set_len(len), reply)
                 }
                 // The processor asked for an offload this port lacks: a bug, never sent
