@@ -1994,4 +1994,528 @@ greeting_probability = {greet}
         assert_eq!(peek_user(&f), Some(0x1234));
         assert_eq!(peek_user(&f[..40]), None);
     }
+
+    /// IPv6: SHAKE/1, Neighbor Solicitations and echo, checked against an independent parser
+    /// (etherparse).
+    mod ipv6_frames {
+        use super::*;
+        use crate::client::Flow6;
+        use crate::wire::icmpv6::{self, NdpRepr};
+        use crate::wire::ipv6::{self, Ipv6Repr};
+        use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+        const G: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        const PEER: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+        const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 9];
+
+        fn ll() -> [u8; 16] {
+            ipv6::link_local_from_mac(OUR_MAC)
+        }
+
+        pub(super) fn cfg6() -> FrameConfig {
+            FrameConfig {
+                ipv6: Some(Ipv6Addrs::new(G, None, OUR_MAC)),
+                ..cfg()
+            }
+        }
+
+        fn flow6() -> Flow6 {
+            Flow6 {
+                src_mac: PEER_MAC,
+                dst_mac: OUR_MAC,
+                vlan: None,
+                src_ip: PEER,
+                dst_ip: G,
+                src_port: 40000,
+                dst_port: 7000,
+            }
+        }
+
+        fn request() -> crate::wire::ShakeRequestRepr {
+            client::request(&TOKEN, 1, 77, 2_000_000_000, 0xfeed)
+        }
+
+        fn frame6_from(flow: &Flow6) -> Vec<u8> {
+            let mut buf = vec![0u8; 256];
+            let len = flow.emit(&mut buf, &client::payload(&request()));
+            buf.truncate(len);
+            buf
+        }
+
+        fn run6(w: &mut W, f: &mut [u8]) -> Verdict {
+            w.begin_burst(MID);
+            let mut frames = [f];
+            let mut v = [Verdict::Drop(DropReason::Truncated)];
+            process_burst(w, &cfg6(), &mut frames, &mut v);
+            v[0]
+        }
+
+        fn drop6(w: &mut W, f: &mut [u8]) -> DropReason {
+            match run6(w, f) {
+                Verdict::Drop(d) => d,
+                v => panic!("expected a drop, got {v:?}"),
+            }
+        }
+
+        /// Inserts `n` destination-options headers (8 bytes each) after the fixed header of
+        /// an untagged frame, first a hop-by-hop one if `hbh`.
+        fn with_extensions(f: &[u8], hbh: bool, n: usize) -> Vec<u8> {
+            let mut kinds = vec![];
+            if hbh {
+                kinds.push(ipv6::NEXT_HOP_BY_HOP);
+            }
+            kinds.extend(std::iter::repeat(ipv6::NEXT_DEST_OPTIONS).take(n));
+            let upper = f[14 + 6];
+            let mut out = f[..54].to_vec();
+            for (i, _) in kinds.iter().enumerate() {
+                let next = kinds.get(i + 1).copied().unwrap_or(upper);
+                // PadN of 4 bytes after next-header and length: a well-formed option area.
+                out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+            }
+            out.extend_from_slice(&f[54..]);
+            if let Some(&k) = kinds.first() {
+                out[14 + 6] = k;
+            }
+            let pl = (out.len() - 54) as u16;
+            out[18..20].copy_from_slice(&pl.to_be_bytes());
+            out
+        }
+
+        /// An answer read by etherparse: Ethernet addresses, IPv6 source, destination and hop
+        /// limit, and the transport bytes, with its checksum verified by etherparse.
+        struct Decoded {
+            eth_dst: [u8; 6],
+            eth_src: [u8; 6],
+            src: [u8; 16],
+            dst: [u8; 16],
+            hop_limit: u8,
+            transport: Vec<u8>,
+            udp: bool,
+        }
+
+        fn decode(f: &[u8]) -> Decoded {
+            let p = SlicedPacket::from_ethernet(f).expect("etherparse reads the answer");
+            let (eth_dst, eth_src) = match &p.link {
+                Some(etherparse::LinkSlice::Ethernet2(e)) => (e.destination(), e.source()),
+                l => panic!("{l:?}"),
+            };
+            let ip = match &p.net {
+                Some(NetSlice::Ipv6(ip)) => ip.header(),
+                n => panic!("not IPv6: {n:?}"),
+            };
+            let (src, dst) = (ip.source(), ip.destination());
+            let (transport, udp) = match &p.transport {
+                Some(TransportSlice::Udp(u)) => {
+                    let h = u.to_header();
+                    let want = h.calc_checksum_ipv6_raw(src, dst, u.payload()).unwrap();
+                    assert_eq!(h.checksum, want, "UDP checksum");
+                    assert_ne!(h.checksum, 0, "UDP checksum is mandatory over IPv6");
+                    (u.slice().to_vec(), true)
+                }
+                Some(TransportSlice::Icmpv6(m)) => {
+                    let h = m.header();
+                    let want = h.icmp_type.calc_checksum(src, dst, m.payload()).unwrap();
+                    assert_eq!(h.checksum, want, "ICMPv6 checksum");
+                    (m.slice().to_vec(), false)
+                }
+                t => panic!("{t:?}"),
+            };
+            Decoded {
+                eth_dst,
+                eth_src,
+                src,
+                dst,
+                hop_limit: ip.hop_limit(),
+                transport,
+                udp,
+            }
+        }
+
+        #[test]
+        fn shake_over_ipv6_is_answered_with_swapped_addresses_and_a_checksum() {
+            for (what, hbh, n, vlan) in [
+                ("common frame", false, 0, None),
+                ("VLAN tag", false, 0, Some(5)),
+                ("hop-by-hop and destination options", true, 2, None),
+            ] {
+                let mut w = worker(Setup::default());
+                let base = frame6_from(&Flow6 { vlan, ..flow6() });
+                let mut f = if vlan.is_none() {
+                    with_extensions(&base, hbh, n)
+                } else {
+                    base
+                };
+                let req_len = f.len();
+                let v = run6(&mut w, &mut f);
+                let len = v.tx_len().unwrap_or_else(|| panic!("{what}: {v:?}"));
+                assert!(len <= req_len, "{what}: an answer never grows");
+                assert_eq!(len, req_len - 8 * (n + usize::from(hbh)), "{what}");
+                let d = decode(&f[..len]);
+                assert!(d.udp);
+                assert_eq!((d.eth_dst, d.eth_src), (PEER_MAC, OUR_MAC), "{what}");
+                assert_eq!((d.src, d.dst), (G, PEER), "{what}");
+                assert_eq!(d.hop_limit, ipv6::ANSWER_HOP_LIMIT);
+                assert_eq!(&d.transport[..4], &[0x1b, 0x58, 0x9c, 0x40], "{what}: ports");
+                client::check_answer(&request(), &d.transport[8..], &CLAIM).unwrap();
+                assert_eq!(
+                    v.reply().and_then(|r| r.outcome()),
+                    Some(Outcome::Nothing)
+                );
+            }
+        }
+
+        #[test]
+        fn shake_to_the_link_local_address_is_answered_from_it() {
+            let mut w = worker(Setup::default());
+            let mut f = frame6_from(&Flow6 {
+                dst_ip: ll(),
+                src_ip: ipv6::link_local_from_mac(PEER_MAC),
+                ..flow6()
+            });
+            let len = run6(&mut w, &mut f).tx_len().unwrap();
+            assert_eq!(decode(&f[..len]).src, ll());
+        }
+
+        #[test]
+        fn udp_offload_over_ipv6_leaves_the_pseudo_header_sum() {
+            let mut w = worker(Setup::default());
+            let c = FrameConfig {
+                tx_udp_offload: true,
+                ..cfg6()
+            };
+            for hbh in [false, true] {
+                let mut f = with_extensions(&frame6_from(&flow6()), hbh, 0);
+                w.begin_burst(MID);
+                let v = process_frame(&mut w, &c, &mut f);
+                let Verdict::AnswerUdpOffload {
+                    len,
+                    l2_len,
+                    l3_len,
+                    ipv6,
+                    ..
+                } = v
+                else {
+                    panic!("{v:?}")
+                };
+                assert_eq!((len, l2_len, l3_len, ipv6), (126, 14, 40, true));
+                let ph = checksum::fold(checksum::pseudo_header_v6(G, PEER, 17, 72));
+                assert_eq!(u16::from_be_bytes([f[60], f[61]]), ph);
+            }
+        }
+
+        #[test]
+        fn bad_ipv6_requests_are_dropped_under_their_reason() {
+            let mut w = worker(Setup::default());
+            let good = frame6_from(&flow6());
+            let cases: Vec<(&str, Vec<u8>, DropReason)> = vec![
+                ("zero UDP checksum", {
+                    let mut f = good.clone();
+                    f[60..62].copy_from_slice(&[0, 0]);
+                    f
+                }, DropReason::UdpChecksum),
+                ("wrong UDP checksum", {
+                    let mut f = good.clone();
+                    f[100] ^= 1;
+                    f
+                }, DropReason::UdpChecksum),
+                ("another address", frame6_from(&Flow6 { dst_ip: PEER, ..flow6() }), DropReason::NotForUs),
+                ("another port", frame6_from(&Flow6 { dst_port: 7001, ..flow6() }), DropReason::Port),
+                ("version 4 in an IPv6 ethertype", {
+                    let mut f = good.clone();
+                    f[14] = 0x40;
+                    f
+                }, DropReason::Ipv6Malformed),
+                ("payload length past the frame", {
+                    let mut f = good.clone();
+                    f[18..20].copy_from_slice(&200u16.to_be_bytes());
+                    f
+                }, DropReason::Ipv6Malformed),
+                ("too many extension headers", with_extensions(&good, false, ipv6::MAX_EXTENSION_HEADERS + 1), DropReason::Ipv6Malformed),
+                ("fragment header", {
+                    let mut f = with_extensions(&good, false, 1);
+                    f[20] = ipv6::NEXT_FRAGMENT;
+                    f
+                }, DropReason::Fragment),
+                ("TCP", {
+                    let mut f = good.clone();
+                    f[20] = 6;
+                    f
+                }, DropReason::Protocol),
+                ("payload of 63 bytes", {
+                    let mut buf = vec![0u8; 256];
+                    let len = flow6().emit(&mut buf, &client::payload(&request())[..63]);
+                    buf.truncate(len);
+                    buf
+                }, DropReason::PayloadLength),
+            ];
+            for (what, mut f, want) in cases {
+                assert_eq!(drop6(&mut w, &mut f), want, "{what}");
+            }
+            // A node without IPv6 drops IPv6 as before.
+            let mut f = good.clone();
+            assert_eq!(drop_of(&mut w, &mut f), DropReason::Ethertype);
+        }
+
+        /// Sources that never get an answer, over IPv6: for SHAKE/1 and echo alike.
+        #[test]
+        fn ipv6_sources_that_must_never_get_an_answer() {
+            let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+            let mut w = worker(Setup::default());
+            let mut n = 0;
+            for (what, mac, src, port) in [
+                ("unspecified", PEER_MAC, [0; 16], 40000),
+                ("loopback", PEER_MAC, v6("::1"), 40000),
+                ("multicast", PEER_MAC, v6("ff02::1"), 40000),
+                ("IPv4-mapped", PEER_MAC, v6("::ffff:10.0.0.9"), 40000),
+                ("our own address", PEER_MAC, G, 40000),
+                ("our link-local address", PEER_MAC, ll(), 40000),
+                ("group Ethernet source", [3, 0, 0, 0, 0, 1], PEER, 40000),
+                ("source port 0", PEER_MAC, PEER, 0),
+            ] {
+                let fl = Flow6 {
+                    src_mac: mac,
+                    src_ip: src,
+                    src_port: port,
+                    ..flow6()
+                };
+                let mut f = frame6_from(&fl);
+                assert_eq!(drop6(&mut w, &mut f), DropReason::Source, "{what}");
+                n += 1;
+                if port != 0 {
+                    let mut e = echo(mac, src, G, 64);
+                    assert_eq!(drop6(&mut w, &mut e), DropReason::Source, "echo, {what}");
+                    n += 1;
+                }
+            }
+            assert_eq!(w.counters().snapshot().dropped(DropReason::Source), n);
+        }
+
+        fn icmp_frame(eth_dst: [u8; 6], eth_src: [u8; 6], src: [u8; 16], dst: [u8; 16], hop: u8, icmp: &[u8]) -> Vec<u8> {
+            let mut f = vec![0u8; 54 + icmp.len()];
+            crate::wire::EthernetRepr {
+                dst: eth_dst,
+                src: eth_src,
+                vlan: None,
+                ethertype: ethernet::ETHERTYPE_IPV6,
+            }
+            .emit(&mut EthernetFrame::new_unchecked(&mut f[..]));
+            Ipv6Repr {
+                src,
+                dst,
+                next_header: ipv6::NEXT_ICMPV6,
+                hop_limit: hop,
+                payload_len: icmp.len(),
+            }
+            .emit(&mut Ipv6Packet::new_unchecked(&mut f[14..]));
+            f[54..].copy_from_slice(icmp);
+            f
+        }
+
+        fn echo(eth_src: [u8; 6], src: [u8; 16], dst: [u8; 16], hop: u8) -> Vec<u8> {
+            let r = crate::wire::Icmpv6EchoRepr {
+                msg_type: icmpv6::ECHO_REQUEST,
+                ident: 9,
+                seq_no: 3,
+                data: b"ping -6",
+            };
+            let mut m = vec![0u8; r.buffer_len()];
+            r.emit(&mut Icmpv6Packet::new_unchecked(&mut m[..]), src, dst);
+            icmp_frame(OUR_MAC, eth_src, src, dst, hop, &m)
+        }
+
+        /// A Neighbor Solicitation; `opts` are raw option bytes after the target.
+        fn ns(src: [u8; 16], dst: [u8; 16], target: [u8; 16], hop: u8, opts: &[u8]) -> Vec<u8> {
+            let mut m = vec![icmpv6::NEIGHBOR_SOLICIT, 0, 0, 0, 0, 0, 0, 0];
+            m.extend_from_slice(&target);
+            m.extend_from_slice(opts);
+            Icmpv6Packet::new_unchecked(&mut m[..]).fill_checksum(src, dst);
+            let eth_dst = if ipv6::is_multicast(dst) {
+                ipv6::multicast_mac(dst)
+            } else {
+                OUR_MAC
+            };
+            icmp_frame(eth_dst, PEER_MAC, src, dst, hop, &m)
+        }
+
+        const SLLA: [u8; 8] = [1, 1, 2, 0, 0, 0, 0, 9];
+        /// RFC 7527's nonce option, as Linux puts in its duplicate address detection probes.
+        const NONCE: [u8; 8] = [14, 1, 1, 2, 3, 4, 5, 6];
+
+        /// The advertisement an answer carries, after etherparse checked its checksum.
+        fn advert(f: &[u8], len: usize) -> (Decoded, NdpRepr) {
+            let d = decode(&f[..len]);
+            assert!(!d.udp);
+            let m = Icmpv6Packet::new_checked(&d.transport[..]).unwrap();
+            let r = NdpRepr::parse(&m, d.src, d.dst).unwrap();
+            (d, r)
+        }
+
+        #[test]
+        fn neighbor_solicitations_for_our_addresses_are_advertised() {
+            let mut w = worker(Setup::default());
+            for (what, target, dst) in [
+                ("global, to its solicited-node group", G, ipv6::solicited_node(G)),
+                ("global, unicast (reachability)", G, G),
+                ("link-local, to its group", ll(), ipv6::solicited_node(ll())),
+            ] {
+                let mut f = ns(PEER, dst, target, 255, &SLLA);
+                let req_len = f.len();
+                let v = run6(&mut w, &mut f);
+                assert_eq!(v.reply(), Some(Reply::NDP), "{what}");
+                let len = v.tx_len().unwrap();
+                assert!(len <= req_len);
+                let (d, r) = advert(&f, len);
+                assert_eq!((d.eth_dst, d.eth_src), (PEER_MAC, OUR_MAC), "{what}");
+                assert_eq!((d.src, d.dst, d.hop_limit), (target, PEER, 255), "{what}");
+                assert_eq!(
+                    r,
+                    NdpRepr::Advert {
+                        flags: icmpv6::flags::SOLICITED | icmpv6::flags::OVERRIDE,
+                        target,
+                        target_ll: Some(OUR_MAC),
+                    },
+                    "{what}"
+                );
+            }
+            // Without a source link-layer option, to the Ethernet source; no room for ours.
+            let mut f = ns(PEER, G, G, 255, &[]);
+            let len = run6(&mut w, &mut f).tx_len().unwrap();
+            let (d, r) = advert(&f, len);
+            assert_eq!(d.eth_dst, PEER_MAC);
+            assert!(matches!(r, NdpRepr::Advert { target_ll: None, .. }));
+        }
+
+        #[test]
+        fn duplicate_address_detection_probes_are_answered_to_all_nodes() {
+            let mut w = worker(Setup::default());
+            for (what, opts, with_ll) in [("nonce", &NONCE[..], true), ("no option", &[][..], false)] {
+                let mut f = ns([0; 16], ipv6::solicited_node(G), G, 255, opts);
+                let req_len = f.len();
+                let len = run6(&mut w, &mut f).tx_len().unwrap_or_else(|| panic!("{what}"));
+                assert!(len <= req_len, "{what}");
+                let (d, r) = advert(&f, len);
+                assert_eq!(d.eth_dst, [0x33, 0x33, 0, 0, 0, 1], "{what}");
+                assert_eq!((d.src, d.dst, d.hop_limit), (G, ipv6::ALL_NODES, 255));
+                assert_eq!(
+                    r,
+                    NdpRepr::Advert {
+                        flags: icmpv6::flags::OVERRIDE,
+                        target: G,
+                        target_ll: with_ll.then_some(OUR_MAC),
+                    },
+                    "{what}: not solicited"
+                );
+            }
+        }
+
+        #[test]
+        fn invalid_solicitations_are_dropped_as_ndp() {
+            let mut w = worker(Setup::default());
+            let group = ipv6::solicited_node(G);
+            let mut cases = vec![
+                ("hop limit 254 (routed)", ns(PEER, group, G, 254, &SLLA)),
+                ("multicast target", ns(PEER, group, ipv6::ALL_NODES, 255, &SLLA)),
+                ("option of length 0", ns(PEER, group, G, 255, &[1, 0, 0, 0, 0, 0, 0, 0])),
+                ("option past the message", ns(PEER, group, G, 255, &[1, 2, 0, 0, 0, 0, 0, 0])),
+                ("probe with a source link-layer option", ns([0; 16], group, G, 255, &SLLA)),
+                ("probe to a unicast address", ns([0; 16], G, G, 255, &NONCE)),
+                ("truncated below 24 bytes", {
+                    let mut f = ns(PEER, group, G, 255, &[]);
+                    f.truncate(f.len() - 4);
+                    let pl = (f.len() - 54) as u16;
+                    f[18..20].copy_from_slice(&pl.to_be_bytes());
+                    f
+                }),
+            ];
+            let mut code = ns(PEER, group, G, 255, &SLLA);
+            code[55] = 1;
+            Icmpv6Packet::new_unchecked(&mut code[54..]).fill_checksum(PEER, group);
+            cases.push(("code 1", code));
+            let mut ck = ns(PEER, group, G, 255, &SLLA);
+            ck[56] ^= 1;
+            cases.push(("bad checksum", ck));
+            let n = cases.len() as u64;
+            for (what, mut f) in cases {
+                assert_eq!(drop6(&mut w, &mut f), DropReason::Ndp, "{what}");
+            }
+            assert_eq!(w.counters().snapshot().dropped(DropReason::Ndp), n);
+            // Another target, to its own group or ours: not for us.
+            let other = PEER;
+            let mut f = ns(PEER, ipv6::solicited_node(other), other, 255, &SLLA);
+            assert_eq!(drop6(&mut w, &mut f), DropReason::NotForUs);
+            let mut f = ns(PEER, group, other, 255, &SLLA);
+            assert_eq!(drop6(&mut w, &mut f), DropReason::NotForUs);
+            // From a source that never gets an answer, or our own address (a conflict).
+            for src in [G, [0xff; 16]] {
+                let mut f = ns(src, group, G, 255, &SLLA);
+                assert_eq!(drop6(&mut w, &mut f), DropReason::Source);
+            }
+        }
+
+        #[test]
+        fn echo_requests_to_our_addresses_are_answered() {
+            let mut w = worker(Setup::default());
+            for dst in [G, ll()] {
+                let mut f = echo(PEER_MAC, PEER, dst, 3);
+                let v = run6(&mut w, &mut f);
+                assert_eq!(v.reply(), Some(Reply::ICMPV6_ECHO));
+                let len = v.tx_len().unwrap();
+                let d = decode(&f[..len]);
+                assert_eq!((d.src, d.dst, d.hop_limit), (dst, PEER, 64));
+                assert_eq!(d.transport[0], icmpv6::ECHO_REPLY);
+                assert_eq!(&d.transport[8..], b"ping -6");
+            }
+            // Echo with extension headers: answered without them.
+            let mut f = with_extensions(&echo(PEER_MAC, PEER, G, 3), true, 1);
+            let len = run6(&mut w, &mut f).tx_len().unwrap();
+            assert_eq!(len, echo(PEER_MAC, PEER, G, 3).len());
+            assert_eq!(decode(&f[..len]).transport[0], icmpv6::ECHO_REPLY);
+            // Other ICMPv6 (a Router Advertisement), a bad echo checksum: dropped as ICMP.
+            let mut ra = echo(PEER_MAC, PEER, G, 255);
+            ra[54] = icmpv6::ROUTER_ADVERT;
+            assert_eq!(drop6(&mut w, &mut ra), DropReason::Icmp);
+            let mut bad = echo(PEER_MAC, PEER, G, 3);
+            bad[60] ^= 1;
+            assert_eq!(drop6(&mut w, &mut bad), DropReason::Icmp);
+            // An echo to the solicited-node group is not to us.
+            let mut g = echo(PEER_MAC, PEER, ipv6::solicited_node(G), 3);
+            assert_eq!(drop6(&mut w, &mut g), DropReason::NotForUs);
+        }
+
+        #[test]
+        fn peek_user_reads_ipv6_shakes() {
+            let f = frame6_from(&flow6());
+            assert_eq!(peek_user(&f), Some(1));
+            assert_eq!(peek_user(&with_extensions(&f, true, 1)), Some(1));
+            assert_eq!(peek_user(&f[..60]), None);
+        }
+
+        proptest::proptest! {
+            #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+            /// The fixed-offset IPv6 path decides exactly like the general one.
+            #[test]
+            fn common_v6_path_equals_general_path(
+                user in 0u64..50,
+                edits in proptest::collection::vec((0usize..126, 1u8..=255), 0..3),
+                offload in proptest::prelude::any::<bool>(),
+            ) {
+                let c = FrameConfig { tx_udp_offload: offload, ..cfg6() };
+                let r = client::request(&TOKEN, user, 77, 2_000_000_000, 0xfeed);
+                let mut f = vec![0u8; 126];
+                flow6().emit(&mut f, &client::payload(&r));
+                for (at, x) in edits {
+                    f[at] ^= x;
+                }
+                let (mut w1, mut w2) = (worker(Setup::default()), worker(Setup::default()));
+                let (mut f1, mut f2) = (f.clone(), f);
+                w1.begin_burst(MID);
+                w2.begin_burst(MID);
+                let v1 = answer(&mut w1, &c, &mut f1);
+                let v2 = answer_any(&mut w2, &c, &mut f2).unwrap_or_else(Verdict::from);
+                proptest::prop_assert_eq!(v1, v2);
+                proptest::prop_assert_eq!(f1, f2);
+                proptest::prop_assert_eq!(w1.counters().snapshot(), w2.counters().snapshot());
+            }
+        }
+    }
 }
