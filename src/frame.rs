@@ -2155,12 +2155,13 @@ greeting_probability = {greet}
                 assert_eq!((d.eth_dst, d.eth_src), (PEER_MAC, OUR_MAC), "{what}");
                 assert_eq!((d.src, d.dst), (G, PEER), "{what}");
                 assert_eq!(d.hop_limit, ipv6::ANSWER_HOP_LIMIT);
-                assert_eq!(&d.transport[..4], &[0x1b, 0x58, 0x9c, 0x40], "{what}: ports");
-                client::check_answer(&request(), &d.transport[8..], &CLAIM).unwrap();
                 assert_eq!(
-                    v.reply().and_then(|r| r.outcome()),
-                    Some(Outcome::Nothing)
+                    &d.transport[..4],
+                    &[0x1b, 0x58, 0x9c, 0x40],
+                    "{what}: ports"
                 );
+                client::check_answer(&request(), &d.transport[8..], &CLAIM).unwrap();
+                assert_eq!(v.reply().and_then(|r| r.outcome()), Some(Outcome::Nothing));
             }
         }
 
@@ -2208,45 +2209,91 @@ greeting_probability = {greet}
             let mut w = worker(Setup::default());
             let good = frame6_from(&flow6());
             let cases: Vec<(&str, Vec<u8>, DropReason)> = vec![
-                ("zero UDP checksum", {
-                    let mut f = good.clone();
-                    f[60..62].copy_from_slice(&[0, 0]);
-                    f
-                }, DropReason::UdpChecksum),
-                ("wrong UDP checksum", {
-                    let mut f = good.clone();
-                    f[100] ^= 1;
-                    f
-                }, DropReason::UdpChecksum),
-                ("another address", frame6_from(&Flow6 { dst_ip: PEER, ..flow6() }), DropReason::NotForUs),
-                ("another port", frame6_from(&Flow6 { dst_port: 7001, ..flow6() }), DropReason::Port),
-                ("version 4 in an IPv6 ethertype", {
-                    let mut f = good.clone();
-                    f[14] = 0x40;
-                    f
-                }, DropReason::Ipv6Malformed),
-                ("payload length past the frame", {
-                    let mut f = good.clone();
-                    f[18..20].copy_from_slice(&200u16.to_be_bytes());
-                    f
-                }, DropReason::Ipv6Malformed),
-                ("too many extension headers", with_extensions(&good, false, ipv6::MAX_EXTENSION_HEADERS + 1), DropReason::Ipv6Malformed),
-                ("fragment header", {
-                    let mut f = with_extensions(&good, false, 1);
-                    f[20] = ipv6::NEXT_FRAGMENT;
-                    f
-                }, DropReason::Fragment),
-                ("TCP", {
-                    let mut f = good.clone();
-                    f[20] = 6;
-                    f
-                }, DropReason::Protocol),
-                ("payload of 63 bytes", {
-                    let mut buf = vec![0u8; 256];
-                    let len = flow6().emit(&mut buf, &client::payload(&request())[..63]);
-                    buf.truncate(len);
-                    buf
-                }, DropReason::PayloadLength),
+                (
+                    "zero UDP checksum",
+                    {
+                        let mut f = good.clone();
+                        f[60..62].copy_from_slice(&[0, 0]);
+                        f
+                    },
+                    DropReason::UdpChecksum,
+                ),
+                (
+                    "wrong UDP checksum",
+                    {
+                        let mut f = good.clone();
+                        f[100] ^= 1;
+                        f
+                    },
+                    DropReason::UdpChecksum,
+                ),
+                (
+                    "another address",
+                    frame6_from(&Flow6 {
+                        dst_ip: PEER,
+                        ..flow6()
+                    }),
+                    DropReason::NotForUs,
+                ),
+                (
+                    "another port",
+                    frame6_from(&Flow6 {
+                        dst_port: 7001,
+                        ..flow6()
+                    }),
+                    DropReason::Port,
+                ),
+                (
+                    "version 4 in an IPv6 ethertype",
+                    {
+                        let mut f = good.clone();
+                        f[14] = 0x40;
+                        f
+                    },
+                    DropReason::Ipv6Malformed,
+                ),
+                (
+                    "payload length past the frame",
+                    {
+                        let mut f = good.clone();
+                        f[18..20].copy_from_slice(&200u16.to_be_bytes());
+                        f
+                    },
+                    DropReason::Ipv6Malformed,
+                ),
+                (
+                    "too many extension headers",
+                    with_extensions(&good, false, ipv6::MAX_EXTENSION_HEADERS + 1),
+                    DropReason::Ipv6Malformed,
+                ),
+                (
+                    "fragment header",
+                    {
+                        let mut f = with_extensions(&good, false, 1);
+                        f[20] = ipv6::NEXT_FRAGMENT;
+                        f
+                    },
+                    DropReason::Fragment,
+                ),
+                (
+                    "TCP",
+                    {
+                        let mut f = good.clone();
+                        f[20] = 6;
+                        f
+                    },
+                    DropReason::Protocol,
+                ),
+                (
+                    "payload of 63 bytes",
+                    {
+                        let mut buf = vec![0u8; 256];
+                        let len = flow6().emit(&mut buf, &client::payload(&request())[..63]);
+                        buf.truncate(len);
+                        buf
+                    },
+                    DropReason::PayloadLength,
+                ),
             ];
             for (what, mut f, want) in cases {
                 assert_eq!(drop6(&mut w, &mut f), want, "{what}");
@@ -2290,7 +2337,14 @@ greeting_probability = {greet}
             assert_eq!(w.counters().snapshot().dropped(DropReason::Source), n);
         }
 
-        fn icmp_frame(eth_dst: [u8; 6], eth_src: [u8; 6], src: [u8; 16], dst: [u8; 16], hop: u8, icmp: &[u8]) -> Vec<u8> {
+        fn icmp_frame(
+            eth_dst: [u8; 6],
+            eth_src: [u8; 6],
+            src: [u8; 16],
+            dst: [u8; 16],
+            hop: u8,
+            icmp: &[u8],
+        ) -> Vec<u8> {
             let mut f = vec![0u8; 54 + icmp.len()];
             crate::wire::EthernetRepr {
                 dst: eth_dst,
@@ -2354,7 +2408,11 @@ greeting_probability = {greet}
         fn neighbor_solicitations_for_our_addresses_are_advertised() {
             let mut w = worker(Setup::default());
             for (what, target, dst) in [
-                ("global, to its solicited-node group", G, ipv6::solicited_node(G)),
+                (
+                    "global, to its solicited-node group",
+                    G,
+                    ipv6::solicited_node(G),
+                ),
                 ("global, unicast (reachability)", G, G),
                 ("link-local, to its group", ll(), ipv6::solicited_node(ll())),
             ] {
@@ -2382,16 +2440,26 @@ greeting_probability = {greet}
             let len = run6(&mut w, &mut f).tx_len().unwrap();
             let (d, r) = advert(&f, len);
             assert_eq!(d.eth_dst, PEER_MAC);
-            assert!(matches!(r, NdpRepr::Advert { target_ll: None, .. }));
+            assert!(matches!(
+                r,
+                NdpRepr::Advert {
+                    target_ll: None,
+                    ..
+                }
+            ));
         }
 
         #[test]
         fn duplicate_address_detection_probes_are_answered_to_all_nodes() {
             let mut w = worker(Setup::default());
-            for (what, opts, with_ll) in [("nonce", &NONCE[..], true), ("no option", &[][..], false)] {
+            for (what, opts, with_ll) in
+                [("nonce", &NONCE[..], true), ("no option", &[][..], false)]
+            {
                 let mut f = ns([0; 16], ipv6::solicited_node(G), G, 255, opts);
                 let req_len = f.len();
-                let len = run6(&mut w, &mut f).tx_len().unwrap_or_else(|| panic!("{what}"));
+                let len = run6(&mut w, &mut f)
+                    .tx_len()
+                    .unwrap_or_else(|| panic!("{what}"));
                 assert!(len <= req_len, "{what}");
                 let (d, r) = advert(&f, len);
                 assert_eq!(d.eth_dst, [0x33, 0x33, 0, 0, 0, 1], "{what}");
@@ -2414,10 +2482,22 @@ greeting_probability = {greet}
             let group = ipv6::solicited_node(G);
             let mut cases = vec![
                 ("hop limit 254 (routed)", ns(PEER, group, G, 254, &SLLA)),
-                ("multicast target", ns(PEER, group, ipv6::ALL_NODES, 255, &SLLA)),
-                ("option of length 0", ns(PEER, group, G, 255, &[1, 0, 0, 0, 0, 0, 0, 0])),
-                ("option past the message", ns(PEER, group, G, 255, &[1, 2, 0, 0, 0, 0, 0, 0])),
-                ("probe with a source link-layer option", ns([0; 16], group, G, 255, &SLLA)),
+                (
+                    "multicast target",
+                    ns(PEER, group, ipv6::ALL_NODES, 255, &SLLA),
+                ),
+                (
+                    "option of length 0",
+                    ns(PEER, group, G, 255, &[1, 0, 0, 0, 0, 0, 0, 0]),
+                ),
+                (
+                    "option past the message",
+                    ns(PEER, group, G, 255, &[1, 2, 0, 0, 0, 0, 0, 0]),
+                ),
+                (
+                    "probe with a source link-layer option",
+                    ns([0; 16], group, G, 255, &SLLA),
+                ),
                 ("probe to a unicast address", ns([0; 16], G, G, 255, &NONCE)),
                 ("truncated below 24 bytes", {
                     let mut f = ns(PEER, group, G, 255, &[]);
