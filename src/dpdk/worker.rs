@@ -365,12 +365,10 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
                     l2_len,
                     l3_len,
                     reply,
+                    ..
                 } if port.tx_udp_cksum => {
-                    m.set_tx_offload(
-                        dpdk_sys::RTE_MBUF_F_TX_IPV4 | dpdk_sys::RTE_MBUF_F_TX_UDP_CKSUM,
-                        l2_len,
-                        l3_len,
-                    );
+                    let flags = udp_offload_flags(m.data(), l2_len);
+                    m.set_tx_offload(flags, l2_len, l3_len);
                     (m.set_len(len), reply)
                 }
                 // The processor asked for an offload this port lacks: a bug, never sent
@@ -387,6 +385,24 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
         }
         backlog.send(&mut tx, &replies, counters);
     }
+}
+
+/// The mbuf flags that have the NIC fill the UDP checksum of an answer whose IP header
+/// starts at `l2_len`: the checksum offload, and the IP version, which tells the NIC where
+/// the pseudo-header's addresses are (an IPv6 answer flagged IPv4 would leave with a wrong
+/// checksum). Read from the answer itself, so it is right whatever the frame layer
+/// answered on.
+#[inline]
+fn udp_offload_flags(frame: &[u8], l2_len: u16) -> u64 {
+    let ipv6 = frame
+        .get(usize::from(l2_len))
+        .is_some_and(|&version_ihl| version_ihl >> 4 == 6);
+    let ip = if ipv6 {
+        dpdk_sys::RTE_MBUF_F_TX_IPV6
+    } else {
+        dpdk_sys::RTE_MBUF_F_TX_IPV4
+    };
+    ip | dpdk_sys::RTE_MBUF_F_TX_UDP_CKSUM
 }
 
 /// Drops the chained mbufs of `burst`, counted, keeping the others in order (rare).
@@ -409,5 +425,42 @@ fn drop_multi_segment(burst: &mut Burst, counters: &Counters) {
 fn count_n(c: &Counters, reason: DropReason, n: usize) {
     for _ in 0..n {
         c.dropped(reason);
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use dpdk_sys::{RTE_MBUF_F_TX_IPV4, RTE_MBUF_F_TX_IPV6, RTE_MBUF_F_TX_UDP_CKSUM};
+
+    /// The first bytes of a frame: Ethernet (with one 802.1Q tag if `vlan`), then the first
+    /// byte of the IP header.
+    fn frame(vlan: bool, ethertype: [u8; 2], version_byte: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        if vlan {
+            f.extend([0x81, 0x00, 0x00, 0x05]);
+        }
+        f.extend(ethertype);
+        f.push(version_byte);
+        f.resize(f.len() + 60, 0);
+        f
+    }
+
+    #[test]
+    fn udp_offload_flags_name_the_answers_ip_version() {
+        let v4 = RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_UDP_CKSUM;
+        let v6 = RTE_MBUF_F_TX_IPV6 | RTE_MBUF_F_TX_UDP_CKSUM;
+        assert_eq!(udp_offload_flags(&frame(false, [0x08, 0x00], 0x45), 14), v4);
+        assert_eq!(udp_offload_flags(&frame(true, [0x08, 0x00], 0x46), 18), v4);
+        assert_eq!(udp_offload_flags(&frame(false, [0x86, 0xdd], 0x60), 14), v6);
+        assert_eq!(udp_offload_flags(&frame(true, [0x86, 0xdd], 0x6f), 18), v6);
+        // Never both IP flags, and never the IPv4 header checksum (the frame layer sums it).
+        for flags in [v4, v6] {
+            assert_ne!(
+                flags & RTE_MBUF_F_TX_IPV4 == 0,
+                flags & RTE_MBUF_F_TX_IPV6 == 0
+            );
+            assert_eq!(flags & dpdk_sys::RTE_MBUF_F_TX_IP_CKSUM, 0);
+        }
     }
 }
