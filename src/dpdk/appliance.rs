@@ -22,11 +22,10 @@ use super::eal::Eal;
 use super::error::DpdkError;
 use super::multicast::{ndp_groups, Multicast};
 use super::port::{Port, PortInfo, RxQueue, TxQueue};
-use super::processor::BurstProcessor;
+use super::processor::{port_ipv6, BurstProcessor};
 use super::ring::{Consumer, Producer, Ring};
 use super::worker::{WorkerLoop, WorkerPort};
 use crate::control::Stats;
-use crate::frame::Ipv6Addrs;
 use crate::node_config::{DpdkSection, NodeConfig};
 
 /// How long opening waits for each port's link.
@@ -305,16 +304,9 @@ pub fn open<'eal>(eal: &'eal Eal, config: &NodeConfig) -> Result<Opened<'eal>, D
         .map(|(i, s)| Port::open(eal, i, s, queues, dpdk.handoff_ring))
         .collect::<Result<Vec<_>, _>>()?;
     for port in &mut ports {
-        // The port's own link-local address, as the frame layer answers on it
-        // (`frame_configs`).
-        let groups = config.node.ipv6.map_or_else(Vec::new, |global| {
-            let link_local = config.node.link_local.map(|l| l.octets());
-            ndp_groups(&Ipv6Addrs::new(
-                global.octets(),
-                link_local,
-                port.info().mac,
-            ))
-        });
+        // The groups of the addresses the frame layer answers on (`frame_configs`).
+        let groups = port_ipv6(&config.node, port.info().mac)
+            .map_or_else(Vec::new, |addrs| ndp_groups(&addrs));
         port.accept_multicast(&groups)?;
     }
     let infos: Vec<PortInfo> = ports.iter().map(|p| p.info().clone()).collect();
