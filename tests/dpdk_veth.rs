@@ -481,7 +481,7 @@ fn kernel_ipv6_client_in_a_netns_resolves_by_ndp_pings_and_is_answered() {
     assert!(get("answered") > USERS, "{c:?}");
     assert!(get("throttled") >= 1, "{c:?}");
     // The global and the link-local address resolved, and the DAD probe refused.
-    assert!(get("ndp_reply") >= 3, "{c:?}");
+    assert!(get("neighbor_advert") >= 3, "{c:?}");
     // Three pings to each address.
     assert!(get("icmpv6_echo_reply") >= 6, "{c:?}");
     eprintln!("veth6: {} {c:?}", stdout.trim());
