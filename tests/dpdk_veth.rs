@@ -22,6 +22,7 @@
 mod common;
 
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -165,7 +166,38 @@ impl Netns {
         run_ok(
             Command::new("ip").args(["netns", "exec", &n.client, "ethtool", "-K", c, "tx", "off"]),
         );
+        if family == Family::V6 {
+            n.wait_client_link_local();
+        }
         n
+    }
+
+    /// Waits (at most 5 s) for the client's kernel to give its veth end a usable link-local
+    /// address: it does so only once the carrier is up, which the kernel reports up to a
+    /// second late, and until then it has no source address to ping a link-local one from.
+    fn wait_client_link_local(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let addrs = run_ok(Command::new("ip").args([
+                "-n",
+                &self.client,
+                "-6",
+                "addr",
+                "show",
+                "dev",
+                &self.client_if,
+                "scope",
+                "link",
+            ]));
+            if addrs.contains("inet6 fe80:") && !addrs.contains("tentative") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the client's veth end has no usable link-local address: {addrs}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -325,6 +357,24 @@ fn kernel_udp_client_in_a_netns_resolves_and_is_answered() {
     eprintln!("veth: {} {c:?}", stdout.trim());
 }
 
+/// Writes the config of a node on DPDK virtual device `vdev` (one worker) with IPv6 address
+/// `ipv6`, if any; returns its path.
+fn node_config(dir: &Path, prefix: &str, vdev: &str, ipv6: Option<&str>) -> PathBuf {
+    let toml = NodeToml::new(NODE_IP_OF_V6, 10_000)
+        .activity(r#"epoch = "now""#)
+        .extra(&dpdk_sections(prefix, vdev, 256, 32, 50))
+        .text();
+    let ipv4_line = format!("ipv4 = \"{NODE_IP_OF_V6}\"");
+    assert!(toml.contains(&ipv4_line));
+    let toml = match ipv6 {
+        Some(a) => toml.replace(&ipv4_line, &format!("{ipv4_line}\nipv6 = \"{a}\"")),
+        None => toml,
+    };
+    let config = dir.join("node.toml");
+    std::fs::write(&config, toml).unwrap();
+    config
+}
+
 /// `ip netns exec NS ping -6 -c 3 -i 0.2 -W 2 TARGET`: all three answered.
 fn ping6(ns: &str, target: &str) {
     let out = run_ok(Command::new("ip").args([
@@ -363,23 +413,9 @@ fn kernel_ipv6_client_in_a_netns_resolves_by_ndp_pings_and_is_answered() {
     let pid = std::process::id();
     let ns = Netns::create(pid, Family::V6);
     let node = NodeDir::with_activity(ACTIVITY);
-    let p = node.path();
     let prefix = file_prefix("veth6-node");
-    let toml = NodeToml::new(NODE_IP_OF_V6, 10_000)
-        .activity(r#"epoch = "now""#)
-        .extra(&dpdk_sections(
-            &prefix,
-            &format!("net_af_packet0,iface={}", ns.app_if),
-            256,
-            32,
-            50,
-        ))
-        .text();
-    let ipv4_line = format!("ipv4 = \"{NODE_IP_OF_V6}\"");
-    assert!(toml.contains(&ipv4_line));
-    let toml = toml.replace(&ipv4_line, &format!("{ipv4_line}\nipv6 = \"{NODE_IP6}\""));
-    let config = p.join("node.toml");
-    std::fs::write(&config, toml).unwrap();
+    let vdev = format!("net_af_packet0,iface={}", ns.app_if);
+    let config = node_config(node.path(), &prefix, &vdev, Some(NODE_IP6));
     // Dropped before `ns`: the appliance is gone before its namespace.
     let app = Appliance::start(&config, &prefix, Some(&ns.app), false);
     let mac = app.port_mac("net_af_packet0");
@@ -485,4 +521,61 @@ fn kernel_ipv6_client_in_a_netns_resolves_by_ndp_pings_and_is_answered() {
     // Three pings to each address.
     assert!(get("icmpv6_echo_reply") >= 6, "{c:?}");
     eprintln!("veth6: {} {c:?}", stdout.trim());
+}
+
+/// A network namespace of its own, deleted on drop.
+struct OneNetns(String);
+
+impl Drop for OneNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The port's start-up line, from the appliance's stderr.
+fn port_line(app: &Appliance, name: &str) -> String {
+    let stderr = app.stderr();
+    let needle = format!("port {name} (id ");
+    stderr
+        .lines()
+        .find(|l| l.contains(&needle))
+        .unwrap_or_else(|| panic!("no start-up line for {name}:\n{stderr}"))
+        .to_owned()
+}
+
+/// net_tap takes a multicast address list (Linux's tap filters nothing, so its driver accepts
+/// any): an IPv6 node's port puts exactly its solicited-node groups on it, the global
+/// address's and the link-local one's (derived from the port's MAC), and says so; an IPv4
+/// node's port line is as it always was. The tap interface lives in a namespace of its own.
+#[test]
+fn ipv6_port_lists_its_solicited_node_groups_where_the_device_takes_a_list() {
+    let pid = std::process::id();
+    let ns = OneNetns(format!("shkT{pid}"));
+    ip(&["netns", "add", &ns.0]);
+    let vdev = format!("net_tap0,iface=shkt{pid}");
+    for ipv6 in [Some(NODE_IP6), None] {
+        let node = NodeDir::with_activity(ACTIVITY);
+        let prefix = file_prefix(if ipv6.is_some() {
+            "tap6-node"
+        } else {
+            "tap4-node"
+        });
+        let config = node_config(node.path(), &prefix, &vdev, ipv6);
+        let app = Appliance::start(&config, &prefix, Some(&ns.0), false);
+        let mac = app.port_mac("net_tap0");
+        let line = port_line(&app, "net_tap0");
+        let (status, _) = app.stop(Duration::from_secs(15));
+        assert!(status.success(), "exit {status}");
+        if ipv6.is_none() {
+            assert!(!line.contains("NDP"), "{line}");
+            continue;
+        }
+        // fd00:5a::2 -> ff02::1:ff00:2; fe80::(MAC) -> ff02::1:ffXX:XXXX, the MAC's last
+        // three bytes.
+        let want = format!(
+            ", NDP multicast list 33:33:ff:00:00:02 33:33:ff:{:02x}:{:02x}:{:02x},",
+            mac[3], mac[4], mac[5]
+        );
+        assert!(line.contains(&want), "{line}\nwant {want}");
+    }
 }
