@@ -170,7 +170,12 @@ fn decide_into<S: SeedSource, J: ClaimSink>(
 ) {
     match common_request(frame) {
         Some(f) => *out = answer_common(worker, cfg, f),
-        None => answer_other(worker, cfg, frame, out),
+        None => match (cfg.ipv6.as_ref(), common_request_v6(frame)) {
+            // The common IPv6 request too, inline: out of line it measured 20% more
+            // instructions than IPv4 (the call, the verdict through memory).
+            (Some(v6), Some(f)) => *out = answer_common_v6(worker, cfg, v6, f),
+            _ => answer_other(worker, cfg, frame, out),
+        },
     }
 }
 
@@ -181,10 +186,7 @@ fn answer_other<S: SeedSource, J: ClaimSink>(
     frame: &mut [u8],
     out: &mut Verdict,
 ) {
-    *out = match (cfg.ipv6, common_request_v6(frame)) {
-        (Some(v6), Some(f)) => answer_common_v6(worker, cfg, &v6, f),
-        _ => answer_any(worker, cfg, frame).unwrap_or_else(Verdict::from),
-    };
+    *out = answer_any(worker, cfg, frame).unwrap_or_else(Verdict::from);
 }
 
 /// Starts loading the table bucket of the frame's user for a burst that is decided on a
@@ -250,24 +252,25 @@ fn prefetch_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]
             return;
         }
     }
-    prefetch_other_user_of(worker, f);
-}
-
-/// [`prefetch_user_of`] for the frames it does not read by fixed offsets; out of line. The
-/// common IPv6 request (untagged, UDP right after the fixed header) by fixed offsets too.
-#[inline(never)]
-fn prefetch_other_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]) {
-    const AT: usize = common6::PAYLOAD + 8;
-    if let Some(h) = f.get(..AT + 8) {
+    // The common IPv6 request (untagged, UDP right after the fixed header), as inline.
+    const AT6: usize = common6::PAYLOAD + 8;
+    if let Some(h) = f.get(..AT6 + 8) {
+        let h: &[u8; AT6 + 8] = h.try_into().expect("sliced to length");
         if h[12..14] == ethernet::ETHERTYPE_IPV6.to_be_bytes()
             && h[common6::IP + 6] == ipv6::NEXT_UDP
         {
             worker.prefetch_user(u64::from_be_bytes(
-                h[AT..AT + 8].try_into().expect("fixed layout"),
+                h[AT6..].try_into().expect("fixed layout"),
             ));
             return;
         }
     }
+    prefetch_other_user_of(worker, f);
+}
+
+/// [`prefetch_user_of`] for the frames it does not read by fixed offsets; out of line.
+#[inline(never)]
+fn prefetch_other_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]) {
     if let Some(user) = peek_user(f) {
         worker.prefetch_user(user);
     }
@@ -316,14 +319,9 @@ fn answer<S: SeedSource, J: ClaimSink>(
     cfg: &FrameConfig,
     frame: &mut [u8],
 ) -> Verdict {
-    match common_request(frame) {
-        Some(f) => answer_common(worker, cfg, f),
-        None => {
-            let mut v = Verdict::Drop(DropReason::Internal);
-            answer_other(worker, cfg, frame, &mut v);
-            v
-        }
-    }
+    let mut v = Verdict::Drop(DropReason::Internal);
+    decide_into(worker, cfg, frame, &mut v);
+    v
 }
 
 /// Length of the common request frame: untagged Ethernet, IPv4 without options, UDP, SHAKE/1.
@@ -649,6 +647,27 @@ fn never_answered_v6(eth_src0: u8, src: [u8; 16], v6: &Ipv6Addrs) -> bool {
     (eth_src0 & 1 != 0) | ipv6::never_a_source(src) | v6.is_ours(&src)
 }
 
+/// [`never_answered_v6`] on the source as a native-endian word, as the common path has it
+/// loaded: the same answer in a few compares (the byte-array form measured 33 instructions).
+#[inline(always)]
+fn never_answered_v6_ne(eth_src0: u8, src: u128, v6: &Ipv6Addrs) -> bool {
+    /// The first byte of an address (0xff: multicast), within the word of bytes 0..8.
+    const FIRST: u64 = u64::from_ne_bytes([0xff, 0, 0, 0, 0, 0, 0, 0]);
+    /// `::1`'s bytes 8..16.
+    const ONE: u64 = u64::from_ne_bytes([0, 0, 0, 0, 0, 0, 0, 1]);
+    /// Bytes 8..12 of an IPv4-mapped address (::ffff:a.b.c.d).
+    const MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+    let b = src.to_ne_bytes();
+    let hi = u64::from_ne_bytes(b[..8].try_into().expect("fixed layout"));
+    let lo = u64::from_ne_bytes(b[8..].try_into().expect("fixed layout"));
+    let low_special = (lo == 0) | (lo == ONE) | (lo as u32 == MAPPED);
+    (eth_src0 & 1 != 0)
+        | (hi & FIRST == FIRST)
+        | ((hi == 0) & low_special)
+        | (src == u128::from_ne_bytes(v6.global))
+        | (src == u128::from_ne_bytes(v6.link_local))
+}
+
 /// [`answer_ipv6`] for a frame [`common_request_v6`] accepted: the IPv6 twin of
 /// [`answer_common`]. There is no IP header checksum; the UDP checksum is mandatory (zero is
 /// wrong) and covers the two addresses (four words here against one for IPv4), the
@@ -671,14 +690,14 @@ fn answer_common_v6<S: SeedSource, J: ClaimSink>(
     const UDP_CK: u64 = u64::from_ne_bytes([0, 0, 0, 0, 0, 0, 0xff, 0xff]);
     const UDP_SRC_PORT: u64 = u64::from_ne_bytes([0xff, 0xff, 0, 0, 0, 0, 0, 0]);
     let (src, dst) = (ne128::<SRC, COMMON6_LEN>(f), ne128::<DST, COMMON6_LEN>(f));
-    if !v6.is_ours(&dst.to_ne_bytes()) {
+    if (dst != u128::from_ne_bytes(v6.global)) & (dst != u128::from_ne_bytes(v6.link_local)) {
         return worker.counters().count_drop(DropReason::NotForUs).into();
     }
     if u16::from_ne_bytes([f[UDP + 2], f[UDP + 3]]) != be16(cfg.udp_port) {
         return worker.counters().count_drop(DropReason::Port).into();
     }
     let udp = u64::from_ne_bytes(f[UDP..UDP + 8].try_into().expect("fixed layout"));
-    if never_answered_v6(f[6], src.to_ne_bytes(), v6) | (udp & UDP_SRC_PORT == 0) {
+    if never_answered_v6_ne(f[6], src, v6) | (udp & UDP_SRC_PORT == 0) {
         return worker.counters().count_drop(DropReason::Source).into();
     }
     let addrs = NativeSum::default()
@@ -2560,6 +2579,32 @@ greeting_probability = {greet}
             // An echo to the solicited-node group is not to us.
             let mut g = echo(PEER_MAC, PEER, ipv6::solicited_node(G), 3);
             assert_eq!(drop6(&mut w, &mut g), DropReason::NotForUs);
+        }
+
+        proptest::proptest! {
+            /// The common path's word form of the source check agrees with the byte form,
+            /// on random sources and on every special one with random low bytes.
+            #[test]
+            fn never_answered_word_form_agrees(
+                a in proptest::prelude::any::<[u8; 16]>(),
+                kind in 0usize..6,
+                eth in proptest::prelude::any::<u8>(),
+            ) {
+                let mut src = a;
+                match kind {
+                    0 => src[..15].fill(0),
+                    1 => src[..10].fill(0),
+                    2 => { src[..10].fill(0); src[10..12].copy_from_slice(&[0xff, 0xff]); }
+                    3 => src[0] = 0xff,
+                    4 => src = G,
+                    _ => {}
+                }
+                let v6 = cfg6().ipv6.unwrap();
+                proptest::prop_assert_eq!(
+                    never_answered_v6_ne(eth, u128::from_ne_bytes(src), &v6),
+                    never_answered_v6(eth, src, &v6)
+                );
+            }
         }
 
         #[test]
