@@ -1,7 +1,7 @@
 //! `shake-gen`: the bundled load generator's command line. See the `shake_gen` library; this
 //! file only turns arguments into a run and the run into a report (anyhow lives here only).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -49,6 +49,13 @@ pub struct Args {
     /// own node and follows REDIRECT (with --foreign-share, that share starts at another one).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub nodes: Vec<SocketAddrV4>,
+    /// Socket mode: the node's IPv6 UDP address, where the --ipv6-share phones shake;
+    /// default: the node config's ([socket] bind6, else [node.ipv6]:node.port).
+    #[arg(long, conflicts_with = "nodes")]
+    pub server6: Option<SocketAddrV6>,
+    /// Share of phones that shake over IPv6, 0..=1 (1: all); each phone keeps its family.
+    #[arg(long, default_value_t = 0.0)]
+    pub ipv6_share: f64,
     /// Frame modes: the node's IPv4 address and UDP port; default: the node config's, or
     /// 10.99.0.1:7000.
     #[arg(long)]
@@ -140,6 +147,19 @@ pub struct Args {
     pub eal: Vec<String>,
 }
 
+/// Where a node config says the node serves IPv6: `[socket] bind6`, else `node.ipv6`, at
+/// that port, else `node.port` (7000 for a port the node picks: 0).
+fn node_addr6(c: &NodeConfig) -> Option<SocketAddrV6> {
+    let std::net::SocketAddr::V6(a) = c.socket_bind6()? else {
+        return None;
+    };
+    let port = [a.port(), c.node.port]
+        .into_iter()
+        .find(|&p| p != 0)
+        .unwrap_or(7000);
+    Some(SocketAddrV6::new(*a.ip(), port, 0, a.scope_id()))
+}
+
 fn mac(s: &str) -> anyhow::Result<[u8; 6]> {
     parse_mac(s).ok_or_else(|| anyhow::anyhow!("{s:?} is not a MAC address"))
 }
@@ -208,10 +228,19 @@ fn run(a: Args) -> anyhow::Result<ExitCode> {
     for (name, v) in [
         ("bad-share", a.bad_share),
         ("foreign-share", a.foreign_share),
+        ("ipv6-share", a.ipv6_share),
     ] {
         if !(0.0..=1.0).contains(&v) {
             anyhow::bail!("--{name} {v} is not within 0..1");
         }
+    }
+    if a.ipv6_share > 0.0 && fleet {
+        anyhow::bail!(
+            "--ipv6-share is not for --nodes: a fleet's nodes are listed by IPv4 address"
+        );
+    }
+    if a.ipv6_share > 0.0 && a.io != Io::Socket {
+        anyhow::bail!("--ipv6-share: DPDK and pcap modes send IPv4 frames only, for now");
     }
     if a.users == 0
         || a.users > u64::from(u32::MAX - 1)
@@ -239,6 +268,7 @@ fn run(a: Args) -> anyhow::Result<ExitCode> {
         seed: a.seed,
         token_expiry: u32::try_from(expiry).context("token expiry past 2106")?,
         fleet,
+        ipv6_share: a.ipv6_share,
     };
     let built = std::time::Instant::now();
     let pop = Population::new(spec, &token_key);
@@ -290,18 +320,22 @@ fn run(a: Args) -> anyhow::Result<ExitCode> {
     let (target, elapsed) = match a.io {
         Io::Socket => {
             let server = a.server.unwrap_or(node_addr);
+            let server6 = a.server6.or(config.as_ref().and_then(node_addr6));
             let o = socket::Options {
                 server,
+                server6: server6.filter(|_| a.ipv6_share > 0.0),
                 nodes: a.nodes.clone(),
                 sockets: a.sockets,
                 batch: a.batch,
             };
             let e = socket::run(&mut gen, &o, &signals.stop, pcap.as_mut(), &mut live)?;
-            let target = if fleet {
-                let list: Vec<String> = a.nodes.iter().map(|n| n.to_string()).collect();
-                format!("udp {}", list.join(","))
-            } else {
-                format!("udp {server}")
+            let target = match server6.filter(|_| a.ipv6_share > 0.0) {
+                _ if fleet => {
+                    let list: Vec<String> = a.nodes.iter().map(|n| n.to_string()).collect();
+                    format!("udp {}", list.join(","))
+                }
+                Some(v6) => format!("udp {server} and udp6 {v6}"),
+                None => format!("udp {server}"),
             };
             (target, e)
         }
