@@ -77,9 +77,13 @@ fn datagram6(src: SocketAddr, dst: SocketAddr, data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `[socket] bind6` on loopback: nothing defaults to the documentation address, which is
+/// off this host (the nodes are given `--bind6 [::1]:0` too).
+const BIND6: &str = "\n[socket]\nbind6 = \"[::1]:0\"\n";
+
 /// A socket node with `node.ipv6` (node 0 of one, metrics on, `[[round]]`s `rounds`).
 fn node_v6(rounds: &str) -> NodeDir {
-    let node = NodeDir::new(unix_s(), rounds, 1, "");
+    let node = NodeDir::new(unix_s(), rounds, 1, BIND6);
     let path = node.config();
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, with_ipv6(&text)).unwrap();
@@ -249,6 +253,7 @@ win_probability = 1.0
         .activity(r#"seeds = "seeds""#)
         .activity(r#"journal = "journal""#)
         .extra("[throttle]\nfloor_ms = 1\nceiling_ms = 2\n")
+        .extra(BIND6)
         .text();
     let config = p.join("node.toml");
     std::fs::write(&config, with_ipv6(&text)).unwrap();

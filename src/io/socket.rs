@@ -415,7 +415,7 @@ impl<S: SeedSource, J: ClaimSink> Thread<S, J> {
     fn drain_inbox(
         &mut self,
         v4: &mut Family<SockaddrIn>,
-        mut v6: Option<&mut Family<SockaddrIn6>>,
+        v6: Option<&mut Family<SockaddrIn6>>,
     ) -> usize {
         if self.inboxes[self.index].is_empty() {
             return 0;
@@ -465,7 +465,7 @@ impl<S: SeedSource, J: ClaimSink> Thread<S, J> {
             &out4[..m4],
             &counters,
         );
-        if let Some(v6) = v6.as_deref_mut() {
+        if let Some(v6) = v6 {
             let d6: [&[u8]; MAX_BATCH] = std::array::from_fn(|j| &bufs[at6[j]][..]);
             send_batch(
                 v6.fd,
