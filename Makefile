@@ -4,10 +4,10 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the build and the tests need: DPDK 22.11 and its pkg-config file, libclang
-# for bindgen, libpcap for net_pcap captures, iproute2/ethtool for the veth test, g++ for the
+# for bindgen, libpcap for net_pcap captures, iproute2/ethtool/ping for the veth tests, g++ for the
 # fuzzers' libFuzzer, protoc for etcd's gRPC client; the fleet's engines (etcd, NATS with
 # JetStream, Prometheus) for the fleet tests and `make demo-fleet` (`make demo` needs none).
-APT_PACKAGES := dpdk dpdk-dev libdpdk-dev pkg-config libclang-dev clang libpcap-dev iproute2 ethtool python3 valgrind g++ \
+APT_PACKAGES := dpdk dpdk-dev libdpdk-dev pkg-config libclang-dev clang libpcap-dev iproute2 ethtool iputils-ping python3 valgrind g++ \
 	protobuf-compiler etcd-server nats-server prometheus
 BUILD := build
 

@@ -8,16 +8,21 @@
 //! datapath. As the DPDK worker loop does, the users of the next burst are prefetched before
 //! the current one is decided (the loop stages every burst for one pass). Report: time per
 //! burst / 32 = ns per request.
+//!
+//! Two benchmarks, side by side: `burst32_10M_users` (IPv4 requests, 106-byte frames) and
+//! `burst32_10M_users_ipv6` (the same users over IPv6, 126-byte frames), each with its own
+//! worker and pool. `SHAKE_BENCH_FAMILY=ipv4` or `ipv6` sets up only one, so that callgrind's
+//! instructions per frame are those of one family.
 
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shake::activity::Activity;
-use shake::client::{self, Flow};
+use shake::client::{self, Flow, Flow6};
 use shake::engine::users::UserTable;
 use shake::engine::winners::WinnerTable;
 use shake::engine::{Identity, Live, Throttle, Worker};
-use shake::frame::{process_burst, FrameConfig, Verdict};
+use shake::frame::{process_burst, FrameConfig, Ipv6Addrs, Verdict};
 use shake::journal::MemoryJournal;
 use shake::mac::MacKey;
 use shake::seed::{plan, MemorySource};
@@ -25,9 +30,25 @@ use shake::seed::{plan, MemorySource};
 const USERS_DEFAULT: u64 = 10_000_000;
 const POOL: usize = 1 << 20;
 const BURST: usize = 32;
-const FRAME: usize = 106;
+/// Room for either family's request frame (106 bytes over IPv4, 126 over IPv6).
+const FRAME: usize = 128;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Family {
+    V4,
+    V6,
+}
 
 fn datapath(c: &mut Criterion) {
+    let only = std::env::var("SHAKE_BENCH_FAMILY").ok();
+    for (family, name) in [(Family::V4, "ipv4"), (Family::V6, "ipv6")] {
+        if only.as_deref().is_none_or(|o| o == name) {
+            datapath_of(c, family);
+        }
+    }
+}
+
+fn datapath_of(c: &mut Criterion, family: Family) {
     // SHAKE_BENCH_USERS overrides the population, e.g. to see the cost without cache misses.
     let users: u64 = std::env::var("SHAKE_BENCH_USERS")
         .ok()
@@ -93,9 +114,23 @@ greeting_probability = 0.3
         src_port: 40000,
         dst_port: 7000,
     };
+    let ours6 = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let flow6 = Flow6 {
+        src_mac: flow.src_mac,
+        dst_mac: flow.dst_mac,
+        vlan: None,
+        src_ip: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+        dst_ip: ours6,
+        src_port: 40000,
+        dst_port: 7000,
+    };
+    let len = match family {
+        Family::V4 => flow.frame_len(),
+        Family::V6 => flow6.frame_len(),
+    };
     let cfg = FrameConfig {
         ipv4: [10, 0, 0, 1],
-        ipv6: None,
+        ipv6: Some(Ipv6Addrs::new(ours6, None, [2, 0, 0, 0, 0, 1])),
         mac: [2, 0, 0, 0, 0, 1],
         udp_port: 7000,
         tx_udp_offload: false,
@@ -105,7 +140,10 @@ greeting_probability = 0.3
     for (i, f) in pool.iter_mut().enumerate() {
         let user = rng.below(users);
         let r = client::request(&token, user, i as u32, u32::MAX, i as u64);
-        flow.emit(f, &client::payload(&r), 0);
+        match family {
+            Family::V4 => flow.emit(f, &client::payload(&r), 0),
+            Family::V6 => flow6.emit(f, &client::payload(&r)),
+        };
     }
     // Warm the table with every user once, as a node mid-broadcast would be.
     let mut now = 10_000_000u64;
@@ -124,7 +162,7 @@ greeting_probability = 0.3
         worker.begin_burst(now);
         let mut frames: [&mut [u8]; BURST] = {
             let mut it = bufs.iter_mut();
-            std::array::from_fn(|_| &mut it.next().unwrap()[..])
+            std::array::from_fn(|_| &mut it.next().unwrap()[..len])
         };
         process_burst(worker, &cfg, &mut frames, &mut verdicts);
         // The I/O layer counts rx (the callgrind recipe divides by it).
@@ -137,7 +175,11 @@ greeting_probability = 0.3
     }
     let mut g = c.benchmark_group("datapath");
     g.throughput(Throughput::Elements(BURST as u64));
-    g.bench_function("burst32_10M_users", |b| {
+    let name = match family {
+        Family::V4 => "burst32_10M_users",
+        Family::V6 => "burst32_10M_users_ipv6",
+    };
+    g.bench_function(name, |b| {
         b.iter(|| {
             now += 1;
             run_burst(&mut worker, now)
@@ -151,7 +193,7 @@ greeting_probability = 0.3
         .map(|&o| format!("{}={}", o.name(), s.decided(o)))
         .collect();
     eprintln!(
-        "outcomes over the run: {} decided: {}",
+        "{name}: outcomes over the run: {} decided: {}",
         s.line(),
         decided.join(" ")
     );

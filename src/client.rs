@@ -5,6 +5,7 @@
 use crate::mac::MacKey;
 use crate::wire::ethernet::{self, EthernetFrame, EthernetRepr};
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
+use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
 use crate::wire::shake::{
     self, Outcome, ShakeAnswer, ShakeAnswerRepr, ShakeRequest, ShakeRequestRepr, PAYLOAD_LEN,
 };
@@ -88,6 +89,65 @@ impl Flow {
             payload_len: payload.len(),
         }
         .emit(
+            &mut UdpPacket::new_unchecked(&mut buf[l4..len]),
+            self.src_ip,
+            self.dst_ip,
+            |p| p.copy_from_slice(payload),
+        );
+        len
+    }
+}
+
+/// [`Flow`] over IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow6 {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub vlan: Option<u16>,
+    pub src_ip: [u8; 16],
+    pub dst_ip: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl Flow6 {
+    /// Length of a frame carrying a SHAKE/1 payload on this flow.
+    pub fn frame_len(&self) -> usize {
+        let l2 = if self.vlan.is_some() {
+            ethernet::VLAN_HEADER_LEN
+        } else {
+            ethernet::HEADER_LEN
+        };
+        l2 + ipv6::HEADER_LEN + udp::HEADER_LEN + PAYLOAD_LEN
+    }
+
+    /// Writes a whole Ethernet/IPv6/UDP frame carrying `payload` into `buf` (no extension
+    /// headers, hop limit 64, the mandatory UDP checksum); returns its length.
+    pub fn emit(&self, buf: &mut [u8], payload: &[u8]) -> usize {
+        let eth = EthernetRepr {
+            dst: self.dst_mac,
+            src: self.src_mac,
+            vlan: self.vlan,
+            ethertype: ethernet::ETHERTYPE_IPV6,
+        };
+        let l3 = eth.buffer_len();
+        let len = l3 + ipv6::HEADER_LEN + udp::HEADER_LEN + payload.len();
+        eth.emit(&mut EthernetFrame::new_unchecked(&mut buf[..len]));
+        Ipv6Repr {
+            src: self.src_ip,
+            dst: self.dst_ip,
+            next_header: ipv6::NEXT_UDP,
+            hop_limit: 64,
+            payload_len: udp::HEADER_LEN + payload.len(),
+        }
+        .emit(&mut Ipv6Packet::new_unchecked(&mut buf[l3..len]));
+        let l4 = l3 + ipv6::HEADER_LEN;
+        UdpRepr {
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            payload_len: payload.len(),
+        }
+        .emit_v6(
             &mut UdpPacket::new_unchecked(&mut buf[l4..len]),
             self.src_ip,
             self.dst_ip,

@@ -48,7 +48,8 @@ reasons! {
     DropReason {
         /// Frame too short for the headers it claims.
         Truncated = "truncated",
-        /// Neither IPv4 nor ARP (IPv6, LLDP, a second VLAN tag, ...).
+        /// Neither IPv4 nor ARP, nor IPv6 on a node that serves it (LLDP, a second VLAN tag,
+        /// IPv6 on a node without `node.ipv6`, ...).
         Ethertype = "ethertype",
         /// ARP that is not an Ethernet/IPv4 request for our address.
         ArpNotForUs = "arp_not_for_us",
@@ -58,18 +59,30 @@ reasons! {
         /// IPv4 header malformed (version, IHL, total length).
         Ipv4Malformed = "ipv4_malformed",
         Ipv4Checksum = "ipv4_checksum",
-        /// IPv4 to another address.
+        /// IPv6 header malformed: version, a payload length past the frame, or extension
+        /// headers that run past it, come in the wrong order, route onwards (segments left) or
+        /// are more than the walk takes.
+        Ipv6Malformed = "ipv6_malformed",
+        /// A Neighbor Solicitation for our address that fails RFC 4861 7.1.1's checks: hop
+        /// limit not 255, code not 0, bad checksum, a multicast target, a malformed option,
+        /// or from the unspecified address to anything but the solicited-node group or with
+        /// a source link-layer option.
+        Ndp = "ndp",
+        /// IPv4 or IPv6 to another address (an NS for another target).
         NotForUs = "not_for_us",
+        /// An IPv4 fragment, or an IPv6 packet with a fragment header.
         Fragment = "fragment",
-        /// Neither UDP nor ICMP.
+        /// Neither UDP nor ICMP (ICMPv6 over IPv6).
         Protocol = "protocol",
-        /// ICMP other than an echo request, or with a bad checksum.
+        /// ICMP other than an echo request, or with a bad checksum; ICMPv6 other than an echo
+        /// request or a Neighbor Solicitation.
         Icmp = "icmp",
         /// UDP to another port.
         Port = "port",
         /// A source that must never get an answer (SPEC 2, RFC 1122 3.2.1.3): 0.0.0.0/8,
         /// loopback, multicast, reserved 240/4 and broadcast, the node's own address, UDP
-        /// source port 0, or a group (multicast) Ethernet source.
+        /// source port 0, or a group (multicast) Ethernet source; over IPv6 `::`, `::1`,
+        /// multicast and IPv4-mapped sources, and the node's own addresses.
         Source = "source",
         UdpMalformed = "udp_malformed",
         UdpChecksum = "udp_checksum",
@@ -151,8 +164,13 @@ pub struct Reply(u8);
 impl Reply {
     pub const ARP: Reply = Reply(Outcome::ALL.len() as u8);
     pub const ICMP_ECHO: Reply = Reply(Outcome::ALL.len() as u8 + 1);
-    /// Kinds of reply: the outcomes, ARP, ICMP echo.
-    pub const COUNT: usize = Outcome::ALL.len() + 2;
+    /// A Neighbor Advertisement answering a Neighbor Solicitation.
+    pub const NDP: Reply = Reply(Outcome::ALL.len() as u8 + 2);
+    pub const ICMPV6_ECHO: Reply = Reply(Outcome::ALL.len() as u8 + 3);
+    /// Kinds of reply: the outcomes, ARP, ICMP echo, NDP, ICMPv6 echo.
+    pub const COUNT: usize = Outcome::ALL.len() + 4;
+    /// The replies that are not SHAKE/1 answers, in counter order.
+    pub const OTHERS: [Reply; 4] = [Reply::ARP, Reply::ICMP_ECHO, Reply::NDP, Reply::ICMPV6_ECHO];
 
     /// A SHAKE/1 answer with this outcome.
     #[inline]
@@ -170,12 +188,15 @@ impl Reply {
         self.0 == Outcome::RedPacket as u8
     }
 
-    /// The counter's name: the outcome's, `arp_reply` or `icmp_echo_reply`.
+    /// The counter's name: the outcome's, `arp_reply`, `icmp_echo_reply`,
+    /// `neighbor_advert` or `icmpv6_echo_reply`.
     pub const fn name(self) -> &'static str {
         match self.outcome() {
             Some(o) => o.name(),
             None if self.0 == Self::ARP.0 => "arp_reply",
-            None => "icmp_echo_reply",
+            None if self.0 == Self::ICMP_ECHO.0 => "icmp_echo_reply",
+            None if self.0 == Self::NDP.0 => "neighbor_advert",
+            None => "icmpv6_echo_reply",
         }
     }
 
@@ -479,7 +500,7 @@ impl Snapshot {
                 s += &format!(" drop.{}={v}", d.name());
             }
         }
-        for r in [Reply::ARP, Reply::ICMP_ECHO] {
+        for r in Reply::OTHERS {
             let v = self.replies(r);
             if v > 0 {
                 s += &format!(" {}={v}", r.name());
@@ -535,7 +556,7 @@ impl Snapshot {
                 self.decided(o)
             );
         }
-        for r in [Reply::ARP, Reply::ICMP_ECHO] {
+        for r in Reply::OTHERS {
             let _ = writeln!(
                 out,
                 "shake_replies_total{{worker=\"{worker}\",kind=\"{}\"}} {}",
@@ -631,7 +652,10 @@ mod test {
             (None, "arp_reply")
         );
         assert_eq!(Reply::ICMP_ECHO.name(), "icmp_echo_reply");
-        assert_eq!(Reply::ICMP_ECHO.index() + 1, Reply::COUNT);
+        assert_eq!(Reply::NDP.name(), "neighbor_advert");
+        assert_eq!(Reply::ICMPV6_ECHO.name(), "icmpv6_echo_reply");
+        assert_eq!(Reply::ICMPV6_ECHO.index() + 1, Reply::COUNT);
+        assert_eq!(Reply::OTHERS.len() + Outcome::ALL.len(), Reply::COUNT);
         // Every name is distinct, so the counter line and the telemetry keys are too.
         let mut names: Vec<&str> = DropReason::ALL.iter().map(|d| d.name()).collect();
         names.extend(Event::ALL.iter().map(|e| e.name()));

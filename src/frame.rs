@@ -33,7 +33,9 @@ use crate::wire::arp::{self, ArpPacket};
 use crate::wire::checksum::{self, NativeSum};
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::icmp::{self, IcmpPacket};
+use crate::wire::icmpv6::{self, Icmpv6Packet};
 use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::ipv6::{self, Ipv6Packet};
 use crate::wire::shake::PAYLOAD_LEN;
 use crate::wire::udp::{self, UdpPacket};
 
@@ -44,8 +46,8 @@ pub const ANSWER_TTL: u8 = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameConfig {
     pub ipv4: [u8; 4],
-    /// The node's IPv6 addresses; `None`: IPv6 is not served, every IPv6 frame is dropped as
-    /// not for us.
+    /// The node's IPv6 addresses; `None`: IPv6 is not served, and IPv6 frames are dropped as
+    /// [`DropReason::Ethertype`], as before the node spoke IPv6.
     pub ipv6: Option<Ipv6Addrs>,
     /// Our MAC, for ARP replies (the port's MAC under DPDK).
     pub mac: [u8; 6],
@@ -92,6 +94,8 @@ pub enum Verdict {
         len: usize,
         l2_len: u16,
         l3_len: u16,
+        /// An IPv6 answer (else IPv4): the offload flags differ.
+        ipv6: bool,
         reply: Reply,
     },
     /// Dropped and counted.
@@ -177,7 +181,10 @@ fn answer_other<S: SeedSource, J: ClaimSink>(
     frame: &mut [u8],
     out: &mut Verdict,
 ) {
-    *out = answer_any(worker, cfg, frame).unwrap_or_else(Verdict::from);
+    *out = match (cfg.ipv6, common_request_v6(frame)) {
+        (Some(v6), Some(f)) => answer_common_v6(worker, cfg, &v6, f),
+        _ => answer_any(worker, cfg, frame).unwrap_or_else(Verdict::from),
+    };
 }
 
 /// Starts loading the table bucket of the frame's user for a burst that is decided on a
@@ -200,10 +207,21 @@ const PREFETCH_AHEAD: usize = 8;
 #[inline]
 pub fn shake_payload(frame: &[u8]) -> Option<usize> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
+    let l3 = eth.header_len();
+    if eth.ethertype() == ethernet::ETHERTYPE_IPV6 {
+        let ip = Ipv6Packet::new_checked(&frame[l3..]).ok()?;
+        let up = ip.upper_layer().ok()?;
+        if up.protocol != ipv6::NEXT_UDP {
+            return None;
+        }
+        let l4 = l3 + ipv6::HEADER_LEN + up.offset;
+        let end = l3 + ipv6::HEADER_LEN + usize::from(ip.payload_len());
+        let u = UdpPacket::new_checked(&frame[l4..end]).ok()?;
+        return (u.len() as usize == udp::HEADER_LEN + PAYLOAD_LEN).then_some(l4 + udp::HEADER_LEN);
+    }
     if eth.ethertype() != ethernet::ETHERTYPE_IPV4 {
         return None;
     }
-    let l3 = eth.header_len();
     let ip = Ipv4Packet::new_checked(&frame[l3..]).ok()?;
     if ip.protocol() != ipv4::PROTOCOL_UDP {
         return None;
@@ -235,9 +253,21 @@ fn prefetch_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]
     prefetch_other_user_of(worker, f);
 }
 
-/// [`prefetch_user_of`] for the frames it does not read by fixed offsets; out of line.
+/// [`prefetch_user_of`] for the frames it does not read by fixed offsets; out of line. The
+/// common IPv6 request (untagged, UDP right after the fixed header) by fixed offsets too.
 #[inline(never)]
 fn prefetch_other_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]) {
+    const AT: usize = common6::PAYLOAD + 8;
+    if let Some(h) = f.get(..AT + 8) {
+        if h[12..14] == ethernet::ETHERTYPE_IPV6.to_be_bytes()
+            && h[common6::IP + 6] == ipv6::NEXT_UDP
+        {
+            worker.prefetch_user(u64::from_be_bytes(
+                h[AT..AT + 8].try_into().expect("fixed layout"),
+            ));
+            return;
+        }
+    }
     if let Some(user) = peek_user(f) {
         worker.prefetch_user(user);
     }
@@ -288,7 +318,11 @@ fn answer<S: SeedSource, J: ClaimSink>(
 ) -> Verdict {
     match common_request(frame) {
         Some(f) => answer_common(worker, cfg, f),
-        None => answer_any(worker, cfg, frame).unwrap_or_else(Verdict::from),
+        None => {
+            let mut v = Verdict::Drop(DropReason::Internal);
+            answer_other(worker, cfg, frame, &mut v);
+            v
+        }
     }
 }
 
@@ -452,6 +486,7 @@ fn answer_common<S: SeedSource, J: ClaimSink>(
             len: COMMON_LEN,
             l2_len: IP as u16,
             l3_len: ipv4::HEADER_LEN as u16,
+            ipv6: false,
             reply,
         }
     } else {
@@ -477,9 +512,10 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
     let eth =
         EthernetFrame::new_checked(&*frame).map_err(|_| c.count_drop(DropReason::Truncated))?;
     let l3 = eth.header_len();
-    match eth.ethertype() {
-        ethernet::ETHERTYPE_IPV4 => {}
-        ethernet::ETHERTYPE_ARP => return arp_reply(c, cfg, frame, l3),
+    match (eth.ethertype(), cfg.ipv6) {
+        (ethernet::ETHERTYPE_IPV4, _) => {}
+        (ethernet::ETHERTYPE_ARP, _) => return arp_reply(c, cfg, frame, l3),
+        (ethernet::ETHERTYPE_IPV6, Some(v6)) => return answer_ipv6(worker, cfg, &v6, frame, l3),
         _ => return Err(c.count_drop(DropReason::Ethertype)),
     }
     let ip = Ipv4Packet::new_checked(&frame[l3..])
@@ -535,6 +571,7 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
                     len: l4 + udp_len,
                     l2_len: l3 as u16,
                     l3_len: ipv4::HEADER_LEN as u16,
+                    ipv6: false,
                     reply,
                 })
             } else {
@@ -565,6 +602,364 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
         }
         _ => Err(c.count_drop(DropReason::Protocol)),
     }
+}
+
+/// Length of the common IPv6 request frame: untagged Ethernet, IPv6 with UDP right after the
+/// fixed header, SHAKE/1.
+const COMMON6_LEN: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + udp::HEADER_LEN + PAYLOAD_LEN;
+
+/// Fixed offsets in the common IPv6 frame.
+mod common6 {
+    use super::*;
+    pub const IP: usize = ethernet::HEADER_LEN;
+    pub const SRC: usize = IP + 8;
+    pub const DST: usize = IP + 24;
+    pub const UDP: usize = IP + ipv6::HEADER_LEN;
+    pub const PAYLOAD: usize = UDP + udp::HEADER_LEN;
+    pub const UDP_LEN: u16 = (udp::HEADER_LEN + PAYLOAD_LEN) as u16;
+}
+
+/// The frame as a fixed-size array if its layout is the common IPv6 one: untagged, version 6,
+/// no extension header, payload length and UDP length those of a 64-byte payload. Such a
+/// frame passes every length check of [`answer_ipv6`], so [`answer_common_v6`] decides it
+/// with fixed offsets, in the same order of checks and with the same result.
+#[inline]
+fn common_request_v6(frame: &mut [u8]) -> Option<&mut [u8; COMMON6_LEN]> {
+    let f: &mut [u8; COMMON6_LEN] = frame.get_mut(..COMMON6_LEN)?.try_into().ok()?;
+    let ip = common6::IP;
+    let u = common6::UDP;
+    let ok = u16::from_be_bytes([f[12], f[13]]) == ethernet::ETHERTYPE_IPV6
+        && f[ip] >> 4 == 6
+        && u16::from_be_bytes([f[ip + 4], f[ip + 5]]) == common6::UDP_LEN
+        && f[ip + 6] == ipv6::NEXT_UDP
+        && u16::from_be_bytes([f[u + 4], f[u + 5]]) == common6::UDP_LEN;
+    ok.then_some(f)
+}
+
+/// A native-endian 128-bit word of a frame at a fixed offset (an IPv6 address).
+#[inline(always)]
+fn ne128<const AT: usize, const N: usize>(f: &[u8; N]) -> u128 {
+    u128::from_ne_bytes(f[AT..AT + 16].try_into().expect("fixed layout"))
+}
+
+/// Whether an IPv6 source must never get an answer: [`ipv6::never_a_source`], or one of our
+/// own addresses, or a group Ethernet source. Or-ed: no branch until the caller's test.
+#[inline(always)]
+fn never_answered_v6(eth_src0: u8, src: [u8; 16], v6: &Ipv6Addrs) -> bool {
+    (eth_src0 & 1 != 0) | ipv6::never_a_source(src) | v6.is_ours(&src)
+}
+
+/// [`answer_ipv6`] for a frame [`common_request_v6`] accepted: the IPv6 twin of
+/// [`answer_common`]. There is no IP header checksum; the UDP checksum is mandatory (zero is
+/// wrong) and covers the two addresses (four words here against one for IPv4), the
+/// pseudo-header length and next header, the UDP header and the payload. The answer swaps
+/// addresses and ports, which leaves their part of the sum as it was.
+#[inline]
+fn answer_common_v6<S: SeedSource, J: ClaimSink>(
+    worker: &mut Worker<S, J>,
+    cfg: &FrameConfig,
+    v6: &Ipv6Addrs,
+    f: &mut [u8; COMMON6_LEN],
+) -> Verdict {
+    use common6::{DST, PAYLOAD, SRC, UDP, UDP_LEN};
+    /// Pseudo-header upper-layer length (32 bits) and next header (after 3 zero bytes), as
+    /// one native word.
+    const PSEUDO_REST: u64 = {
+        let l = (UDP_LEN as u32).to_be_bytes();
+        u64::from_ne_bytes([l[0], l[1], l[2], l[3], 0, 0, 0, ipv6::NEXT_UDP])
+    };
+    const UDP_CK: u64 = u64::from_ne_bytes([0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+    const UDP_SRC_PORT: u64 = u64::from_ne_bytes([0xff, 0xff, 0, 0, 0, 0, 0, 0]);
+    let (src, dst) = (ne128::<SRC, COMMON6_LEN>(f), ne128::<DST, COMMON6_LEN>(f));
+    if !v6.is_ours(&dst.to_ne_bytes()) {
+        return worker.counters().count_drop(DropReason::NotForUs).into();
+    }
+    if u16::from_ne_bytes([f[UDP + 2], f[UDP + 3]]) != be16(cfg.udp_port) {
+        return worker.counters().count_drop(DropReason::Port).into();
+    }
+    let udp = u64::from_ne_bytes(f[UDP..UDP + 8].try_into().expect("fixed layout"));
+    if never_answered_v6(f[6], src.to_ne_bytes(), v6) | (udp & UDP_SRC_PORT == 0) {
+        return worker.counters().count_drop(DropReason::Source).into();
+    }
+    let addrs = NativeSum::default()
+        .add_word(src as u64)
+        .add_word((src >> 64) as u64)
+        .add_word(dst as u64)
+        .add_word((dst >> 64) as u64);
+    let sum = addrs
+        .add_word(PSEUDO_REST)
+        .add_word(udp)
+        .add_bytes(payload6(f));
+    if (udp & UDP_CK == 0) | (sum.fold() != 0xffff) {
+        return worker.counters().count_drop(DropReason::UdpChecksum).into();
+    }
+    let reply = match worker.shake_payload(payload6_mut(f)) {
+        Ok(o) => Reply::shake(o),
+        Err(d) => return d.into(),
+    };
+    answer_macs(&mut f[..common6::IP], cfg.mac);
+    f[SRC..DST].copy_from_slice(&dst.to_ne_bytes());
+    f[DST..UDP].copy_from_slice(&src.to_ne_bytes());
+    f[common6::IP + 7] = ipv6::ANSWER_HOP_LIMIT;
+    let ports = u32::from_ne_bytes(f[UDP..UDP + 4].try_into().expect("fixed layout"));
+    f[UDP..UDP + 4].copy_from_slice(&ports.rotate_left(16).to_ne_bytes());
+    let pseudo = addrs.add_word(PSEUDO_REST);
+    if cfg.tx_udp_offload {
+        f[UDP + 6..PAYLOAD].copy_from_slice(&pseudo.fold().to_ne_bytes());
+        Verdict::AnswerUdpOffload {
+            len: COMMON6_LEN,
+            l2_len: common6::IP as u16,
+            l3_len: ipv6::HEADER_LEN as u16,
+            ipv6: true,
+            reply,
+        }
+    } else {
+        let ck = !pseudo.add_word(udp & !UDP_CK).add_bytes(payload6(f)).fold();
+        let ck = if ck == 0 { 0xffff } else { ck };
+        f[UDP + 6..PAYLOAD].copy_from_slice(&ck.to_ne_bytes());
+        Verdict::Answer {
+            len: COMMON6_LEN,
+            reply,
+        }
+    }
+}
+
+#[inline]
+fn payload6(f: &[u8; COMMON6_LEN]) -> &[u8; PAYLOAD_LEN] {
+    f[common6::PAYLOAD..].try_into().expect("fixed layout")
+}
+
+#[inline]
+fn payload6_mut(f: &mut [u8; COMMON6_LEN]) -> &mut [u8; PAYLOAD_LEN] {
+    (&mut f[common6::PAYLOAD..])
+        .try_into()
+        .expect("fixed layout")
+}
+
+/// Any IPv6 frame (its Ethernet header ends at `l3`): extension headers, UDP, ICMPv6 echo
+/// and Neighbor Solicitation. The checks run in the same order as for IPv4: the header, the
+/// destination, fragments, then the upper layer's own.
+///
+/// The destination must be one of our addresses; a Neighbor Solicitation may also go to the
+/// solicited-node group of one (that is how a neighbour resolves us). Answers carry no
+/// extension headers (like IPv4 options, they were meant for the forward path), so they are
+/// never longer than the request.
+fn answer_ipv6<S: SeedSource, J: ClaimSink>(
+    worker: &mut Worker<S, J>,
+    cfg: &FrameConfig,
+    v6: &Ipv6Addrs,
+    frame: &mut [u8],
+    l3: usize,
+) -> Result<Verdict, Dropped> {
+    let c = worker.counters();
+    let ip = Ipv6Packet::new_checked(&frame[l3..])
+        .map_err(|_| c.count_drop(DropReason::Ipv6Malformed))?;
+    let up = ip
+        .upper_layer()
+        .map_err(|_| c.count_drop(DropReason::Ipv6Malformed))?;
+    let (src, dst, hop_limit) = (ip.src_addr(), ip.dst_addr(), ip.hop_limit());
+    let l4 = l3 + ipv6::HEADER_LEN + up.offset;
+    let end = l3 + ipv6::HEADER_LEN + usize::from(ip.payload_len());
+    let solicited_group =
+        (dst == ipv6::solicited_node(v6.global)) | (dst == ipv6::solicited_node(v6.link_local));
+    let to_group_ns = solicited_group
+        && up.protocol == ipv6::NEXT_ICMPV6
+        && frame.get(l4) == Some(&icmpv6::NEIGHBOR_SOLICIT);
+    if !v6.is_ours(&dst) && !to_group_ns {
+        return Err(c.count_drop(DropReason::NotForUs));
+    }
+    if up.fragment {
+        return Err(c.count_drop(DropReason::Fragment));
+    }
+    let not_to_answer = never_answered_v6(frame[6], src, v6);
+    match up.protocol {
+        ipv6::NEXT_UDP => {
+            let u = UdpPacket::new_checked(&frame[l4..end])
+                .map_err(|_| c.count_drop(DropReason::UdpMalformed))?;
+            if u.dst_port() != cfg.udp_port {
+                return Err(c.count_drop(DropReason::Port));
+            }
+            if not_to_answer | (u.src_port() == 0) {
+                return Err(c.count_drop(DropReason::Source));
+            }
+            if !u.verify_checksum_v6(src, dst) {
+                return Err(c.count_drop(DropReason::UdpChecksum));
+            }
+            let udp_len = u.len() as usize;
+            if udp_len != udp::HEADER_LEN + PAYLOAD_LEN {
+                return Err(c.count_drop(DropReason::PayloadLength));
+            }
+            let p = l4 + udp::HEADER_LEN;
+            let reply = Reply::shake(worker.shake(&mut frame[p..p + PAYLOAD_LEN])?);
+            let l4 = finish_ipv6(frame, l3, l4, udp_len, ipv6::NEXT_UDP, cfg.mac);
+            let mut u = UdpPacket::new_unchecked(&mut frame[l4..l4 + udp_len]);
+            u.swap_ports();
+            if cfg.tx_udp_offload {
+                let ph = checksum::fold(checksum::pseudo_header_v6(
+                    dst,
+                    src,
+                    ipv6::NEXT_UDP,
+                    udp_len as u32,
+                ));
+                u.set_checksum(ph);
+                Ok(Verdict::AnswerUdpOffload {
+                    len: l4 + udp_len,
+                    l2_len: l3 as u16,
+                    l3_len: ipv6::HEADER_LEN as u16,
+                    ipv6: true,
+                    reply,
+                })
+            } else {
+                u.fill_checksum_v6(dst, src);
+                Ok(Verdict::Answer {
+                    len: l4 + udp_len,
+                    reply,
+                })
+            }
+        }
+        ipv6::NEXT_ICMPV6 => {
+            let m = Icmpv6Packet::new_checked(&frame[l4..end]);
+            match m.as_ref().map(|m| m.msg_type()) {
+                Ok(icmpv6::NEIGHBOR_SOLICIT) => {
+                    neighbor_advert(c, cfg, v6, frame, (l3, l4, end), (src, dst, hop_limit))
+                }
+                Ok(icmpv6::ECHO_REQUEST) => {
+                    if not_to_answer {
+                        return Err(c.count_drop(DropReason::Source));
+                    }
+                    let m = m.expect("matched Ok");
+                    if m.code() != 0 || !m.verify_checksum(src, dst) {
+                        return Err(c.count_drop(DropReason::Icmp));
+                    }
+                    let icmp_len = end - l4;
+                    let l4 = finish_ipv6(frame, l3, l4, icmp_len, ipv6::NEXT_ICMPV6, cfg.mac);
+                    Icmpv6Packet::new_unchecked(&mut frame[l4..l4 + icmp_len]).make_echo_reply();
+                    Ok(Verdict::Answer {
+                        len: l4 + icmp_len,
+                        reply: Reply::ICMPV6_ECHO,
+                    })
+                }
+                // A solicitation too short to hold its target fails RFC 4861's length check.
+                Err(_) if frame.get(l4) == Some(&icmpv6::NEIGHBOR_SOLICIT) => {
+                    Err(c.count_drop(DropReason::Ndp))
+                }
+                _ => Err(c.count_drop(DropReason::Icmp)),
+            }
+        }
+        _ => Err(c.count_drop(DropReason::Protocol)),
+    }
+}
+
+/// Turns the IPv6 and Ethernet headers around for an answer carrying `l4_len` bytes of
+/// `next_header` that start at `l4`: the upper layer moves up to the fixed header if there
+/// were extension headers, addresses swap, the hop limit is ours. Returns where the upper
+/// layer now starts.
+fn finish_ipv6(
+    frame: &mut [u8],
+    l3: usize,
+    l4: usize,
+    l4_len: usize,
+    next_header: u8,
+    our_mac: [u8; 6],
+) -> usize {
+    answer_macs(&mut frame[..l3], our_mac);
+    let to = l3 + ipv6::HEADER_LEN;
+    if l4 != to {
+        frame.copy_within(l4..l4 + l4_len, to);
+    }
+    let mut ip = Ipv6Packet::new_unchecked(&mut frame[l3..to]);
+    ip.set_payload_len(l4_len as u16);
+    ip.set_next_header(next_header);
+    ip.swap_addrs();
+    ip.set_hop_limit(ipv6::ANSWER_HOP_LIMIT);
+    to
+}
+
+/// Answers a Neighbor Solicitation for one of our addresses with a Neighbor Advertisement,
+/// in place (RFC 4861 7.2.3 and 7.2.4).
+///
+/// The solicitation must pass RFC 4861 7.1.1 (hop limit 255, code 0, valid checksum, a
+/// unicast target, well-formed options; from the unspecified address only to a
+/// solicited-node group and without a source link-layer option), else it is dropped as
+/// [`DropReason::Ndp`]; a target that is not ours is [`DropReason::NotForUs`].
+///
+/// The advertisement comes from the target address with hop limit 255 and the Override flag.
+/// To a unicast source it goes to that source, Solicited set, to the link-layer address the
+/// solicitation gave (or its Ethernet source). To a duplicate address detection probe (source
+/// `::`) it goes to all-nodes with Solicited clear: that is how the prober learns the address
+/// is taken. It carries our target link-layer address when the solicitation had room for it
+/// (an answer is never longer than its request): every solicitation with a source
+/// link-layer option or a nonce (Linux's probes) has. A probe with no option at all gets the
+/// advertisement without it; the prober needs only the target (RFC 4862 5.4.4).
+fn neighbor_advert(
+    c: &Counters,
+    cfg: &FrameConfig,
+    v6: &Ipv6Addrs,
+    frame: &mut [u8],
+    (l3, l4, end): (usize, usize, usize),
+    (src, dst, hop_limit): ([u8; 16], [u8; 16], u8),
+) -> Result<Verdict, Dropped> {
+    let m = Icmpv6Packet::new_unchecked(&frame[l4..end]);
+    let probe = ipv6::is_unspecified(src);
+    let opts = icmpv6::link_layer_options(m.ndp_options());
+    let target = m.target_addr();
+    let valid = hop_limit == 255
+        && m.code() == 0
+        && m.verify_checksum(src, dst)
+        && !ipv6::is_multicast(target)
+        && match opts {
+            Ok(o) => !probe || (ipv6::is_multicast(dst) && o.source.is_none()),
+            Err(_) => false,
+        };
+    if !valid {
+        return Err(c.count_drop(DropReason::Ndp));
+    }
+    if !v6.is_ours(&target) {
+        return Err(c.count_drop(DropReason::NotForUs));
+    }
+    // A probe's source is `::` (allowed); any other source is checked as for every answer.
+    let eth_src: [u8; 6] = frame[6..12].try_into().expect("ethernet header");
+    if (eth_src[0] & 1 != 0) || (!probe && (ipv6::never_a_source(src) || v6.is_ours(&src))) {
+        return Err(c.count_drop(DropReason::Source));
+    }
+    let (to_ip, to_mac, flags) = if probe {
+        (
+            ipv6::ALL_NODES,
+            ipv6::multicast_mac(ipv6::ALL_NODES),
+            icmpv6::flags::OVERRIDE,
+        )
+    } else {
+        let mac = opts.ok().and_then(|o| o.source).unwrap_or(eth_src);
+        (src, mac, icmpv6::flags::SOLICITED | icmpv6::flags::OVERRIDE)
+    };
+    let room = end - (l3 + ipv6::HEADER_LEN);
+    let with_ll = room >= icmpv6::NEIGHBOR_LEN + icmpv6::LL_OPTION_LEN;
+    let na_len = icmpv6::NEIGHBOR_LEN + if with_ll { icmpv6::LL_OPTION_LEN } else { 0 };
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.set_dst_addr(to_mac);
+    eth.set_src_addr(cfg.mac);
+    let to = l3 + ipv6::HEADER_LEN;
+    let mut ip = Ipv6Packet::new_unchecked(&mut frame[l3..to]);
+    ip.set_version_tc_flow(0, 0);
+    ip.set_payload_len(na_len as u16);
+    ip.set_next_header(ipv6::NEXT_ICMPV6);
+    ip.set_hop_limit(255);
+    ip.set_src_addr(target);
+    ip.set_dst_addr(to_ip);
+    icmpv6::NdpRepr::Advert {
+        flags,
+        target,
+        target_ll: with_ll.then_some(cfg.mac),
+    }
+    .emit(
+        &mut Icmpv6Packet::new_unchecked(&mut frame[to..to + na_len]),
+        target,
+        to_ip,
+    );
+    Ok(Verdict::Answer {
+        len: to + na_len,
+        reply: Reply::NDP,
+    })
 }
 
 /// Swaps the Ethernet addresses of an answer: it goes back to the request's source, from the
@@ -1349,6 +1744,7 @@ greeting_probability = {greet}
                 len: f.len(),
                 l2_len: 14,
                 l3_len: 20,
+                ipv6: false,
                 reply: Reply::shake(Outcome::Nothing),
             }
         );
@@ -1597,5 +1993,609 @@ greeting_probability = {greet}
         let f = frame_for(0x1234, 1);
         assert_eq!(peek_user(&f), Some(0x1234));
         assert_eq!(peek_user(&f[..40]), None);
+    }
+
+    /// IPv6: SHAKE/1, Neighbor Solicitations and echo, checked against an independent parser
+    /// (etherparse).
+    mod ipv6_frames {
+        use super::*;
+        use crate::client::Flow6;
+        use crate::wire::icmpv6::{self, NdpRepr};
+        use crate::wire::ipv6::{self, Ipv6Repr};
+        use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+        const G: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        const PEER: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+        const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 9];
+
+        fn ll() -> [u8; 16] {
+            ipv6::link_local_from_mac(OUR_MAC)
+        }
+
+        pub(super) fn cfg6() -> FrameConfig {
+            FrameConfig {
+                ipv6: Some(Ipv6Addrs::new(G, None, OUR_MAC)),
+                ..cfg()
+            }
+        }
+
+        fn flow6() -> Flow6 {
+            Flow6 {
+                src_mac: PEER_MAC,
+                dst_mac: OUR_MAC,
+                vlan: None,
+                src_ip: PEER,
+                dst_ip: G,
+                src_port: 40000,
+                dst_port: 7000,
+            }
+        }
+
+        fn request() -> crate::wire::ShakeRequestRepr {
+            client::request(&TOKEN, 1, 77, 2_000_000_000, 0xfeed)
+        }
+
+        fn frame6_from(flow: &Flow6) -> Vec<u8> {
+            let mut buf = vec![0u8; 256];
+            let len = flow.emit(&mut buf, &client::payload(&request()));
+            buf.truncate(len);
+            buf
+        }
+
+        fn run6(w: &mut W, f: &mut [u8]) -> Verdict {
+            w.begin_burst(MID);
+            let mut frames = [f];
+            let mut v = [Verdict::Drop(DropReason::Truncated)];
+            process_burst(w, &cfg6(), &mut frames, &mut v);
+            v[0]
+        }
+
+        fn drop6(w: &mut W, f: &mut [u8]) -> DropReason {
+            match run6(w, f) {
+                Verdict::Drop(d) => d,
+                v => panic!("expected a drop, got {v:?}"),
+            }
+        }
+
+        /// Inserts `n` destination-options headers (8 bytes each) after the fixed header of
+        /// an untagged frame, first a hop-by-hop one if `hbh`.
+        fn with_extensions(f: &[u8], hbh: bool, n: usize) -> Vec<u8> {
+            let mut kinds = vec![];
+            if hbh {
+                kinds.push(ipv6::NEXT_HOP_BY_HOP);
+            }
+            kinds.extend(std::iter::repeat(ipv6::NEXT_DEST_OPTIONS).take(n));
+            let upper = f[14 + 6];
+            let mut out = f[..54].to_vec();
+            for (i, _) in kinds.iter().enumerate() {
+                let next = kinds.get(i + 1).copied().unwrap_or(upper);
+                // PadN of 4 bytes after next-header and length: a well-formed option area.
+                out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+            }
+            out.extend_from_slice(&f[54..]);
+            if let Some(&k) = kinds.first() {
+                out[14 + 6] = k;
+            }
+            let pl = (out.len() - 54) as u16;
+            out[18..20].copy_from_slice(&pl.to_be_bytes());
+            out
+        }
+
+        /// An answer read by etherparse: Ethernet addresses, IPv6 source, destination and hop
+        /// limit, and the transport bytes, with its checksum verified by etherparse.
+        struct Decoded {
+            eth_dst: [u8; 6],
+            eth_src: [u8; 6],
+            src: [u8; 16],
+            dst: [u8; 16],
+            hop_limit: u8,
+            transport: Vec<u8>,
+            udp: bool,
+        }
+
+        fn decode(f: &[u8]) -> Decoded {
+            let p = SlicedPacket::from_ethernet(f).expect("etherparse reads the answer");
+            let (eth_dst, eth_src) = match &p.link {
+                Some(etherparse::LinkSlice::Ethernet2(e)) => (e.destination(), e.source()),
+                l => panic!("{l:?}"),
+            };
+            let ip = match &p.net {
+                Some(NetSlice::Ipv6(ip)) => ip.header(),
+                n => panic!("not IPv6: {n:?}"),
+            };
+            let (src, dst) = (ip.source(), ip.destination());
+            let (transport, udp) = match &p.transport {
+                Some(TransportSlice::Udp(u)) => {
+                    let h = u.to_header();
+                    let want = h.calc_checksum_ipv6_raw(src, dst, u.payload()).unwrap();
+                    assert_eq!(h.checksum, want, "UDP checksum");
+                    assert_ne!(h.checksum, 0, "UDP checksum is mandatory over IPv6");
+                    (u.slice().to_vec(), true)
+                }
+                Some(TransportSlice::Icmpv6(m)) => {
+                    let h = m.header();
+                    let want = h.icmp_type.calc_checksum(src, dst, m.payload()).unwrap();
+                    assert_eq!(h.checksum, want, "ICMPv6 checksum");
+                    (m.slice().to_vec(), false)
+                }
+                t => panic!("{t:?}"),
+            };
+            Decoded {
+                eth_dst,
+                eth_src,
+                src,
+                dst,
+                hop_limit: ip.hop_limit(),
+                transport,
+                udp,
+            }
+        }
+
+        #[test]
+        fn shake_over_ipv6_is_answered_with_swapped_addresses_and_a_checksum() {
+            for (what, hbh, n, vlan) in [
+                ("common frame", false, 0, None),
+                ("VLAN tag", false, 0, Some(5)),
+                ("hop-by-hop and destination options", true, 2, None),
+            ] {
+                let mut w = worker(Setup::default());
+                let base = frame6_from(&Flow6 { vlan, ..flow6() });
+                let mut f = if vlan.is_none() {
+                    with_extensions(&base, hbh, n)
+                } else {
+                    base
+                };
+                let req_len = f.len();
+                let v = run6(&mut w, &mut f);
+                let len = v.tx_len().unwrap_or_else(|| panic!("{what}: {v:?}"));
+                assert!(len <= req_len, "{what}: an answer never grows");
+                assert_eq!(len, req_len - 8 * (n + usize::from(hbh)), "{what}");
+                let d = decode(&f[..len]);
+                assert!(d.udp);
+                assert_eq!((d.eth_dst, d.eth_src), (PEER_MAC, OUR_MAC), "{what}");
+                assert_eq!((d.src, d.dst), (G, PEER), "{what}");
+                assert_eq!(d.hop_limit, ipv6::ANSWER_HOP_LIMIT);
+                assert_eq!(
+                    &d.transport[..4],
+                    &[0x1b, 0x58, 0x9c, 0x40],
+                    "{what}: ports"
+                );
+                client::check_answer(&request(), &d.transport[8..], &CLAIM).unwrap();
+                assert_eq!(v.reply().and_then(|r| r.outcome()), Some(Outcome::Nothing));
+            }
+        }
+
+        #[test]
+        fn shake_to_the_link_local_address_is_answered_from_it() {
+            let mut w = worker(Setup::default());
+            let mut f = frame6_from(&Flow6 {
+                dst_ip: ll(),
+                src_ip: ipv6::link_local_from_mac(PEER_MAC),
+                ..flow6()
+            });
+            let len = run6(&mut w, &mut f).tx_len().unwrap();
+            assert_eq!(decode(&f[..len]).src, ll());
+        }
+
+        #[test]
+        fn udp_offload_over_ipv6_leaves_the_pseudo_header_sum() {
+            let mut w = worker(Setup::default());
+            let c = FrameConfig {
+                tx_udp_offload: true,
+                ..cfg6()
+            };
+            for hbh in [false, true] {
+                let mut f = with_extensions(&frame6_from(&flow6()), hbh, 0);
+                w.begin_burst(MID);
+                let v = process_frame(&mut w, &c, &mut f);
+                let Verdict::AnswerUdpOffload {
+                    len,
+                    l2_len,
+                    l3_len,
+                    ipv6,
+                    ..
+                } = v
+                else {
+                    panic!("{v:?}")
+                };
+                assert_eq!((len, l2_len, l3_len, ipv6), (126, 14, 40, true));
+                let ph = checksum::fold(checksum::pseudo_header_v6(G, PEER, 17, 72));
+                assert_eq!(u16::from_be_bytes([f[60], f[61]]), ph);
+            }
+        }
+
+        #[test]
+        fn bad_ipv6_requests_are_dropped_under_their_reason() {
+            let mut w = worker(Setup::default());
+            let good = frame6_from(&flow6());
+            let cases: Vec<(&str, Vec<u8>, DropReason)> = vec![
+                (
+                    "zero UDP checksum",
+                    {
+                        let mut f = good.clone();
+                        f[60..62].copy_from_slice(&[0, 0]);
+                        f
+                    },
+                    DropReason::UdpChecksum,
+                ),
+                (
+                    "wrong UDP checksum",
+                    {
+                        let mut f = good.clone();
+                        f[100] ^= 1;
+                        f
+                    },
+                    DropReason::UdpChecksum,
+                ),
+                (
+                    "another address",
+                    frame6_from(&Flow6 {
+                        dst_ip: PEER,
+                        ..flow6()
+                    }),
+                    DropReason::NotForUs,
+                ),
+                (
+                    "another port",
+                    frame6_from(&Flow6 {
+                        dst_port: 7001,
+                        ..flow6()
+                    }),
+                    DropReason::Port,
+                ),
+                (
+                    "version 4 in an IPv6 ethertype",
+                    {
+                        let mut f = good.clone();
+                        f[14] = 0x40;
+                        f
+                    },
+                    DropReason::Ipv6Malformed,
+                ),
+                (
+                    "payload length past the frame",
+                    {
+                        let mut f = good.clone();
+                        f[18..20].copy_from_slice(&200u16.to_be_bytes());
+                        f
+                    },
+                    DropReason::Ipv6Malformed,
+                ),
+                (
+                    "too many extension headers",
+                    with_extensions(&good, false, ipv6::MAX_EXTENSION_HEADERS + 1),
+                    DropReason::Ipv6Malformed,
+                ),
+                (
+                    "fragment header",
+                    {
+                        let mut f = with_extensions(&good, false, 1);
+                        f[20] = ipv6::NEXT_FRAGMENT;
+                        f
+                    },
+                    DropReason::Fragment,
+                ),
+                (
+                    "TCP",
+                    {
+                        let mut f = good.clone();
+                        f[20] = 6;
+                        f
+                    },
+                    DropReason::Protocol,
+                ),
+                (
+                    "payload of 63 bytes",
+                    {
+                        let mut buf = vec![0u8; 256];
+                        let len = flow6().emit(&mut buf, &client::payload(&request())[..63]);
+                        buf.truncate(len);
+                        buf
+                    },
+                    DropReason::PayloadLength,
+                ),
+            ];
+            for (what, mut f, want) in cases {
+                assert_eq!(drop6(&mut w, &mut f), want, "{what}");
+            }
+            // A node without IPv6 drops IPv6 as before.
+            let mut f = good.clone();
+            assert_eq!(drop_of(&mut w, &mut f), DropReason::Ethertype);
+        }
+
+        /// Sources that never get an answer, over IPv6: for SHAKE/1 and echo alike.
+        #[test]
+        fn ipv6_sources_that_must_never_get_an_answer() {
+            let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+            let mut w = worker(Setup::default());
+            let mut n = 0;
+            for (what, mac, src, port) in [
+                ("unspecified", PEER_MAC, [0; 16], 40000),
+                ("loopback", PEER_MAC, v6("::1"), 40000),
+                ("multicast", PEER_MAC, v6("ff02::1"), 40000),
+                ("IPv4-mapped", PEER_MAC, v6("::ffff:10.0.0.9"), 40000),
+                ("our own address", PEER_MAC, G, 40000),
+                ("our link-local address", PEER_MAC, ll(), 40000),
+                ("group Ethernet source", [3, 0, 0, 0, 0, 1], PEER, 40000),
+                ("source port 0", PEER_MAC, PEER, 0),
+            ] {
+                let fl = Flow6 {
+                    src_mac: mac,
+                    src_ip: src,
+                    src_port: port,
+                    ..flow6()
+                };
+                let mut f = frame6_from(&fl);
+                assert_eq!(drop6(&mut w, &mut f), DropReason::Source, "{what}");
+                n += 1;
+                if port != 0 {
+                    let mut e = echo(mac, src, G, 64);
+                    assert_eq!(drop6(&mut w, &mut e), DropReason::Source, "echo, {what}");
+                    n += 1;
+                }
+            }
+            assert_eq!(w.counters().snapshot().dropped(DropReason::Source), n);
+        }
+
+        fn icmp_frame(
+            eth_dst: [u8; 6],
+            eth_src: [u8; 6],
+            src: [u8; 16],
+            dst: [u8; 16],
+            hop: u8,
+            icmp: &[u8],
+        ) -> Vec<u8> {
+            let mut f = vec![0u8; 54 + icmp.len()];
+            crate::wire::EthernetRepr {
+                dst: eth_dst,
+                src: eth_src,
+                vlan: None,
+                ethertype: ethernet::ETHERTYPE_IPV6,
+            }
+            .emit(&mut EthernetFrame::new_unchecked(&mut f[..]));
+            Ipv6Repr {
+                src,
+                dst,
+                next_header: ipv6::NEXT_ICMPV6,
+                hop_limit: hop,
+                payload_len: icmp.len(),
+            }
+            .emit(&mut Ipv6Packet::new_unchecked(&mut f[14..]));
+            f[54..].copy_from_slice(icmp);
+            f
+        }
+
+        fn echo(eth_src: [u8; 6], src: [u8; 16], dst: [u8; 16], hop: u8) -> Vec<u8> {
+            let r = crate::wire::Icmpv6EchoRepr {
+                msg_type: icmpv6::ECHO_REQUEST,
+                ident: 9,
+                seq_no: 3,
+                data: b"ping -6",
+            };
+            let mut m = vec![0u8; r.buffer_len()];
+            r.emit(&mut Icmpv6Packet::new_unchecked(&mut m[..]), src, dst);
+            icmp_frame(OUR_MAC, eth_src, src, dst, hop, &m)
+        }
+
+        /// A Neighbor Solicitation; `opts` are raw option bytes after the target.
+        fn ns(src: [u8; 16], dst: [u8; 16], target: [u8; 16], hop: u8, opts: &[u8]) -> Vec<u8> {
+            let mut m = vec![icmpv6::NEIGHBOR_SOLICIT, 0, 0, 0, 0, 0, 0, 0];
+            m.extend_from_slice(&target);
+            m.extend_from_slice(opts);
+            Icmpv6Packet::new_unchecked(&mut m[..]).fill_checksum(src, dst);
+            let eth_dst = if ipv6::is_multicast(dst) {
+                ipv6::multicast_mac(dst)
+            } else {
+                OUR_MAC
+            };
+            icmp_frame(eth_dst, PEER_MAC, src, dst, hop, &m)
+        }
+
+        const SLLA: [u8; 8] = [1, 1, 2, 0, 0, 0, 0, 9];
+        /// RFC 7527's nonce option, as Linux puts in its duplicate address detection probes.
+        const NONCE: [u8; 8] = [14, 1, 1, 2, 3, 4, 5, 6];
+
+        /// The advertisement an answer carries, after etherparse checked its checksum.
+        fn advert(f: &[u8], len: usize) -> (Decoded, NdpRepr) {
+            let d = decode(&f[..len]);
+            assert!(!d.udp);
+            let m = Icmpv6Packet::new_checked(&d.transport[..]).unwrap();
+            let r = NdpRepr::parse(&m, d.src, d.dst).unwrap();
+            (d, r)
+        }
+
+        #[test]
+        fn neighbor_solicitations_for_our_addresses_are_advertised() {
+            let mut w = worker(Setup::default());
+            for (what, target, dst) in [
+                (
+                    "global, to its solicited-node group",
+                    G,
+                    ipv6::solicited_node(G),
+                ),
+                ("global, unicast (reachability)", G, G),
+                ("link-local, to its group", ll(), ipv6::solicited_node(ll())),
+            ] {
+                let mut f = ns(PEER, dst, target, 255, &SLLA);
+                let req_len = f.len();
+                let v = run6(&mut w, &mut f);
+                assert_eq!(v.reply(), Some(Reply::NDP), "{what}");
+                let len = v.tx_len().unwrap();
+                assert!(len <= req_len);
+                let (d, r) = advert(&f, len);
+                assert_eq!((d.eth_dst, d.eth_src), (PEER_MAC, OUR_MAC), "{what}");
+                assert_eq!((d.src, d.dst, d.hop_limit), (target, PEER, 255), "{what}");
+                assert_eq!(
+                    r,
+                    NdpRepr::Advert {
+                        flags: icmpv6::flags::SOLICITED | icmpv6::flags::OVERRIDE,
+                        target,
+                        target_ll: Some(OUR_MAC),
+                    },
+                    "{what}"
+                );
+            }
+            // Without a source link-layer option, to the Ethernet source; no room for ours.
+            let mut f = ns(PEER, G, G, 255, &[]);
+            let len = run6(&mut w, &mut f).tx_len().unwrap();
+            let (d, r) = advert(&f, len);
+            assert_eq!(d.eth_dst, PEER_MAC);
+            assert!(matches!(
+                r,
+                NdpRepr::Advert {
+                    target_ll: None,
+                    ..
+                }
+            ));
+        }
+
+        #[test]
+        fn duplicate_address_detection_probes_are_answered_to_all_nodes() {
+            let mut w = worker(Setup::default());
+            for (what, opts, with_ll) in
+                [("nonce", &NONCE[..], true), ("no option", &[][..], false)]
+            {
+                let mut f = ns([0; 16], ipv6::solicited_node(G), G, 255, opts);
+                let req_len = f.len();
+                let len = run6(&mut w, &mut f)
+                    .tx_len()
+                    .unwrap_or_else(|| panic!("{what}"));
+                assert!(len <= req_len, "{what}");
+                let (d, r) = advert(&f, len);
+                assert_eq!(d.eth_dst, [0x33, 0x33, 0, 0, 0, 1], "{what}");
+                assert_eq!((d.src, d.dst, d.hop_limit), (G, ipv6::ALL_NODES, 255));
+                assert_eq!(
+                    r,
+                    NdpRepr::Advert {
+                        flags: icmpv6::flags::OVERRIDE,
+                        target: G,
+                        target_ll: with_ll.then_some(OUR_MAC),
+                    },
+                    "{what}: not solicited"
+                );
+            }
+        }
+
+        #[test]
+        fn invalid_solicitations_are_dropped_as_ndp() {
+            let mut w = worker(Setup::default());
+            let group = ipv6::solicited_node(G);
+            let mut cases = vec![
+                ("hop limit 254 (routed)", ns(PEER, group, G, 254, &SLLA)),
+                (
+                    "multicast target",
+                    ns(PEER, group, ipv6::ALL_NODES, 255, &SLLA),
+                ),
+                (
+                    "option of length 0",
+                    ns(PEER, group, G, 255, &[1, 0, 0, 0, 0, 0, 0, 0]),
+                ),
+                (
+                    "option past the message",
+                    ns(PEER, group, G, 255, &[1, 2, 0, 0, 0, 0, 0, 0]),
+                ),
+                (
+                    "probe with a source link-layer option",
+                    ns([0; 16], group, G, 255, &SLLA),
+                ),
+                ("probe to a unicast address", ns([0; 16], G, G, 255, &NONCE)),
+                ("truncated below 24 bytes", {
+                    let mut f = ns(PEER, group, G, 255, &[]);
+                    f.truncate(f.len() - 4);
+                    let pl = (f.len() - 54) as u16;
+                    f[18..20].copy_from_slice(&pl.to_be_bytes());
+                    f
+                }),
+            ];
+            let mut code = ns(PEER, group, G, 255, &SLLA);
+            code[55] = 1;
+            Icmpv6Packet::new_unchecked(&mut code[54..]).fill_checksum(PEER, group);
+            cases.push(("code 1", code));
+            let mut ck = ns(PEER, group, G, 255, &SLLA);
+            ck[56] ^= 1;
+            cases.push(("bad checksum", ck));
+            let n = cases.len() as u64;
+            for (what, mut f) in cases {
+                assert_eq!(drop6(&mut w, &mut f), DropReason::Ndp, "{what}");
+            }
+            assert_eq!(w.counters().snapshot().dropped(DropReason::Ndp), n);
+            // Another target, to its own group or ours: not for us.
+            let other = PEER;
+            let mut f = ns(PEER, ipv6::solicited_node(other), other, 255, &SLLA);
+            assert_eq!(drop6(&mut w, &mut f), DropReason::NotForUs);
+            let mut f = ns(PEER, group, other, 255, &SLLA);
+            assert_eq!(drop6(&mut w, &mut f), DropReason::NotForUs);
+            // From a source that never gets an answer, or our own address (a conflict).
+            for src in [G, [0xff; 16]] {
+                let mut f = ns(src, group, G, 255, &SLLA);
+                assert_eq!(drop6(&mut w, &mut f), DropReason::Source);
+            }
+        }
+
+        #[test]
+        fn echo_requests_to_our_addresses_are_answered() {
+            let mut w = worker(Setup::default());
+            for dst in [G, ll()] {
+                let mut f = echo(PEER_MAC, PEER, dst, 3);
+                let v = run6(&mut w, &mut f);
+                assert_eq!(v.reply(), Some(Reply::ICMPV6_ECHO));
+                let len = v.tx_len().unwrap();
+                let d = decode(&f[..len]);
+                assert_eq!((d.src, d.dst, d.hop_limit), (dst, PEER, 64));
+                assert_eq!(d.transport[0], icmpv6::ECHO_REPLY);
+                assert_eq!(&d.transport[8..], b"ping -6");
+            }
+            // Echo with extension headers: answered without them.
+            let mut f = with_extensions(&echo(PEER_MAC, PEER, G, 3), true, 1);
+            let len = run6(&mut w, &mut f).tx_len().unwrap();
+            assert_eq!(len, echo(PEER_MAC, PEER, G, 3).len());
+            assert_eq!(decode(&f[..len]).transport[0], icmpv6::ECHO_REPLY);
+            // Other ICMPv6 (a Router Advertisement), a bad echo checksum: dropped as ICMP.
+            let mut ra = echo(PEER_MAC, PEER, G, 255);
+            ra[54] = icmpv6::ROUTER_ADVERT;
+            assert_eq!(drop6(&mut w, &mut ra), DropReason::Icmp);
+            let mut bad = echo(PEER_MAC, PEER, G, 3);
+            bad[60] ^= 1;
+            assert_eq!(drop6(&mut w, &mut bad), DropReason::Icmp);
+            // An echo to the solicited-node group is not to us.
+            let mut g = echo(PEER_MAC, PEER, ipv6::solicited_node(G), 3);
+            assert_eq!(drop6(&mut w, &mut g), DropReason::NotForUs);
+        }
+
+        #[test]
+        fn peek_user_reads_ipv6_shakes() {
+            let f = frame6_from(&flow6());
+            assert_eq!(peek_user(&f), Some(1));
+            assert_eq!(peek_user(&with_extensions(&f, true, 1)), Some(1));
+            assert_eq!(peek_user(&f[..60]), None);
+        }
+
+        proptest::proptest! {
+            #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+            /// The fixed-offset IPv6 path decides exactly like the general one.
+            #[test]
+            fn common_v6_path_equals_general_path(
+                user in 0u64..50,
+                edits in proptest::collection::vec((0usize..126, 1u8..=255), 0..3),
+                offload in proptest::prelude::any::<bool>(),
+            ) {
+                let c = FrameConfig { tx_udp_offload: offload, ..cfg6() };
+                let r = client::request(&TOKEN, user, 77, 2_000_000_000, 0xfeed);
+                let mut f = vec![0u8; 126];
+                flow6().emit(&mut f, &client::payload(&r));
+                for (at, x) in edits {
+                    f[at] ^= x;
+                }
+                let (mut w1, mut w2) = (worker(Setup::default()), worker(Setup::default()));
+                let (mut f1, mut f2) = (f.clone(), f);
+                w1.begin_burst(MID);
+                w2.begin_burst(MID);
+                let v1 = answer(&mut w1, &c, &mut f1);
+                let v2 = answer_any(&mut w2, &c, &mut f2).unwrap_or_else(Verdict::from);
+                proptest::prop_assert_eq!(v1, v2);
+                proptest::prop_assert_eq!(f1, f2);
+                proptest::prop_assert_eq!(w1.counters().snapshot(), w2.counters().snapshot());
+            }
+        }
     }
 }

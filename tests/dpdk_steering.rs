@@ -1,6 +1,7 @@
 //! The DPDK poll loop end to end on a ring-backed port with two workers and two queues:
-//! frames go in on both RX queues, each SHAKE/1 frame is decided by the worker that owns its
-//! user (handed over between workers when it arrived on the other's queue) and its answer
+//! frames go in on both RX queues, each SHAKE/1 frame, over IPv4 or IPv6, is decided by the
+//! worker that owns its user (handed over between workers when it arrived on the other's
+//! queue) and its answer
 //! leaves on that worker's TX queue, trimmed to the length the processor chose. Non-SHAKE
 //! frames are answered where they arrived; dropped frames and leftovers are freed (the test
 //! pool is whole again at the end). Every frame a worker received on its own queue and kept
@@ -27,17 +28,19 @@ use common::ring_wire::{feed, two_worker_config};
 use shake::counters::{Counters, DropReason, Reply};
 use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mempool, RingPort, Verdict};
 use shake::engine::config::owner_worker;
+use shake::frame::shake_payload;
 
 const USERS: u64 = 3000;
 const ARPS_PER_QUEUE: usize = 16;
-/// Shake frames carry this much junk after the IPv4 packet; answers are trimmed to 106.
+/// Shake frames carry this much junk after the IP packet; answers are trimmed to the packet.
 const TRAILER: usize = 20;
 const SHAKE_FRAME: usize = 14 + 20 + 8 + 64;
+const SHAKE_FRAME6: usize = 14 + 40 + 8 + 64;
 const ARP_FRAME: usize = 60;
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Answers every SHAKE/1 frame with its first 106 bytes and this worker's index in the
-/// padding, drops users divisible by 7, answers ARP-like frames with 60 bytes, and records
+/// Answers every SHAKE/1 frame with the frame up to its payload's end (106 bytes over IPv4,
+/// 126 over IPv6) and this worker's index in the padding, drops users divisible by 7, answers ARP-like frames with 60 bytes, and records
 /// which users it decided and which it was told to prefetch.
 struct Echo {
     index: u8,
@@ -69,9 +72,10 @@ impl BurstProcessor for Echo {
                 }
                 Some(user) => {
                     self.users.push(user);
-                    f[14 + 20 + 8 + 48] = self.index;
+                    let payload = shake_payload(f).expect("a shake frame");
+                    f[payload + 48] = self.index;
                     Verdict::Answer {
-                        len: SHAKE_FRAME,
+                        len: payload + 64,
                         reply: Reply::shake(shake::wire::shake::Outcome::Greeting),
                     }
                 }
@@ -95,7 +99,15 @@ impl BurstProcessor for Echo {
     }
 }
 
+/// Users divisible by 3 shake over IPv6.
+fn over_ipv6(user: u64) -> bool {
+    user % 3 == 0
+}
+
 fn shake_frame(user: u64) -> Vec<u8> {
+    if over_ipv6(user) {
+        return shake_frame6(user);
+    }
     let mut f = vec![0xee; SHAKE_FRAME + TRAILER];
     f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
     f[12..14].copy_from_slice(&[0x08, 0x00]);
@@ -113,6 +125,34 @@ fn shake_frame(user: u64) -> Vec<u8> {
     udp[4..6].copy_from_slice(&72u16.to_be_bytes());
     udp[6..8].fill(0);
     let p = &mut f[42..106];
+    p.fill(0);
+    p[..4].copy_from_slice(b"SK\x01\x01");
+    p[4..6].copy_from_slice(&1u16.to_be_bytes());
+    p[8..16].copy_from_slice(&user.to_be_bytes());
+    f
+}
+
+/// The IPv6 twin of [`shake_frame`]: fd00::1 to fd00::2, hop limit 64, no extension header.
+fn shake_frame6(user: u64) -> Vec<u8> {
+    let mut f = vec![0xee; SHAKE_FRAME6 + TRAILER];
+    f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    let ip = &mut f[14..54];
+    ip.fill(0);
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&72u16.to_be_bytes());
+    ip[6] = 17;
+    ip[7] = 64;
+    ip[8..10].copy_from_slice(&[0xfd, 0]);
+    ip[23] = 1;
+    ip[24..26].copy_from_slice(&[0xfd, 0]);
+    ip[39] = 2;
+    let udp = &mut f[54..62];
+    udp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&7000u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&72u16.to_be_bytes());
+    udp[6..8].copy_from_slice(&[0xff, 0xff]);
+    let p = &mut f[62..126];
     p.fill(0);
     p[..4].copy_from_slice(b"SK\x01\x01");
     p[4..6].copy_from_slice(&1u16.to_be_bytes());
@@ -200,12 +240,12 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
                     assert_eq!(m.pkt_len(), f.len());
                     match dpdk::peek_user(f) {
                         Some(user) => {
-                            assert_eq!(f.len(), SHAKE_FRAME, "answer trimmed to the verdict");
-                            assert_eq!(
-                                usize::from(f[14 + 20 + 8 + 48]),
-                                q,
-                                "decided by queue owner"
-                            );
+                            let (len, payload) = match over_ipv6(user) {
+                                false => (SHAKE_FRAME, 14 + 20 + 8),
+                                true => (SHAKE_FRAME6, 14 + 40 + 8),
+                            };
+                            assert_eq!(f.len(), len, "answer trimmed to the verdict");
+                            assert_eq!(usize::from(f[payload + 48]), q, "decided by queue owner");
                             assert_eq!(owner(user), q, "user {user} answered by its owner");
                             assert_eq!(seen_users.insert(user, q), None, "one answer per user");
                         }

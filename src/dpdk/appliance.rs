@@ -20,8 +20,9 @@ use std::time::Duration;
 use super::clock::TscClock;
 use super::eal::Eal;
 use super::error::DpdkError;
+use super::multicast::{ndp_groups, Multicast};
 use super::port::{Port, PortInfo, RxQueue, TxQueue};
-use super::processor::BurstProcessor;
+use super::processor::{port_ipv6, BurstProcessor};
 use super::ring::{Consumer, Producer, Ring};
 use super::worker::{WorkerLoop, WorkerPort};
 use crate::control::Stats;
@@ -302,19 +303,18 @@ pub fn open<'eal>(eal: &'eal Eal, config: &NodeConfig) -> Result<Opened<'eal>, D
         .enumerate()
         .map(|(i, s)| Port::open(eal, i, s, queues, dpdk.handoff_ring))
         .collect::<Result<Vec<_>, _>>()?;
+    for port in &mut ports {
+        // The groups of the addresses the frame layer answers on (`frame_configs`).
+        let groups = port_ipv6(&config.node, port.info().mac)
+            .map_or_else(Vec::new, |addrs| ndp_groups(&addrs));
+        port.accept_multicast(&groups)?;
+    }
     let infos: Vec<PortInfo> = ports.iter().map(|p| p.info().clone()).collect();
     for (port, info) in ports.iter().zip(&infos) {
-        let m = info.mac;
-        eprintln!(
-            "shake: port {} (id {}): {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {} queue pairs{}{}, {}",
-            info.name,
-            info.id,
-            m[0], m[1], m[2], m[3], m[4], m[5],
-            info.queues,
-            if info.rss { ", RSS" } else { "" },
-            if info.tx_udp_cksum { ", UDP checksum offload" } else { "" },
-            port.wait_link(LINK_WAIT)
-        );
+        eprintln!("{}", describe(info, &port.wait_link(LINK_WAIT)));
+        if let Some(warning) = info.multicast.warning(&info.name) {
+            eprintln!("{warning}");
+        }
     }
     // Queue i of every port is worker i's.
     let mut queues: Vec<(Vec<RxQueue>, Vec<TxQueue>)> =
@@ -363,6 +363,30 @@ pub fn open<'eal>(eal: &'eal Eal, config: &NodeConfig) -> Result<Opened<'eal>, D
     })
 }
 
+/// A started port's start-up line: "shake: port NAME (id N): MAC, Q queue pairs, RSS, UDP
+/// checksum offload, NDP multicast list ..., LINK" (tests read the MAC after "): ").
+pub fn describe(info: &PortInfo, link: &str) -> String {
+    let m = info.mac;
+    let ipv6 = info.multicast != Multicast::Unchanged;
+    let rss = match (info.rss, info.rss_ipv6) {
+        (false, _) => "",
+        // Worth saying only where IPv6 comes in: it all lands on the first queue.
+        (true, false) if ipv6 => ", RSS (IPv4 only)",
+        (true, _) => ", RSS",
+    };
+    format!(
+        "shake: port {} (id {}): {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {} queue pairs{}{}{}, {}",
+        info.name,
+        info.id,
+        m[0], m[1], m[2], m[3], m[4], m[5],
+        info.queues,
+        rss,
+        if info.tx_udp_cksum { ", UDP checksum offload" } else { "" },
+        info.multicast.describe(),
+        link
+    )
+}
+
 /// Opens the appliance and starts it with `make_processors(workers, ports)`, built on the
 /// main lcore, one per worker in worker order.
 pub fn launch<'eal, P, F>(
@@ -378,4 +402,55 @@ where
     let opened = open(eal, config)?;
     let processors = make_processors(opened.workers(), opened.ports());
     opened.start(stop, processors).map_err(|(e, _)| e)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn info(rss: bool, rss_ipv6: bool, multicast: Multicast) -> PortInfo {
+        PortInfo {
+            index: 0,
+            id: 3,
+            name: "net_af_packet0".into(),
+            mac: [0x02, 0, 0x5e, 0x12, 0x34, 0x56],
+            socket: 0,
+            queues: 2,
+            tx_ipv4_cksum: false,
+            tx_udp_cksum: true,
+            rss,
+            rss_ipv6,
+            multicast,
+        }
+    }
+
+    #[test]
+    fn an_ipv4_only_port_line_is_as_it_was() {
+        assert_eq!(
+            describe(&info(true, false, Multicast::Unchanged), "Link up"),
+            "shake: port net_af_packet0 (id 3): 02:00:5e:12:34:56, 2 queue pairs, RSS, \
+             UDP checksum offload, Link up"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_port_line_says_its_multicast_mode_and_rss_coverage() {
+        let list = Multicast::List(vec![[0x33, 0x33, 0xff, 0, 0, 2]]);
+        assert_eq!(
+            describe(&info(true, true, list.clone()), "Link up"),
+            "shake: port net_af_packet0 (id 3): 02:00:5e:12:34:56, 2 queue pairs, RSS, \
+             UDP checksum offload, NDP multicast list 33:33:ff:00:00:02, Link up"
+        );
+        let line = describe(&info(true, false, list), "Link up");
+        assert!(line.contains(", RSS (IPv4 only),"), "{line}");
+        let all = Multicast::All {
+            list: "Operation not supported".into(),
+        };
+        let line = describe(&info(false, false, all), "Link down");
+        assert!(
+            line.contains(", NDP all-multicast (no multicast list: Operation not supported)"),
+            "{line}"
+        );
+        assert!(!line.contains("RSS"), "{line}");
+    }
 }

@@ -3,7 +3,8 @@
 //! this module only moves mbufs.
 //!
 //! - [`eal`]: EAL arguments from the `[dpdk]` section (a pure function), and the EAL itself.
-//! - [`port`]: port setup in l2fwd order, with its mempool, and its queue handles.
+//! - [`port`]: port setup in l2fwd order, with its mempool, and its queue handles;
+//!   [`multicast`]: the multicast groups a port lets in for NDP.
 //! - [`mbuf`], [`mempool`], [`ring`]: owned mbufs, bursts in stack arrays, pools, SPSC rings
 //!   (and in-process ring ports for tests and generators).
 //! - [`appliance`]: ports and rings for one worker per lcore, the workers launched on their
@@ -38,6 +39,7 @@ pub mod eal;
 pub mod error;
 pub mod mbuf;
 pub mod mempool;
+pub mod multicast;
 pub mod port;
 pub mod processor;
 pub mod ring;
@@ -53,6 +55,7 @@ pub use eal::{eal_args, Eal};
 pub use error::DpdkError;
 pub use mbuf::{Burst, Mbuf, BURST};
 pub use mempool::Mempool;
+pub use multicast::Multicast;
 pub use port::{Port, PortInfo, RxQueue, TxQueue};
 pub use processor::{frame_configs, peek_user, BurstProcessor, FrameProcessor, Verdict};
 pub use ring::{Consumer, Producer, Ring, RingPort};

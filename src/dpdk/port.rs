@@ -1,5 +1,7 @@
 //! Port setup in the order of DPDK's l2fwd: device info, offloads the device has, configure,
-//! descriptor adjustment, queues on the port's socket, start, promiscuous mode, link check.
+//! descriptor adjustment, queues on the port's socket, start, promiscuous mode, link check;
+//! then, for a node with an IPv6 address, the multicast groups NDP needs
+//! ([`Port::accept_multicast`], [`super::multicast`]).
 
 use std::ffi::{CStr, CString};
 use std::marker::PhantomData;
@@ -12,6 +14,7 @@ use super::eal::Eal;
 use super::error::{check, DpdkError};
 use super::mbuf::{Burst, BURST};
 use super::mempool::Mempool;
+use super::multicast::{self, Multicast};
 use crate::node_config::PortSection;
 
 /// What workers and processors need to know about a started port.
@@ -33,6 +36,11 @@ pub struct PortInfo {
     pub tx_udp_cksum: bool,
     /// RX spread by an RSS hash over IP/UDP.
     pub rss: bool,
+    /// That hash covers IPv6 (else IPv6 frames all land on the first queue, and steering
+    /// hands them to their owners from there).
+    pub rss_ipv6: bool,
+    /// How the port lets in the multicast groups NDP needs.
+    pub multicast: Multicast,
 }
 
 /// A configured and started port with its mempool, which cannot outlive the EAL.
@@ -128,6 +136,27 @@ pub fn port_id(section: &PortSection) -> Result<u16, DpdkError> {
     Ok(id)
 }
 
+/// The RSS hash functions a port asks for, of those the device offers (`offered`, its
+/// `flow_type_rss_offloads`): addresses and UDP ports, over IPv4 and IPv6, so that phones
+/// spread over the queues on either family. The hash only spreads the load: which worker
+/// decides a user's shake is steering's choice ([`super::worker`]), whatever queue it came
+/// in on.
+pub fn rss_hash_functions(offered: u64) -> u64 {
+    const WANTED: u64 = sys::RTE_ETH_RSS_IP
+        | sys::RTE_ETH_RSS_UDP
+        | sys::RTE_ETH_RSS_IPV6
+        | sys::RTE_ETH_RSS_NONFRAG_IPV6_UDP;
+    WANTED & offered
+}
+
+/// The RSS hash functions that hash IPv6 frames.
+const RSS_IPV6: u64 = sys::RTE_ETH_RSS_IPV6
+    | sys::RTE_ETH_RSS_FRAG_IPV6
+    | sys::RTE_ETH_RSS_NONFRAG_IPV6_UDP
+    | sys::RTE_ETH_RSS_NONFRAG_IPV6_OTHER
+    | sys::RTE_ETH_RSS_IPV6_EX
+    | sys::RTE_ETH_RSS_IPV6_UDP_EX;
+
 /// Mbufs a port's pool needs: every RX and TX descriptor, a burst in flight per queue, the
 /// per-lcore caches, and the hand-off rings (which may all hold this port's frames).
 pub fn pool_size(section: &PortSection, queues: u16, handoff: u32) -> u32 {
@@ -193,7 +222,7 @@ impl<'eal> Port<'eal> {
             conf.rxmode.offloads |= dev.rx_offload_capa
                 & (sys::RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | sys::RTE_ETH_RX_OFFLOAD_UDP_CKSUM);
         }
-        let rss_hf = (sys::RTE_ETH_RSS_IP | sys::RTE_ETH_RSS_UDP) & dev.flow_type_rss_offloads;
+        let rss_hf = rss_hash_functions(dev.flow_type_rss_offloads);
         let rss = section.rss && queues > 1 && rss_hf != 0;
         if rss {
             conf.rxmode.mq_mode = sys::RTE_ETH_MQ_RX_RSS;
@@ -269,6 +298,8 @@ impl<'eal> Port<'eal> {
                 tx_ipv4_cksum,
                 tx_udp_cksum,
                 rss,
+                rss_ipv6: rss && rss_hf & RSS_IPV6 != 0,
+                multicast: Multicast::Unchanged,
             },
             pool,
         };
@@ -289,6 +320,39 @@ impl<'eal> Port<'eal> {
 
     pub fn info(&self) -> &PortInfo {
         &self.shared.info
+    }
+
+    /// Lets in the Ethernet multicast `groups` (the node's solicited-node groups,
+    /// [`multicast::ndp_groups`]): on the device's multicast address list, or, where it has
+    /// none, all multicast. A device with neither is not an error: the port records it
+    /// ([`Multicast::Unset`]) and the start-up line says so. No groups: nothing changes.
+    /// Only before [`take_queues`](Self::take_queues), while the port's info is its own.
+    pub fn accept_multicast(&mut self, groups: &[[u8; 6]]) -> Result<&Multicast, DpdkError> {
+        let name = self.shared.info.name.clone();
+        let shared = Arc::get_mut(&mut self.shared).ok_or_else(|| {
+            DpdkError::Config(format!(
+                "port {name}: multicast groups are set before the queues are handed out"
+            ))
+        })?;
+        let id = shared.info.id;
+        let mut list: Vec<sys::rte_ether_addr> = groups
+            .iter()
+            .map(|&addr_bytes| sys::rte_ether_addr { addr_bytes })
+            .collect();
+        shared.info.multicast = multicast::choose(
+            groups,
+            || {
+                // SAFETY: id is a started port; list holds list.len() addresses and lives
+                // for the call (the driver copies them).
+                unsafe {
+                    sys::rte_eth_dev_set_mc_addr_list(id, list.as_mut_ptr(), list.len() as u32)
+                }
+            },
+            // SAFETY: id is a started port.
+            || unsafe { sys::rte_eth_allmulticast_enable(id) },
+            super::error::strerror,
+        );
+        Ok(&shared.info.multicast)
     }
 
     pub fn pool(&self) -> &Mempool<'eal> {
@@ -429,5 +493,41 @@ impl Drop for Shared<'_> {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn rss_hashes_ipv6_udp_as_well_as_ipv4_udp() {
+        let all = u64::MAX;
+        let hf = rss_hash_functions(all);
+        for (name, bit) in [
+            ("IPV4", sys::RTE_ETH_RSS_IPV4),
+            ("NONFRAG_IPV4_UDP", sys::RTE_ETH_RSS_NONFRAG_IPV4_UDP),
+            ("IPV6", sys::RTE_ETH_RSS_IPV6),
+            ("NONFRAG_IPV6_UDP", sys::RTE_ETH_RSS_NONFRAG_IPV6_UDP),
+        ] {
+            assert_ne!(hf & bit, 0, "RSS_{name} asked for");
+        }
+        assert_ne!(hf & RSS_IPV6, 0);
+        // Never more than IP and UDP: no TCP, SCTP, L2 or tunnel hashing.
+        assert_eq!(
+            hf & (sys::RTE_ETH_RSS_TCP | sys::RTE_ETH_RSS_SCTP | sys::RTE_ETH_RSS_L2_PAYLOAD),
+            0
+        );
+    }
+
+    #[test]
+    fn rss_asks_only_for_what_the_device_offers() {
+        assert_eq!(rss_hash_functions(0), 0);
+        // A device that hashes IPv4 UDP only gets exactly that, and no IPv6.
+        let v4 = sys::RTE_ETH_RSS_NONFRAG_IPV4_UDP;
+        assert_eq!(rss_hash_functions(v4), v4);
+        assert_eq!(rss_hash_functions(v4) & RSS_IPV6, 0);
+        let v6 = sys::RTE_ETH_RSS_NONFRAG_IPV6_UDP | sys::RTE_ETH_RSS_IPV6;
+        assert_eq!(rss_hash_functions(v6), v6);
     }
 }

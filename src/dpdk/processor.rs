@@ -53,14 +53,19 @@ pub fn frame_configs(node: &NodeSection, ports: &[super::PortInfo]) -> Vec<Frame
         .iter()
         .map(|p| FrameConfig {
             ipv4: ipv4.octets(),
-            ipv6: node
-                .ipv6
-                .map(|g| Ipv6Addrs::new(g.octets(), node.link_local.map(|l| l.octets()), p.mac)),
+            ipv6: port_ipv6(node, p.mac),
             mac: p.mac,
             udp_port,
             tx_udp_offload: p.tx_udp_cksum,
         })
         .collect()
+}
+
+/// The node's IPv6 addresses on a port with this MAC, if it has any: what the frame layer
+/// answers on, and whose solicited-node groups the port lets in.
+pub fn port_ipv6(node: &NodeSection, mac: [u8; 6]) -> Option<Ipv6Addrs> {
+    node.ipv6
+        .map(|g| Ipv6Addrs::new(g.octets(), node.link_local.map(|l| l.octets()), mac))
 }
 
 impl<S: SeedSource, J: ClaimSink> BurstProcessor for FrameProcessor<S, J> {

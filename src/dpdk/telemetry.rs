@@ -61,7 +61,7 @@ pub fn entries(workers: usize, t: &Snapshot) -> Vec<(String, u64)> {
             .map(|&o| (o.name().to_owned(), t.outcome(o))),
     );
     out.extend(
-        [Reply::ARP, Reply::ICMP_ECHO]
+        Reply::OTHERS
             .iter()
             .map(|&r| (r.name().to_owned(), t.replies(r))),
     );

@@ -364,13 +364,10 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
                     len,
                     l2_len,
                     l3_len,
+                    ipv6,
                     reply,
                 } if port.tx_udp_cksum => {
-                    m.set_tx_offload(
-                        dpdk_sys::RTE_MBUF_F_TX_IPV4 | dpdk_sys::RTE_MBUF_F_TX_UDP_CKSUM,
-                        l2_len,
-                        l3_len,
-                    );
+                    m.set_tx_offload(udp_offload_flags(ipv6), l2_len, l3_len);
                     (m.set_len(len), reply)
                 }
                 // The processor asked for an offload this port lacks: a bug, never sent
@@ -387,6 +384,19 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
         }
         backlog.send(&mut tx, &replies, counters);
     }
+}
+
+/// The mbuf flags that have the NIC fill the UDP checksum of an answer: the checksum
+/// offload, and the IP version, which tells the NIC where the pseudo-header's addresses are
+/// (an IPv6 answer flagged IPv4 would leave with a wrong checksum).
+#[inline]
+fn udp_offload_flags(ipv6: bool) -> u64 {
+    let ip = if ipv6 {
+        dpdk_sys::RTE_MBUF_F_TX_IPV6
+    } else {
+        dpdk_sys::RTE_MBUF_F_TX_IPV4
+    };
+    ip | dpdk_sys::RTE_MBUF_F_TX_UDP_CKSUM
 }
 
 /// Drops the chained mbufs of `burst`, counted, keeping the others in order (rare).
@@ -409,5 +419,27 @@ fn drop_multi_segment(burst: &mut Burst, counters: &Counters) {
 fn count_n(c: &Counters, reason: DropReason, n: usize) {
     for _ in 0..n {
         c.dropped(reason);
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use dpdk_sys::{RTE_MBUF_F_TX_IPV4, RTE_MBUF_F_TX_IPV6, RTE_MBUF_F_TX_UDP_CKSUM};
+
+    #[test]
+    fn udp_offload_flags_name_the_answers_ip_version() {
+        let v4 = udp_offload_flags(false);
+        let v6 = udp_offload_flags(true);
+        assert_eq!(v4, RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_UDP_CKSUM);
+        assert_eq!(v6, RTE_MBUF_F_TX_IPV6 | RTE_MBUF_F_TX_UDP_CKSUM);
+        // Never both IP flags, and never the IPv4 header checksum (the frame layer sums it).
+        for flags in [v4, v6] {
+            assert_ne!(
+                flags & RTE_MBUF_F_TX_IPV4 == 0,
+                flags & RTE_MBUF_F_TX_IPV6 == 0
+            );
+            assert_eq!(flags & dpdk_sys::RTE_MBUF_F_TX_IP_CKSUM, 0);
+        }
     }
 }

@@ -141,6 +141,19 @@ pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], protocol: u8, length: u16) -
         + u32::from(length)
 }
 
+/// Partial sum of the IPv6 pseudo header (RFC 8200 8.1) used by UDP and ICMPv6: source and
+/// destination address, the upper-layer length, zeros and the next-header value. Reduced to
+/// at most `0xffff`, like [`sum`], so it adds to other partial sums in a `u32`.
+#[inline]
+pub fn pseudo_header_v6(src: [u8; 16], dst: [u8; 16], next_header: u8, length: u32) -> u32 {
+    let addrs = NativeSum::default().add_bytes(&src).add_bytes(&dst).fold();
+    let s = u32::from(u16::from_be(addrs))
+        + (length >> 16)
+        + (length & 0xffff)
+        + u32::from(next_header);
+    u32::from(fold(s))
+}
+
 /// Incremental update (RFC 1624, eqn. 3) of a checksum when one 16-bit word of the covered
 /// data changes from `old_word` to `new_word`: `HC' = ~(~HC + ~m + m')`.
 ///
@@ -158,6 +171,29 @@ pub fn update(old_checksum: u16, old_word: u16, new_word: u16) -> u16 {
 mod test {
     use super::*;
     use proptest::prelude::*;
+
+    /// The pseudo-header sum is the sum of the header as RFC 8200 8.1 draws it.
+    #[test]
+    fn pseudo_header_v6_is_the_drawn_header() {
+        let src = [
+            0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe, 0x12, 0x34,
+        ];
+        let dst = [
+            0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x50, 0x54, 0, 0xff, 0xfe, 0x12, 0x34, 0x56,
+        ];
+        for length in [8u32, 72, 0x1_0004] {
+            let mut drawn = Vec::new();
+            drawn.extend_from_slice(&src);
+            drawn.extend_from_slice(&dst);
+            drawn.extend_from_slice(&length.to_be_bytes());
+            drawn.extend_from_slice(&[0, 0, 0, 17]);
+            assert_eq!(
+                fold(pseudo_header_v6(src, dst, 17, length)),
+                fold(sum(&drawn)),
+                "{length}"
+            );
+        }
+    }
 
     /// Reference: the obvious 16-bit-word loop.
     fn sum_ref(data: &[u8]) -> u16 {

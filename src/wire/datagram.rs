@@ -18,6 +18,7 @@
 use super::checksum;
 use super::ethernet::{self, EthernetFrame};
 use super::ipv4::{self, Ipv4Packet};
+use super::ipv6::{self, Ipv6Packet};
 use super::shake::PAYLOAD_LEN;
 use super::udp::{self, UdpPacket};
 use super::{Error, Result};
@@ -119,6 +120,83 @@ impl<'a> Datagram<'a> {
             return Err(Error::Malformed("udp checksum"));
         }
         Ok(())
+    }
+}
+
+/// A UDP datagram in an Ethernet/IPv6 frame, the [`Datagram`] of IPv6: extension headers
+/// (hop-by-hop, destination options, routing) skipped, fragments refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram6<'a> {
+    frame: &'a [u8],
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub vlan: Option<u16>,
+    pub src_ip: [u8; 16],
+    pub dst_ip: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub ip_offset: usize,
+    pub udp_offset: usize,
+    pub payload_offset: usize,
+    pub end: usize,
+}
+
+impl<'a> Datagram6<'a> {
+    /// Reads the layers of `frame` (no checksum): an IPv6 ethertype, extension headers, UDP
+    /// within the IPv6 payload length.
+    pub fn parse(frame: &'a [u8]) -> Result<Datagram6<'a>> {
+        let eth = EthernetFrame::new_checked(frame)?;
+        if eth.ethertype() != ethernet::ETHERTYPE_IPV6 {
+            return Err(Error::Unsupported("not IPv6"));
+        }
+        let l3 = eth.header_len();
+        let ip = Ipv6Packet::new_checked(&frame[l3..])?;
+        let up = ip.upper_layer()?;
+        if up.fragment {
+            return Err(Error::Unsupported("ipv6 fragment"));
+        }
+        if up.protocol != ipv6::NEXT_UDP {
+            return Err(Error::Unsupported("not UDP"));
+        }
+        let l4 = l3 + ipv6::HEADER_LEN + up.offset;
+        let end = l3 + ipv6::HEADER_LEN + usize::from(ip.payload_len());
+        let u = UdpPacket::new_checked(&frame[l4..end])?;
+        Ok(Datagram6 {
+            frame,
+            dst_mac: eth.dst_addr(),
+            src_mac: eth.src_addr(),
+            vlan: eth.vlan_tag(),
+            src_ip: ip.src_addr(),
+            dst_ip: ip.dst_addr(),
+            src_port: u.src_port(),
+            dst_port: u.dst_port(),
+            ip_offset: l3,
+            udp_offset: l4,
+            payload_offset: l4 + udp::HEADER_LEN,
+            end: l4 + usize::from(u.len()),
+        })
+    }
+
+    /// [`parse`](Self::parse), then [`verify_checksum`](Self::verify_checksum).
+    pub fn parse_verified(frame: &'a [u8]) -> Result<Datagram6<'a>> {
+        let d = Self::parse(frame)?;
+        d.verify_checksum()?;
+        Ok(d)
+    }
+
+    /// The UDP payload.
+    pub fn payload(&self) -> &'a [u8] {
+        &self.frame[self.payload_offset..self.end]
+    }
+
+    /// Checks the UDP checksum, mandatory over IPv6 (zero is wrong).
+    pub fn verify_checksum(&self) -> Result<()> {
+        let u = UdpPacket::new_unchecked(&self.frame[self.udp_offset..self.end]);
+        if u.verify_checksum_v6(self.src_ip, self.dst_ip) {
+            Ok(())
+        } else {
+            Err(Error::Malformed("udp checksum"))
+        }
     }
 }
 
@@ -226,6 +304,49 @@ mod test {
         // No UDP checksum (zero): accepted.
         bad_udp[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
         assert!(Datagram::parse_verified(&bad_udp).is_ok());
+    }
+
+    #[test]
+    fn ipv6_datagrams() {
+        let flow = crate::client::Flow6 {
+            src_mac: [2, 0, 0, 0, 0, 2],
+            dst_mac: [2, 0, 0, 0, 0, 1],
+            vlan: Some(7),
+            src_ip: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+            dst_ip: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            src_port: 40_000,
+            dst_port: 7000,
+        };
+        let mut f = vec![0u8; flow.frame_len()];
+        assert_eq!(flow.emit(&mut f, &[0x5a; PAYLOAD_LEN]), f.len());
+        let d = Datagram6::parse_verified(&f).unwrap();
+        assert_eq!((d.src_ip, d.dst_ip), (flow.src_ip, flow.dst_ip));
+        assert_eq!((d.src_port, d.dst_port, d.vlan), (40_000, 7000, Some(7)));
+        assert_eq!((d.ip_offset, d.udp_offset, d.payload_offset), (18, 58, 66));
+        assert_eq!(d.payload(), &[0x5a; PAYLOAD_LEN]);
+        // etherparse reads the same datagram.
+        let p = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
+        match p.transport {
+            Some(etherparse::TransportSlice::Udp(u)) => {
+                assert_eq!(u.payload(), &[0x5a; PAYLOAD_LEN]);
+            }
+            t => panic!("{t:?}"),
+        }
+        assert_eq!(Datagram::parse(&f), Err(Error::Unsupported("not IPv4")));
+        let mut bad = f.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            Datagram6::parse_verified(&bad),
+            Err(Error::Malformed("udp checksum"))
+        );
+        bad[58 + 6..58 + 8].copy_from_slice(&[0, 0]);
+        assert_eq!(
+            Datagram6::parse_verified(&bad),
+            Err(Error::Malformed("udp checksum"))
+        );
+        for n in 0..f.len() {
+            assert!(Datagram6::parse(&f[..n]).is_err(), "{n} bytes");
+        }
     }
 
     proptest! {

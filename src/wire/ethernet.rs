@@ -4,6 +4,8 @@ use super::{Error, Field, Result};
 
 /// IPv4 ethertype.
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// IPv6 ethertype.
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// ARP ethertype.
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 /// 802.1Q VLAN tag protocol identifier.

@@ -84,7 +84,7 @@ pub fn is_v4_mapped(a: [u8; 16]) -> bool {
 #[inline]
 pub fn never_a_source(a: [u8; 16]) -> bool {
     let w = u128::from_be_bytes(a);
-    is_multicast(a) | (w <= 1) | is_v4_mapped(a)
+    is_multicast(a) | (w <= 1) | (w >> 32 == 0xffff)
 }
 
 /// Why `a` cannot be a node's global address, if it cannot: for the config's `ipv6` key.

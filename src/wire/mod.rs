@@ -33,6 +33,7 @@ pub mod checksum;
 pub mod datagram;
 pub mod ethernet;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 pub mod shake;
@@ -42,9 +43,10 @@ pub mod udp;
 mod test_frames;
 
 pub use arp::{ArpPacket, ArpRepr};
-pub use datagram::Datagram;
+pub use datagram::{Datagram, Datagram6};
 pub use ethernet::{EthernetFrame, EthernetRepr};
 pub use icmp::{IcmpEchoRepr, IcmpPacket};
+pub use icmpv6::{Icmpv6EchoRepr, Icmpv6Packet, NdpRepr};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use shake::{
