@@ -23,16 +23,11 @@ pub enum GenError {
         source: nix::errno::Errno,
     },
     /// Phones of the IPv6 share, and no IPv6 address to shake at.
-    #[error("phones shake over IPv6 (--ipv6-share) but the node's IPv6 address is unknown: give --server6, or a node config with node.ipv6")]
+    #[error("phones shake over IPv6 (--ipv6-share) but the node's IPv6 address is unknown: give --server6 (socket mode) or --node-addr6 (frame modes), or a node config with node.ipv6")]
     NoServer6,
     /// IPv6 against a fleet, which its node list gives by IPv4 address.
     #[error("IPv6 phones ({0}) against a fleet: --nodes lists IPv4 addresses only")]
     Ipv6Fleet(SocketAddrV6),
-    /// Socket mode writes its requests to a pcap as IPv4 frames only.
-    #[error(
-        "--pcap-out in socket mode writes IPv4 frames only: not with IPv6 phones (--ipv6-share)"
-    )]
-    PcapIpv6,
     /// Writing the request stream (`--pcap-out`).
     #[error("writing the request pcap: {0}")]
     Pcap(#[source] std::io::Error),

@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use shake::client::{check_answer, AnswerError, Flow};
+use shake::client::{check_answer, AnswerError, Flow, Flow6};
 use shake::mac::MacKey;
 use shake::wire::shake::{Outcome, ShakeRequestRepr, KIND_SHAKE, MAGIC, PAYLOAD_LEN};
-use shake::wire::Datagram;
+use shake::wire::{Datagram, Datagram6};
 
 use crate::histogram::{Histogram, Summary};
 use crate::population::{legal, Population, Schedule};
@@ -495,13 +495,25 @@ impl Generator {
         }
     }
 
-    /// A whole frame received on `flow` (whose requests we sent): read through the node's
-    /// [`Datagram`]; a frame of our flow then has its checksums checked before its payload.
-    pub fn on_frame(&mut self, frame: &[u8], flow: &Flow, now_ns: u64) {
+    /// A whole frame received on `flow` or, over IPv6, `flow6` (whose requests we sent):
+    /// read through the node's [`Datagram`] or [`Datagram6`]; a frame of our flow then has
+    /// its checksums checked before its payload, which must answer a request sent over the
+    /// same IP version.
+    pub fn on_frame(&mut self, frame: &[u8], flow: &Flow, flow6: Option<&Flow6>, now_ns: u64) {
         self.tally.rx_frames += 1;
-        match Datagram::parse(frame) {
-            Ok(d) if on_flow(&d, flow) => match d.verify_checksums() {
-                Ok(()) => self.on_payload(d.payload(), now_ns),
+        if let Ok(d) = Datagram::parse(frame) {
+            match on_flow(&d, flow) {
+                true => match d.verify_checksums() {
+                    Ok(()) => self.on_answer(d.payload(), None, Some(false), now_ns),
+                    Err(_) => self.tally.rx_bad_checksum += 1,
+                },
+                false => self.tally.rx_other += 1,
+            }
+            return;
+        }
+        match (flow6, Datagram6::parse(frame)) {
+            (Some(flow6), Ok(d)) if on_flow6(&d, flow6) => match d.verify_checksum() {
+                Ok(()) => self.on_answer(d.payload(), None, Some(true), now_ns),
                 Err(_) => self.tally.rx_bad_checksum += 1,
             },
             _ => self.tally.rx_other += 1,
@@ -653,6 +665,14 @@ impl Families {
             },
         }
     }
+}
+
+/// [`on_flow`] over IPv6.
+fn on_flow6(d: &Datagram6, flow: &Flow6) -> bool {
+    let answer = d.src_ip == flow.dst_ip && d.dst_ip == flow.src_ip;
+    let echo = d.src_ip == flow.src_ip && d.dst_ip == flow.dst_ip;
+    let server_port = if answer { d.src_port } else { d.dst_port };
+    d.dst_mac == flow.src_mac && (answer || echo) && server_port == flow.dst_port
 }
 
 /// What the run was: filled in by the command line.
@@ -904,29 +924,95 @@ mod test {
         let mut f = frame(&r);
         // A flipped bit in the IPv4 header, then in the payload: checksum drops, not answers.
         f[l3 + 8] ^= 1;
-        g.on_frame(&f, &flow, 2_000);
+        g.on_frame(&f, &flow, None, 2_000);
         f[l3 + 8] ^= 1;
         let last = f.len() - 1;
         f[last] ^= 0x10;
-        g.on_frame(&f, &flow, 2_000);
+        g.on_frame(&f, &flow, None, 2_000);
         assert_eq!(g.tally.rx_bad_checksum, 2);
         assert_eq!(g.tally.answered, 0);
         // A UDP checksum of zero means "none" (RFC 768): the payload is then checked alone.
         f[last] ^= 0x10;
         f[l4 + 6..l4 + 8].copy_from_slice(&[0, 0]);
-        g.on_frame(&f, &flow, 3_000);
+        g.on_frame(&f, &flow, None, 3_000);
         assert_eq!((g.tally.answered, g.tally.rx_frames), (1, 3));
         // Another server port, or a frame for another MAC: not ours at all.
         let r = g.next(4_000).unwrap();
         let mut f = frame(&r);
         f[l4..l4 + 2].copy_from_slice(&7001u16.to_be_bytes());
-        g.on_frame(&f, &flow, 5_000);
+        g.on_frame(&f, &flow, None, 5_000);
         let mut f = frame(&r);
         f[0] ^= 0x80;
-        g.on_frame(&f, &flow, 5_000);
+        g.on_frame(&f, &flow, None, 5_000);
         assert_eq!(g.tally.rx_other, 2);
-        g.on_frame(&frame(&r), &flow, 6_000);
+        g.on_frame(&frame(&r), &flow, None, 6_000);
         assert_eq!(g.tally.answered, 2);
+    }
+
+    #[test]
+    fn ipv6_frames_are_checked_and_must_answer_ipv6_requests() {
+        let flow = Flow {
+            src_mac: [2, 0, 0, 0, 0, 2],
+            dst_mac: [2, 0, 0, 0, 0, 1],
+            vlan: None,
+            src_ip: [10, 0, 0, 2],
+            dst_ip: [10, 0, 0, 1],
+            src_port: 40_000,
+            dst_port: 7000,
+        };
+        let ip = |last| {
+            let mut a = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            a[15] = last;
+            a
+        };
+        let flow6 = Flow6 {
+            src_mac: flow.src_mac,
+            dst_mac: flow.dst_mac,
+            vlan: Some(9),
+            src_ip: ip(2),
+            dst_ip: ip(1),
+            src_port: 40_000,
+            dst_port: 7000,
+        };
+        let back = Flow6 {
+            src_mac: flow6.dst_mac,
+            dst_mac: flow6.src_mac,
+            src_ip: flow6.dst_ip,
+            dst_ip: flow6.src_ip,
+            src_port: flow6.dst_port,
+            dst_port: flow6.src_port,
+            ..flow6
+        };
+        let frame = |r: &Request| {
+            let mut f = vec![0u8; back.frame_len()];
+            back.emit(&mut f, &answer(&r.repr, Outcome::Nothing, 5000));
+            f
+        };
+        let mut g = mixed();
+        let reqs: Vec<Request> = (0..40).map(|i| g.next(i).unwrap()).collect();
+        let r6: Vec<&Request> = reqs.iter().filter(|r| r.ipv6).collect();
+        let r4 = reqs.iter().find(|r| !r.ipv6).unwrap();
+        // A flipped payload bit: a checksum drop, not an answer.
+        let mut f = frame(r6[0]);
+        *f.last_mut().unwrap() ^= 0x10;
+        g.on_frame(&f, &flow, Some(&flow6), 100);
+        assert_eq!((g.tally.rx_bad_checksum, g.tally.answered), (1, 0));
+        // Without IPv6 phones an IPv6 frame is not ours; from another address neither.
+        g.on_frame(&frame(r6[0]), &flow, None, 100);
+        let other = Flow6 {
+            src_ip: ip(3),
+            ..back
+        };
+        let mut f = vec![0u8; other.frame_len()];
+        other.emit(&mut f, &answer(&r6[0].repr, Outcome::Nothing, 5000));
+        g.on_frame(&f, &flow, Some(&flow6), 100);
+        assert_eq!(g.tally.rx_other, 2);
+        // The answer over IPv6 to an IPv6 request: valid; to an IPv4 one: invalid.
+        g.on_frame(&frame(r6[0]), &flow, Some(&flow6), 200);
+        g.on_frame(&frame(r4), &flow, Some(&flow6), 200);
+        assert_eq!((g.tally.answered, g.tally.answered_ipv6), (1, 1));
+        assert_eq!((g.tally.invalid, g.tally.invalid_ipv6), (1, 0));
+        assert_eq!(g.tally.rx_frames, 5);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, SockaddrIn, SockaddrIn6};
-use shake::client::{payload, Flow};
+use shake::client::{payload, Flow, Flow6};
 pub use shake::io::mmsg::MAX_BATCH;
 use shake::io::mmsg::{RecvBatch, SendBatch};
 use shake::wire::shake::PAYLOAD_LEN;
@@ -75,10 +75,6 @@ pub fn run(
         None if ipv6_users => return Err(GenError::NoServer6),
         None => None,
     };
-    if ipv6_users && pcap.is_some() {
-        // The pcap's frames are built as IPv4 ones.
-        return Err(GenError::PcapIpv6);
-    }
     let socket_err = |what: String| move |source: std::io::Error| GenError::Socket { what, source };
     let open = |local: &str, server: Option<SocketAddr>| -> Result<UdpSocket, GenError> {
         let s = UdpSocket::bind(local).map_err(socket_err(format!("binding {local}")))?;
@@ -131,6 +127,33 @@ pub fn run(
             }
         })
         .collect();
+    let flows6: Vec<Flow6> = socks6
+        .iter()
+        .map(|s| {
+            let local = match s.local_addr() {
+                Ok(SocketAddr::V6(a)) => a,
+                _ => SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, 0, 0, 0),
+            };
+            let src_ip = if local.ip().is_unspecified() {
+                std::net::Ipv6Addr::LOCALHOST.octets()
+            } else {
+                local.ip().octets()
+            };
+            let (dst_ip, dst_port) = match server6 {
+                Some(SocketAddr::V6(a)) => (a.ip().octets(), a.port()),
+                _ => ([0; 16], 0),
+            };
+            Flow6 {
+                src_mac: [2, 0, 0, 0, 0, 2],
+                dst_mac: [2, 0, 0, 0, 0, 1],
+                vlan: None,
+                src_ip,
+                dst_ip,
+                src_port: local.port(),
+                dst_port,
+            }
+        })
+        .collect();
 
     let start = Instant::now();
     let now = || start.elapsed().as_nanos() as u64;
@@ -148,7 +171,7 @@ pub fn run(
     let mut by6 = [0usize; MAX_BATCH];
     let mut went = [false; MAX_BATCH];
     let mut refused: Vec<Request> = Vec::with_capacity(MAX_BATCH);
-    let mut frame = [0u8; 128];
+    let mut frame = [0u8; 160];
     let mut turn = 0usize;
     let mut stopped = false;
     loop {
@@ -222,6 +245,12 @@ pub fn run(
                 gen.cancel_tail(&refused);
                 if let Some(w) = pcap.as_deref_mut() {
                     for ((r, p), _) in reqs.iter().zip(&out).zip(&went).filter(|(_, &w)| w) {
+                        if let Some(flow6) = flows6.get(si6).filter(|_| r.ipv6) {
+                            let len = flow6.emit(&mut frame, p);
+                            w.write(r.repr.client_ts, &frame[..len])
+                                .map_err(GenError::Pcap)?;
+                            continue;
+                        }
                         let flow = match o.nodes.get(r.node as usize) {
                             Some(n) if fleet => Flow {
                                 dst_ip: n.ip().octets(),

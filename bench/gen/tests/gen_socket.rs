@@ -4,6 +4,8 @@
 #[path = "../../../tests/common/mod.rs"]
 mod common;
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 
 use common::{json_u64 as n, run_ok, unix_s, NodeDir, Server};
@@ -130,6 +132,7 @@ fn gen_socket_mode_plays_ipv6_phones_beside_ipv4_ones() {
     .unwrap();
     let server = Server::start_socket6(&node.config(), 2);
     let udp6 = server.udp6.unwrap().to_string();
+    let pcap = node.path().join("requests.pcap");
 
     // Half the phones over IPv6, paced and bounded; both workers (handoffs), REDIRECT and
     // DENIED over both families.
@@ -154,6 +157,8 @@ fn gen_socket_mode_plays_ipv6_phones_beside_ipv4_ones() {
             "8000",
             "--duration",
             "10",
+            "--pcap-out",
+            pcap.to_str().unwrap(),
         ],
     );
     assert_eq!(n(&r, &["tally", "sent"]), 8_000);
@@ -183,6 +188,9 @@ fn gen_socket_mode_plays_ipv6_phones_beside_ipv4_ones() {
         r["meta"]["target"].as_str().unwrap().contains("udp6"),
         "{r}"
     );
+    // The request stream: each family's frames, to the address its requests went to.
+    let (v4, v6) = pcap_families(&pcap, server.udp, server.udp6.unwrap());
+    assert_eq!((v4, v6), (f("ipv4", "sent"), f("ipv6", "sent")));
 
     // Every phone over IPv6.
     let r = gen(
@@ -242,4 +250,78 @@ fn gen_ipv6_phones_need_the_nodes_ipv6_address() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ipv6-share 1.5"));
+}
+
+/// Counts the IPv4 and IPv6 request frames of a pcap the generator wrote, each checked (its
+/// checksums, the SHAKE/1 payload, and its destination: `to4` or `to6`).
+fn pcap_families(path: &Path, to4: SocketAddr, to6: SocketAddr) -> (u64, u64) {
+    use shake::wire::{Datagram, Datagram6};
+    let data = std::fs::read(path).unwrap();
+    let (mut v4, mut v6, mut at) = (0, 0, 24);
+    while at + 16 <= data.len() {
+        let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &data[at + 16..at + 16 + len];
+        at += 16 + len;
+        if let Ok(d) = Datagram::parse_verified(frame) {
+            assert_eq!(SocketAddr::from((d.dst_ip, d.dst_port)), to4);
+            assert_eq!(d.payload().len(), 64);
+            v4 += 1;
+        } else {
+            let d = Datagram6::parse_verified(frame).expect("an IPv4 or IPv6 request");
+            assert_eq!(SocketAddr::from((d.dst_ip, d.dst_port)), to6);
+            assert_eq!(d.payload().len(), 64);
+            v6 += 1;
+        }
+    }
+    assert_eq!(at, data.len(), "whole records");
+    (v4, v6)
+}
+
+#[test]
+fn gen_pcap_mode_writes_ipv6_frames_beside_ipv4_ones() {
+    let node = NodeDir::new(
+        unix_s(),
+        "[[round]]\nid = 1\nstart_s = 0\nduration_s = 3600\nwin_probability = 0.3\n",
+        1,
+        "",
+    );
+    let pcap = node.path().join("requests.pcap");
+    let stdout = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_shake-gen"))
+            .args([
+                "--io", "none", "--quiet", "--count", "1000", "--users", "500",
+            ])
+            .args(["--ipv6-share", "0.3", "--node-addr", "10.99.0.1:7000"])
+            .args(["--node-addr6", "[2001:db8::1]:7000", "--pcap-out"])
+            .arg(&pcap)
+            .arg("--node-config")
+            .arg(node.config()),
+    );
+    assert!(stdout.contains("gen: done"), "{stdout}");
+    let (v4, v6) = pcap_families(
+        &pcap,
+        "10.99.0.1:7000".parse().unwrap(),
+        "[2001:db8::1]:7000".parse().unwrap(),
+    );
+    assert_eq!(v4 + v6, 1000);
+    assert!((200..400).contains(&v6), "{v6} of 1000 over IPv6");
+    // Without the node's IPv6 address (none in the config), refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_shake-gen"))
+        .args([
+            "--io",
+            "none",
+            "--quiet",
+            "--count",
+            "10",
+            "--ipv6-share",
+            "0.3",
+        ])
+        .arg("--pcap-out")
+        .arg(&pcap)
+        .arg("--node-config")
+        .arg(node.config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--node-addr6"));
 }
