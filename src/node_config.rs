@@ -225,6 +225,11 @@ pub struct SocketSection {
     /// Address to bind; defaults to node.ipv4:node.port.
     #[serde(default)]
     pub bind: Option<SocketAddr>,
+    /// IPv6 address to bind, with `node.ipv6` only; defaults to [node.ipv6]:node.port. Set
+    /// it where the node's IPv6 traffic reaches the host at another address (a test on
+    /// `[::1]:0`).
+    #[serde(default)]
+    pub bind6: Option<SocketAddr>,
     /// Worker threads, each with its own SO_REUSEPORT socket.
     #[serde(default = "one_u32")]
     pub workers: u32,
@@ -244,6 +249,7 @@ impl Default for SocketSection {
     fn default() -> Self {
         SocketSection {
             bind: None,
+            bind6: None,
             workers: 1,
             batch: batch(),
         }
@@ -421,6 +427,20 @@ impl NodeConfig {
                 return Err(at(
                     "node.link_local",
                     format!("{a} is not a link-local unicast address (fe80::/10)"),
+                ));
+            }
+        }
+        if let Some(a) = c.socket.bind6 {
+            if !a.is_ipv6() {
+                return Err(at(
+                    "socket.bind6",
+                    format!("{a} is not an IPv6 address like \"[2001:db8::1]:7000\""),
+                ));
+            }
+            if c.node.ipv6.is_none() {
+                return Err(at(
+                    "socket.bind6",
+                    "needs node.ipv6: the node serves IPv6 only with a global address".into(),
                 ));
             }
         }
@@ -605,6 +625,16 @@ impl NodeConfig {
             .bind
             .unwrap_or(SocketAddr::from((self.node.ipv4, self.node.port)))
     }
+
+    /// Where the socket backend binds its IPv6 sockets: `None` without `node.ipv6`.
+    pub fn socket_bind6(&self) -> Option<SocketAddr> {
+        let ipv6 = self.node.ipv6?;
+        Some(
+            self.socket
+                .bind6
+                .unwrap_or(SocketAddr::from((ipv6, self.node.port))),
+        )
+    }
 }
 
 /// "02:00:00:00:00:01" to bytes.
@@ -651,6 +681,25 @@ users = [5, 6]
         );
         assert_eq!(c.socket_bind().to_string(), "10.0.0.2:7000");
         assert_eq!(c.blacklist().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn ipv6_sockets_bind_at_node_ipv6_unless_bind6_says() {
+        let c = NodeConfig::parse(Path::new("n.toml"), GOOD).unwrap();
+        assert_eq!(c.socket_bind6(), None, "no node.ipv6: IPv4 only");
+        let v6 = GOOD.replace(
+            "ipv4 = \"10.0.0.2\"",
+            "ipv4 = \"10.0.0.2\"\nipv6 = \"2001:db8::2\"",
+        );
+        let c = NodeConfig::parse(Path::new("n.toml"), &v6).unwrap();
+        assert_eq!(c.socket_bind6().unwrap().to_string(), "[2001:db8::2]:7000");
+        assert_eq!(c.socket_bind().to_string(), "10.0.0.2:7000");
+        let c = NodeConfig::parse(
+            Path::new("n.toml"),
+            &format!("{v6}\n[socket]\nbind6 = \"[::1]:0\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.socket_bind6().unwrap().to_string(), "[::1]:0");
     }
 
     #[test]

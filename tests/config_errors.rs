@@ -350,6 +350,56 @@ fn node_bad_values_name_their_own_line() {
     );
 }
 
+#[test]
+fn ipv6_addresses_name_their_key_and_line() {
+    let with = |lines: &str| {
+        NODE.replace(
+            "ipv4 = \"127.0.0.1\"",
+            &format!("ipv4 = \"127.0.0.1\"\n{lines}"),
+        )
+    };
+    // Not an address at all: the parser's error, at the key.
+    node_error(&with("ipv6 = \"2001:db8::g\""), "ipv6 =", "node.ipv6");
+    node_error(&with("ipv6 = 7"), "ipv6 =", "node.ipv6");
+    // Addresses that cannot be the node's global one.
+    for bad in ["::", "::1", "ff02::1", "fe80::1", "::ffff:10.0.0.1"] {
+        node_error(&with(&format!("ipv6 = \"{bad}\"")), "ipv6 =", "node.ipv6");
+    }
+    // A link-local address that is not one, or without a global address.
+    let ipv6 = "ipv6 = \"2001:db8::1\"\n";
+    for bad in ["2001:db8::2", "fe80::", "fe80::zz", "ff02::1"] {
+        node_error(
+            &with(&format!("{ipv6}link_local = \"{bad}\"")),
+            "link_local =",
+            "node.link_local",
+        );
+    }
+    node_error(
+        &with("link_local = \"fe80::1\""),
+        "link_local =",
+        "node.link_local",
+    );
+    // [socket] bind6: IPv6 only, and only with node.ipv6.
+    let socket = |node: String, bind6: &str| format!("{node}\n[socket]\nbind6 = \"{bind6}\"\n");
+    node_error(
+        &socket(with(ipv6), "127.0.0.1:0"),
+        "bind6 =",
+        "socket.bind6",
+    );
+    node_error(&socket(with(ipv6), "[::1]"), "bind6 =", "socket.bind6");
+    node_error(
+        &socket(NODE.to_owned(), "[::1]:0"),
+        "bind6 =",
+        "socket.bind6",
+    );
+    // And the good ones load.
+    let d = Dir::new(
+        &socket(with(&format!("{ipv6}link_local = \"fe80::2\"")), "[::1]:0"),
+        ACT,
+    );
+    assert_eq!(d.load(), Ok(()));
+}
+
 // --- The [dpdk] section and its [[port]]s. ---
 
 #[test]

@@ -28,6 +28,10 @@ pub struct Args {
     /// Socket backend: address to bind (overrides [socket] bind), e.g. 127.0.0.1:0.
     #[arg(long)]
     pub bind: Option<std::net::SocketAddr>,
+    /// Socket backend: IPv6 address to bind (overrides [socket] bind6), e.g. [::1]:0; needs
+    /// node.ipv6 in the config.
+    #[arg(long)]
+    pub bind6: Option<std::net::SocketAddr>,
     /// Extra EAL arguments, after `--`.
     #[arg(last = true)]
     pub eal: Vec<String>,
@@ -35,12 +39,21 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Every check that can refuse the start, before the backend opens anything.
-    let lifecycle = Lifecycle::prepare(Node::load(&args.config)?)?;
+    let node = Node::load(&args.config)?;
+    let addr6 = match (args.bind6, node.config.socket_bind6()) {
+        (Some(_), None) => anyhow::bail!(
+            "--bind6: {} has no node.ipv6: the node serves IPv6 only with a global address",
+            args.config.display()
+        ),
+        (given, from_config) => given.or(from_config),
+    };
+    let lifecycle = Lifecycle::prepare(node)?;
     let config = &lifecycle.node().config;
     match args.io {
         Io::Socket => {
             let backend = SocketBackend {
                 addr: args.bind.unwrap_or_else(|| config.socket_bind()),
+                addr6,
                 workers: args.workers.map(|n| n as usize),
                 batch: config.socket.batch as usize,
                 node_count: config.node.count,

@@ -6,32 +6,36 @@
 //! stack for each call: they borrow the buffers, which a reusable struct cannot hold across
 //! calls without borrowing itself). What to do when the kernel does not take a batch
 //! (retry, count, cancel) differs between the two and stays with each caller.
+//!
+//! Both batches are generic over the socket's address type (`SockaddrIn` by default,
+//! `SockaddrIn6` for an IPv6 socket): a socket has one family, so a batch of it needs only
+//! that family's addresses, not a `sockaddr_storage` for each datagram.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::RawFd;
 
-use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
+use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrIn, SockaddrLike};
 
 /// Most datagrams per system call.
 pub const MAX_BATCH: usize = 64;
 
 /// Up to [`MAX_BATCH`] received datagrams of at most `N` bytes each (longer ones are cut to
-/// `N`), with their sources.
-pub struct RecvBatch<const N: usize> {
+/// `N`), with their sources (of type `A`: the socket's family).
+pub struct RecvBatch<const N: usize, A: SockaddrLike + Copy = SockaddrIn> {
     bufs: Box<[[u8; N]]>,
     lens: [usize; MAX_BATCH],
-    from: [Option<SockaddrIn>; MAX_BATCH],
+    from: [Option<A>; MAX_BATCH],
     count: usize,
-    headers: MultiHeaders<SockaddrIn>,
+    headers: MultiHeaders<A>,
 }
 
-impl<const N: usize> Default for RecvBatch<N> {
+impl<const N: usize, A: SockaddrLike + Copy> Default for RecvBatch<N, A> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const N: usize> RecvBatch<N> {
+impl<const N: usize, A: SockaddrLike + Copy> RecvBatch<N, A> {
     pub fn new() -> Self {
         RecvBatch {
             // On the heap from the start: MAX_BATCH * N is too large for a thread's stack.
@@ -86,26 +90,24 @@ impl<const N: usize> RecvBatch<N> {
     }
 
     /// Where datagram `k` came from (`None` only if the kernel gave no address).
-    pub fn source(&self, k: usize) -> Option<SockaddrIn> {
+    pub fn source(&self, k: usize) -> Option<A> {
         self.from[k]
     }
 }
 
-/// The message headers of `sendmmsg`, for batches of up to [`MAX_BATCH`] datagrams.
-pub struct SendBatch {
-    headers: MultiHeaders<SockaddrIn>,
+/// The message headers of `sendmmsg`, for batches of up to [`MAX_BATCH`] datagrams to
+/// addresses of type `A` (the socket's family).
+pub struct SendBatch<A: SockaddrLike + Copy = SockaddrIn> {
+    headers: MultiHeaders<A>,
 }
 
-impl Default for SendBatch {
+impl<A: SockaddrLike + Copy> Default for SendBatch<A> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-/// Destinations of a connected socket's datagrams: its peer.
-const CONNECTED: [Option<SockaddrIn>; MAX_BATCH] = [None; MAX_BATCH];
-
-impl SendBatch {
+impl<A: SockaddrLike + Copy> SendBatch<A> {
     pub fn new() -> Self {
         SendBatch {
             headers: MultiHeaders::preallocate(MAX_BATCH, None),
@@ -115,12 +117,7 @@ impl SendBatch {
     /// One `sendmmsg` on `fd`: datagram k to `to[k]` (`None`: the socket's connected peer),
     /// at most [`MAX_BATCH`] of them and no more than `to` has destinations for. Returns how
     /// many the kernel took, from the first on.
-    pub fn send(
-        &mut self,
-        fd: RawFd,
-        datagrams: &[&[u8]],
-        to: &[Option<SockaddrIn>],
-    ) -> nix::Result<usize> {
+    pub fn send(&mut self, fd: RawFd, datagrams: &[&[u8]], to: &[Option<A>]) -> nix::Result<usize> {
         let n = datagrams.len().min(to.len()).min(MAX_BATCH);
         let iov: [[IoSlice; 1]; MAX_BATCH] =
             std::array::from_fn(|k| [IoSlice::new(datagrams.get(k).copied().unwrap_or(&[]))]);
@@ -137,7 +134,9 @@ impl SendBatch {
 
     /// [`send`](Self::send) on a connected socket: every datagram to its peer.
     pub fn send_connected(&mut self, fd: RawFd, datagrams: &[&[u8]]) -> nix::Result<usize> {
-        self.send(fd, datagrams, &CONNECTED)
+        // Destinations of a connected socket's datagrams: its peer.
+        let connected: [Option<A>; MAX_BATCH] = [None; MAX_BATCH];
+        self.send(fd, datagrams, &connected)
     }
 }
 
@@ -158,11 +157,11 @@ mod test {
     }
 
     /// Receives until `want` datagrams came (or 5 s passed); returns them with their sources.
-    fn receive_all<const N: usize>(
-        rx: &mut RecvBatch<N>,
+    fn receive_all<const N: usize, A: SockaddrLike + Copy>(
+        rx: &mut RecvBatch<N, A>,
         fd: RawFd,
         want: usize,
-    ) -> Vec<(Vec<u8>, SockaddrIn)> {
+    ) -> Vec<(Vec<u8>, A)> {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut got = Vec::new();
         while got.len() < want && Instant::now() < deadline {
@@ -178,7 +177,7 @@ mod test {
     #[test]
     fn a_batch_goes_out_and_comes_back_whole_in_order() {
         let (a, b) = pair();
-        let mut tx = SendBatch::new();
+        let mut tx: SendBatch = SendBatch::new();
         let data: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1 + usize::from(i)]).collect();
         let refs: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
         assert_eq!(tx.send_connected(a.as_raw_fd(), &refs).unwrap(), 40);
@@ -195,7 +194,7 @@ mod test {
     #[test]
     fn long_datagrams_are_cut_to_the_buffer_and_batches_are_bounded() {
         let (a, b) = pair();
-        let mut tx = SendBatch::new();
+        let mut tx: SendBatch = SendBatch::new();
         let long = [7u8; 100];
         let refs = [&long[..]; MAX_BATCH + 10];
         // One call sends at most MAX_BATCH.
@@ -227,7 +226,7 @@ mod test {
             std::net::SocketAddr::V4(v) => Some(SockaddrIn::from(v)),
             _ => unreachable!(),
         };
-        let mut tx = SendBatch::new();
+        let mut tx: SendBatch = SendBatch::new();
         let sent = tx
             .send(a.as_raw_fd(), &[b"to b", b"to c"], &[addr(&b), addr(&c)])
             .unwrap();
@@ -237,6 +236,34 @@ mod test {
             let mut buf = [0u8; 16];
             let n = s.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], want);
+        }
+    }
+
+    #[test]
+    fn ipv6_batches_carry_ipv6_sources_and_destinations() {
+        use nix::sys::socket::SockaddrIn6;
+        let bind6 = || {
+            let s = UdpSocket::bind("[::1]:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            s
+        };
+        let (a, b, c) = (bind6(), bind6(), bind6());
+        let addr = |s: &UdpSocket| match s.local_addr().unwrap() {
+            std::net::SocketAddr::V6(v) => Some(SockaddrIn6::from(v)),
+            _ => unreachable!(),
+        };
+        let mut tx = SendBatch::<SockaddrIn6>::new();
+        let sent = tx
+            .send(a.as_raw_fd(), &[b"to b", b"to c"], &[addr(&b), addr(&c)])
+            .unwrap();
+        assert_eq!(sent, 2);
+        for (s, want) in [(&b, &b"to b"[..]), (&c, &b"to c"[..])] {
+            let mut rx = RecvBatch::<16, SockaddrIn6>::new();
+            let got = receive_all(&mut rx, s.as_raw_fd(), 1);
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].0, want);
+            assert_eq!(Some(got[0].1), addr(&a), "the source is the sender's");
         }
     }
 }

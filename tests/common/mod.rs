@@ -342,6 +342,8 @@ fn is_newer_than_sources(bin: &Path, workspace: &Path) -> bool {
 pub struct Server {
     pub child: Child,
     pub udp: SocketAddr,
+    /// Where it serves IPv6, if it does (`udp6 [ADDR]:PORT` on its start line).
+    pub udp6: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     pub stdout: BufReader<ChildStdout>,
 }
@@ -360,8 +362,22 @@ impl Server {
 
     /// `workers: None` leaves the count to the config (or the node's shards).
     pub fn start_socket_with(config: &Path, workers: Option<u32>) -> Server {
+        Self::start_socket_args(config, workers, &[])
+    }
+
+    /// A socket node that also serves IPv6 on `[::1]` (its config has `node.ipv6`), at a
+    /// port of its own.
+    pub fn start_socket6(config: &Path, workers: u32) -> Server {
+        let s = Self::start_socket_args(config, Some(workers), &["--bind6", "[::1]:0"]);
+        assert!(s.udp6.is_some(), "the node says it serves IPv6");
+        s
+    }
+
+    /// `shake serve --io socket` on 127.0.0.1, with `args` more.
+    pub fn start_socket_args(config: &Path, workers: Option<u32>, args: &[&str]) -> Server {
         let mut cmd = Command::new(shake_bin());
         cmd.args(["serve", "--io", "socket", "--bind", "127.0.0.1:0"]);
+        cmd.args(args);
         if let Some(w) = workers {
             cmd.arg("--workers").arg(w.to_string());
         }
@@ -381,7 +397,13 @@ impl Server {
                 panic!("shake serve exited before serving");
             }
         }
-        // "shake: serving SHAKE/1 on udp 127.0.0.1:PORT with ..., metrics on http://ADDR/metrics"
+        // "shake: serving SHAKE/1 on udp 127.0.0.1:PORT [and udp6 [::1]:PORT] with ...,
+        // metrics on http://ADDR/metrics"
+        let udp6 = line
+            .split("udp6 ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .map(|a| a.parse().unwrap());
         let udp = line
             .split("udp ")
             .nth(1)
@@ -397,6 +419,7 @@ impl Server {
         Server {
             child,
             udp,
+            udp6,
             metrics,
             stdout,
         }

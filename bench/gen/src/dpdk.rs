@@ -3,11 +3,16 @@
 //! [`RequestTemplate`] (the bytes of [`Flow::emit`], cheaper), and every frame that comes
 //! back read through [`shake::wire::Datagram`]. The main lcore does everything: build a burst, transmit it, poll RX, once
 //! per pass; the TSC, read once a pass, is the clock that goes into client_ts.
+//!
+//! IPv6 phones (the population's IPv6 share) send Ethernet/IPv6/UDP frames of a template of
+//! their own to the node's global IPv6 address and the same destination MAC: like the IPv4
+//! phones, the generator answers nothing (no ARP, no NDP); answers come back to the port's
+//! MAC and are read through [`shake::wire::Datagram6`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use shake::client::Flow;
+use shake::client::{Flow, Flow6};
 use shake::dpdk::{Burst, Eal, Port, TscClock, BURST};
 use shake::node_config::PortSection;
 
@@ -24,6 +29,9 @@ pub struct Options {
     pub tx_desc: u16,
     /// Addresses of every request; the source MAC is the port's unless set.
     pub flow: Flow,
+    /// Addresses of the IPv6 share's requests (MACs as `flow`'s); `None`: no phone may
+    /// shake over IPv6.
+    pub flow6: Option<Flow6>,
     pub src_mac_from_port: bool,
     /// Source UDP ports used, from `flow.src_port` on: user k sends from port base + k mod n.
     pub src_ports: u16,
@@ -92,12 +100,23 @@ pub fn run(
     if o.src_mac_from_port {
         flow.src_mac = info.mac;
     }
+    let flow6 = match o.flow6 {
+        Some(f) => Some(Flow6 {
+            src_mac: flow.src_mac,
+            dst_mac: flow.dst_mac,
+            vlan: flow.vlan,
+            ..f
+        }),
+        None if gen.population().ipv6_users() > 0 => return Err(GenError::NoServer6),
+        None => None,
+    };
     let ports = o.src_ports.max(1);
     let src_port_of = |user: usize| {
         flow.src_port
             .wrapping_add((user % usize::from(ports)) as u16)
     };
     let template = RequestTemplate::new(&flow);
+    let template6 = flow6.as_ref().map(RequestTemplate::new6);
 
     let clock = Nanos::new(&eal);
     // One queue pair, opened above: its handles are taken once, here.
@@ -127,6 +146,10 @@ pub fn run(
             reqs.clear();
             for m in tx.as_mut_slice() {
                 let Some(r) = gen.next(t) else { break };
+                let template = match &template6 {
+                    Some(t6) if r.ipv6 => t6,
+                    _ => &template,
+                };
                 if !m.set_len(template.len()) {
                     return Err(GenError::MbufTooSmall(template.len()));
                 }
@@ -150,7 +173,7 @@ pub fn run(
         if got > 0 {
             moved = true;
             for m in rx.iter() {
-                gen.on_frame(m.data(), &flow, t);
+                gen.on_frame(m.data(), &flow, flow6.as_ref(), t);
             }
             rx.clear();
         }

@@ -1,7 +1,7 @@
 //! What can go wrong in a run, as one enum: the library says what failed and on what; the
 //! binary (`main.rs`) only adds which run it was.
 
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV6};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,10 +18,16 @@ pub enum GenError {
     #[error("{call} with {peer}: {source}")]
     Mmsg {
         call: &'static str,
-        peer: SocketAddrV4,
+        peer: SocketAddr,
         #[source]
         source: nix::errno::Errno,
     },
+    /// Phones of the IPv6 share, and no IPv6 address to shake at.
+    #[error("phones shake over IPv6 (--ipv6-share) but the node's IPv6 address is unknown: give --server6 (socket mode) or --node-addr6 (frame modes), or a node config with node.ipv6")]
+    NoServer6,
+    /// IPv6 against a fleet, which its node list gives by IPv4 address.
+    #[error("IPv6 phones ({0}) against a fleet: --nodes lists IPv4 addresses only")]
+    Ipv6Fleet(SocketAddrV6),
     /// Writing the request stream (`--pcap-out`).
     #[error("writing the request pcap: {0}")]
     Pcap(#[source] std::io::Error),

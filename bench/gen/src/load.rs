@@ -8,15 +8,19 @@
 //! follows a REDIRECT as a phone would: its next shake goes to the node the answer names
 //! (after the answer's retry_after_ms, when obeying). An answer is legal or not for the node
 //! the request went to, and must come from that node.
+//!
+//! A phone shakes over IPv4 or IPv6 ([`Request::ipv6`], its population's family); an answer
+//! is validated alike over both, must come back over the family its request went over (when
+//! the I/O mode says which it came over), and is counted by family as well.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use shake::client::{check_answer, AnswerError, Flow};
+use shake::client::{check_answer, AnswerError, Flow, Flow6};
 use shake::mac::MacKey;
 use shake::wire::shake::{Outcome, ShakeRequestRepr, KIND_SHAKE, MAGIC, PAYLOAD_LEN};
-use shake::wire::Datagram;
+use shake::wire::{Datagram, Datagram6};
 
 use crate::histogram::{Histogram, Summary};
 use crate::population::{legal, Population, Schedule};
@@ -55,6 +59,8 @@ struct Slot {
     config_version: u32,
     /// The node the request went to.
     node: u32,
+    /// Sent over IPv6.
+    ipv6: bool,
     client_ts: u64,
 }
 
@@ -63,15 +69,19 @@ const EMPTY: Slot = Slot {
     seq: 0,
     config_version: 0,
     node: 0,
+    ipv6: false,
     client_ts: 0,
 };
 
 /// One request to send: the user's index in the population, the node it goes to (the node
-/// under test, or in a fleet the index into the node list), and the payload fields.
+/// under test, or in a fleet the index into the node list), its family, and the payload
+/// fields.
 #[derive(Debug, Clone, Copy)]
 pub struct Request {
     pub user: usize,
     pub node: u32,
+    /// Goes over IPv6 (else IPv4).
+    pub ipv6: bool,
     pub repr: ShakeRequestRepr,
 }
 
@@ -97,6 +107,10 @@ pub struct Tally {
     /// REDIRECT answers a phone followed: its next shakes go to the node named.
     pub redirects_followed: u64,
     pub outcomes: [u64; 7],
+    /// Of `sent`, `answered` and `invalid`: those over IPv6 (the rest went over IPv4).
+    pub sent_ipv6: u64,
+    pub answered_ipv6: u64,
+    pub invalid_ipv6: u64,
 }
 
 impl Tally {
@@ -287,6 +301,7 @@ impl Generator {
             }
             None => self.pop.spec().node_index,
         };
+        let ipv6 = self.pop.ipv6(user);
         let repr = ShakeRequestRepr {
             shakes: 1,
             user_id: self.pop.id(user),
@@ -301,30 +316,41 @@ impl Generator {
             seq,
             config_version: self.config_version,
             node,
+            ipv6,
             client_ts: now_ns,
         };
         self.tally.sent += 1;
-        Some(Request { user, node, repr })
+        self.tally.sent_ipv6 += u64::from(ipv6);
+        Some(Request {
+            user,
+            node,
+            ipv6,
+            repr,
+        })
     }
 
-    /// The tail of a burst that TX refused (queue full): forget those requests and, in flood
-    /// mode, move the round-robin cursor back to the first of them, so those users shake on
-    /// the next pass instead of being skipped.
+    /// Requests of a burst that TX refused (queue full), in the order they were built: the
+    /// burst's tail, or with two families (each sent on its own socket) the tail of each:
+    /// forget those requests and, in flood mode, move the round-robin cursor back to the
+    /// first of them, so those users shake on the next pass instead of being skipped.
     ///
-    /// When the tail is the newest requests (as it is, straight after the burst was built),
-    /// their sequence numbers, which never left, are handed out again. Otherwise a queue that
-    /// refuses everything for a while (a server not yet polling) would run the sequence
-    /// numbers a whole window past requests still in flight, and their answers would find
-    /// their slots taken.
+    /// The newest of them whose sequence numbers run up to the last one handed out (all of
+    /// them, for a burst's tail straight after the burst was built) never left: their numbers
+    /// are handed out again. Otherwise a queue that refuses everything for a while (a server
+    /// not yet polling) would run the sequence numbers a whole window past requests still in
+    /// flight, and their answers would find their slots taken. A number below one that went
+    /// out is not reused: its slot stays empty.
     pub fn cancel_tail(&mut self, refused: &[Request]) {
         for r in refused {
             self.cancel(r);
         }
-        if let Some(first) = refused.first() {
-            let newest = refused.last().map(|r| r.repr.seq.wrapping_add(1));
-            if newest == Some(self.seq) {
-                self.seq = first.repr.seq;
+        for r in refused.iter().rev() {
+            if r.repr.seq.wrapping_add(1) != self.seq {
+                break;
             }
+            self.seq = r.repr.seq;
+        }
+        if let Some(first) = refused.first() {
             if self.schedule.is_none() {
                 self.cursor = first.user;
             }
@@ -340,6 +366,7 @@ impl Generator {
             }
             *slot = EMPTY;
             self.tally.sent -= 1;
+            self.tally.sent_ipv6 -= u64::from(r.ipv6);
             if let Some(s) = &mut self.schedule {
                 s.hold(r.user, 0);
             }
@@ -354,6 +381,18 @@ impl Generator {
     /// [`on_payload`](Self::on_payload) from a known node (a fleet): an answer from another
     /// node than the one its request went to is invalid.
     pub fn on_payload_from(&mut self, payload: &[u8], from: Option<u32>, now_ns: u64) {
+        self.on_answer(payload, from, None, now_ns)
+    }
+
+    /// A SHAKE/1 payload received from node `from` (if known) over IPv6 or IPv4 (if known):
+    /// an answer from another node or over another family than its request went is invalid.
+    pub fn on_answer(
+        &mut self,
+        payload: &[u8],
+        from: Option<u32>,
+        over_ipv6: Option<bool>,
+        now_ns: u64,
+    ) {
         if payload.len() != PAYLOAD_LEN || payload[0..2] != MAGIC {
             self.tally.rx_other += 1;
             return;
@@ -402,6 +441,11 @@ impl Generator {
             if from.is_some_and(|n| n != slot.node) {
                 return Err(AnswerError::Rule("an answer from another node than asked"));
             }
+            if over_ipv6.is_some_and(|v6| v6 != slot.ipv6) {
+                return Err(AnswerError::Rule(
+                    "an answer over another IP version than its request",
+                ));
+            }
             legal(
                 class,
                 a.user_id,
@@ -425,6 +469,7 @@ impl Generator {
                     }
                 }
                 self.tally.answered += 1;
+                self.tally.answered_ipv6 += u64::from(slot.ipv6);
                 self.tally.outcomes[a.outcome as usize] += 1;
                 self.rtt.record(now_ns.saturating_sub(slot.client_ts));
                 self.config_version = self.config_version.max(a.config_version);
@@ -440,21 +485,35 @@ impl Generator {
             }
             Err(e) => {
                 self.tally.invalid += 1;
+                self.tally.invalid_ipv6 += u64::from(slot.ipv6);
                 if self.examples.len() < EXAMPLES {
+                    let ip = if slot.ipv6 { "IPv6" } else { "IPv4" };
                     self.examples
-                        .push(format!("user {} seq {seq}: {e}", request.user_id));
+                        .push(format!("user {} seq {seq} ({ip}): {e}", request.user_id));
                 }
             }
         }
     }
 
-    /// A whole frame received on `flow` (whose requests we sent): read through the node's
-    /// [`Datagram`]; a frame of our flow then has its checksums checked before its payload.
-    pub fn on_frame(&mut self, frame: &[u8], flow: &Flow, now_ns: u64) {
+    /// A whole frame received on `flow` or, over IPv6, `flow6` (whose requests we sent):
+    /// read through the node's [`Datagram`] or [`Datagram6`]; a frame of our flow then has
+    /// its checksums checked before its payload, which must answer a request sent over the
+    /// same IP version.
+    pub fn on_frame(&mut self, frame: &[u8], flow: &Flow, flow6: Option<&Flow6>, now_ns: u64) {
         self.tally.rx_frames += 1;
-        match Datagram::parse(frame) {
-            Ok(d) if on_flow(&d, flow) => match d.verify_checksums() {
-                Ok(()) => self.on_payload(d.payload(), now_ns),
+        if let Ok(d) = Datagram::parse(frame) {
+            match on_flow(&d, flow) {
+                true => match d.verify_checksums() {
+                    Ok(()) => self.on_answer(d.payload(), None, Some(false), now_ns),
+                    Err(_) => self.tally.rx_bad_checksum += 1,
+                },
+                false => self.tally.rx_other += 1,
+            }
+            return;
+        }
+        match (flow6, Datagram6::parse(frame)) {
+            (Some(flow6), Ok(d)) if on_flow6(&d, flow6) => match d.verify_checksum() {
+                Ok(()) => self.on_answer(d.payload(), None, Some(true), now_ns),
                 Err(_) => self.tally.rx_bad_checksum += 1,
             },
             _ => self.tally.rx_other += 1,
@@ -530,6 +589,9 @@ impl Generator {
             config_version_by_node: self.version_by_node.clone(),
             bad_share: spec.bad_share,
             foreign_share: spec.foreign_share,
+            ipv6_share: spec.ipv6_share,
+            users_ipv6: self.pop.ipv6_users(),
+            families: Families::of(&t),
             obey_retry: self.plan.obey_retry,
             rate_target: self.plan.rate,
             sending_s: send_s,
@@ -573,6 +635,46 @@ fn on_flow(d: &Datagram, flow: &Flow) -> bool {
     d.dst_mac == flow.src_mac && (answer || echo) && server_port == flow.dst_port
 }
 
+/// Requests sent, valid answers and invalid ones over one IP version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FamilyTally {
+    pub sent: u64,
+    pub answered: u64,
+    pub invalid: u64,
+}
+
+/// A run's counts by IP version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Families {
+    pub ipv4: FamilyTally,
+    pub ipv6: FamilyTally,
+}
+
+impl Families {
+    fn of(t: &Tally) -> Families {
+        Families {
+            ipv4: FamilyTally {
+                sent: t.sent - t.sent_ipv6,
+                answered: t.answered - t.answered_ipv6,
+                invalid: t.invalid - t.invalid_ipv6,
+            },
+            ipv6: FamilyTally {
+                sent: t.sent_ipv6,
+                answered: t.answered_ipv6,
+                invalid: t.invalid_ipv6,
+            },
+        }
+    }
+}
+
+/// [`on_flow`] over IPv6.
+fn on_flow6(d: &Datagram6, flow: &Flow6) -> bool {
+    let answer = d.src_ip == flow.dst_ip && d.dst_ip == flow.src_ip;
+    let echo = d.src_ip == flow.src_ip && d.dst_ip == flow.dst_ip;
+    let server_port = if answer { d.src_port } else { d.dst_port };
+    d.dst_mac == flow.src_mac && (answer || echo) && server_port == flow.dst_port
+}
+
 /// What the run was: filled in by the command line.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Meta {
@@ -599,6 +701,11 @@ pub struct Report {
     pub config_version_by_node: Vec<u32>,
     pub bad_share: f64,
     pub foreign_share: f64,
+    /// Share of phones that shook over IPv6, and how many users that is.
+    pub ipv6_share: f64,
+    pub users_ipv6: u64,
+    /// Requests and answers by IP version.
+    pub families: Families,
     pub obey_retry: bool,
     pub rate_target: Option<f64>,
     /// Seconds spent sending.
@@ -642,6 +749,13 @@ impl Report {
                 s += &format!(" {name}={v}");
             }
         }
+        if self.families.ipv6.sent > 0 {
+            let f = &self.families;
+            s += &format!(
+                " ipv4: sent={} answered={} ipv6: sent={} answered={}",
+                f.ipv4.sent, f.ipv4.answered, f.ipv6.sent, f.ipv6.answered
+            );
+        }
         if self.fleet {
             s += &format!(
                 " nodes={} redirects_followed={}",
@@ -681,6 +795,7 @@ mod test {
                 seed: 1,
                 token_expiry: 2_000_000_000,
                 fleet: false,
+                ipv6_share: 0.0,
             },
             &TOKEN,
         );
@@ -809,29 +924,95 @@ mod test {
         let mut f = frame(&r);
         // A flipped bit in the IPv4 header, then in the payload: checksum drops, not answers.
         f[l3 + 8] ^= 1;
-        g.on_frame(&f, &flow, 2_000);
+        g.on_frame(&f, &flow, None, 2_000);
         f[l3 + 8] ^= 1;
         let last = f.len() - 1;
         f[last] ^= 0x10;
-        g.on_frame(&f, &flow, 2_000);
+        g.on_frame(&f, &flow, None, 2_000);
         assert_eq!(g.tally.rx_bad_checksum, 2);
         assert_eq!(g.tally.answered, 0);
         // A UDP checksum of zero means "none" (RFC 768): the payload is then checked alone.
         f[last] ^= 0x10;
         f[l4 + 6..l4 + 8].copy_from_slice(&[0, 0]);
-        g.on_frame(&f, &flow, 3_000);
+        g.on_frame(&f, &flow, None, 3_000);
         assert_eq!((g.tally.answered, g.tally.rx_frames), (1, 3));
         // Another server port, or a frame for another MAC: not ours at all.
         let r = g.next(4_000).unwrap();
         let mut f = frame(&r);
         f[l4..l4 + 2].copy_from_slice(&7001u16.to_be_bytes());
-        g.on_frame(&f, &flow, 5_000);
+        g.on_frame(&f, &flow, None, 5_000);
         let mut f = frame(&r);
         f[0] ^= 0x80;
-        g.on_frame(&f, &flow, 5_000);
+        g.on_frame(&f, &flow, None, 5_000);
         assert_eq!(g.tally.rx_other, 2);
-        g.on_frame(&frame(&r), &flow, 6_000);
+        g.on_frame(&frame(&r), &flow, None, 6_000);
         assert_eq!(g.tally.answered, 2);
+    }
+
+    #[test]
+    fn ipv6_frames_are_checked_and_must_answer_ipv6_requests() {
+        let flow = Flow {
+            src_mac: [2, 0, 0, 0, 0, 2],
+            dst_mac: [2, 0, 0, 0, 0, 1],
+            vlan: None,
+            src_ip: [10, 0, 0, 2],
+            dst_ip: [10, 0, 0, 1],
+            src_port: 40_000,
+            dst_port: 7000,
+        };
+        let ip = |last| {
+            let mut a = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            a[15] = last;
+            a
+        };
+        let flow6 = Flow6 {
+            src_mac: flow.src_mac,
+            dst_mac: flow.dst_mac,
+            vlan: Some(9),
+            src_ip: ip(2),
+            dst_ip: ip(1),
+            src_port: 40_000,
+            dst_port: 7000,
+        };
+        let back = Flow6 {
+            src_mac: flow6.dst_mac,
+            dst_mac: flow6.src_mac,
+            src_ip: flow6.dst_ip,
+            dst_ip: flow6.src_ip,
+            src_port: flow6.dst_port,
+            dst_port: flow6.src_port,
+            ..flow6
+        };
+        let frame = |r: &Request| {
+            let mut f = vec![0u8; back.frame_len()];
+            back.emit(&mut f, &answer(&r.repr, Outcome::Nothing, 5000));
+            f
+        };
+        let mut g = mixed();
+        let reqs: Vec<Request> = (0..40).map(|i| g.next(i).unwrap()).collect();
+        let r6: Vec<&Request> = reqs.iter().filter(|r| r.ipv6).collect();
+        let r4 = reqs.iter().find(|r| !r.ipv6).unwrap();
+        // A flipped payload bit: a checksum drop, not an answer.
+        let mut f = frame(r6[0]);
+        *f.last_mut().unwrap() ^= 0x10;
+        g.on_frame(&f, &flow, Some(&flow6), 100);
+        assert_eq!((g.tally.rx_bad_checksum, g.tally.answered), (1, 0));
+        // Without IPv6 phones an IPv6 frame is not ours; from another address neither.
+        g.on_frame(&frame(r6[0]), &flow, None, 100);
+        let other = Flow6 {
+            src_ip: ip(3),
+            ..back
+        };
+        let mut f = vec![0u8; other.frame_len()];
+        other.emit(&mut f, &answer(&r6[0].repr, Outcome::Nothing, 5000));
+        g.on_frame(&f, &flow, Some(&flow6), 100);
+        assert_eq!(g.tally.rx_other, 2);
+        // The answer over IPv6 to an IPv6 request: valid; to an IPv4 one: invalid.
+        g.on_frame(&frame(r6[0]), &flow, Some(&flow6), 200);
+        g.on_frame(&frame(r4), &flow, Some(&flow6), 200);
+        assert_eq!((g.tally.answered, g.tally.answered_ipv6), (1, 1));
+        assert_eq!((g.tally.invalid, g.tally.invalid_ipv6), (1, 0));
+        assert_eq!(g.tally.rx_frames, 5);
     }
 
     #[test]
@@ -873,6 +1054,7 @@ mod test {
                 seed: 1,
                 token_expiry: 2_000_000_000,
                 fleet: true,
+                ipv6_share: 0.0,
             },
             &TOKEN,
         );
@@ -915,6 +1097,86 @@ mod test {
         let rep = g.report(Meta::default(), 1_000_000_000);
         assert_eq!(rep.sent_by_node.iter().sum::<u64>(), 12);
         assert!(rep.summary_line().contains("redirects_followed=4"));
+    }
+
+    /// A generator of 40 users, about half of them over IPv6.
+    fn mixed() -> Generator {
+        let g = generator(false);
+        let pop = Population::new(
+            Spec {
+                users: 40,
+                ipv6_share: 0.5,
+                ..*g.population().spec()
+            },
+            &TOKEN,
+        );
+        Generator::new(pop, g.plan.clone(), CLAIM)
+    }
+
+    #[test]
+    fn answers_are_counted_by_family_and_must_come_back_over_their_own() {
+        let mut g = mixed();
+        let reqs: Vec<Request> = (0..40).map(|i| g.next(i).unwrap()).collect();
+        let v6 = reqs.iter().filter(|r| r.ipv6).count() as u64;
+        assert!((10..30).contains(&v6), "{v6} of 40 over IPv6");
+        assert_eq!(g.tally.sent_ipv6, v6);
+        assert!(reqs.iter().all(|r| r.ipv6 == g.population().ipv6(r.user)));
+        // Every answer over its own family but the first two, which come over the other.
+        for (i, r) in reqs.iter().enumerate() {
+            let over = if i < 2 { !r.ipv6 } else { r.ipv6 };
+            g.on_answer(
+                &answer(&r.repr, Outcome::Nothing, 5000),
+                None,
+                Some(over),
+                100,
+            );
+        }
+        assert_eq!((g.tally.answered, g.tally.invalid), (38, 2));
+        let wrong6 = reqs[..2].iter().filter(|r| r.ipv6).count() as u64;
+        let rep = g.report(Meta::default(), 1_000_000_000);
+        let f = rep.families;
+        assert_eq!((f.ipv6.sent, f.ipv4.sent), (v6, 40 - v6));
+        assert_eq!(f.ipv6.invalid, wrong6);
+        assert_eq!(f.ipv6.answered, v6 - wrong6);
+        assert_eq!(f.ipv4.answered + f.ipv6.answered, 38);
+        assert!(
+            rep.invalid_examples[0].contains("another IP version"),
+            "{rep:?}"
+        );
+        assert!(rep.summary_line().contains(&format!("ipv6: sent={v6}")));
+        let json = serde_json::to_value(&rep).unwrap();
+        assert_eq!(json["families"]["ipv6"]["sent"], v6);
+        assert_eq!(json["users_ipv6"], rep.users_ipv6);
+    }
+
+    #[test]
+    fn refused_requests_of_two_families_are_forgotten_and_no_number_in_flight_is_reused() {
+        let mut g = mixed();
+        g.plan.count = None;
+        let burst: Vec<Request> = (0..8).map(|i| g.next(i).unwrap()).collect();
+        // Sent over two sockets: requests 0, 1, 3, 4 and 6 went, 2, 5 and 7 were refused.
+        let refused: Vec<Request> = [2, 5, 7].iter().map(|&k| burst[k]).collect();
+        let sent_v6 = g.tally.sent_ipv6 - refused.iter().filter(|r| r.ipv6).count() as u64;
+        g.cancel_tail(&refused);
+        assert_eq!((g.tally.sent, g.tally.sent_ipv6), (5, sent_v6));
+        // Only the newest refused number is handed out again: 6 went, so 5 stays unused.
+        let next = g.next(10).unwrap();
+        assert_eq!(next.repr.seq, burst[7].repr.seq);
+        assert_eq!(
+            next.user, burst[2].user,
+            "the first refused user shakes next"
+        );
+        // The requests that went are still in flight and are answered.
+        for k in [0, 1, 3, 4, 6] {
+            let r = &burst[k];
+            g.on_answer(
+                &answer(&r.repr, Outcome::Nothing, 5000),
+                None,
+                Some(r.ipv6),
+                20,
+            );
+        }
+        assert_eq!((g.tally.answered, g.tally.unmatched), (5, 0));
     }
 
     #[test]

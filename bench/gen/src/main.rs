@@ -1,14 +1,14 @@
 //! `shake-gen`: the bundled load generator's command line. See the `shake_gen` library; this
 //! file only turns arguments into a run and the run into a report (anyhow lives here only).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use shake::client::Flow;
+use shake::client::{Flow, Flow6};
 use shake::control::Signals;
 use shake::mac::MacKey;
 use shake::node::unix_ms;
@@ -49,6 +49,13 @@ pub struct Args {
     /// own node and follows REDIRECT (with --foreign-share, that share starts at another one).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub nodes: Vec<SocketAddrV4>,
+    /// Socket mode: the node's IPv6 UDP address, where the --ipv6-share phones shake;
+    /// default: the node config's ([socket] bind6, else [node.ipv6]:node.port).
+    #[arg(long, conflicts_with = "nodes")]
+    pub server6: Option<SocketAddrV6>,
+    /// Share of phones that shake over IPv6, 0..=1 (1: all); each phone keeps its family.
+    #[arg(long, default_value_t = 0.0)]
+    pub ipv6_share: f64,
     /// Frame modes: the node's IPv4 address and UDP port; default: the node config's, or
     /// 10.99.0.1:7000.
     #[arg(long)]
@@ -56,6 +63,14 @@ pub struct Args {
     /// Frame modes: the phones' IPv4 address and first UDP source port.
     #[arg(long, default_value = "10.99.0.2:40000")]
     pub src: SocketAddrV4,
+    /// Frame modes: the node's global IPv6 address and UDP port, where the --ipv6-share
+    /// phones' frames go (to the same --dst-mac); default: the node config's node.ipv6 at
+    /// its port.
+    #[arg(long)]
+    pub node_addr6: Option<SocketAddrV6>,
+    /// Frame modes: the IPv6 phones' address and first UDP source port.
+    #[arg(long, default_value = "[fd99::2]:40000")]
+    pub src6: SocketAddrV6,
     /// Frame modes: source ports used, from --src's port on (spreads RSS).
     #[arg(long, default_value_t = 64)]
     pub src_ports: u16,
@@ -140,6 +155,19 @@ pub struct Args {
     pub eal: Vec<String>,
 }
 
+/// Where a node config says the node serves IPv6: `[socket] bind6`, else `node.ipv6`, at
+/// that port, else `node.port` (7000 for a port the node picks: 0).
+fn server6_of(c: &NodeConfig) -> Option<SocketAddrV6> {
+    let std::net::SocketAddr::V6(a) = c.socket_bind6()? else {
+        return None;
+    };
+    let port = [a.port(), c.node.port]
+        .into_iter()
+        .find(|&p| p != 0)
+        .unwrap_or(7000);
+    Some(SocketAddrV6::new(*a.ip(), port, 0, a.scope_id()))
+}
+
 fn mac(s: &str) -> anyhow::Result<[u8; 6]> {
     parse_mac(s).ok_or_else(|| anyhow::anyhow!("{s:?} is not a MAC address"))
 }
@@ -208,10 +236,16 @@ fn run(a: Args) -> anyhow::Result<ExitCode> {
     for (name, v) in [
         ("bad-share", a.bad_share),
         ("foreign-share", a.foreign_share),
+        ("ipv6-share", a.ipv6_share),
     ] {
         if !(0.0..=1.0).contains(&v) {
             anyhow::bail!("--{name} {v} is not within 0..1");
         }
+    }
+    if a.ipv6_share > 0.0 && fleet {
+        anyhow::bail!(
+            "--ipv6-share is not for --nodes: a fleet's nodes are listed by IPv4 address"
+        );
     }
     if a.users == 0
         || a.users > u64::from(u32::MAX - 1)
@@ -239,6 +273,7 @@ fn run(a: Args) -> anyhow::Result<ExitCode> {
         seed: a.seed,
         token_expiry: u32::try_from(expiry).context("token expiry past 2106")?,
         fleet,
+        ipv6_share: a.ipv6_share,
     };
     let built = std::time::Instant::now();
     let pop = Population::new(spec, &token_key);
@@ -286,22 +321,47 @@ fn run(a: Args) -> anyhow::Result<ExitCode> {
         src_port: a.src.port(),
         dst_port: node_addr.port(),
     };
+    // The IPv6 phones' frames: the node's global address (its link-local one is for
+    // neighbours, not for phones behind a router).
+    let node_addr6 = a.node_addr6.or_else(|| {
+        let c = config.as_ref()?;
+        Some(SocketAddrV6::new(c.node.ipv6?, node_addr.port(), 0, 0))
+    });
+    let flow6 = match node_addr6 {
+        Some(n) if a.ipv6_share > 0.0 => Some(Flow6 {
+            src_mac: flow.src_mac,
+            dst_mac: flow.dst_mac,
+            vlan: None,
+            src_ip: a.src6.ip().octets(),
+            dst_ip: n.ip().octets(),
+            src_port: a.src6.port(),
+            dst_port: n.port(),
+        }),
+        _ => None,
+    };
+    if a.ipv6_share > 0.0 && a.io != Io::Socket && flow6.is_none() {
+        anyhow::bail!("--ipv6-share needs the node's IPv6 address: --node-addr6, or a node config with node.ipv6");
+    }
     let started_unix_ms = unix_ms();
     let (target, elapsed) = match a.io {
         Io::Socket => {
             let server = a.server.unwrap_or(node_addr);
+            let server6 = a.server6.or(config.as_ref().and_then(server6_of));
             let o = socket::Options {
                 server,
+                server6: server6.filter(|_| a.ipv6_share > 0.0),
                 nodes: a.nodes.clone(),
                 sockets: a.sockets,
                 batch: a.batch,
             };
             let e = socket::run(&mut gen, &o, &signals.stop, pcap.as_mut(), &mut live)?;
-            let target = if fleet {
-                let list: Vec<String> = a.nodes.iter().map(|n| n.to_string()).collect();
-                format!("udp {}", list.join(","))
-            } else {
-                format!("udp {server}")
+            let target = match server6.filter(|_| a.ipv6_share > 0.0) {
+                _ if fleet => {
+                    let list: Vec<String> = a.nodes.iter().map(|n| n.to_string()).collect();
+                    format!("udp {}", list.join(","))
+                }
+                Some(v6) => format!("udp {server} and udp6 {v6}"),
+                None => format!("udp {server}"),
             };
             (target, e)
         }
@@ -312,6 +372,7 @@ fn run(a: Args) -> anyhow::Result<ExitCode> {
                 rx_desc: 1024,
                 tx_desc: 1024,
                 flow,
+                flow6,
                 src_mac_from_port: a.src_mac.is_none(),
                 src_ports: a.src_ports,
                 link_wait: Duration::from_secs_f64(a.link_wait),
@@ -321,7 +382,11 @@ fn run(a: Args) -> anyhow::Result<ExitCode> {
             eal.extend(a.eal.iter().cloned());
             let e =
                 shake_gen::dpdk::run(&mut gen, &eal, &o, &signals.stop, pcap.as_mut(), &mut live)?;
-            (format!("dpdk {} to {node_addr}", a.port), e)
+            let to6 = match node_addr6.filter(|_| flow6.is_some()) {
+                Some(n) => format!(" and {n}"),
+                None => String::new(),
+            };
+            (format!("dpdk {} to {node_addr}{to6}", a.port), e)
         }
         #[cfg(not(feature = "dpdk"))]
         Io::Dpdk => anyhow::bail!("this build has no DPDK (built without the `dpdk` feature)"),
@@ -334,21 +399,24 @@ fn run(a: Args) -> anyhow::Result<ExitCode> {
             };
             // Timestamps as if sent at --rate (or 1 Mpps), for replays that honour them.
             let step = 1e9 / a.rate.unwrap_or(1e6);
-            let mut frame = [0u8; 128];
+            let mut frame = [0u8; 160];
             for i in 0..count {
                 let t = (i as f64 * step) as u64;
                 let Some(r) = gen.next(t) else { break };
-                let f = Flow {
-                    src_port: flow
-                        .src_port
-                        .wrapping_add((r.user % usize::from(a.src_ports.max(1))) as u16),
-                    ..flow
+                let port = (r.user % usize::from(a.src_ports.max(1))) as u16;
+                let payload = shake::client::payload(&r.repr);
+                let len = match flow6 {
+                    Some(f6) if r.ipv6 => Flow6 {
+                        src_port: f6.src_port.wrapping_add(port),
+                        ..f6
+                    }
+                    .emit(&mut frame, &payload),
+                    _ => Flow {
+                        src_port: flow.src_port.wrapping_add(port),
+                        ..flow
+                    }
+                    .emit(&mut frame, &payload, r.repr.seq as u16),
                 };
-                let len = f.emit(
-                    &mut frame,
-                    &shake::client::payload(&r.repr),
-                    r.repr.seq as u16,
-                );
                 w.write(t, &frame[..len])
                     .context("writing the --pcap-out file")?;
             }

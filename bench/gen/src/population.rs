@@ -4,7 +4,9 @@
 //! User `k` (0-based) has a user id that belongs to node `node_index` of `node_count`
 //! (`id mod node_count == node_index`, SPEC section 2), except a chosen share of users that
 //! belong to other nodes (to exercise REDIRECT). A chosen share has a bad token (the right
-//! MAC with one bit flipped: DENIED). Both shares are picked by a hash of `k` and the seed, so
+//! MAC with one bit flipped: DENIED). A chosen share of phones reaches the node over IPv6
+//! (their carrier's network is IPv6), the others over IPv4: a phone keeps its family, as a
+//! phone on one network does. The shares are picked by a hash of `k` and the seed, so
 //! a population is the same on every run. Tokens are computed once, up front: the send path
 //! only copies them.
 //!
@@ -48,6 +50,8 @@ pub struct Spec {
     /// A fleet: users belong to every node in turn and `node_index` is unused (see the
     /// module's documentation).
     pub fleet: bool,
+    /// Share of phones that shake over IPv6, 0..=1 (1: all).
+    pub ipv6_share: f64,
 }
 
 /// splitmix64: a cheap, well-mixed hash for picking shares.
@@ -71,6 +75,8 @@ pub struct Population {
     classes: Vec<Class>,
     /// A fleet's users: the node each shakes at first (empty otherwise: `node_index`).
     first: Vec<u32>,
+    /// Whether each user shakes over IPv6 (empty without an IPv6 share: none does).
+    ipv6: Vec<bool>,
 }
 
 impl Population {
@@ -84,8 +90,13 @@ impl Population {
             Vec::with_capacity(n),
         );
         let mut first = Vec::with_capacity(if spec.fleet { n } else { 0 });
+        let mut ipv6 = Vec::with_capacity(if spec.ipv6_share > 0.0 { n } else { 0 });
         for k in 0..spec.users {
             let h = mix(k ^ spec.seed.rotate_left(17));
+            if spec.ipv6_share > 0.0 {
+                // Its own draw, so the other shares stay what they were without IPv6.
+                ipv6.push(unit(mix(h ^ 6)) < spec.ipv6_share);
+            }
             let bad = unit(h) < spec.bad_share;
             let foreign = !bad && count > 1 && unit(mix(h)) < spec.foreign_share;
             // Ids from `count` on, so no user is 0; the k-th own id is (k+1)*count + index.
@@ -122,6 +133,7 @@ impl Population {
             tokens,
             classes,
             first,
+            ipv6,
         }
     }
 
@@ -157,6 +169,17 @@ impl Population {
     #[inline]
     pub fn first_node(&self, k: usize) -> u32 {
         self.first.get(k).copied().unwrap_or(self.spec.node_index)
+    }
+
+    /// Whether user `k` shakes over IPv6.
+    #[inline]
+    pub fn ipv6(&self, k: usize) -> bool {
+        self.ipv6.get(k).copied().unwrap_or(false)
+    }
+
+    /// How many users shake over IPv6.
+    pub fn ipv6_users(&self) -> u64 {
+        self.ipv6.iter().filter(|&&v6| v6).count() as u64
     }
 
     /// How many users of each class: (own, foreign, bad token).
@@ -272,6 +295,7 @@ mod test {
             seed: 5,
             token_expiry: 2_000_000_000,
             fleet: false,
+            ipv6_share: 0.0,
         }
     }
 
@@ -348,6 +372,34 @@ mod test {
         assert!(legal(Class::Foreign, 7, 4, 3, Nothing, 0).is_ok());
         assert!(legal(Class::Foreign, 7, 4, 3, Redirect, 3).is_err());
         assert!(legal(Class::BadToken, 7, 4, 3, Denied, 0).is_ok());
+    }
+
+    #[test]
+    fn a_share_of_phones_shake_over_ipv6_and_keep_the_other_shares() {
+        let v4 = Population::new(spec(10_000), &KEY);
+        assert_eq!(v4.ipv6_users(), 0);
+        let with = |share| {
+            Population::new(
+                Spec {
+                    ipv6_share: share,
+                    ..spec(10_000)
+                },
+                &KEY,
+            )
+        };
+        let mixed = with(0.3);
+        let n = mixed.ipv6_users();
+        assert!((2_700..3_300).contains(&n), "{n} of 10000 over IPv6");
+        assert_eq!(n, (0..10_000).filter(|&k| mixed.ipv6(k)).count() as u64);
+        // The same users, tokens and classes as without IPv6.
+        for k in 0..10_000 {
+            assert_eq!(
+                (mixed.id(k), mixed.token(k), mixed.class(k)),
+                (v4.id(k), v4.token(k), v4.class(k))
+            );
+        }
+        assert_eq!(with(1.0).ipv6_users(), 10_000, "1: all");
+        assert_eq!(with(0.0).ipv6_users(), 0);
     }
 
     #[test]

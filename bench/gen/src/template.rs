@@ -8,15 +8,18 @@
 //! partial checksums are computed once; a request then costs one copy of the template, the
 //! stores of its variable fields, and checksums summed from the field values in registers.
 //! The bytes are exactly [`Flow::emit`]'s (tests below).
+//!
+//! IPv6 requests ([`RequestTemplate::new6`]) are the same but simpler: IPv6 has no header
+//! checksum and no identification, so only the UDP part varies; their bytes are exactly
+//! [`Flow6::emit`]'s.
 
-use shake::client::{payload, Flow};
-use shake::wire::checksum;
-use shake::wire::ipv4;
+use shake::client::{payload, Flow, Flow6};
 use shake::wire::shake::{req, ShakeRequestRepr, PAYLOAD_LEN};
 use shake::wire::udp;
+use shake::wire::{checksum, ipv4, ipv6};
 
-/// The longest frame a template holds: Ethernet with a VLAN tag, IPv4, UDP, SHAKE/1.
-const MAX_FRAME: usize = 18 + ipv4::HEADER_LEN + udp::HEADER_LEN + PAYLOAD_LEN;
+/// The longest frame a template holds: Ethernet with a VLAN tag, IPv6, UDP, SHAKE/1.
+const MAX_FRAME: usize = 18 + ipv6::HEADER_LEN + udp::HEADER_LEN + PAYLOAD_LEN;
 
 /// One flow's request frames, but for the source port, the IPv4 ident and the payload.
 #[derive(Debug, Clone)]
@@ -25,12 +28,26 @@ pub struct RequestTemplate {
     len: usize,
     /// Offset of the IPv4 header.
     l3: usize,
-    /// Sum of the IPv4 header with ident and checksum zero.
-    ip_sum: u32,
+    /// Offset of the UDP header.
+    l4: usize,
+    /// Sum of the IPv4 header with ident and checksum zero; `None` over IPv6, which has
+    /// neither.
+    ip_sum: Option<u32>,
     /// Pseudo header plus the UDP datagram with source port, checksum and the payload's
     /// variable fields zero.
     udp_sum: u32,
 }
+
+/// A request with every variable field zero: what a template is built from.
+const ZERO: ShakeRequestRepr = ShakeRequestRepr {
+    shakes: 0,
+    user_id: 0,
+    seq: 0,
+    config_version: 0,
+    client_ts: 0,
+    token_expiry: 0,
+    token: 0,
+};
 
 /// Ones-complement partial sums of big-endian fields, from their values.
 #[inline(always)]
@@ -44,22 +61,14 @@ fn sum32(v: u32) -> u32 {
 }
 
 impl RequestTemplate {
+    /// Requests over IPv4 on `flow`.
     pub fn new(flow: &Flow) -> RequestTemplate {
         let mut frame = [0u8; MAX_FRAME];
-        let zero = ShakeRequestRepr {
-            shakes: 0,
-            user_id: 0,
-            seq: 0,
-            config_version: 0,
-            client_ts: 0,
-            token_expiry: 0,
-            token: 0,
-        };
         let flow = Flow {
             src_port: 0,
             ..*flow
         };
-        let len = flow.emit(&mut frame, &payload(&zero), 0);
+        let len = flow.emit(&mut frame, &payload(&ZERO), 0);
         let l3 = len - PAYLOAD_LEN - udp::HEADER_LEN - ipv4::HEADER_LEN;
         let l4 = l3 + ipv4::HEADER_LEN;
         frame[l3 + 10..l3 + 12].fill(0);
@@ -73,7 +82,32 @@ impl RequestTemplate {
             frame,
             len,
             l3,
-            ip_sum,
+            l4,
+            ip_sum: Some(ip_sum),
+            udp_sum,
+        }
+    }
+
+    /// Requests over IPv6 on `flow`.
+    pub fn new6(flow: &Flow6) -> RequestTemplate {
+        let mut frame = [0u8; MAX_FRAME];
+        let flow = Flow6 {
+            src_port: 0,
+            ..*flow
+        };
+        let len = flow.emit(&mut frame, &payload(&ZERO));
+        let l4 = len - PAYLOAD_LEN - udp::HEADER_LEN;
+        let l3 = l4 - ipv6::HEADER_LEN;
+        frame[l4 + 6..l4 + 8].fill(0);
+        let udp_len = (len - l4) as u32;
+        let udp_sum = checksum::pseudo_header_v6(flow.src_ip, flow.dst_ip, ipv6::NEXT_UDP, udp_len)
+            + checksum::sum(&frame[l4..len]);
+        RequestTemplate {
+            frame,
+            len,
+            l3,
+            l4,
+            ip_sum: None,
             udp_sum,
         }
     }
@@ -88,18 +122,20 @@ impl RequestTemplate {
     }
 
     /// Writes the request frame into `buf` (at least [`len`](Self::len) bytes) and returns
-    /// its length: the bytes of `Flow { src_port, ..flow }.emit(buf, &payload(r), ident)`.
+    /// its length: the bytes of `Flow { src_port, ..flow }.emit(buf, &payload(r), ident)`
+    /// (over IPv6, of `Flow6 { src_port, ..flow }.emit(buf, &payload(r))`: no ident).
     #[inline]
     pub fn write(&self, buf: &mut [u8], src_port: u16, r: &ShakeRequestRepr, ident: u16) -> usize {
         let buf = &mut buf[..self.len];
         buf.copy_from_slice(&self.frame[..self.len]);
-        let l3 = self.l3;
-        let l4 = l3 + ipv4::HEADER_LEN;
+        let (l3, l4) = (self.l3, self.l4);
         let p = l4 + udp::HEADER_LEN;
 
-        buf[l3 + 4..l3 + 6].copy_from_slice(&ident.to_be_bytes());
-        let ip = !checksum::fold(self.ip_sum + u32::from(ident));
-        buf[l3 + 10..l3 + 12].copy_from_slice(&ip.to_be_bytes());
+        if let Some(ip_sum) = self.ip_sum {
+            buf[l3 + 4..l3 + 6].copy_from_slice(&ident.to_be_bytes());
+            let ip = !checksum::fold(ip_sum + u32::from(ident));
+            buf[l3 + 10..l3 + 12].copy_from_slice(&ip.to_be_bytes());
+        }
 
         buf[l4..l4 + 2].copy_from_slice(&src_port.to_be_bytes());
         let put = |buf: &mut [u8], at: std::ops::Range<usize>, bytes: &[u8]| {
@@ -123,7 +159,8 @@ impl RequestTemplate {
             + sum32(r.token_expiry)
             + sum64(r.token);
         let ck = !checksum::fold(sum);
-        // A computed zero is sent as 0xffff (RFC 768: zero means "no checksum").
+        // A computed zero is sent as 0xffff (RFC 768: zero means "no checksum"; RFC 8200
+        // 8.1: over IPv6 zero is wrong).
         let ck = if ck == 0 { 0xffff } else { ck };
         buf[l4 + 6..l4 + 8].copy_from_slice(&ck.to_be_bytes());
         self.len
@@ -159,6 +196,30 @@ mod test {
         }
     }
 
+    fn flow6(vlan: Option<u16>) -> Flow6 {
+        Flow6 {
+            src_mac: [2, 0, 0, 0, 0, 2],
+            dst_mac: [2, 0, 0, 0, 0, 1],
+            vlan,
+            src_ip: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            dst_ip: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            src_port: 40_000,
+            dst_port: 7000,
+        }
+    }
+
+    fn same_as_emit6(f: &Flow6, src_port: u16, r: &ShakeRequestRepr, ident: u16) {
+        let t = RequestTemplate::new6(f);
+        let mut fast = [0xa5u8; MAX_FRAME];
+        let mut slow = [0x5au8; MAX_FRAME];
+        let n = t.write(&mut fast, src_port, r, ident);
+        let m = Flow6 { src_port, ..*f }.emit(&mut slow, &payload(r));
+        assert_eq!(n, m);
+        assert_eq!(fast[..n], slow[..m], "{r:?} port {src_port}");
+        // And an independent reader finds its checksum valid.
+        shake::wire::Datagram6::parse_verified(&fast[..n]).unwrap();
+    }
+
     fn same_as_emit(f: &Flow, src_port: u16, r: &ShakeRequestRepr, ident: u16) {
         let t = RequestTemplate::new(f);
         let mut fast = [0xa5u8; MAX_FRAME];
@@ -189,6 +250,21 @@ mod test {
         });
         assert!(hit.is_some());
         same_as_emit(&f, 1234, &r, 9);
+        // The same over IPv6.
+        for vlan in [None, Some(7)] {
+            let f = flow6(vlan);
+            same_as_emit6(&f, 0, &repr([0; 7]), 0);
+            same_as_emit6(&f, u16::MAX, &repr([u64::MAX; 7]), u16::MAX);
+        }
+        let f = flow6(None);
+        let t = RequestTemplate::new6(&f);
+        let hit = (0..=u16::MAX).find(|&w| {
+            r.token = u64::from(w);
+            t.write(&mut buf, 1234, &r, 9);
+            buf[t.len() - PAYLOAD_LEN - 2..t.len() - PAYLOAD_LEN] == [0xff, 0xff]
+        });
+        assert!(hit.is_some());
+        same_as_emit6(&f, 1234, &r, 9);
     }
 
     proptest! {
@@ -200,6 +276,16 @@ mod test {
             vlan in proptest::option::of(0u16..4096),
         ) {
             same_as_emit(&flow(vlan), src_port, &repr(v), ident);
+        }
+
+        #[test]
+        fn ipv6_bytes_are_those_of_flow6_emit(
+            v in proptest::array::uniform7(any::<u64>()),
+            src_port in any::<u16>(),
+            ident in any::<u16>(),
+            vlan in proptest::option::of(0u16..4096),
+        ) {
+            same_as_emit6(&flow6(vlan), src_port, &repr(v), ident);
         }
     }
 }

@@ -109,3 +109,94 @@ fn gen_dpdk_mode_over_memif_agrees_with_the_appliance() {
         "{r}"
     );
 }
+
+#[test]
+fn gen_dpdk_mode_plays_ipv6_phones_beside_ipv4_ones() {
+    let node = NodeDir::new(
+        unix_s(),
+        "[[round]]\nid = 1\nstart_s = 0\nduration_s = 3600\nwin_probability = 0.3\ngreeting_probability = 0.3\n",
+        1,
+        "",
+    );
+    let p = node.path();
+    let prefix = file_prefix("gen-dpdk6-node");
+    let socket = p.join("node.memif");
+    // The node serves IPv6 at a documentation address; the generator takes it from the
+    // config and sends those frames to the node's MAC, as it does IPv4 ones.
+    let text = NodeToml::new("10.99.4.1", 100_000)
+        .port(7000)
+        .extra(&memif_server_sections(&prefix, &socket))
+        .text();
+    let ipv4 = "ipv4 = \"10.99.4.1\"";
+    assert!(text.contains(ipv4));
+    std::fs::write(
+        node.config(),
+        text.replacen(ipv4, &format!("{ipv4}\nipv6 = \"2001:db8:4::1\""), 1),
+    )
+    .unwrap();
+    let app = Appliance::start(&node.config(), &prefix, None, false);
+
+    let gen_prefix = file_prefix("gen-dpdk6-gen");
+    let _gen_runtime = RuntimeDir::new(&gen_prefix);
+    let report = p.join("gen.json");
+    const SENT6: u64 = 20_000;
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_shake-gen"))
+            .args(["--io", "dpdk", "--quiet", "--node-config"])
+            .arg(node.config())
+            .args([
+                "--users",
+                "3000",
+                "--bad-share",
+                "0.02",
+                "--ipv6-share",
+                "0.5",
+            ])
+            .args(["--rate", "100000", "--count", &SENT6.to_string()])
+            .args(["--duration", "20", "--report"])
+            .arg(&report)
+            .args(["--", "--no-pci", "--no-huge", "-m", "256", "--no-shconf"])
+            .args([
+                "--file-prefix",
+                &gen_prefix,
+                "--lcores",
+                "0@0",
+                "--log-level",
+                "error",
+            ])
+            .arg(format!(
+                "--vdev=net_memif0,role=client,id=0,socket={}",
+                socket.display()
+            )),
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let (status, lines) = app.stop(Duration::from_secs(15));
+    assert!(status.success(), "appliance exit {status}");
+    let c = final_counters(&lines);
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+
+    let sent = n(&r, &["tally", "sent"]);
+    let answered = n(&r, &["tally", "answered"]);
+    assert_eq!(sent, SENT6, "{r}");
+    for k in ["invalid", "unmatched", "rx_bad_checksum", "rx_other"] {
+        assert_eq!(n(&r, &["tally", k]), 0, "{k}: {r}");
+    }
+    assert_eq!(answered + n(&r, &["lost"]), sent, "{r}");
+    let f = |family: &str, k: &str| n(&r, &["families", family, k]);
+    assert_eq!(f("ipv4", "sent") + f("ipv6", "sent"), sent);
+    assert_eq!(f("ipv4", "answered") + f("ipv6", "answered"), answered);
+    for family in ["ipv4", "ipv6"] {
+        let (s, a) = (f(family, "sent"), f(family, "answered"));
+        assert!(s > SENT6 / 3, "{family}: {s} sent: {r}");
+        assert!(a * 100 >= s * 95, "{family}: {a} of {s} answered: {r}");
+    }
+    assert!(r["meta"]["target"]
+        .as_str()
+        .unwrap()
+        .contains("[2001:db8:4::1]:7000"));
+    // Every request reached the node, and every answer it sent was validated.
+    assert_eq!(get("rx"), sent, "{c:?}");
+    assert_eq!(get("tx"), answered, "{c:?}");
+    assert_eq!(get("rx"), get("tx") + get("dropped"), "{c:?}");
+}

@@ -4,6 +4,8 @@
 #[path = "../../../tests/common/mod.rs"]
 mod common;
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 
 use common::{json_u64 as n, run_ok, unix_s, NodeDir, Server};
@@ -108,4 +110,218 @@ fn gen_socket_mode_validates_and_counts_every_answer() {
 
     let (status, _) = server.stop();
     assert!(status.success());
+}
+
+#[test]
+fn gen_socket_mode_plays_ipv6_phones_beside_ipv4_ones() {
+    // The node's IPv6 address is a documentation one; it serves on [::1] (and bind6 says
+    // so, so nothing defaults to an address off this host).
+    let node = NodeDir::new(
+        unix_s(),
+        "[[round]]\nid = 1\nstart_s = 0\nduration_s = 3600\nwin_probability = 0.3\ngreeting_probability = 0.3\n",
+        2,
+        "\n[socket]\nbind6 = \"[::1]:0\"\n",
+    );
+    let text = std::fs::read_to_string(node.config()).unwrap();
+    let ipv4 = "ipv4 = \"127.0.0.1\"";
+    assert!(text.contains(ipv4));
+    std::fs::write(
+        node.config(),
+        text.replacen(ipv4, &format!("{ipv4}\nipv6 = \"2001:db8::1\""), 1),
+    )
+    .unwrap();
+    let server = Server::start_socket6(&node.config(), 2);
+    let udp6 = server.udp6.unwrap().to_string();
+    let pcap = node.path().join("requests.pcap");
+
+    // Half the phones over IPv6, paced and bounded; both workers (handoffs), REDIRECT and
+    // DENIED over both families.
+    let r = gen(
+        &node,
+        "mixed",
+        server.udp,
+        &[
+            "--server6",
+            &udp6,
+            "--ipv6-share",
+            "0.5",
+            "--users",
+            "2000",
+            "--bad-share",
+            "0.05",
+            "--foreign-share",
+            "0.1",
+            "--rate",
+            "10000",
+            "--count",
+            "8000",
+            "--duration",
+            "10",
+            "--pcap-out",
+            pcap.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(n(&r, &["tally", "sent"]), 8_000);
+    assert_eq!(n(&r, &["tally", "invalid"]), 0, "{r}");
+    assert_eq!(n(&r, &["tally", "unmatched"]), 0, "{r}");
+    let f = |family: &str, k: &str| n(&r, &["families", family, k]);
+    assert_eq!(f("ipv4", "sent") + f("ipv6", "sent"), 8_000);
+    assert_eq!(
+        f("ipv4", "answered") + f("ipv6", "answered"),
+        n(&r, &["tally", "answered"])
+    );
+    let users6 = n(&r, &["users_ipv6"]);
+    assert!((800..1_200).contains(&users6), "{users6} of 2000 users");
+    for family in ["ipv4", "ipv6"] {
+        let (sent, answered) = (f(family, "sent"), f(family, "answered"));
+        assert!(sent > 3_000, "{family}: {sent} sent: {r}");
+        assert!(
+            answered * 100 >= sent * 95,
+            "{family}: {answered} of {sent}: {r}"
+        );
+        assert_eq!(f(family, "invalid"), 0);
+    }
+    let o = |k: &str| n(&r, &["outcomes", k]);
+    assert!(o("denied") > 0 && o("redirect") > 0, "{r}");
+    assert!(o("red_packet") + o("greeting") + o("nothing") > 0, "{r}");
+    assert!(
+        r["meta"]["target"].as_str().unwrap().contains("udp6"),
+        "{r}"
+    );
+    // The request stream: each family's frames, to the address its requests went to.
+    let (v4, v6) = pcap_families(&pcap, server.udp, server.udp6.unwrap());
+    assert_eq!((v4, v6), (f("ipv4", "sent"), f("ipv6", "sent")));
+
+    // Every phone over IPv6.
+    let r = gen(
+        &node,
+        "all6",
+        server.udp,
+        &[
+            "--server6",
+            &udp6,
+            "--ipv6-share",
+            "1",
+            "--users",
+            "500",
+            "--user-offset",
+            "100000",
+            "--rate",
+            "10000",
+            "--count",
+            "1000",
+        ],
+    );
+    assert_eq!(n(&r, &["families", "ipv6", "sent"]), 1_000, "{r}");
+    assert_eq!(n(&r, &["families", "ipv4", "sent"]), 0, "{r}");
+    assert_eq!(n(&r, &["tally", "invalid"]), 0, "{r}");
+    assert!(n(&r, &["families", "ipv6", "answered"]) >= 950, "{r}");
+
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn gen_ipv6_phones_need_the_nodes_ipv6_address() {
+    let node = NodeDir::new(
+        unix_s(),
+        "[[round]]\nid = 1\nstart_s = 0\nduration_s = 3600\nwin_probability = 0.3\n",
+        1,
+        "",
+    );
+    // No node.ipv6 in the config and no --server6: refused before anything is sent.
+    let out = Command::new(env!("CARGO_BIN_EXE_shake-gen"))
+        .args(["--io", "socket", "--quiet", "--server", "127.0.0.1:9"])
+        .args(["--ipv6-share", "0.5", "--count", "10", "--node-config"])
+        .arg(node.config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--server6") && err.contains("node.ipv6"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_shake-gen"))
+        .args(["--io", "socket", "--quiet", "--server", "127.0.0.1:9"])
+        .args(["--ipv6-share", "1.5", "--count", "10", "--node-config"])
+        .arg(node.config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ipv6-share 1.5"));
+}
+
+/// Counts the IPv4 and IPv6 request frames of a pcap the generator wrote, each checked (its
+/// checksums, the SHAKE/1 payload, and its destination: `to4` or `to6`).
+fn pcap_families(path: &Path, to4: SocketAddr, to6: SocketAddr) -> (u64, u64) {
+    use shake::wire::{Datagram, Datagram6};
+    let data = std::fs::read(path).unwrap();
+    let (mut v4, mut v6, mut at) = (0, 0, 24);
+    while at + 16 <= data.len() {
+        let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &data[at + 16..at + 16 + len];
+        at += 16 + len;
+        if let Ok(d) = Datagram::parse_verified(frame) {
+            assert_eq!(SocketAddr::from((d.dst_ip, d.dst_port)), to4);
+            assert_eq!(d.payload().len(), 64);
+            v4 += 1;
+        } else {
+            let d = Datagram6::parse_verified(frame).expect("an IPv4 or IPv6 request");
+            assert_eq!(SocketAddr::from((d.dst_ip, d.dst_port)), to6);
+            assert_eq!(d.payload().len(), 64);
+            v6 += 1;
+        }
+    }
+    assert_eq!(at, data.len(), "whole records");
+    (v4, v6)
+}
+
+#[test]
+fn gen_pcap_mode_writes_ipv6_frames_beside_ipv4_ones() {
+    let node = NodeDir::new(
+        unix_s(),
+        "[[round]]\nid = 1\nstart_s = 0\nduration_s = 3600\nwin_probability = 0.3\n",
+        1,
+        "",
+    );
+    let pcap = node.path().join("requests.pcap");
+    let stdout = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_shake-gen"))
+            .args([
+                "--io", "none", "--quiet", "--count", "1000", "--users", "500",
+            ])
+            .args(["--ipv6-share", "0.3", "--node-addr", "10.99.0.1:7000"])
+            .args(["--node-addr6", "[2001:db8::1]:7000", "--pcap-out"])
+            .arg(&pcap)
+            .arg("--node-config")
+            .arg(node.config()),
+    );
+    assert!(stdout.contains("gen: done"), "{stdout}");
+    let (v4, v6) = pcap_families(
+        &pcap,
+        "10.99.0.1:7000".parse().unwrap(),
+        "[2001:db8::1]:7000".parse().unwrap(),
+    );
+    assert_eq!(v4 + v6, 1000);
+    assert!((200..400).contains(&v6), "{v6} of 1000 over IPv6");
+    // Without the node's IPv6 address (none in the config), refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_shake-gen"))
+        .args([
+            "--io",
+            "none",
+            "--quiet",
+            "--count",
+            "10",
+            "--ipv6-share",
+            "0.3",
+        ])
+        .arg("--pcap-out")
+        .arg(&pcap)
+        .arg("--node-config")
+        .arg(node.config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--node-addr6"));
 }

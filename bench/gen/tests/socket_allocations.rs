@@ -3,7 +3,7 @@
 //! one, but for the once-a-second live line. Against an echo server on loopback (the echoed
 //! requests count as `echoed`), bounded in count and time.
 
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +16,10 @@ const BATCH: usize = 32;
 
 /// Echoes every datagram back to its sender until `stop`; allocates nothing itself (and is
 /// another thread: the counts below are the generator thread's only).
-fn echo_server(stop: Arc<AtomicBool>) -> (SocketAddrV4, std::thread::JoinHandle<()>) {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+fn echo_server(stop: Arc<AtomicBool>, at: &str) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let s = UdpSocket::bind(at).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    let addr = match s.local_addr().unwrap() {
-        std::net::SocketAddr::V4(a) => a,
-        a => panic!("{a}"),
-    };
+    let addr = s.local_addr().unwrap();
     let h = std::thread::spawn(move || {
         let mut buf = [0u8; 256];
         while !stop.load(Ordering::Relaxed) {
@@ -34,9 +31,22 @@ fn echo_server(stop: Arc<AtomicBool>) -> (SocketAddrV4, std::thread::JoinHandle<
     (addr, h)
 }
 
-/// Allocations made on this thread by a socket-mode run of `count` requests, and how many
-/// came back.
-fn allocations_of_a_run(server: SocketAddrV4, count: u64) -> (u64, u64) {
+/// Allocations made on this thread by a socket-mode run of `count` requests, `ipv6_share` of
+/// the phones at `server6`, and how many came back.
+fn allocations_of_a_run(
+    server: SocketAddr,
+    server6: Option<SocketAddr>,
+    ipv6_share: f64,
+    count: u64,
+) -> (u64, u64) {
+    let v4 = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => a,
+        a => panic!("{a}"),
+    };
+    let v6 = |a: SocketAddr| match a {
+        SocketAddr::V6(a) => a,
+        a => panic!("{a}"),
+    };
     let pop = Population::new(
         Spec {
             users: 1000,
@@ -48,6 +58,7 @@ fn allocations_of_a_run(server: SocketAddrV4, count: u64) -> (u64, u64) {
             seed: 1,
             token_expiry: 2_000_000_000,
             fleet: false,
+            ipv6_share,
         },
         &MacKey::from_bytes([1; 16]),
     );
@@ -62,7 +73,8 @@ fn allocations_of_a_run(server: SocketAddrV4, count: u64) -> (u64, u64) {
     };
     let mut gen = Generator::new(pop, plan, MacKey::from_bytes([2; 16]));
     let o = Options {
-        server,
+        server: v4(server),
+        server6: server6.map(v6),
         nodes: Vec::new(),
         sockets: 2,
         batch: BATCH,
@@ -78,11 +90,30 @@ fn allocations_of_a_run(server: SocketAddrV4, count: u64) -> (u64, u64) {
 #[test]
 fn socket_mode_allocates_nothing_per_batch() {
     let stop = Arc::new(AtomicBool::new(false));
-    let (server, h) = echo_server(stop.clone());
-    let (few, back_few) = allocations_of_a_run(server, 1_000);
-    let (many, back_many) = allocations_of_a_run(server, 61_000);
+    let (server, h) = echo_server(stop.clone(), "127.0.0.1:0");
+    let (few, back_few) = allocations_of_a_run(server, None, 0.0, 1_000);
+    let (many, back_many) = allocations_of_a_run(server, None, 0.0, 61_000);
     stop.store(true, Ordering::Relaxed);
     h.join().unwrap();
+    assert_few_allocations((few, back_few), (many, back_many));
+}
+
+#[test]
+fn socket_mode_with_ipv6_phones_allocates_nothing_per_batch() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (server, h) = echo_server(stop.clone(), "127.0.0.1:0");
+    let (server6, h6) = echo_server(stop.clone(), "[::1]:0");
+    let (few, back_few) = allocations_of_a_run(server, Some(server6), 0.5, 1_000);
+    let (many, back_many) = allocations_of_a_run(server, Some(server6), 0.5, 61_000);
+    stop.store(true, Ordering::Relaxed);
+    h.join().unwrap();
+    h6.join().unwrap();
+    assert_few_allocations((few, back_few), (many, back_many));
+}
+
+/// Runs of 1 000 and 61 000 requests: (allocations, requests back) of each.
+#[track_caller]
+fn assert_few_allocations((few, back_few): (u64, u64), (many, back_many): (u64, u64)) {
     // Loopback drops what the echo thread has no time for on a busy machine; enough must
     // come back to exercise receiving.
     assert!(
