@@ -117,9 +117,15 @@ bench-ship: deps
 bench-e2e: deps
 	bash bench/e2e.sh
 
+# IPv4 beside IPv6 on net_pcap (bench/pcap6.sh): alternating phases, rx rates and ratios;
+# results in build/bench-ipv6/result.txt.
+.PHONY: bench-ipv6
+bench-ipv6: deps
+	bash bench/pcap6.sh
+
 # Everything, in one run: the micro-benchmarks, then the end-to-end phases, whose table takes
 # (d) from the datapath run just made.
-bench: bench-datapath bench-seeds bench-fleet bench-ship
+bench: bench-datapath bench-seeds bench-fleet bench-ship bench-ipv6
 	SKIP_MICRO=1 bash bench/e2e.sh
 
 # --- Soak (bench/soak.sh, not in `make test`): SOAK_SECONDS (300) of phones obeying

@@ -4,7 +4,7 @@
 # 1. seeds for the demo activity (one shard: the demo node has one worker);
 # 2. `shake serve --config nic-config/demo.toml` (net_memif server port, shards, journals);
 # 3. `shake-gen` (bench/gen) as a second DPDK process on the memif client side: 100k phones, 1% bad
-#    tokens, obeying retry_after_ms, 10 s; every answer validated;
+#    tokens, a third of them over IPv6, obeying retry_after_ms, 10 s; every answer validated;
 # 4. SIGTERM to the appliance (clean close), then `shake reconcile` of the money.
 #
 # Both DPDK processes have --no-pci and their own --file-prefix; hugepages are used if they
@@ -54,8 +54,8 @@ done
 grep -q "serving SHAKE/1" "$DEMO/appliance.log" || { echo "demo: the appliance did not come up in 30 s" >&2; cat "$DEMO/appliance.log" >&2; exit 1; }
 grep -E "^shake:" "$DEMO/appliance.log" | sed 's/^/appliance> /'
 
-echo "demo: generator: 100k phones for 10 s over net_memif"
-"$GEN" --io dpdk --node-config nic-config/demo.toml --users 100000 --bad-share 0.01 \
+echo "demo: generator: 100k phones (a third over IPv6) for 10 s over net_memif"
+"$GEN" --io dpdk --node-config nic-config/demo.toml --users 100000 --bad-share 0.01 --ipv6-share 0.33 \
     --obey-retry --rate 100000 --duration 10 --count 1000000 --idle-sleep-us 50 \
     --report "$DEMO/gen.json" --svg "$DEMO" \
     -- --no-pci ${HUGE[@]+"${HUGE[@]}"} -m 256 --no-shconf --file-prefix shake-demo-gen --lcores 0@0 \
