@@ -30,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ "${NO_HUGE:-0}" != 1 ] && bash nic-config/hugepages.sh 1024 >"$OUT/hugepages.log" 2>&1; then
+if [ "${NO_HUGE:-0}" != 1 ] && bash nic-config/hugepages.sh 640 >"$OUT/hugepages.log" 2>&1; then
   MEM=--huge-unlink HUGE=true
 else
   MEM=--no-huge HUGE=false
