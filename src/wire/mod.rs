@@ -1,7 +1,8 @@
 //! Zero-copy views over frame bytes.
 //!
 //! Every layer the node speaks (Ethernet with at most one 802.1Q tag, ARP, IPv4, ICMP echo,
-//! UDP and the SHAKE/1 payload of SPEC section 2) is a *view*: a thin wrapper around a byte
+//! IPv6 with its extension headers, ICMPv6 echo and Neighbor Discovery, UDP and the SHAKE/1
+//! payload of SPEC section 2) is a *view*: a thin wrapper around a byte
 //! buffer (`T: AsRef<[u8]>`) whose getters decode a field on demand with
 //! `u16::from_be_bytes` and friends, and whose setters (available when `T: AsMut<[u8]>`) encode
 //! one field in place. This is the smoltcp design, chosen over `#[repr(packed)]` structs
@@ -22,11 +23,12 @@
 //! with full validation), `buffer_len` and `emit` (into a view). Generators and tests use the
 //! reprs; the hot path uses the views' setters.
 //!
-//! [`datagram`] reads a whole Ethernet/IPv4/UDP frame down to its payload through these views,
-//! for everything that reads frames from outside the worker (the generator, tests).
+//! [`datagram`] reads a whole Ethernet/IPv4/UDP frame ([`Datagram`]) or Ethernet/IPv6/UDP
+//! frame ([`Datagram6`]) down to its payload through these views, for everything that reads
+//! frames from outside the worker (the generator, tests).
 //!
 //! All multi-byte fields are big-endian (network order); addresses are plain byte arrays
-//! (`[u8; 6]` MAC, `[u8; 4]` IPv4) in wire order.
+//! (`[u8; 6]` MAC, `[u8; 4]` IPv4, `[u8; 16]` IPv6) in wire order.
 
 pub mod arp;
 pub mod checksum;
