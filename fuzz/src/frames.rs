@@ -43,9 +43,7 @@ pub const OUR_PORT: u16 = 7000;
 pub const OUR_IPV6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 /// fe80::ff:fe00:2, [`OUR_MAC`]'s modified EUI-64 (RFC 4291 appendix A), written out rather
 /// than derived with the datapath's function, so the node's derivation is checked too.
-pub const OUR_LINK_LOCAL: [u8; 16] = [
-    0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe, 0, 0, 2,
-];
+pub const OUR_LINK_LOCAL: [u8; 16] = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe, 0, 0, 2];
 /// ff02::1, where advertisements answering duplicate address detection probes go.
 pub const ALL_NODES: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 /// The round runs from 1_100_000 to 1_200_000 ms; the clock starts 50 s before it and
@@ -648,7 +646,10 @@ fn check_ipv6(
     assert!(ours6(&src), "answers come from one of our addresses");
     let probe = r.src == [0; 16];
     let to = if probe { ALL_NODES } else { r.src };
-    assert_eq!(dst, to, "back to the request's source (all-nodes for a probe)");
+    assert_eq!(
+        dst, to,
+        "back to the request's source (all-nodes for a probe)"
+    );
     match &sliced.transport {
         Some(TransportSlice::Udp(u)) => {
             assert!(!never_a_source6(&r.src), "answered a source it must not");
@@ -777,8 +778,14 @@ fn check_neighbor_advert(
     );
     let ns_sources = source_ll_options(&ns[24..]);
     if probe {
-        assert!(solicited(&r.dst), "a probe goes to the solicited-node group");
-        assert!(ns_sources.is_empty(), "a probe has no source link-layer option");
+        assert!(
+            solicited(&r.dst),
+            "a probe goes to the solicited-node group"
+        );
+        assert!(
+            ns_sources.is_empty(),
+            "a probe has no source link-layer option"
+        );
     } else {
         assert!(!never_a_source6(&r.src), "answered a source it must not");
     }
@@ -800,7 +807,11 @@ fn check_neighbor_advert(
     assert_eq!(flags & 0x80, 0, "Router clear");
     assert_eq!(flags & 0x40 != 0, !probe, "Solicited iff not a probe");
     assert_ne!(flags & 0x20, 0, "Override set");
-    assert_eq!((flags & 0x1f, &na[5..8]), (0, &[0u8; 3][..]), "reserved bits");
+    assert_eq!(
+        (flags & 0x1f, &na[5..8]),
+        (0, &[0u8; 3][..]),
+        "reserved bits"
+    );
     let target: [u8; 16] = na[8..24].try_into().unwrap();
     assert_eq!(target, ns_target, "the solicited target");
     assert_eq!(src, target, "an NA comes from its target");
