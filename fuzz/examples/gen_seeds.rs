@@ -6,13 +6,15 @@
 
 use std::path::{Path, PathBuf};
 
-use shake::client::{self, Flow};
+use shake::client::{self, Flow, Flow6};
 use shake::journal::format::{self as jf, JournalId, SegmentHeader};
 use shake::journal::{Claim, Kind};
 use shake::mac::MacKey;
 use shake::seed::manifest;
 use shake_fuzz::files::{JOURNAL_COMPACT_HEADER, SHARD_COMPACT_HEADER};
-use shake_fuzz::frames::{self, Burst, CLOCK_BASE_MS, OUR_IP, OUR_MAC, OUR_PORT, TOKEN_KEY};
+use shake_fuzz::frames::{
+    self, Burst, CLOCK_BASE_MS, OUR_IP, OUR_IPV6, OUR_LINK_LOCAL, OUR_MAC, OUR_PORT, TOKEN_KEY,
+};
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -54,7 +56,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
 
 fn flow(user_port: u16) -> Flow {
     Flow {
-        src_mac: [2, 0, 0, 0, 0, 9],
+        src_mac: PEER_MAC,
         dst_mac: OUR_MAC,
         vlan: None,
         src_ip: [10, 0, 0, 9],
@@ -111,6 +113,85 @@ fn icmp_echo() -> Vec<u8> {
     f.extend_from_slice(data);
     frames::repair(&mut f);
     f
+}
+
+const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 9];
+/// 2001:db8::9.
+const PEER6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+/// fe80::9.
+const PEER6_LL: [u8; 16] = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+
+fn flow6(user_port: u16) -> Flow6 {
+    Flow6 {
+        src_mac: PEER_MAC,
+        dst_mac: OUR_MAC,
+        vlan: None,
+        src_ip: PEER6,
+        dst_ip: OUR_IPV6,
+        src_port: user_port,
+        dst_port: OUR_PORT,
+    }
+}
+
+/// [`request`] over IPv6.
+fn request6(flow: &Flow6, user: u64, expiry: u32) -> Vec<u8> {
+    let key = MacKey::from_bytes(TOKEN_KEY);
+    let r = client::request(&key, user, 77, expiry, 0xfeed);
+    let mut buf = vec![0u8; 256];
+    let len = flow.emit(&mut buf, &client::payload(&r));
+    buf.truncate(len);
+    buf
+}
+
+/// An untagged IPv6 frame with a hop-by-hop header and a destination-options header (each
+/// 8 bytes: PadN) inserted before its upper layer; its checksums need no change.
+fn with_extensions6(f: &[u8]) -> Vec<u8> {
+    let upper = f[14 + 6];
+    let mut g = f[..54].to_vec();
+    g.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]);
+    g.extend_from_slice(&[upper, 0, 1, 4, 0, 0, 0, 0]);
+    g.extend_from_slice(&f[54..]);
+    g[14 + 6] = 0;
+    let pl = (g.len() - 54) as u16;
+    g[18..20].copy_from_slice(&pl.to_be_bytes());
+    g
+}
+
+/// An untagged Ethernet/IPv6 frame carrying the ICMPv6 message `icmp` (checksum repaired).
+fn icmp6(
+    macs: ([u8; 6], [u8; 6]),
+    src: [u8; 16],
+    dst: [u8; 16],
+    hop_limit: u8,
+    icmp: &[u8],
+) -> Vec<u8> {
+    let mut f = macs.0.to_vec();
+    f.extend_from_slice(&macs.1);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, hop_limit]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(icmp);
+    frames::repair(&mut f);
+    f
+}
+
+fn solicited_node(a: [u8; 16]) -> [u8; 16] {
+    let mut g = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0];
+    g[13..].copy_from_slice(&a[13..]);
+    g
+}
+
+/// A Neighbor Solicitation for `target` from `src`, to `target`'s solicited-node group (its
+/// multicast MAC), with the NDP options `opts`.
+fn neighbor_solicit(src: [u8; 16], target: [u8; 16], opts: &[u8]) -> Vec<u8> {
+    let group = solicited_node(target);
+    let mac = [0x33, 0x33, group[12], group[13], group[14], group[15]];
+    let mut m = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&target);
+    m.extend_from_slice(opts);
+    icmp6((mac, PEER_MAC), src, group, 255, &m)
 }
 
 fn burst(frames: Vec<Vec<u8>>, now_ms: u64) -> Burst {
@@ -173,6 +254,7 @@ fn frame_seeds(dir: &Path) {
     let mut b = burst(vec![wrong_port, one[..40].to_vec()], mid);
     b.repair = true;
     total += frame_seed(dir, "wrong-port-and-truncated", &b);
+    total += frame_seeds6(dir, mid, expiry);
     // The seeds reach every outcome, ARP and ICMP: the fuzzer starts past the checksums.
     for (name, n) in [
         "nothing",
@@ -191,6 +273,99 @@ fn frame_seeds(dir: &Path) {
     assert!(total.0.arp > 0 && total.0.icmp > 0);
 }
 
+/// The IPv6 seeds: each asserts what the node answered, so a seed that stops reaching its
+/// answer fails here, not silently in the fuzzer.
+fn frame_seeds6(dir: &Path, mid: u64, expiry: u32) -> frames::Summary {
+    let mut total = Total::default();
+    let f = flow6(40000);
+    let one = request6(&f, 1101, expiry);
+    let s = frame_seed(dir, "v6-request", &burst(vec![one.clone()], mid));
+    assert_eq!(s.shake6, 1);
+    total += s;
+    let mut b = burst(vec![one.clone()], mid);
+    b.udp_offload = true;
+    total += frame_seed(dir, "v6-request-offload", &b);
+    let ll = request6(
+        &Flow6 {
+            src_ip: PEER6_LL,
+            dst_ip: OUR_LINK_LOCAL,
+            ..f
+        },
+        1102,
+        expiry,
+    );
+    let mut b = burst(vec![with_extensions6(&one), ll], mid);
+    b.repair = true;
+    b.bursts = 2;
+    let s = frame_seed(dir, "v6-hop-by-hop-and-link-local", &b);
+    assert_eq!(s.shake6, 4);
+    total += s;
+    let vlan = request6(
+        &Flow6 {
+            vlan: Some(100),
+            ..f
+        },
+        1103,
+        expiry,
+    );
+    let mut b = burst(vec![vlan], mid);
+    b.udp_offload = true;
+    let s = frame_seed(dir, "v6-vlan-offload", &b);
+    assert_eq!(s.shake6, 1);
+    total += s;
+
+    // Neighbor Discovery: a solicitation to the solicited-node group with a source
+    // link-layer option, one for the link-local address, one for an address not ours.
+    let mut slla = vec![1, 1];
+    slla.extend_from_slice(&PEER_MAC);
+    let ns = vec![
+        neighbor_solicit(PEER6, OUR_IPV6, &slla),
+        neighbor_solicit(PEER6_LL, OUR_LINK_LOCAL, &slla),
+        neighbor_solicit(PEER6, PEER6, &slla),
+    ];
+    let s = frame_seed(dir, "v6-neighbor-solicit", &burst(ns, mid));
+    assert_eq!((s.ndp, s.ndp_dad), (2, 0));
+    total += s;
+    // Duplicate address detection probes (from ::): one with a nonce option (RFC 7527, as
+    // Linux sends them), one without options.
+    let nonce = [14, 1, 1, 2, 3, 4, 5, 6];
+    let dad = vec![
+        neighbor_solicit([0; 16], OUR_LINK_LOCAL, &nonce),
+        neighbor_solicit([0; 16], OUR_IPV6, &[]),
+    ];
+    let s = frame_seed(dir, "v6-dad-probe", &burst(dad, mid));
+    assert_eq!((s.ndp, s.ndp_dad), (2, 2));
+    total += s;
+
+    let mut echo = vec![128, 0, 0, 0, 0x12, 0x34, 0, 1];
+    echo.extend_from_slice(b"shake ping6 0123456789");
+    let pings = vec![
+        icmp6((OUR_MAC, PEER_MAC), PEER6, OUR_IPV6, 64, &echo),
+        icmp6((OUR_MAC, PEER_MAC), PEER6_LL, OUR_LINK_LOCAL, 1, &echo),
+    ];
+    let s = frame_seed(dir, "v6-echo", &burst(pings, mid));
+    assert_eq!(s.icmp6, 2);
+    total += s;
+
+    // IPv4 and IPv6 users in one burst, some on the other node, decided again and again.
+    let many: Vec<Vec<u8>> = (0..16u64)
+        .map(|u| {
+            if u % 2 == 0 {
+                request6(&flow6(41000 + u as u16), 3000 + u % 5, expiry)
+            } else {
+                request(&flow(41000 + u as u16), 3000 + u % 5, expiry, 100)
+            }
+        })
+        .collect();
+    let mut b = burst(many, mid);
+    b.node_count = 2;
+    b.bursts = 4;
+    let s = frame_seed(dir, "v6-mixed-burst", &b);
+    assert!(s.shake6 > 0);
+    total += s;
+    total.0
+}
+
 #[derive(Default)]
 struct Total(frames::Summary);
 
@@ -202,6 +377,10 @@ impl std::ops::AddAssign<frames::Summary> for Total {
         self.0.arp += s.arp;
         self.0.icmp += s.icmp;
         self.0.dropped += s.dropped;
+        self.0.shake6 += s.shake6;
+        self.0.icmp6 += s.icmp6;
+        self.0.ndp += s.ndp;
+        self.0.ndp_dad += s.ndp_dad;
     }
 }
 

@@ -5,9 +5,13 @@
 //!
 //! Input: byte 0 holds flags, bytes 1..3 the clock, then frames as a little-endian u16
 //! length and that many bytes (at most [`MAX_FRAMES`] frames of [`MAX_FRAME`] bytes). Flag
-//! bit 1 repairs each frame before it is sent (IPv4, UDP and ICMP checksums and the SHAKE/1
-//! token, all computed here), so mutations of the decision's inputs are not all lost to a
-//! checksum drop.
+//! bit 1 repairs each frame before it is sent (IPv4, UDP, ICMP and ICMPv6 checksums and the
+//! SHAKE/1 token, all computed here), so mutations of the decision's inputs are not all lost
+//! to a checksum drop.
+//!
+//! The node is dual stack ([`OUR_IPV6`], and the link-local address derived from
+//! [`OUR_MAC`], written out here as [`OUR_LINK_LOCAL`]): IPv6 frames reach SHAKE/1, Neighbor
+//! Solicitations (duplicate address detection probes too) and ICMPv6 echo.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
@@ -17,11 +21,11 @@ use std::sync::OnceLock;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use hashbrown::HashSet as FastSet;
 use shake::activity::Activity;
-use shake::counters::DropReason;
+use shake::counters::{DropReason, Reply};
 use shake::engine::users::UserTable;
 use shake::engine::winners::WinnerTable;
 use shake::engine::{Identity, Live, Throttle, Worker};
-use shake::frame::{process_burst, FrameConfig, Verdict};
+use shake::frame::{process_burst, FrameConfig, Ipv6Addrs, Verdict};
 use shake::journal::MemoryJournal;
 use shake::mac::MacKey;
 use shake::seed::{plan, MemorySource, SeedRecord};
@@ -35,6 +39,13 @@ pub const CLAIM_KEY: [u8; 16] = [9; 16];
 pub const OUR_IP: [u8; 4] = [10, 0, 0, 2];
 pub const OUR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 pub const OUR_PORT: u16 = 7000;
+/// 2001:db8::2.
+pub const OUR_IPV6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+/// fe80::ff:fe00:2, [`OUR_MAC`]'s modified EUI-64 (RFC 4291 appendix A), written out rather
+/// than derived with the datapath's function, so the node's derivation is checked too.
+pub const OUR_LINK_LOCAL: [u8; 16] = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe, 0, 0, 2];
+/// ff02::1, where advertisements answering duplicate address detection probes go.
+pub const ALL_NODES: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 /// The round runs from 1_100_000 to 1_200_000 ms; the clock starts 50 s before it and
 /// reaches 6.5 s past it.
 pub const CLOCK_BASE_MS: u64 = 1_050_000;
@@ -188,8 +199,87 @@ fn layers(f: &[u8]) -> Option<(usize, usize, usize)> {
     Some((l3, ihl, total))
 }
 
+/// Where the layers of an Ethernet (one optional 802.1Q tag) / IPv6 frame are, its
+/// extension headers walked (RFC 8200 4: hop-by-hop, routing and destination options by their
+/// length field, the fragment header 8 bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct Layers6 {
+    pub l3: usize,
+    /// Where the upper layer starts.
+    pub l4: usize,
+    /// The end of the IPv6 payload.
+    pub end: usize,
+    /// The upper layer's protocol.
+    pub proto: u8,
+    pub ext_headers: usize,
+    pub fragment: bool,
+    pub hop_limit: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+pub fn layers6(f: &[u8]) -> Option<Layers6> {
+    if f.len() < 14 {
+        return None;
+    }
+    let (mut l3, mut ethertype) = (14, be16(&f[12..]));
+    if ethertype == 0x8100 {
+        if f.len() < 18 {
+            return None;
+        }
+        l3 = 18;
+        ethertype = be16(&f[16..]);
+    }
+    if ethertype != 0x86dd || f.len() < l3 + 40 || f[l3] >> 4 != 6 {
+        return None;
+    }
+    let end = l3 + 40 + be16(&f[l3 + 4..]) as usize;
+    if end > f.len() {
+        return None;
+    }
+    let (mut proto, mut l4, mut ext_headers, mut fragment) = (f[l3 + 6], l3 + 40, 0, false);
+    loop {
+        let len = match proto {
+            0 | 43 | 60 if l4 + 2 <= end => (f[l4 + 1] as usize + 1) * 8,
+            44 => 8,
+            0 | 43 | 60 => return None,
+            _ => break,
+        };
+        if l4 + len > end {
+            return None;
+        }
+        fragment |= proto == 44;
+        proto = f[l4];
+        l4 += len;
+        ext_headers += 1;
+    }
+    Some(Layers6 {
+        l3,
+        l4,
+        end,
+        proto,
+        ext_headers,
+        fragment,
+        hop_limit: f[l3 + 7],
+        src: f[l3 + 8..l3 + 24].try_into().unwrap(),
+        dst: f[l3 + 24..l3 + 40].try_into().unwrap(),
+    })
+}
+
+/// The SHAKE/1 token of the 64-byte request payload `p`, made right.
+fn repair_token(p: &mut [u8]) {
+    let mut m = [0u8; 12];
+    m[..8].copy_from_slice(&p[8..16]);
+    m[8..].copy_from_slice(&p[32..36]);
+    let token = sip(&TOKEN_KEY, &m);
+    p[40..48].copy_from_slice(&token.to_be_bytes());
+}
+
 /// Makes a frame's checksums and SHAKE/1 token right, as a client would send them.
 pub fn repair(f: &mut [u8]) {
+    if let Some(l) = layers6(f) {
+        return repair6(f, &l);
+    }
     let Some((l3, ihl, total)) = layers(f) else {
         return;
     };
@@ -199,12 +289,7 @@ pub fn repair(f: &mut [u8]) {
         17 if end - l4 >= 8 => {
             let ulen = be16(&f[l4 + 4..]) as usize;
             if ulen == 8 + 64 && l4 + ulen <= end {
-                let p = l4 + 8;
-                let mut m = [0u8; 12];
-                m[..8].copy_from_slice(&f[p + 8..p + 16]);
-                m[8..].copy_from_slice(&f[p + 32..p + 36]);
-                let token = sip(&TOKEN_KEY, &m);
-                f[p + 40..p + 48].copy_from_slice(&token.to_be_bytes());
+                repair_token(&mut f[l4 + 8..l4 + ulen]);
             }
             if ulen >= 8 && l4 + ulen <= end && be16(&f[l4 + 6..]) != 0 {
                 f[l4 + 6..l4 + 8].fill(0);
@@ -224,6 +309,34 @@ pub fn repair(f: &mut [u8]) {
     f[l3 + 10..l3 + 12].fill(0);
     let ck = !fold(sum16(&f[l3..l4]));
     f[l3 + 10..l3 + 12].copy_from_slice(&ck.to_be_bytes());
+}
+
+/// [`repair`] over IPv6: the UDP checksum (always set: zero is wrong over IPv6) and the
+/// ICMPv6 checksum, both over the pseudo-header of RFC 8200 8.1 with the fixed header's
+/// addresses.
+fn repair6(f: &mut [u8], l: &Layers6) {
+    let (l4, end) = (l.l4, l.end);
+    let pseudo = |len: usize, proto: u8| sum16(&l.src) + sum16(&l.dst) + len as u64 + proto as u64;
+    match l.proto {
+        17 if end - l4 >= 8 => {
+            let ulen = be16(&f[l4 + 4..]) as usize;
+            if ulen == 8 + 64 && l4 + ulen <= end {
+                repair_token(&mut f[l4 + 8..l4 + ulen]);
+            }
+            if ulen >= 8 && l4 + ulen <= end {
+                f[l4 + 6..l4 + 8].fill(0);
+                let ck = !fold(pseudo(ulen, 17) + sum16(&f[l4..l4 + ulen]));
+                let ck = if ck == 0 { 0xffff } else { ck };
+                f[l4 + 6..l4 + 8].copy_from_slice(&ck.to_be_bytes());
+            }
+        }
+        58 if end - l4 >= 4 => {
+            f[l4 + 2..l4 + 4].fill(0);
+            let ck = !fold(pseudo(end - l4, 58) + sum16(&f[l4..end]));
+            f[l4 + 2..l4 + 4].copy_from_slice(&ck.to_be_bytes());
+        }
+        _ => {}
+    }
 }
 
 struct Fixture {
@@ -283,13 +396,19 @@ struct Paid {
     per_user_sponsor: HashSet<(u64, u32)>,
 }
 
-/// What a run answered: SHAKE/1 answers by outcome byte, ARP replies, ICMP echo replies.
+/// What a run answered: SHAKE/1 answers by outcome byte (both families), ARP replies, ICMP
+/// echo replies; over IPv6, SHAKE/1 answers, ICMPv6 echo replies and Neighbor
+/// Advertisements (those to duplicate address detection probes also in `ndp_dad`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
     pub outcomes: [u32; 7],
     pub arp: u32,
     pub icmp: u32,
     pub dropped: u32,
+    pub shake6: u32,
+    pub icmp6: u32,
+    pub ndp: u32,
+    pub ndp_dad: u32,
 }
 
 /// Runs the input's bursts and checks every answer.
@@ -297,7 +416,8 @@ pub fn run_and_check(b: &Burst) -> Summary {
     let mut summary = Summary::default();
     let cfg = FrameConfig {
         ipv4: OUR_IP,
-        ipv6: None,
+        // The link-local address is left to the node to derive from the MAC.
+        ipv6: Some(Ipv6Addrs::new(OUR_IPV6, None, OUR_MAC)),
         mac: OUR_MAC,
         udp_port: OUR_PORT,
         tx_udp_offload: b.udp_offload,
@@ -350,6 +470,9 @@ fn check_answer(
     if be16(&req[l2 - 2..]) == 0x0806 {
         summary.arp += 1;
         return check_arp(req, ans, l2);
+    }
+    if be16(&req[l2 - 2..]) == 0x86dd {
+        return check_ipv6(req, ans, l2, v, paid, summary);
     }
     // Ethernet: back to the sender, from the address it was sent to unless that was a
     // group address.
@@ -417,8 +540,13 @@ fn check_answer(
             let src = h.source();
             let dst = h.destination();
             match v {
-                Verdict::AnswerUdpOffload { l2_len, l3_len, .. } => {
-                    assert_eq!((*l2_len as usize, *l3_len), (l2, 20));
+                Verdict::AnswerUdpOffload {
+                    l2_len,
+                    l3_len,
+                    ipv6,
+                    ..
+                } => {
+                    assert_eq!((*l2_len as usize, *l3_len, *ipv6), (l2, 20, false));
                     let pseudo = sum16(&src) + sum16(&dst) + 17 + u.length() as u64;
                     assert_eq!(u.checksum(), fold(pseudo), "pseudo-header sum for the NIC");
                 }
@@ -453,6 +581,253 @@ fn check_answer(
             summary.icmp += 1;
         }
         other => panic!("answer transport {other:?}"),
+    }
+}
+
+/// Whether an IPv6 address is one of ours.
+fn ours6(a: &[u8; 16]) -> bool {
+    *a == OUR_IPV6 || *a == OUR_LINK_LOCAL
+}
+
+/// SPEC section 2's IPv6 sources that never get an answer: unspecified, multicast, loopback,
+/// ours.
+fn never_a_source6(a: &[u8; 16]) -> bool {
+    let unspecified = *a == [0; 16];
+    let loopback = a[..15] == [0; 15] && a[15] == 1;
+    unspecified || loopback || a[0] == 0xff || ours6(a)
+}
+
+/// The MACs of the source link-layer options (type 1, one 8-byte unit) among the NDP
+/// options `opts`.
+fn source_ll_options(mut opts: &[u8]) -> Vec<[u8; 6]> {
+    let mut macs = Vec::new();
+    while opts.len() >= 8 && opts[1] != 0 {
+        let len = opts[1] as usize * 8;
+        if len > opts.len() {
+            break;
+        }
+        if opts[0] == 1 && len == 8 {
+            macs.push(opts[2..8].try_into().unwrap());
+        }
+        opts = &opts[len..];
+    }
+    macs
+}
+
+/// An answer to an IPv6 request: SHAKE/1 over UDP, an ICMPv6 echo reply or a Neighbor
+/// Advertisement, decoded by etherparse.
+fn check_ipv6(
+    req: &[u8],
+    ans: &[u8],
+    l2: usize,
+    v: &Verdict,
+    paid: &mut Paid,
+    summary: &mut Summary,
+) {
+    let r = layers6(req).expect("an answered IPv6 request parses");
+    assert!(!r.fragment, "fragments are never answered");
+    assert!(req[6] & 1 == 0, "a group Ethernet source is never answered");
+    let sliced = SlicedPacket::from_ethernet(ans)
+        .unwrap_or_else(|e| panic!("etherparse rejects the answer: {e}"));
+    let Some(NetSlice::Ipv6(ip)) = &sliced.net else {
+        panic!("answer to IPv6 is not IPv6: {:?}", sliced.net)
+    };
+    assert!(
+        ip.extensions().is_empty(),
+        "answers carry no extension headers"
+    );
+    let h = ip.header();
+    assert_eq!(
+        h.payload_length() as usize,
+        ans.len() - l2 - 40,
+        "IPv6 payload length is the answer's"
+    );
+    let (src, dst) = (h.source(), h.destination());
+    assert!(ours6(&src), "answers come from one of our addresses");
+    let probe = r.src == [0; 16];
+    let to = if probe { ALL_NODES } else { r.src };
+    assert_eq!(
+        dst, to,
+        "back to the request's source (all-nodes for a probe)"
+    );
+    match &sliced.transport {
+        Some(TransportSlice::Udp(u)) => {
+            assert!(!never_a_source6(&r.src), "answered a source it must not");
+            check_swapped6(req, ans, &r, src, h.hop_limit());
+            assert!(matches!(
+                v,
+                Verdict::Answer { .. } | Verdict::AnswerUdpOffload { .. }
+            ));
+            let rl4 = r.l4;
+            assert_eq!(r.proto, 17, "UDP answers UDP");
+            assert_eq!(
+                (u.source_port(), u.destination_port()),
+                (be16(&req[rl4 + 2..]), be16(&req[rl4..])),
+                "ports swapped"
+            );
+            assert_eq!(u.source_port(), OUR_PORT);
+            assert_ne!(u.destination_port(), 0, "source port 0 is never answered");
+            assert_eq!(u.length() as usize, 8 + 64, "UDP length");
+            match v {
+                Verdict::AnswerUdpOffload {
+                    l2_len,
+                    l3_len,
+                    ipv6,
+                    ..
+                } => {
+                    assert_eq!((*l2_len as usize, *l3_len, *ipv6), (l2, 40, true));
+                    let pseudo = sum16(&src) + sum16(&dst) + 17 + u.length() as u64;
+                    assert_eq!(u.checksum(), fold(pseudo), "pseudo-header sum for the NIC");
+                }
+                _ => {
+                    let want = u
+                        .to_header()
+                        .calc_checksum_ipv6_raw(src, dst, u.payload())
+                        .expect("checksum");
+                    assert_ne!(u.checksum(), 0, "the UDP checksum is mandatory over IPv6");
+                    assert_eq!(u.checksum(), want, "UDP checksum");
+                }
+            }
+            check_payload(&req[rl4 + 8..rl4 + 8 + 64], u.payload(), paid);
+            summary.outcomes[u.payload()[4] as usize] += 1;
+            summary.shake6 += 1;
+        }
+        Some(TransportSlice::Icmpv6(m)) if m.type_u8() == 129 => {
+            assert!(!never_a_source6(&r.src), "answered a source it must not");
+            check_swapped6(req, ans, &r, src, h.hop_limit());
+            assert_eq!(v.reply(), Some(Reply::ICMPV6_ECHO));
+            assert!(matches!(v, Verdict::Answer { .. }));
+            assert_eq!(m.code_u8(), 0, "echo reply code");
+            assert!(
+                m.is_checksum_valid(src, dst),
+                "ICMPv6 checksum {:#06x}",
+                m.checksum()
+            );
+            assert_eq!(
+                (r.proto, req[r.l4], req[r.l4 + 1]),
+                (58, 128, 0),
+                "only echo requests get echo replies"
+            );
+            assert_eq!(
+                m.slice()[4..],
+                req[r.l4 + 4..r.end],
+                "identifier, sequence and data echoed"
+            );
+            summary.icmp6 += 1;
+        }
+        Some(TransportSlice::Icmpv6(m)) => {
+            assert_eq!(m.type_u8(), 136, "ICMPv6 answers are echo replies or NAs");
+            check_neighbor_advert(req, ans, &r, m.slice(), src, h.hop_limit());
+            assert_eq!(v.reply(), Some(Reply::NDP));
+            assert!(matches!(v, Verdict::Answer { .. }));
+            assert!(
+                m.is_checksum_valid(src, dst),
+                "ICMPv6 checksum {:#06x}",
+                m.checksum()
+            );
+            summary.ndp += 1;
+            summary.ndp_dad += probe as u32;
+        }
+        other => panic!("answer transport {other:?}"),
+    }
+}
+
+/// A UDP or echo answer: Ethernet and IPv6 addresses swapped (from our MAC if the request
+/// went to a group address), our answer hop limit.
+fn check_swapped6(req: &[u8], ans: &[u8], r: &Layers6, src: [u8; 16], hop_limit: u8) {
+    assert_eq!(
+        ans[..6],
+        req[6..12],
+        "answer goes back to the request's source MAC"
+    );
+    let from = if req[0] & 1 == 0 {
+        &req[..6]
+    } else {
+        &OUR_MAC[..]
+    };
+    assert_eq!(&ans[6..12], from, "answer source MAC");
+    assert_eq!(src, r.dst, "source is the request's destination");
+    assert_eq!(hop_limit, 64, "answer hop limit");
+}
+
+/// A Neighbor Advertisement (RFC 4861 4.4) answering a Neighbor Solicitation that passed RFC
+/// 4861 7.1.1's checks.
+fn check_neighbor_advert(
+    req: &[u8],
+    ans: &[u8],
+    r: &Layers6,
+    na: &[u8],
+    src: [u8; 16],
+    hop_limit: u8,
+) {
+    let probe = r.src == [0; 16];
+    // The solicitation.
+    assert_eq!(r.proto, 58, "an NA answers ICMPv6");
+    let ns = &req[r.l4..r.end];
+    assert!(ns.len() >= 24, "a solicitation holds its target");
+    assert_eq!((ns[0], ns[1]), (135, 0), "only solicitations get an NA");
+    assert_eq!(r.hop_limit, 255, "a solicitation's hop limit is 255");
+    let ns_target: [u8; 16] = ns[8..24].try_into().unwrap();
+    assert!(ours6(&ns_target), "solicitation for one of our addresses");
+    let solicited = |a: &[u8; 16]| {
+        a[..13] == [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff] && a[13..] == ns_target[13..]
+    };
+    assert!(
+        ours6(&r.dst) || solicited(&r.dst),
+        "a solicitation to us or our solicited-node group"
+    );
+    let ns_sources = source_ll_options(&ns[24..]);
+    if probe {
+        assert!(
+            solicited(&r.dst),
+            "a probe goes to the solicited-node group"
+        );
+        assert!(
+            ns_sources.is_empty(),
+            "a probe has no source link-layer option"
+        );
+    } else {
+        assert!(!never_a_source6(&r.src), "answered a source it must not");
+    }
+    // The advertisement.
+    assert_eq!(hop_limit, 255, "an NA's hop limit is 255");
+    assert_eq!(&ans[6..12], &OUR_MAC, "an NA comes from our MAC");
+    if probe {
+        assert_eq!(ans[..6], [0x33, 0x33, 0, 0, 0, 1], "to all-nodes' MAC");
+    } else {
+        let to: [u8; 6] = ans[..6].try_into().unwrap();
+        assert!(
+            to == req[6..12] || ns_sources.contains(&to),
+            "to the solicitation's source MAC or its source link-layer option"
+        );
+    }
+    assert!(na.len() >= 24, "an NA holds its target");
+    assert_eq!(na[1], 0, "NA code");
+    let flags = na[4];
+    assert_eq!(flags & 0x80, 0, "Router clear");
+    assert_eq!(flags & 0x40 != 0, !probe, "Solicited iff not a probe");
+    assert_ne!(flags & 0x20, 0, "Override set");
+    assert_eq!(
+        (flags & 0x1f, &na[5..8]),
+        (0, &[0u8; 3][..]),
+        "reserved bits"
+    );
+    let target: [u8; 16] = na[8..24].try_into().unwrap();
+    assert_eq!(target, ns_target, "the solicited target");
+    assert_eq!(src, target, "an NA comes from its target");
+    let mut opts = &na[24..];
+    while !opts.is_empty() {
+        assert!(
+            opts.len() >= 8 && opts[1] != 0,
+            "NA options well formed: {opts:?}"
+        );
+        let len = opts[1] as usize * 8;
+        assert!(len <= opts.len(), "NA option within the message");
+        if opts[0] == 2 {
+            assert_eq!(len, 8, "target link-layer option length");
+            assert_eq!(&opts[2..8], &OUR_MAC, "target link-layer address is ours");
+        }
+        opts = &opts[len..];
     }
 }
 
