@@ -10,16 +10,16 @@
 //!
 //! `make bench-fleet`; results in bench/results/fleet.txt.
 
-#[path = "../tests/common/engines.rs"]
-#[allow(dead_code)]
-mod engines;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use engines::Engine;
+use common::engines::Engine;
+use common::run_ok;
 use shake::activity::Activity;
 use shake::control::ControlCounters;
 use shake::fleet::etcd::{self, Applier, EtcdTarget, Registration};
@@ -71,16 +71,6 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 fn shake() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shake"))
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Pushes a document; returns the revision.

@@ -564,31 +564,16 @@ fn answer_any<S: SeedSource, J: ClaimSink>(
             let p = l4 + udp::HEADER_LEN;
             let reply = Reply::shake(worker.shake(&mut frame[p..p + PAYLOAD_LEN])?);
             let l4 = finish_ip(frame, l3, ihl, udp_len, cfg.mac);
-            let mut u = UdpPacket::new_unchecked(&mut frame[l4..l4 + udp_len]);
-            u.swap_ports();
             // src/dst are the request's; the answer goes the other way.
-            if cfg.tx_udp_offload {
-                let ph = checksum::fold(checksum::pseudo_header_v4(
-                    dst,
-                    src,
-                    ipv4::PROTOCOL_UDP,
-                    udp_len as u16,
-                ));
-                u.set_checksum(ph);
-                Ok(Verdict::AnswerUdpOffload {
-                    len: l4 + udp_len,
-                    l2_len: l3 as u16,
-                    l3_len: ipv4::HEADER_LEN as u16,
-                    ipv6: false,
-                    reply,
-                })
-            } else {
-                u.fill_checksum(dst, src);
-                Ok(Verdict::Answer {
-                    len: l4 + udp_len,
-                    reply,
-                })
-            }
+            let pseudo = checksum::pseudo_header_v4(dst, src, ipv4::PROTOCOL_UDP, udp_len as u16);
+            Ok(udp_answer(
+                cfg,
+                frame,
+                (l3, l4, udp_len),
+                pseudo,
+                false,
+                reply,
+            ))
         }
         ipv4::PROTOCOL_ICMP => {
             // An echo to a broadcast or spoofed source is the Smurf reflection.
@@ -821,30 +806,15 @@ fn answer_ipv6<S: SeedSource, J: ClaimSink>(
             let p = l4 + udp::HEADER_LEN;
             let reply = Reply::shake(worker.shake(&mut frame[p..p + PAYLOAD_LEN])?);
             let l4 = finish_ipv6(frame, l3, l4, udp_len, ipv6::NEXT_UDP, cfg.mac);
-            let mut u = UdpPacket::new_unchecked(&mut frame[l4..l4 + udp_len]);
-            u.swap_ports();
-            if cfg.tx_udp_offload {
-                let ph = checksum::fold(checksum::pseudo_header_v6(
-                    dst,
-                    src,
-                    ipv6::NEXT_UDP,
-                    udp_len as u32,
-                ));
-                u.set_checksum(ph);
-                Ok(Verdict::AnswerUdpOffload {
-                    len: l4 + udp_len,
-                    l2_len: l3 as u16,
-                    l3_len: ipv6::HEADER_LEN as u16,
-                    ipv6: true,
-                    reply,
-                })
-            } else {
-                u.fill_checksum_v6(dst, src);
-                Ok(Verdict::Answer {
-                    len: l4 + udp_len,
-                    reply,
-                })
-            }
+            let pseudo = checksum::pseudo_header_v6(dst, src, ipv6::NEXT_UDP, udp_len as u32);
+            Ok(udp_answer(
+                cfg,
+                frame,
+                (l3, l4, udp_len),
+                pseudo,
+                true,
+                reply,
+            ))
         }
         ipv6::NEXT_ICMPV6 => {
             let m = Icmpv6Packet::new_checked(&frame[l4..end]);
@@ -989,6 +959,35 @@ fn neighbor_advert(
         len: to + na_len,
         reply: Reply::NDP,
     })
+}
+
+/// Finishes the UDP header of an answer whose IP header is already turned around (ports
+/// swapped; `l3`, `l4` and `udp_len` as it now lies in `frame`), with `pseudo` the answer's
+/// pseudo-header sum: the checksum computed, or that sum left for the NIC to complete.
+fn udp_answer(
+    cfg: &FrameConfig,
+    frame: &mut [u8],
+    (l3, l4, udp_len): (usize, usize, usize),
+    pseudo: u32,
+    ipv6: bool,
+    reply: Reply,
+) -> Verdict {
+    let mut u = UdpPacket::new_unchecked(&mut frame[l4..l4 + udp_len]);
+    u.swap_ports();
+    let len = l4 + udp_len;
+    if cfg.tx_udp_offload {
+        u.set_checksum(checksum::fold(pseudo));
+        Verdict::AnswerUdpOffload {
+            len,
+            l2_len: l3 as u16,
+            l3_len: (l4 - l3) as u16,
+            ipv6,
+            reply,
+        }
+    } else {
+        u.fill_checksum_with(pseudo);
+        Verdict::Answer { len, reply }
+    }
 }
 
 /// Swaps the Ethernet addresses of an answer: it goes back to the request's source, from the

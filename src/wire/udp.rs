@@ -97,10 +97,12 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         if self.checksum() == 0 {
             return true;
         }
-        let len = self.len();
-        let sum = checksum::pseudo_header_v4(src_ip, dst_ip, PROTOCOL_UDP, len)
-            + checksum::sum(&self.buffer.as_ref()[..usize::from(len)]);
-        checksum::fold(sum) == 0xffff
+        self.verifies_with(checksum::pseudo_header_v4(
+            src_ip,
+            dst_ip,
+            PROTOCOL_UDP,
+            self.len(),
+        ))
     }
 
     /// Whether the checksum is valid for this IPv6 source and destination. Over IPv6 the
@@ -110,10 +112,20 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         if self.checksum() == 0 {
             return false;
         }
-        let len = self.len();
-        let sum = checksum::pseudo_header_v6(src_ip, dst_ip, PROTOCOL_UDP, u32::from(len))
-            + checksum::sum(&self.buffer.as_ref()[..usize::from(len)]);
-        checksum::fold(sum) == 0xffff
+        self.verifies_with(checksum::pseudo_header_v6(
+            src_ip,
+            dst_ip,
+            PROTOCOL_UDP,
+            u32::from(self.len()),
+        ))
+    }
+
+    /// Whether the datagram (up to its length field) sums to `0xffff` with this
+    /// pseudo-header sum.
+    #[inline]
+    fn verifies_with(&self, pseudo: u32) -> bool {
+        let len = usize::from(self.len());
+        checksum::fold(pseudo + checksum::sum(&self.buffer.as_ref()[..len])) == 0xffff
     }
 }
 
@@ -167,23 +179,35 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     /// transmitted as `0xffff`, since zero on the wire means "no checksum".
     #[inline]
     pub fn fill_checksum(&mut self, src_ip: [u8; 4], dst_ip: [u8; 4]) {
-        self.set_checksum(0);
         let len = self.len();
-        let sum = checksum::pseudo_header_v4(src_ip, dst_ip, PROTOCOL_UDP, len)
-            + checksum::sum(&self.buffer.as_ref()[..usize::from(len)]);
-        let ck = !checksum::fold(sum);
-        self.set_checksum(if ck == 0 { 0xffff } else { ck });
+        self.fill_checksum_with(checksum::pseudo_header_v4(
+            src_ip,
+            dst_ip,
+            PROTOCOL_UDP,
+            len,
+        ));
     }
 
     /// Compute and write the checksum for this IPv6 source and destination (a computed zero
     /// is transmitted as `0xffff`, RFC 8200 8.1).
     #[inline]
     pub fn fill_checksum_v6(&mut self, src_ip: [u8; 16], dst_ip: [u8; 16]) {
+        let len = u32::from(self.len());
+        self.fill_checksum_with(checksum::pseudo_header_v6(
+            src_ip,
+            dst_ip,
+            PROTOCOL_UDP,
+            len,
+        ));
+    }
+
+    /// Compute and write the checksum over the datagram (up to its length field) with this
+    /// pseudo-header sum; a computed zero is written as `0xffff`.
+    #[inline]
+    pub fn fill_checksum_with(&mut self, pseudo: u32) {
         self.set_checksum(0);
-        let len = self.len();
-        let sum = checksum::pseudo_header_v6(src_ip, dst_ip, PROTOCOL_UDP, u32::from(len))
-            + checksum::sum(&self.buffer.as_ref()[..usize::from(len)]);
-        let ck = !checksum::fold(sum);
+        let len = usize::from(self.len());
+        let ck = !checksum::fold(pseudo + checksum::sum(&self.buffer.as_ref()[..len]));
         self.set_checksum(if ck == 0 { 0xffff } else { ck });
     }
 }

@@ -10,6 +10,7 @@
 #[path = "../../../tests/common/mod.rs"]
 mod common;
 
+use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
@@ -21,8 +22,15 @@ use shake::wire::shake::Outcome;
 
 const SENT: u64 = 60_000;
 
-#[test]
-fn gen_dpdk_mode_over_memif_agrees_with_the_appliance() {
+/// A node on DPDK (a memif server port, one worker lcore; with `ipv6`, dual stack) and
+/// `shake-gen --io dpdk` against it with `gen_args`, `count` requests at most, 20 s at most;
+/// returns the generator's report and the appliance's final counters after a clean stop.
+fn run_against_the_appliance(
+    name: &str,
+    ipv6: Option<&str>,
+    gen_args: &[&str],
+    count: u64,
+) -> (serde_json::Value, HashMap<String, u64>) {
     let node = NodeDir::new(
         unix_s(),
         "[[round]]\nid = 1\nstart_s = 0\nduration_s = 3600\nwin_probability = 0.3\ngreeting_probability = 0.3\n",
@@ -30,24 +38,37 @@ fn gen_dpdk_mode_over_memif_agrees_with_the_appliance() {
         "",
     );
     let p = node.path();
-    let prefix = file_prefix("gen-dpdk-node");
+    let prefix = file_prefix(&format!("{name}-node"));
     let socket = p.join("node.memif");
-    // The node of NodeDir, on DPDK: a memif server port and one worker lcore.
-    NodeToml::new("10.99.4.1", 100_000)
+    let text = NodeToml::new("10.99.4.1", 100_000)
         .port(7000)
         .extra(&memif_server_sections(&prefix, &socket))
-        .write(p);
+        .text();
+    let ipv4 = "ipv4 = \"10.99.4.1\"";
+    assert!(text.contains(ipv4));
+    let with_v6 = ipv6.map(|a| format!("{ipv4}\nipv6 = \"{a}\""));
+    std::fs::write(
+        node.config(),
+        text.replacen(ipv4, with_v6.as_deref().unwrap_or(ipv4), 1),
+    )
+    .unwrap();
     let app = Appliance::start(&node.config(), &prefix, None, false);
 
-    let gen_prefix = file_prefix("gen-dpdk-gen");
+    let gen_prefix = file_prefix(&format!("{name}-gen"));
     let _gen_runtime = RuntimeDir::new(&gen_prefix);
     let report = p.join("gen.json");
     run_ok(
         Command::new(env!("CARGO_BIN_EXE_shake-gen"))
             .args(["--io", "dpdk", "--quiet", "--node-config"])
             .arg(node.config())
-            .args(["--users", "5000", "--bad-share", "0.02", "--rate", "200000"])
-            .args(["--count", &SENT.to_string(), "--duration", "20", "--report"])
+            .args(gen_args)
+            .args([
+                "--count",
+                &count.to_string(),
+                "--duration",
+                "20",
+                "--report",
+            ])
             .arg(&report)
             .args(["--", "--no-pci", "--no-huge", "-m", "256", "--no-shconf"])
             .args([
@@ -65,10 +86,19 @@ fn gen_dpdk_mode_over_memif_agrees_with_the_appliance() {
     );
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-
     let (status, lines) = app.stop(Duration::from_secs(15));
     assert!(status.success(), "appliance exit {status}");
-    let c = final_counters(&lines);
+    (r, final_counters(&lines))
+}
+
+#[test]
+fn gen_dpdk_mode_over_memif_agrees_with_the_appliance() {
+    let (r, c) = run_against_the_appliance(
+        "gen-dpdk",
+        None,
+        &["--users", "5000", "--bad-share", "0.02", "--rate", "200000"],
+        SENT,
+    );
     let get = |k: &str| c.get(k).copied().unwrap_or(0);
 
     // The generator's tally.
@@ -112,68 +142,24 @@ fn gen_dpdk_mode_over_memif_agrees_with_the_appliance() {
 
 #[test]
 fn gen_dpdk_mode_plays_ipv6_phones_beside_ipv4_ones() {
-    let node = NodeDir::new(
-        unix_s(),
-        "[[round]]\nid = 1\nstart_s = 0\nduration_s = 3600\nwin_probability = 0.3\ngreeting_probability = 0.3\n",
-        1,
-        "",
-    );
-    let p = node.path();
-    let prefix = file_prefix("gen-dpdk6-node");
-    let socket = p.join("node.memif");
     // The node serves IPv6 at a documentation address; the generator takes it from the
     // config and sends those frames to the node's MAC, as it does IPv4 ones.
-    let text = NodeToml::new("10.99.4.1", 100_000)
-        .port(7000)
-        .extra(&memif_server_sections(&prefix, &socket))
-        .text();
-    let ipv4 = "ipv4 = \"10.99.4.1\"";
-    assert!(text.contains(ipv4));
-    std::fs::write(
-        node.config(),
-        text.replacen(ipv4, &format!("{ipv4}\nipv6 = \"2001:db8:4::1\""), 1),
-    )
-    .unwrap();
-    let app = Appliance::start(&node.config(), &prefix, None, false);
-
-    let gen_prefix = file_prefix("gen-dpdk6-gen");
-    let _gen_runtime = RuntimeDir::new(&gen_prefix);
-    let report = p.join("gen.json");
     const SENT6: u64 = 20_000;
-    run_ok(
-        Command::new(env!("CARGO_BIN_EXE_shake-gen"))
-            .args(["--io", "dpdk", "--quiet", "--node-config"])
-            .arg(node.config())
-            .args([
-                "--users",
-                "3000",
-                "--bad-share",
-                "0.02",
-                "--ipv6-share",
-                "0.5",
-            ])
-            .args(["--rate", "100000", "--count", &SENT6.to_string()])
-            .args(["--duration", "20", "--report"])
-            .arg(&report)
-            .args(["--", "--no-pci", "--no-huge", "-m", "256", "--no-shconf"])
-            .args([
-                "--file-prefix",
-                &gen_prefix,
-                "--lcores",
-                "0@0",
-                "--log-level",
-                "error",
-            ])
-            .arg(format!(
-                "--vdev=net_memif0,role=client,id=0,socket={}",
-                socket.display()
-            )),
+    let (r, c) = run_against_the_appliance(
+        "gen-dpdk6",
+        Some("2001:db8:4::1"),
+        &[
+            "--users",
+            "3000",
+            "--bad-share",
+            "0.02",
+            "--ipv6-share",
+            "0.5",
+            "--rate",
+            "100000",
+        ],
+        SENT6,
     );
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let (status, lines) = app.stop(Duration::from_secs(15));
-    assert!(status.success(), "appliance exit {status}");
-    let c = final_counters(&lines);
     let get = |k: &str| c.get(k).copied().unwrap_or(0);
 
     let sent = n(&r, &["tally", "sent"]);
