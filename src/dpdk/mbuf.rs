@@ -4,6 +4,8 @@ use std::ptr::{self, NonNull};
 
 use dpdk_sys::rte_mbuf;
 
+use crate::frame::RxChecked;
+
 /// Frames per RX burst, TX burst and ring transfer.
 pub const BURST: usize = 32;
 
@@ -145,6 +147,13 @@ impl Mbuf {
         }
     }
 
+    /// What the NIC verified of the received frame, from its receive flags.
+    #[inline]
+    pub fn rx_checked(&self) -> RxChecked {
+        // SAFETY: self owns a valid mbuf; a plain field load.
+        rx_checked_of(unsafe { (*self.as_ptr()).ol_flags })
+    }
+
     /// Starts loading the frame's first cache line.
     #[inline]
     pub fn prefetch(&self) {
@@ -168,6 +177,29 @@ impl Drop for Mbuf {
         // SAFETY: self owns the mbuf; it is freed exactly once, here.
         unsafe { dpdk_sys::shake_pktmbuf_free(self.as_ptr()) }
     }
+}
+
+/// The frame layer's [`RxChecked`] from an mbuf's receive flags: only GOOD counts. Each
+/// checksum has a two-bit field: UNKNOWN (0), BAD, GOOD, and NONE (both bits: "the checksum
+/// in the data is not right, but the data's integrity is verified", which virtual devices
+/// report for frames the sending kernel left unsummed); NONE is summed here like UNKNOWN,
+/// since a frame's checksum field is what SPEC 2 judges.
+#[inline]
+pub(crate) fn rx_checked_of(ol_flags: u64) -> RxChecked {
+    use dpdk_sys::{
+        RTE_MBUF_F_RX_IP_CKSUM_GOOD, RTE_MBUF_F_RX_IP_CKSUM_MASK, RTE_MBUF_F_RX_L4_CKSUM_GOOD,
+        RTE_MBUF_F_RX_L4_CKSUM_MASK,
+    };
+    let mut c = RxChecked::empty();
+    c.set(
+        RxChecked::IPV4,
+        ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK == RTE_MBUF_F_RX_IP_CKSUM_GOOD,
+    );
+    c.set(
+        RxChecked::L4,
+        ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK == RTE_MBUF_F_RX_L4_CKSUM_GOOD,
+    );
+    c
 }
 
 /// rte_mbuf's tx_offload with only l2_len and l3_len set, packed as
@@ -376,6 +408,33 @@ impl Drop for Drain<'_> {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn only_a_good_receive_verdict_spares_a_sum() {
+        use dpdk_sys::*;
+        let ip = [
+            (RTE_MBUF_F_RX_IP_CKSUM_UNKNOWN, false),
+            (RTE_MBUF_F_RX_IP_CKSUM_BAD, false),
+            (RTE_MBUF_F_RX_IP_CKSUM_GOOD, true),
+            (RTE_MBUF_F_RX_IP_CKSUM_NONE, false),
+        ];
+        let l4 = [
+            (RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN, false),
+            (RTE_MBUF_F_RX_L4_CKSUM_BAD, false),
+            (RTE_MBUF_F_RX_L4_CKSUM_GOOD, true),
+            (RTE_MBUF_F_RX_L4_CKSUM_NONE, false),
+        ];
+        for (i, ip_good) in ip {
+            for (l, l4_good) in l4 {
+                // Other flags (VLAN stripped, RSS hash) change nothing.
+                for other in [0, RTE_MBUF_F_RX_VLAN | RTE_MBUF_F_RX_RSS_HASH] {
+                    let c = rx_checked_of(i | l | other);
+                    assert_eq!(c.contains(RxChecked::IPV4), ip_good, "{i:#x} {l:#x}");
+                    assert_eq!(c.contains(RxChecked::L4), l4_good, "{i:#x} {l:#x}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn tx_offload_bits_match_the_headers_bit_fields() {

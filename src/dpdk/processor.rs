@@ -8,8 +8,8 @@ use crossbeam::channel::Receiver;
 use crate::counters::Counters;
 use crate::engine::config::Live;
 use crate::engine::Worker;
-pub use crate::frame::{peek_user, Verdict};
-use crate::frame::{prefetch_user, process_burst, FrameConfig, Ipv6Addrs};
+pub use crate::frame::{peek_user, RxChecked, Verdict};
+use crate::frame::{prefetch_user, process_burst, process_burst_checked, FrameConfig, Ipv6Addrs};
 use crate::journal::ClaimSink;
 use crate::node_config::NodeSection;
 use crate::seed::SeedSource;
@@ -24,6 +24,18 @@ pub trait BurstProcessor {
     /// `frames`), saying for an answer what it answers. Counts the drops it decides, and
     /// nothing else: the loop counts `rx`, and each answer when TX takes it.
     fn process(&mut self, port: usize, frames: &mut [&mut [u8]], verdicts: &mut [Verdict]);
+    /// [`process`](Self::process), told what the NIC verified of each frame (`checked` is as
+    /// long as `frames`). By default the NIC's verdicts are not used.
+    #[inline]
+    fn process_checked(
+        &mut self,
+        port: usize,
+        frames: &mut [&mut [u8]],
+        _checked: &[RxChecked],
+        verdicts: &mut [Verdict],
+    ) {
+        self.process(port, frames, verdicts);
+    }
     /// Hints that `frame` is decided on a later pass (the worker loop stages each burst for
     /// one pass): start loading what deciding it will touch. Nothing by default.
     #[inline]
@@ -77,6 +89,23 @@ impl<S: SeedSource, J: ClaimSink> BurstProcessor for FrameProcessor<S, J> {
     #[inline]
     fn process(&mut self, port: usize, frames: &mut [&mut [u8]], verdicts: &mut [Verdict]) {
         process_burst(&mut self.worker, &self.frame[port], frames, verdicts);
+    }
+
+    #[inline]
+    fn process_checked(
+        &mut self,
+        port: usize,
+        frames: &mut [&mut [u8]],
+        checked: &[RxChecked],
+        verdicts: &mut [Verdict],
+    ) {
+        process_burst_checked(
+            &mut self.worker,
+            &self.frame[port],
+            frames,
+            checked,
+            verdicts,
+        );
     }
 
     #[inline]

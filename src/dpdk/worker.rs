@@ -36,7 +36,7 @@ use super::backlog::TxBacklog;
 use super::clock::TscClock;
 use super::mbuf::{Burst, BURST};
 use super::port::{RxQueue, TxQueue};
-use super::processor::{peek_user, BurstProcessor, Verdict};
+use super::processor::{peek_user, BurstProcessor, RxChecked, Verdict};
 use super::ring::{Consumer, Producer};
 use crate::counters::{bump, Counters, DropReason, Reply};
 use crate::engine::config::owner_worker;
@@ -344,12 +344,18 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
         let mut verdicts = [Verdict::Drop(DropReason::Internal); BURST];
         {
             let mut frames: [&mut [u8]; BURST] = Default::default();
-            for (f, m) in frames.iter_mut().zip(burst.as_mut_slice()) {
+            let mut checked = [RxChecked::empty(); BURST];
+            for ((f, c), m) in frames
+                .iter_mut()
+                .zip(checked.iter_mut())
+                .zip(burst.as_mut_slice())
+            {
+                *c = m.rx_checked();
                 *f = m.data_mut();
             }
             self.processor.begin(now_ms);
             self.processor
-                .process(p, &mut frames[..n], &mut verdicts[..n]);
+                .process_checked(p, &mut frames[..n], &checked[..n], &mut verdicts[..n]);
         }
         let port = self.ports[p];
         let mut tx = Burst::new();
