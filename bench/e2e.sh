@@ -8,6 +8,12 @@
 #   socket  `shake serve --io socket` on loopback driven by `shake-gen --io socket`;
 #   micro   the datapath micro-benchmark (cargo bench --bench datapath).
 #
+# The appliance runs each DPDK setup twice: with the default throttle floor (5 s: a replayed
+# or flooding stream comes back too soon, so most answers are THROTTLED, the cheapest
+# decision) and with a floor of 1 ms, where every request is a full decision (token, user
+# table, round, draw), as at the event, where phones wait the retry_after_ms they are given.
+# The full-decision figure is the headline.
+#
 # Same core layout everywhere: lcore 0 (control, on CPU 0) and one worker/forwarding lcore on
 # CPU 1; the generator's single lcore on CPU 0. Every DPDK process: --no-pci, its own
 # --file-prefix, --no-shconf; only virtual devices. Hugepages (2 GB of 2 MB pages, reserved by
@@ -101,7 +107,7 @@ cargo build --release --quiet --workspace
 
 # A node for the benches: the demo activity, in-memory seeds (no journal fsyncs in the
 # way: the I/O path is what is measured), one worker lcore on CPU 1, no idle naps.
-node_config() { # file, prefix, vdev, extra port lines
+node_config() { # file, prefix, vdev, memory MB, extra port lines, throttle floor ms
   cat >"$1" <<TOML
 [node]
 index = 0
@@ -121,6 +127,9 @@ claim_key = "$ROOT/nic-config/keys/demo-claim.key"
 
 [stats]
 interval_s = 1
+
+[throttle]
+floor_ms = ${6:-5000}
 
 [socket]
 workers = 1
@@ -156,6 +165,7 @@ gen_dpdk() { # report file, then extra generator options
 json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 
 node_config "$OUT/node-memif.toml" "shake-bench-app-$TAG" "net_memif0,role=server,socket=$SOCK,id=0"
+node_config "$OUT/node-memif-full.toml" "shake-bench-app-$TAG" "net_memif0,role=server,socket=$SOCK,id=0" 512 "" 1
 
 # --- rounds of (a) testpmd macswap on memif, (b) the appliance on memif, (c) its socket backend
 # Traffic between the two CPUs is only as fast as the host keeps the two vCPUs close, which
@@ -165,7 +175,7 @@ node_config "$OUT/node-memif.toml" "shake-bench-app-$TAG" "net_memif0,role=serve
 PROBE=$OUT/cacheline_probe
 cc -O2 -pthread -o "$PROBE" bench/cacheline_probe.c
 probe() { "$PROBE" 0 1 >>"$OUT/probe-$1" 2>&1 || echo 0 >>"$OUT/probe-$1"; }
-rm -rf "$OUT"/probe-* "$OUT"/gen-testpmd-memif-*.json "$OUT"/gen-serve-memif-*.json \
+rm -rf "$OUT"/probe-* "$OUT"/gen-testpmd-memif-*.json "$OUT"/gen-serve-memif-*.json "$OUT"/serve-*.log \
   "$OUT"/gen-serve-socket-*.json "$OUT"/svg-* "$OUT"/*.svg
 [ -n "$TESTPMD" ] || echo "bench: dpdk-testpmd not found (Debian package dpdk-dev): skipping the testpmd phases" >&2
 for round in $(seq "$ROUNDS"); do
@@ -194,6 +204,15 @@ for round in $(seq "$ROUNDS"); do
   rm -f "$SOCK"
   probe "$round"
 
+  echo "bench: memif round $round/$ROUNDS, shake serve --io dpdk, every request a full decision (${PHASE_S}s)"
+  start "$OUT/serve-memif-full-$round.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-memif-full.toml" -- --no-shconf "$MEM"
+  APP=$LAST_PID
+  wait_for "$OUT/serve-memif-full-$round.log" "serving SHAKE/1"
+  gen_dpdk "$OUT/gen-serve-memif-full-$round.json" >"$OUT/gen-serve-memif-full-$round.log" 2>&1 || true
+  stop_pid "$APP"
+  rm -f "$SOCK"
+  probe "$round"
+
   # The socket backend on loopback: one socket worker on CPU 1, the generator on CPU 0.
   echo "bench: round $round/$ROUNDS, socket backend on loopback (${PHASE_S}s)"
   start "$OUT/serve-socket-$round.log" timeout $((PHASE_S + 60)) taskset -c 1 "$B" serve --io socket \
@@ -217,6 +236,7 @@ echo "bench: writing $PCAP_FRAMES requests to requests.pcap"
 PCAP_VDEV="net_pcap0,rx_pcap=$OUT/requests.pcap,infinite_rx=1"
 MBUFS=$(( (PCAP_FRAMES + 8192) | 1023 ))
 node_config "$OUT/node-pcap.toml" "shake-bench-pcap-$TAG" "$PCAP_VDEV" 1024 "mbufs = $MBUFS"
+node_config "$OUT/node-pcap-full.toml" "shake-bench-pcap-$TAG" "$PCAP_VDEV" 1024 "mbufs = $MBUFS" 1
 if [ -n "$TESTPMD" ]; then
   echo "bench: pcap, dpdk-testpmd 5tswap (${PHASE_S}s)"
   start "$OUT/testpmd-pcap.log" timeout $((PHASE_S + 60)) "$TESTPMD" -l 0,1 --main-lcore 0 -m 1024 \
@@ -226,12 +246,21 @@ if [ -n "$TESTPMD" ]; then
   sleep "$PHASE_S"
   stop_pid "$TPMD"
 fi
-echo "bench: pcap, shake serve --io dpdk (${PHASE_S}s)"
-start "$OUT/serve-pcap.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-pcap.toml" -- --no-shconf "$MEM"
-APP=$LAST_PID
-wait_for "$OUT/serve-pcap.log" "serving SHAKE/1"
-sleep "$PHASE_S"
-stop_pid "$APP"
+# The replayed stream comes back every PCAP_FRAMES requests (a few ms at these rates): past a
+# 1 ms floor, so every request is a full decision; within the default 5 s, so nearly all are
+# THROTTLED.
+for mode in full throttled; do
+  cfg=$OUT/node-pcap.toml
+  [ "$mode" = full ] && cfg=$OUT/node-pcap-full.toml
+  echo "bench: pcap, shake serve --io dpdk, $mode (${PHASE_S}s)"
+  log=$OUT/serve-pcap.log
+  [ "$mode" = full ] && log=$OUT/serve-pcap-full.log
+  start "$log" timeout $((PHASE_S + 60)) "$B" serve --config "$cfg" -- --no-shconf "$MEM"
+  APP=$LAST_PID
+  wait_for "$log" "serving SHAKE/1"
+  sleep "$PHASE_S"
+  stop_pid "$APP"
+done
 
 # --- datapath micro-benchmark -----------------------------------------------------------------
 if [ "${SKIP_MICRO:-0}" != 1 ]; then
