@@ -364,7 +364,7 @@ pub fn open<'eal>(eal: &'eal Eal, config: &NodeConfig) -> Result<Opened<'eal>, D
 }
 
 /// A started port's start-up line: "shake: port NAME (id N): MAC, Q queue pairs, RSS, UDP
-/// checksum offload, NDP multicast list ..., LINK" (tests read the MAC after "): ").
+/// checksum offload, RX checksums checked by the NIC, NDP multicast list ..., LINK" (tests read the MAC after "): ").
 pub fn describe(info: &PortInfo, link: &str) -> String {
     let m = info.mac;
     let ipv6 = info.multicast != Multicast::Unchanged;
@@ -375,13 +375,14 @@ pub fn describe(info: &PortInfo, link: &str) -> String {
         (true, _) => ", RSS",
     };
     format!(
-        "shake: port {} (id {}): {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {} queue pairs{}{}{}, {}",
+        "shake: port {} (id {}): {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {} queue pairs{}{}{}{}, {}",
         info.name,
         info.id,
         m[0], m[1], m[2], m[3], m[4], m[5],
         info.queues,
         rss,
         if info.tx_udp_cksum { ", UDP checksum offload" } else { "" },
+        if info.rx_cksum { ", RX checksums checked by the NIC" } else { "" },
         info.multicast.describe(),
         link
     )
@@ -418,6 +419,7 @@ mod test {
             queues: 2,
             tx_ipv4_cksum: false,
             tx_udp_cksum: true,
+            rx_cksum: false,
             rss,
             rss_ipv6,
             multicast,
@@ -430,6 +432,17 @@ mod test {
             describe(&info(true, false, Multicast::Unchanged), "Link up"),
             "shake: port net_af_packet0 (id 3): 02:00:5e:12:34:56, 2 queue pairs, RSS, \
              UDP checksum offload, Link up"
+        );
+    }
+
+    #[test]
+    fn a_port_that_checks_rx_checksums_says_so() {
+        let mut i = info(true, false, Multicast::Unchanged);
+        i.rx_cksum = true;
+        assert_eq!(
+            describe(&i, "Link up"),
+            "shake: port net_af_packet0 (id 3): 02:00:5e:12:34:56, 2 queue pairs, RSS, \
+             UDP checksum offload, RX checksums checked by the NIC, Link up"
         );
     }
 

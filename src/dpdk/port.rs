@@ -34,6 +34,10 @@ pub struct PortInfo {
     pub tx_ipv4_cksum: bool,
     /// The device computes UDP checksums on TX (`RTE_MBUF_F_TX_UDP_CKSUM`).
     pub tx_udp_cksum: bool,
+    /// The device checks IPv4 header and UDP checksums on RX, and says so in each mbuf's
+    /// flags ([`RxChecked`](crate::frame::RxChecked)): the frame layer does not sum again
+    /// what it calls good.
+    pub rx_cksum: bool,
     /// RX spread by an RSS hash over IP/UDP.
     pub rss: bool,
     /// That hash covers IPv6 (else IPv6 frames all land on the first queue, and steering
@@ -211,6 +215,7 @@ impl<'eal> Port<'eal> {
         let mut conf = sys::rte_eth_conf::default();
         let mut tx_ipv4_cksum = false;
         let mut tx_udp_cksum = false;
+        let mut rx_cksum = false;
         if section.offloads {
             let tx = dev.tx_offload_capa;
             // Every mbuf sent on this port comes from its own pool with refcount 1.
@@ -219,8 +224,10 @@ impl<'eal> Port<'eal> {
                 tx & (sys::RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | sys::RTE_ETH_TX_OFFLOAD_UDP_CKSUM);
             tx_ipv4_cksum = tx & sys::RTE_ETH_TX_OFFLOAD_IPV4_CKSUM != 0;
             tx_udp_cksum = tx & sys::RTE_ETH_TX_OFFLOAD_UDP_CKSUM != 0;
-            conf.rxmode.offloads |= dev.rx_offload_capa
+            let rx = dev.rx_offload_capa
                 & (sys::RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | sys::RTE_ETH_RX_OFFLOAD_UDP_CKSUM);
+            conf.rxmode.offloads |= rx;
+            rx_cksum = rx != 0;
         }
         let rss_hf = rss_hash_functions(dev.flow_type_rss_offloads);
         let rss = section.rss && queues > 1 && rss_hf != 0;
@@ -297,6 +304,7 @@ impl<'eal> Port<'eal> {
                 queues,
                 tx_ipv4_cksum,
                 tx_udp_cksum,
+                rx_cksum,
                 rss,
                 rss_ipv6: rss && rss_hf & RSS_IPV6 != 0,
                 multicast: Multicast::Unchanged,
