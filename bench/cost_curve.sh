@@ -104,7 +104,8 @@ if [ "$SKIP_NS" != 1 ]; then
       SHAKE_BENCH_USERS=$u SHAKE_BENCH_FAMILY=ipv4 peak "$DATAPATH" --bench --measurement-time "$MEASURE_S" >"$log" 2>&1
       p=$(pop "$u")
       for mode in software nic; do
-        name=burst32_${p}_users$([ $mode = nic ] && echo _nic_checked)
+        name=burst32_${p}_users
+        [ $mode = software ] || name=${name}_nic_checked
         printf 'ns\t%s\t%s\t%s\t%s\n' "$u" "$mode" "$run" "$(median_ns "$name")" >>"$TSV"
       done
       printf 'rss\t%s\t-\t%s\t%s\n' "$u" "$run" "$(sed -n 's/^maxrss_kb=\([0-9]*\).*/\1/p' "$log")" >>"$TSV"
