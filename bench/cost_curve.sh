@@ -202,6 +202,7 @@ echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/header.txt
   python3 - "$OUT/figures.tsv" "$PER_USER" "$PROBE" <<'PY'
 import sys
 from collections import defaultdict
+from statistics import median
 
 tsv, per_user, probe = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ns = defaultdict(list)  # (users, mode) -> criterion ns per request, one per run
@@ -249,7 +250,9 @@ def name(u):
 
 
 def runs(u, m):
-    return " / ".join(f"{v:.1f}" for v in ns.get((u, m), [])) or "-"
+    v = ns.get((u, m), [])
+    s = " / ".join(f"{x:.1f}" for x in v) or "-"
+    return s + (f" (median {median(v):.1f})" if len(v) > 2 else "")
 
 
 def one(d, u, m):
@@ -285,6 +288,8 @@ if lo in users and hi in users:
         pairs = list(zip(ns.get((lo, m), []), ns.get((hi, m), [])))
         if pairs:
             parts.append("criterion ns " + " / ".join(growth(a, b) for a, b in pairs))
+        if len(pairs) > 2:
+            parts.append(f"medians of the runs {growth(median(ns[(lo, m)]), median(ns[(hi, m)]))}")
         print(f"  {m:8}: " + ", ".join(parts))
     if rss[lo] and rss[hi]:
         per = (min(rss[hi]) - min(rss[lo])) / (hi - lo)
