@@ -11,8 +11,7 @@
 #     warm-up bursts, which are collected too, so both sides count the same frames);
 #   - memory: the user table's bytes per user (the only per-user structure: the winner table
 #     and the journals grow with claims, the seeds with packets) and the peak resident memory
-#     of the benchmark process, whose growth from 1M to 100M users is what a user
-#     costs all in.
+#     of the benchmark process, whose growth from 1M to 100M users is what a user costs all in.
 # Then start-up with claims (bench/seeds_startup.rs) for each count in CURVE_CLAIMS, where the
 # disk under $TMPDIR and the memory have room (checked first; files deleted after each run).
 #
@@ -53,7 +52,8 @@ sys.exit(r)' "$@"
 echo "bench-curve: building"
 exe_of() { # bench name -> its executable
   cargo bench --bench "$1" --no-run --message-format=json 2>/dev/null |
-    grep -o "\"executable\":\"[^\"]*/deps/$1-[0-9a-f]*\"" | tail -1 | sed 's/"executable":"\(.*\)"/\1/'
+    grep -o "\"executable\":\"[^\"]*/deps/$1-[0-9a-f]*\"" | tail -1 |
+    sed 's/"executable":"\(.*\)"/\1/'
 }
 DATAPATH=$(exe_of datapath)
 STARTUP=$(exe_of seeds_startup)
@@ -64,21 +64,27 @@ avail_kb() { awk '/^MemAvailable:/ {print $2}' /proc/meminfo; }
 # bytes a user rounded up to 64-byte buckets, at least PROBE_BUCKETS of them.
 PER_USER=$(sed -n 's/^pub const BYTES_PER_USER: usize = \([0-9]*\);/\1/p' src/engine/users.rs)
 PROBE=$(sed -n 's/^pub const PROBE_BUCKETS: usize = \([0-9]*\);/\1/p' src/engine/users.rs)
-table_bytes() { echo $(( ( ($1 * PER_USER + 63) / 64 > PROBE ? ($1 * PER_USER + 63) / 64 : PROBE) * 64 )); }
+table_bytes() {
+  local buckets=$((($1 * PER_USER + 63) / 64))
+  echo $(((buckets > PROBE ? buckets : PROBE) * 64))
+}
 
 # One tab-separated line per figure (kind users mode run value), a file per phase: a phase
-# skipped (SKIP_NS, SKIP_CPU, SKIP_CALLGRIND, SKIP_STARTUP) keeps its figures from the last run that
-# made them, so a phase can be repeated alone.
+# skipped (SKIP_NS, SKIP_CPU, SKIP_CALLGRIND, SKIP_STARTUP) keeps its figures from the last run
+# that made them, so a phase can be repeated alone.
 {
-  echo "# bench-curve $(date -u +%FT%TZ) on $(nproc) CPUs $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1), $(uname -r)"
+  cpu=$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)
+  echo "# bench-curve $(date -u +%FT%TZ) on $(nproc) CPUs $cpu, $(uname -r)"
   echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "# git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+changes')"
+  head=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+  echo "# git $head$(git diff --quiet 2>/dev/null || echo '+changes')"
 } >"$OUT/header.txt"
 
 fits() { # users: is there memory for the table plus the pools (and 1 GB to spare)?
   local need_kb=$(( $(table_bytes "$1") / 1024 + 1300 * 1024 ))
   [ "$(avail_kb)" -gt "$need_kb" ] || {
-    echo "bench-curve: skipping $1 users: needs ~$((need_kb / 1024)) MB, $(( $(avail_kb) / 1024 )) MB available" | tee -a "$OUT/header.txt" >&2
+    echo "bench-curve: skipping $1 users: needs ~$((need_kb / 1024)) MB," \
+      "$(($(avail_kb) / 1024)) MB available" | tee -a "$OUT/header.txt" >&2
     return 1
   }
 }
@@ -87,8 +93,30 @@ median_ns() { # benchmark name -> criterion's median ns per burst
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["median"]["point_estimate"])' \
     "target/criterion/datapath/$1/new/estimates.json"
 }
+# Runs a benchmark with its output into a log; on failure, says so with the log's end.
+logged() { # log command...
+  local log=$1
+  shift
+  "$@" >"$log" 2>&1 || {
+    echo "bench-curve: failed: $* (see $log)" >&2
+    tail -5 "$log" >&2
+    exit 1
+  }
+}
 pop() { # 1000 -> 1K, 10000000 -> 10M (as the benchmark names its population)
-  if [ $(($1 % 1000000)) = 0 ]; then echo "$(($1 / 1000000))M"; elif [ $(($1 % 1000)) = 0 ]; then echo "$(($1 / 1000))K"; else echo "$1"; fi
+  if [ $(($1 % 1000000)) = 0 ]; then
+    echo "$(($1 / 1000000))M"
+  elif [ $(($1 % 1000)) = 0 ]; then
+    echo "$(($1 / 1000))K"
+  else
+    echo "$1"
+  fi
+}
+# Figures from a run's log: the peak RSS (kB) and CPU seconds `peak` printed, the bench's rx.
+rss_of() { sed -n 's/^maxrss_kb=\([0-9]*\).*/\1/p' "$1"; }
+cpu_of() { sed -n 's/.*cpu_s=//p' "$1"; }
+rx_of() {
+  grep -o ' rx=[0-9]*' "$1" | tail -1 | cut -d= -f2
 }
 
 if [ "$SKIP_NS" != 1 ]; then
@@ -101,14 +129,15 @@ if [ "$SKIP_NS" != 1 ]; then
       fits "$u" || continue
       log=$OUT/ns-$u-run$run.log
       echo "bench-curve: criterion, $u users, run $run ($(cut -d' ' -f1 /proc/loadavg) load)"
-      SHAKE_BENCH_USERS=$u SHAKE_BENCH_FAMILY=ipv4 peak "$DATAPATH" --bench --measurement-time "$MEASURE_S" >"$log" 2>&1
+      SHAKE_BENCH_USERS=$u SHAKE_BENCH_FAMILY=ipv4 \
+        logged "$log" peak "$DATAPATH" --bench --measurement-time "$MEASURE_S"
       p=$(pop "$u")
       for mode in software nic; do
         name=burst32_${p}_users
         [ $mode = software ] || name=${name}_nic_checked
         printf 'ns\t%s\t%s\t%s\t%s\n' "$u" "$mode" "$run" "$(median_ns "$name")" >>"$TSV"
       done
-      printf 'rss\t%s\t-\t%s\t%s\n' "$u" "$run" "$(sed -n 's/^maxrss_kb=\([0-9]*\).*/\1/p' "$log")" >>"$TSV"
+      printf 'rss\t%s\t-\t%s\t%s\n' "$u" "$run" "$(rss_of "$log")" >>"$TSV"
       printf 'load\t%s\t-\t%s\t%s\n' "$u" "$run" "$(cut -d' ' -f1 /proc/loadavg)" >>"$TSV"
     done
   done
@@ -131,14 +160,14 @@ if [ "$SKIP_CPU" != 1 ]; then
       set -- $CPU_S
       for secs in "$1" "$2"; do
         log=$OUT/cpu-$u-$mode-$secs.log
-        echo "bench-curve: CPU time, $u users, $mode checksums, ${secs} s ($(cut -d' ' -f1 /proc/loadavg) load)"
+        echo "bench-curve: CPU time, $u users, $mode checksums, ${secs} s" \
+          "($(cut -d' ' -f1 /proc/loadavg) load)"
         SHAKE_BENCH_USERS=$u SHAKE_BENCH_FAMILY=ipv4 SHAKE_BENCH_CHECKSUMS=$mode \
-          peak "$DATAPATH" --bench --profile-time "$secs" >"$log" 2>&1
+          logged "$log" peak "$DATAPATH" --bench --profile-time "$secs"
       done
       a=$OUT/cpu-$u-$mode-$1.log b=$OUT/cpu-$u-$mode-$2.log
       printf 'cpu\t%s\t%s\t1\t%s %s %s %s\n' "$u" "$mode" \
-        "$(sed -n 's/.*cpu_s=//p' "$a")" "$(grep -o ' rx=[0-9]*' "$a" | tail -1 | cut -d= -f2)" \
-        "$(sed -n 's/.*cpu_s=//p' "$b")" "$(grep -o ' rx=[0-9]*' "$b" | tail -1 | cut -d= -f2)" >>"$TSV"
+        "$(cpu_of "$a")" "$(rx_of "$a")" "$(cpu_of "$b")" "$(rx_of "$b")" >>"$TSV"
     done
   done
 fi
@@ -154,11 +183,11 @@ if [ "$SKIP_CALLGRIND" != 1 ]; then
       log=$OUT/callgrind-$u-$mode.log
       echo "bench-curve: callgrind, $u users, $mode checksums"
       SHAKE_BENCH_USERS=$u SHAKE_BENCH_FAMILY=ipv4 SHAKE_BENCH_CHECKSUMS=$mode \
-        valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind-$u-$mode.out" \
+        logged "$log" valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind-$u-$mode.out" \
         --toggle-collect='*process_burst_checked*' --toggle-collect='*stage_next_burst*' \
-        "$DATAPATH" --bench --profile-time "$PROFILE_S" >"$log" 2>&1
+        "$DATAPATH" --bench --profile-time "$PROFILE_S"
       ir=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
-      rx=$(grep -o ' rx=[0-9]*' "$log" | tail -1 | cut -d= -f2)
+      rx=$(rx_of "$log")
       printf 'ir\t%s\t%s\t1\t%s %s\n' "$u" "$mode" "$ir" "${rx:-0}" >>"$TSV"
       rm -f "$OUT/callgrind-$u-$mode.out"
     done
@@ -174,31 +203,38 @@ if [ "$SKIP_STARTUP" != 1 ]; then
   : >"$TSV"
   rm -f "$OUT"/startup-*.log
   echo "# start-up: measured now" >>"$OUT/header.txt"
+  # The benchmark's files go to a directory of this run's own (the benchmark names its own by
+  # pid under TMPDIR), removed after each run and on any exit.
+  WORK=$TMP/shake-curve-$$
+  trap 'rm -rf "$WORK"' EXIT
   for n in $CLAIMS; do
     need_kb=$((n * BYTES_PER_CLAIM / 1024 + 1024 * 1024))
     free_kb=$(df -Pk "$TMP" | awk 'NR == 2 {print $4}')
     mem_kb=$((n * 128 / 1024 + 1024 * 1024))
     if [ "$free_kb" -lt "$need_kb" ] || [ "$(avail_kb)" -lt "$mem_kb" ]; then
-      echo "bench-curve: skipping start-up with $n claims: needs ~$((need_kb / 1024)) MB in $TMP ($((free_kb / 1024)) free) and ~$((mem_kb / 1024)) MB memory ($(( $(avail_kb) / 1024 )) available)" | tee -a "$OUT/header.txt" >&2
+      echo "bench-curve: skipping start-up with $n claims: needs ~$((need_kb / 1024)) MB" \
+        "in $TMP ($((free_kb / 1024)) free) and ~$((mem_kb / 1024)) MB of memory" \
+        "($(($(avail_kb) / 1024)) available)" | tee -a "$OUT/header.txt" >&2
       continue
     fi
     log=$OUT/startup-$n.log
     echo "bench-curve: start-up with $n claims ($(cut -d' ' -f1 /proc/loadavg) load)"
-    peak "$STARTUP" --bench "$n" >"$log" 2>&1
-    # The benchmark removes its directory itself; make sure on a failed run too.
-    rm -rf "$TMP"/shake-bench-[0-9]*
+    mkdir -p "$WORK"
+    TMPDIR=$WORK logged "$log" peak "$STARTUP" --bench "$n"
+    rm -rf "$WORK"
     for t in $(sed -n 's/^start-up #\([0-9]\).* in \([0-9.]*\) s$/\2/p' "$log"); do
       printf 'startup\t%s\t-\t-\t%s\n' "$n" "$t" >>"$TSV"
     done
-    printf 'issue\t%s\t-\t-\t%s\n' "$n" "$(sed -n 's/^issue: .* in \([0-9.]*\) s:.*/\1/p' "$log")" >>"$TSV"
-    printf 'startrss\t%s\t-\t-\t%s\n' "$n" "$(sed -n 's/^maxrss_kb=\([0-9]*\).*/\1/p' "$log")" >>"$TSV"
+    issued=$(sed -n 's/^issue: .* in \([0-9.]*\) s:.*/\1/p' "$log")
+    printf 'issue\t%s\t-\t-\t%s\n' "$n" "$issued" >>"$TSV"
+    printf 'startrss\t%s\t-\t-\t%s\n' "$n" "$(rss_of "$log")" >>"$TSV"
   done
 fi
 
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/header.txt"
 {
   cat "$OUT/header.txt"
-  cat "$OUT"/ns.tsv "$OUT"/cpu.tsv "$OUT"/ir.tsv "$OUT"/startup.tsv 2>/dev/null >"$OUT/figures.tsv" || true
+  cat "$OUT"/{ns,cpu,ir,startup}.tsv 2>/dev/null >"$OUT/figures.tsv" || true
   python3 - "$OUT/figures.tsv" "$PER_USER" "$PROBE" <<'PY'
 import sys
 from collections import defaultdict
@@ -322,7 +358,8 @@ if claims:
     for c in claims[1:]:
         f = min(start[c]) / min(start[base])
         print(f"  {name(base)} -> {name(c)} claims: start-up x{f:.1f} for x{c / base:.0f} claims "
-              f"({min(start[c]) * 1e9 / c:.0f} ns a claim against {min(start[base]) * 1e9 / base:.0f})")
+              f"({min(start[c]) * 1e9 / c:.0f} ns a claim against "
+              f"{min(start[base]) * 1e9 / base:.0f})")
 PY
 } | tee "$OUT/result.txt"
 echo "bench-curve: results in $OUT/result.txt"
