@@ -29,8 +29,6 @@ PROFILE_S=${CURVE_PROFILE_S:-2}
 CLAIMS=${CURVE_CLAIMS:-1000000 10000000 100000000}
 SKIP_NS=${SKIP_NS:-0}
 SKIP_CALLGRIND=${SKIP_CALLGRIND:-0}
-SKIP_CPU=${SKIP_CPU:-0}
-CPU_S=${CURVE_CPU_S:-8 20}
 SKIP_STARTUP=${SKIP_STARTUP:-0}
 TMP=${TMPDIR:-/tmp}
 mkdir -p "$OUT"
@@ -44,8 +42,7 @@ command -v valgrind >/dev/null || [ "$SKIP_CALLGRIND" = 1 ] || {
 peak() {
   python3 -c 'import resource, subprocess, sys
 r = subprocess.call(sys.argv[1:])
-u = resource.getrusage(resource.RUSAGE_CHILDREN)
-print("maxrss_kb=%d cpu_s=%.3f" % (u.ru_maxrss, u.ru_utime + u.ru_stime), file=sys.stderr)
+print("maxrss_kb=%d" % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
 sys.exit(r)' "$@"
 }
 
@@ -70,7 +67,7 @@ table_bytes() {
 }
 
 # One tab-separated line per figure (kind users mode run value), a file per phase: a phase
-# skipped (SKIP_NS, SKIP_CPU, SKIP_CALLGRIND, SKIP_STARTUP) keeps its figures from the last run
+# skipped (SKIP_NS, SKIP_CALLGRIND, SKIP_STARTUP) keeps its figures from the last run
 # that made them, so a phase can be repeated alone.
 {
   cpu=$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)
@@ -112,9 +109,8 @@ pop() { # 1000 -> 1K, 10000000 -> 10M (as the benchmark names its population)
     echo "$1"
   fi
 }
-# Figures from a run's log: the peak RSS (kB) and CPU seconds `peak` printed, the bench's rx.
+# Figures from a run's log: the peak RSS (kB) `peak` printed, the benchmark's rx.
 rss_of() { sed -n 's/^maxrss_kb=\([0-9]*\).*/\1/p' "$1"; }
-cpu_of() { sed -n 's/.*cpu_s=//p' "$1"; }
 rx_of() {
   grep -o ' rx=[0-9]*' "$1" | tail -1 | cut -d= -f2
 }
@@ -139,35 +135,6 @@ if [ "$SKIP_NS" != 1 ]; then
       done
       printf 'rss\t%s\t-\t%s\t%s\n' "$u" "$run" "$(rss_of "$log")" >>"$TSV"
       printf 'load\t%s\t-\t%s\t%s\n' "$u" "$run" "$(cut -d' ' -f1 /proc/loadavg)" >>"$TSV"
-    done
-  done
-fi
-
-# CPU time per request: the same benchmark for a short and a long --profile-time, its
-# process's CPU time (all threads, user + system) and rx for each; the difference is the burst
-# loop alone (set-up, warm-up and the table's background population cancel out, when they end
-# within the short run). Unlike criterion's wall-clock medians it does not count the time the
-# benchmark waits for a CPU while other work runs, so it is the time figure to read on a loaded
-# machine; cache and memory stalls are CPU time and stay in.
-if [ "$SKIP_CPU" != 1 ]; then
-  TSV=$OUT/cpu.tsv
-  : >"$TSV"
-  rm -f "$OUT"/cpu-*.log
-  echo "# CPU time: measured now" >>"$OUT/header.txt"
-  for u in $USERS; do
-    fits "$u" || continue
-    for mode in software nic; do
-      set -- $CPU_S
-      for secs in "$1" "$2"; do
-        log=$OUT/cpu-$u-$mode-$secs.log
-        echo "bench-curve: CPU time, $u users, $mode checksums, ${secs} s" \
-          "($(cut -d' ' -f1 /proc/loadavg) load)"
-        SHAKE_BENCH_USERS=$u SHAKE_BENCH_FAMILY=ipv4 SHAKE_BENCH_CHECKSUMS=$mode \
-          logged "$log" peak "$DATAPATH" --bench --profile-time "$secs"
-      done
-      a=$OUT/cpu-$u-$mode-$1.log b=$OUT/cpu-$u-$mode-$2.log
-      printf 'cpu\t%s\t%s\t1\t%s %s %s %s\n' "$u" "$mode" \
-        "$(cpu_of "$a")" "$(rx_of "$a")" "$(cpu_of "$b")" "$(rx_of "$b")" >>"$TSV"
     done
   done
 fi
@@ -234,7 +201,7 @@ fi
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/header.txt"
 {
   cat "$OUT/header.txt"
-  cat "$OUT"/{ns,cpu,ir,startup}.tsv 2>/dev/null >"$OUT/figures.tsv" || true
+  cat "$OUT"/{ns,ir,startup}.tsv 2>/dev/null >"$OUT/figures.tsv" || true
   python3 - "$OUT/figures.tsv" "$PER_USER" "$PROBE" <<'PY'
 import sys
 from collections import defaultdict
@@ -242,20 +209,17 @@ from statistics import median
 
 tsv, per_user, probe = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ns = defaultdict(list)  # (users, mode) -> criterion ns per request, one per run
-cpu, ir = {}, {}  # (users, mode) -> CPU ns per request, instructions per request
+ir = {}  # (users, mode) -> instructions per request
 rss, start, issue, startrss = defaultdict(list), defaultdict(list), {}, {}
 users, claims = [], []
 for line in open(tsv):
     kind, u, mode, run, value = line.rstrip("\n").split("\t")
     u = int(u)
-    if kind in ("ns", "cpu", "ir", "rss") and u not in users:
+    if kind in ("ns", "ir", "rss") and u not in users:
         users.append(u)
     try:
         if kind == "ns":
             ns[(u, mode)].append(float(value) / 32)
-        elif kind == "cpu":
-            c1, r1, c2, r2 = map(float, value.split())
-            cpu[(u, mode)] = (c2 - c1) * 1e9 / (r2 - r1)
         elif kind == "ir":
             c, rx = map(int, value.split())
             ir[(u, mode)] = c / rx
@@ -296,15 +260,13 @@ def one(d, u, m):
 
 
 print()
-print("| users | ns/request software (criterion, per run) | ns/request NIC-checked (criterion) "
-      "| CPU ns/request software | CPU ns/request NIC-checked | Ir/request software "
-      "| Ir/request NIC-checked | table bytes/user | bench peak RSS |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| users | ns/request software (per run) | ns/request NIC-checked (per run) "
+      "| Ir/request software | Ir/request NIC-checked | table bytes/user | bench peak RSS |")
+print("|---|---|---|---|---|---|---|")
 for u in users:
     r = " / ".join(f"{b / 2**20:.0f} MiB" for b in rss[u]) or "-"
-    print(f"| {name(u)} | {runs(u, 'software')} | {runs(u, 'nic')} | {one(cpu, u, 'software')} "
-          f"| {one(cpu, u, 'nic')} | {one(ir, u, 'software')} | {one(ir, u, 'nic')} "
-          f"| {table_bytes(u) / u:.2f} | {r} |")
+    print(f"| {name(u)} | {runs(u, 'software')} | {runs(u, 'nic')} | {one(ir, u, 'software')} "
+          f"| {one(ir, u, 'nic')} | {table_bytes(u) / u:.2f} | {r} |")
 
 
 def growth(a, b):
@@ -319,11 +281,9 @@ if lo in users and hi in users:
         parts = []
         if (lo, m) in ir and (hi, m) in ir:
             parts.append(f"Ir {growth(ir[(lo, m)], ir[(hi, m)])}")
-        if (lo, m) in cpu and (hi, m) in cpu:
-            parts.append(f"CPU ns {growth(cpu[(lo, m)], cpu[(hi, m)])}")
         pairs = list(zip(ns.get((lo, m), []), ns.get((hi, m), [])))
         if pairs:
-            parts.append("criterion ns " + " / ".join(growth(a, b) for a, b in pairs))
+            parts.append("ns " + " / ".join(growth(a, b) for a, b in pairs))
         if len(pairs) > 2:
             parts.append(f"medians of the runs {growth(median(ns[(lo, m)]), median(ns[(hi, m)]))}")
         print(f"  {m:8}: " + ", ".join(parts))
@@ -338,13 +298,10 @@ if mid in users:
         if (mid, m) in ir:
             i = ir[(mid, m)]
             parts.append(f"{i:.1f} Ir ({'met' if i <= 350 else 'not met'})")
-        if (mid, m) in cpu:
-            c = cpu[(mid, m)]
-            parts.append(f"{c:.1f} CPU ns ({'met' if c <= 40 else 'not met'})")
         t = ns.get((mid, m), [])
         if t:
             v = "met" if max(t) <= 40 else "met in some runs" if min(t) <= 40 else "not met"
-            parts.append(" / ".join(f"{x:.1f}" for x in t) + f" criterion ns ({v})")
+            parts.append(" / ".join(f"{x:.1f}" for x in t) + f" ns ({v})")
         print(f"  {m:8}: " + ", ".join(parts))
 if claims:
     print()
