@@ -123,9 +123,16 @@ bench-e2e: deps
 bench-ipv6: deps
 	bash bench/pcap6.sh
 
+# The cost curve (bench/cost_curve.sh): ns and instructions (callgrind) per request at 1K, 1M,
+# 10M and 100M users, memory per user, and start-up with 1M, 10M and 100M claims; results in
+# build/bench-curve/result.txt. 100M needs ~13 GB of free memory and ~16 GB of disk under TMPDIR.
+.PHONY: bench-curve
+bench-curve: deps
+	bash bench/cost_curve.sh
+
 # Everything, in one run: the micro-benchmarks, then the end-to-end phases, whose table takes
 # (d) from the datapath run just made.
-bench: bench-datapath bench-seeds bench-fleet bench-ship bench-ipv6
+bench: bench-datapath bench-seeds bench-fleet bench-ship bench-ipv6 bench-curve
 	SKIP_MICRO=1 bash bench/e2e.sh
 
 # --- Soak (bench/soak.sh, not in `make test`): SOAK_SECONDS (300) of phones obeying
