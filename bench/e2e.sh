@@ -178,6 +178,20 @@ probe() { "$PROBE" 0 1 >>"$OUT/probe-$1" 2>&1 || echo 0 >>"$OUT/probe-$1"; }
 rm -rf "$OUT"/probe-* "$OUT"/gen-testpmd-memif-*.json "$OUT"/gen-serve-memif-*.json "$OUT"/serve-*.log \
   "$OUT"/gen-serve-socket-*.json "$OUT"/svg-* "$OUT"/*.svg
 [ -n "$TESTPMD" ] || echo "bench: dpdk-testpmd not found (Debian package dpdk-dev): skipping the testpmd phases" >&2
+# One phase of the appliance on memif: round, log suffix, node config, extra generator options.
+serve_memif() {
+  local round=$1 mode=$2 config=$3; shift 3
+  echo "bench: memif round $round/$ROUNDS, shake serve --io dpdk${mode:+, every request a full decision} (${PHASE_S}s)"
+  start "$OUT/serve-memif$mode-$round.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/$config" -- --no-shconf "$MEM"
+  APP=$LAST_PID
+  wait_for "$OUT/serve-memif$mode-$round.log" "serving SHAKE/1"
+  mkdir -p "$OUT/svg-$round"
+  gen_dpdk "$OUT/gen-serve-memif$mode-$round.json" "$@" >"$OUT/gen-serve-memif$mode-$round.log" 2>&1 || true
+  stop_pid "$APP"
+  rm -f "$SOCK"
+  probe "$round"
+}
+
 for round in $(seq "$ROUNDS"); do
   probe "$round"
   if [ -n "$TESTPMD" ]; then
@@ -193,25 +207,8 @@ for round in $(seq "$ROUNDS"); do
     probe "$round"
   fi
 
-  echo "bench: memif round $round/$ROUNDS, shake serve --io dpdk (${PHASE_S}s)"
-  start "$OUT/serve-memif-$round.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-memif.toml" -- --no-shconf "$MEM"
-  APP=$LAST_PID
-  wait_for "$OUT/serve-memif-$round.log" "serving SHAKE/1"
-  mkdir -p "$OUT/svg-$round"
-  gen_dpdk "$OUT/gen-serve-memif-$round.json" --svg "$OUT/svg-$round" \
-    >"$OUT/gen-serve-memif-$round.log" 2>&1 || true
-  stop_pid "$APP"
-  rm -f "$SOCK"
-  probe "$round"
-
-  echo "bench: memif round $round/$ROUNDS, shake serve --io dpdk, every request a full decision (${PHASE_S}s)"
-  start "$OUT/serve-memif-full-$round.log" timeout $((PHASE_S + 60)) "$B" serve --config "$OUT/node-memif-full.toml" -- --no-shconf "$MEM"
-  APP=$LAST_PID
-  wait_for "$OUT/serve-memif-full-$round.log" "serving SHAKE/1"
-  gen_dpdk "$OUT/gen-serve-memif-full-$round.json" >"$OUT/gen-serve-memif-full-$round.log" 2>&1 || true
-  stop_pid "$APP"
-  rm -f "$SOCK"
-  probe "$round"
+  serve_memif "$round" "" node-memif.toml --svg "$OUT/svg-$round"
+  serve_memif "$round" -full node-memif-full.toml
 
   # The socket backend on loopback: one socket worker on CPU 1, the generator on CPU 0.
   echo "bench: round $round/$ROUNDS, socket backend on loopback (${PHASE_S}s)"
