@@ -19,6 +19,7 @@
 
 pub mod etcd;
 pub mod follow;
+pub mod message;
 pub mod prometheus;
 pub mod ship;
 pub mod stream;
