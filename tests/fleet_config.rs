@@ -3,6 +3,7 @@
 //! every node catches up when it is back; invalid and stale pushes are refused; a node that
 //! dies leaves the registry; and a push under load loses no answer and never moves an
 //! answer's config_version backwards.
+#![cfg(feature = "fleet")]
 
 mod common;
 
