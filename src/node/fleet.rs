@@ -8,7 +8,7 @@
 //! only then hands it to every worker, which takes it between bursts. A restarted node, even
 //! with etcd away, serves the last revision it applied, under the same version.
 //!
-//! Without the `fleet` feature there is no etcd client: [`refuse_without_engines`] turns a
+//! Without the `fleet` feature there is no etcd client: `refuse_without_engines` turns a
 //! config that names etcd away when the node loads, before anything starts, rather than let
 //! it serve on its own file while its operator thinks it follows the fleet.
 
