@@ -33,10 +33,13 @@ enum Command {
     /// forfeit what a really lost journal cannot explain.
     Recover(cli::recover::Args),
     /// The fleet on etcd: push a live config to every node, see every node's state.
+    #[cfg(feature = "fleet")]
     Fleet(cli::fleet::Args),
     /// Ship a node's claim journals to the fleet's JetStream stream, exactly once.
+    #[cfg(feature = "fleet")]
     Ship(cli::ship::Args),
     /// The example payment consumer: take claims from the stream, pay each once, then ack.
+    #[cfg(feature = "fleet")]
     Pay(cli::pay::Args),
 }
 
@@ -50,8 +53,11 @@ fn main() -> std::process::ExitCode {
         Command::Journal(a) => cli::journal::run(a),
         Command::Reconcile(a) => cli::reconcile::run(a),
         Command::Recover(a) => cli::recover::run(a),
+        #[cfg(feature = "fleet")]
         Command::Fleet(a) => cli::fleet::run(a),
+        #[cfg(feature = "fleet")]
         Command::Ship(a) => cli::ship::run(a),
+        #[cfg(feature = "fleet")]
         Command::Pay(a) => cli::pay::run(a),
     };
     match result {

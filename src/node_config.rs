@@ -468,7 +468,7 @@ impl NodeConfig {
     }
 
     /// An error at a key of this file: at its line, or where it belongs if it is absent.
-    fn at(&self, key: &str, message: String) -> ConfigError {
+    pub(crate) fn at(&self, key: &str, message: String) -> ConfigError {
         ConfigError::At {
             file: self.path.display().to_string(),
             line: Places::new(&self.text).line_of_key(key),

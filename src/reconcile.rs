@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::fleet::stream::StreamMessage;
+use crate::fleet::message::StreamMessage;
 use crate::journal::format::{encode, RECORD_LEN};
 use crate::journal::reader::list_segments;
 use crate::journal::{JournalReader, Kind, TailPolicy};

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use shake::activity::Activity;
@@ -14,7 +15,7 @@ use shake::engine::{Identity, Live, Throttle, Worker};
 use shake::frame::{process_burst, FrameConfig, Ipv6Addrs, Verdict};
 use shake::journal::MemoryJournal;
 use shake::mac::MacKey;
-use shake::seed::{plan, MemorySource};
+use shake::seed::{plan, MemorySource, SeedRecord};
 use shake::wire::shake::Outcome;
 
 const TOKEN: MacKey = MacKey::from_bytes([3; 16]);
@@ -64,11 +65,30 @@ greeting_probability = 0.2
     .unwrap()
 }
 
-fn worker(a: &Activity) -> Worker<MemorySource, MemoryJournal> {
-    worker_with_users(a, 1 << 20)
+/// The activity every test here serves (limits 3 per user, 1 per sponsor) and its one shard's
+/// records, planned once: planning its 80,000 packets was most of a property case's time, and
+/// the plan is the same every time (same activity, same seed). Every case still gets a fresh
+/// worker with a copy of them.
+fn fixture() -> &'static (Activity, Vec<SeedRecord>) {
+    static FIXTURE: OnceLock<(Activity, Vec<SeedRecord>)> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let a = activity(3, 1);
+        let planned = plan::plan(&a, 1, 1, 5);
+        let records = plan::shard_records(&planned, 0);
+        (a, records)
+    })
 }
 
-fn worker_with_users(a: &Activity, users: usize) -> Worker<MemorySource, MemoryJournal> {
+/// The user table of a worker that sees one frame: one entry is all it needs, and zeroing a
+/// table for a million users per property case was most of the case's time.
+const ONE_FRAME_USERS: usize = 1 << 10;
+
+fn worker() -> Worker<MemorySource, MemoryJournal> {
+    worker_with_users(1 << 20)
+}
+
+fn worker_with_users(users: usize) -> Worker<MemorySource, MemoryJournal> {
+    let (a, records) = fixture();
     let live = Live::new(
         a,
         Identity {
@@ -87,14 +107,12 @@ fn worker_with_users(a: &Activity, users: usize) -> Worker<MemorySource, MemoryJ
         Default::default(),
         1,
     );
-    let planned = plan::plan(a, 1, 1, 5);
-    let records = plan::shard_records(&planned, 0);
     let n = records.len();
     Worker::new(
         live,
         UserTable::new(users, 0),
         WinnerTable::with_capacity(n),
-        MemorySource::new(records, a.rounds.len()),
+        MemorySource::new(records.clone(), a.rounds.len()),
         MemoryJournal::with_capacity(n),
         9,
     )
@@ -131,11 +149,9 @@ fn flow6(src_ip: [u8; 16], src_port: u16, vlan: Option<u16>) -> Flow6 {
     }
 }
 
-/// Runs one frame through a fresh worker with IPv6 (a small user table: one frame needs one
-/// entry, and zeroing a large table per case would be most of the test's time).
+/// Runs one frame through a fresh worker with IPv6.
 fn decide6(f: &mut [u8]) -> Verdict {
-    let a = activity(3, 1);
-    let mut w = worker_with_users(&a, 1 << 10);
+    let mut w = worker_with_users(ONE_FRAME_USERS);
     w.begin_burst(START_MS + 50_000);
     let mut frames = [f];
     let mut v = [Verdict::Drop(shake::counters::DropReason::Truncated)];
@@ -199,8 +215,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic_and_never_grow(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let a = activity(3, 1);
-        let mut w = worker(&a);
+        let mut w = worker_with_users(ONE_FRAME_USERS);
         w.begin_burst(START_MS + 50_000);
         let mut f = bytes.clone();
         let mut frames = [&mut f[..]];
@@ -213,8 +228,7 @@ proptest! {
 
     #[test]
     fn mutated_valid_frames_never_panic(user: u64, flips in proptest::collection::vec((0usize..106, any::<u8>()), 1..4)) {
-        let a = activity(3, 1);
-        let mut w = worker(&a);
+        let mut w = worker_with_users(ONE_FRAME_USERS);
         w.begin_burst(START_MS + 50_000);
         let r = client::request(&TOKEN, user, 1, u32::MAX, 0);
         let mut f = vec![0u8; 106];
@@ -231,8 +245,7 @@ proptest! {
         user: u64, seq: u32, ts: u64,
         src_ip in any::<[u8; 4]>(), src_port in 1u16.., vlan in proptest::option::of(0u16..4095),
     ) {
-        let a = activity(3, 1);
-        let mut w = worker(&a);
+        let mut w = worker_with_users(ONE_FRAME_USERS);
         w.begin_burst(START_MS + 50_000);
         let r = client::request(&TOKEN, user, seq, u32::MAX, ts);
         let fl = flow(src_ip, src_port, vlan);
@@ -318,8 +331,8 @@ fn ipv6_frame() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-// Fewer cases than the IPv4 properties: each builds a worker, whose seed planning is most
-// of a case's time; the frame layer's own IPv6 properties run 512 more per build.
+// Fewer cases than the IPv4 properties: the frame layer's own IPv6 properties run 512 more
+// per build.
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -382,8 +395,7 @@ proptest! {
 /// packet twice, no user over either limit, and the journal holds exactly what was answered.
 #[test]
 fn a_million_random_shakes_keep_every_limit() {
-    let a = activity(3, 1);
-    let mut w = worker(&a);
+    let mut w = worker();
     let mut rng = shake::rng::Rng::new(2024);
     let mut issued: HashSet<u64> = HashSet::new();
     let mut per_user: HashMap<u64, Vec<u32>> = HashMap::new();

@@ -2,7 +2,7 @@
 //! backend): the appliance on a net_null port registers in etcd, applies a push between
 //! bursts with config_version = the revision, and leaves the registry at its stop.
 //! `--no-pci --no-huge --no-shconf`, its own `--file-prefix`.
-#![cfg(feature = "dpdk")]
+#![cfg(all(feature = "dpdk", feature = "fleet"))]
 
 mod common;
 

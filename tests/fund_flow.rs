@@ -4,6 +4,7 @@
 //! Every test runs a real nats-server (Debian's, with JetStream) on loopback and checks the
 //! stream itself against the journals: per worker journal, the records of its subject are the
 //! journal's records 0, 1, 2, ... with the same bytes, each exactly once.
+#![cfg(feature = "fleet")]
 
 mod common;
 

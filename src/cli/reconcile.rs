@@ -1,8 +1,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[cfg(feature = "fleet")]
 use anyhow::Context;
-use shake::fleet::Names;
+use shake::fleet::message::StreamMessage;
 use shake::reconcile::reconcile_with_stream;
 
 #[derive(clap::Args)]
@@ -25,22 +26,39 @@ pub struct Args {
     pub fleet_name: Option<String>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let stream = match (&args.stream, &args.fleet_name) {
-        (Some(url), Some(name)) => {
-            let names = Names::new(name);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let msgs = rt.block_on(async {
-                let client = shake::fleet::stream::connect(url).await?;
-                let js = async_nats::jetstream::new(client);
-                anyhow::Ok(shake::fleet::stream::read_all(&js, &names).await?)
-            })?;
-            Some(msgs.with_context(|| format!("{url}: no stream {}", names.stream()))?)
-        }
-        _ => None,
+/// The claims stream, read whole; `None` when not asked for.
+#[cfg(feature = "fleet")]
+fn read_stream(args: &Args) -> anyhow::Result<Option<Vec<StreamMessage>>> {
+    let (Some(url), Some(name)) = (&args.stream, &args.fleet_name) else {
+        return Ok(None);
     };
+    let names = shake::fleet::Names::new(name);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let msgs = rt.block_on(async {
+        let client = shake::fleet::stream::connect(url).await?;
+        let js = async_nats::jetstream::new(client);
+        anyhow::Ok(shake::fleet::stream::read_all(&js, &names).await?)
+    })?;
+    Ok(Some(msgs.with_context(|| {
+        format!("{url}: no stream {}", names.stream())
+    })?))
+}
+
+/// Without the NATS client (feature `fleet`) the stream cannot be read: said, not skipped.
+#[cfg(not(feature = "fleet"))]
+fn read_stream(args: &Args) -> anyhow::Result<Option<Vec<StreamMessage>>> {
+    if args.stream.is_some() {
+        anyhow::bail!(
+            "--stream: this shake was built without the `fleet` feature (no NATS client)"
+        );
+    }
+    Ok(None)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let stream = read_stream(&args)?;
     let rep = reconcile_with_stream(
         &args.manifest,
         &args.seeds,

@@ -14,13 +14,23 @@
 //! it (`shake ship`), never on a worker: a worker only ever sees a new `Arc<Live>` between
 //! bursts, as it does for SIGHUP. A node without `[fleet]` runs exactly as before.
 //!
+//! The engines' clients (`etcd`, `ship`, `stream`) are behind the `fleet` feature (default):
+//! what the rest of the crate needs of the fleet without them (the names, the stream's
+//! messages as data for [`crate::reconcile`], following a journal, Prometheus's files) is
+//! here regardless, so that a build without the feature (the fuzz targets) compiles no gRPC,
+//! HTTP/2 or TLS.
+//!
 //! [`Names`] is the one place that spells keys, subjects and the stream's name, so that the
 //! node, the shipper, `shake fleet`, `shake pay` and `shake reconcile` agree on them.
 
+#[cfg(feature = "fleet")]
 pub mod etcd;
 pub mod follow;
+pub mod message;
 pub mod prometheus;
+#[cfg(feature = "fleet")]
 pub mod ship;
+#[cfg(feature = "fleet")]
 pub mod stream;
 
 use crate::node_config::FleetSection;

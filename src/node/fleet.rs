@@ -7,22 +7,45 @@
 //! it durable beside the journals (the document in [`CACHE_FILE`], then the version), and
 //! only then hands it to every worker, which takes it between bursts. A restarted node, even
 //! with etcd away, serves the last revision it applied, under the same version.
+//!
+//! Without the `fleet` feature there is no etcd client: `refuse_without_engines` turns a
+//! config that names etcd away when the node loads, before anything starts, rather than let
+//! it serve on its own file while its operator thinks it follows the fleet.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crossbeam::channel::Sender;
 
-use super::{version_path, write_durably, write_version, Node, NodeError};
+use super::{version_path, Node, NodeError};
 use crate::activity::Activity;
 use crate::control::Stats;
 use crate::engine::config::Live;
-use crate::fleet::etcd::{Applier, ControlPlane, EtcdTarget, Registration};
-use crate::fleet::Names;
 use crate::node_config::NodeConfig;
-use crate::time::unix_ms;
+#[cfg(feature = "fleet")]
+use {
+    super::{write_durably, write_version},
+    crate::fleet::etcd::{Applier, EtcdTarget, Registration},
+    crate::fleet::Names,
+    crate::time::unix_ms,
+    std::sync::atomic::Ordering::Relaxed,
+    std::time::Instant,
+};
+
+#[cfg(feature = "fleet")]
+pub(super) use crate::fleet::etcd::ControlPlane;
+
+/// Without the `fleet` feature no node has a control plane ([`Node::load`] refused every
+/// config that would start one): the type is empty.
+#[cfg(not(feature = "fleet"))]
+pub(super) enum ControlPlane {}
+
+#[cfg(not(feature = "fleet"))]
+impl ControlPlane {
+    pub(super) fn stop(self) {
+        match self {}
+    }
+}
 
 /// The last live document a node applied, beside its journals and `config_version`.
 pub const CACHE_FILE: &str = "fleet-live.toml";
@@ -37,7 +60,29 @@ pub(super) fn in_fleet(config: &NodeConfig) -> bool {
     config.fleet.as_ref().is_some_and(|f| !f.etcd.is_empty())
 }
 
+/// A fleet node needs the engines' clients: a build without them (`built_with_engines`,
+/// `cfg!(feature = "fleet")` but for the tests) refuses a config that names etcd, at its
+/// `fleet.etcd` line. A `[fleet]` without etcd (a node on its own whose journals `shake ship`
+/// ships, from a build with the feature) is no fleet node and is served.
+pub(super) fn refuse_without_engines(
+    config: &NodeConfig,
+    built_with_engines: bool,
+) -> Result<(), NodeError> {
+    if built_with_engines || !in_fleet(config) {
+        return Ok(());
+    }
+    Err(config
+        .at(
+            "fleet.etcd",
+            "this node takes its live config from etcd, but this shake was built without the \
+             `fleet` feature (no etcd client): build it with the default features"
+                .into(),
+        )
+        .into())
+}
+
 /// Applies revisions to a running node's workers.
+#[cfg(feature = "fleet")]
 pub struct NodeApplier {
     config: NodeConfig,
     /// The activity the seeds were made for: every revision must have its sponsors and rounds.
@@ -54,6 +99,7 @@ pub struct NodeApplier {
     last: (Instant, u64),
 }
 
+#[cfg(feature = "fleet")]
 impl NodeApplier {
     fn apply_checked(&mut self, revision: i64, text: &str) -> Result<(), String> {
         let version = u32::try_from(revision).map_err(|_| {
@@ -90,6 +136,7 @@ impl NodeApplier {
     }
 }
 
+#[cfg(feature = "fleet")]
 impl Applier for NodeApplier {
     fn applied(&self) -> i64 {
         self.version as i64
@@ -126,6 +173,7 @@ impl Applier for NodeApplier {
 }
 
 /// Starts the node's control plane if its config names etcd; `None` for a node on its own.
+#[cfg(feature = "fleet")]
 pub(super) fn start(
     node: &Node,
     workers: &[Sender<Arc<Live>>],
@@ -179,6 +227,19 @@ pub(super) fn start(
     .map_err(|e| NodeError::State(format!("starting the fleet control plane: {e}")))
 }
 
+/// No control plane without the feature; a fleet node never gets this far (see
+/// [`refuse_without_engines`]), but if it did it is refused here too, not served on its own.
+#[cfg(not(feature = "fleet"))]
+pub(super) fn start(
+    node: &Node,
+    _workers: &[Sender<Arc<Live>>],
+    _stats: &Stats,
+    _serving: String,
+    _metrics: Option<std::net::SocketAddr>,
+) -> Result<Option<ControlPlane>, NodeError> {
+    refuse_without_engines(&node.config, false).map(|()| None)
+}
+
 /// The live snapshot a fleet node starts on: the document it applied last (if it kept one)
 /// at the version it had, else its own activity file at the version it had (0 at the first
 /// start): etcd's revision replaces it as soon as the control plane reads the key.
@@ -200,4 +261,36 @@ pub(super) fn starting_live(
         _ => None,
     };
     Ok(config.live_versioned(cached.as_ref().unwrap_or(activity), start_s, version)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const NODE: &str = "[node]\nindex = 0\ncount = 1\nipv4 = \"10.0.0.2\"\n\n\
+        [activity]\nfile = \"a.toml\"\n\n[keys]\ntoken_key = \"t.key\"\nclaim_key = \"c.key\"\n";
+
+    #[test]
+    fn a_build_without_engines_refuses_a_fleet_node_at_its_etcd_line() {
+        let path = Path::new("/etc/shake/node.toml");
+        let fleet =
+            format!("{NODE}\n[fleet]\nname = \"gala\"\netcd = [\"http://127.0.0.1:2379\"]\n");
+        let c = NodeConfig::parse(path, &fleet).unwrap();
+        assert!(refuse_without_engines(&c, true).is_ok());
+        let e = refuse_without_engines(&c, false).unwrap_err().to_string();
+        assert!(
+            e.starts_with("/etc/shake/node.toml:15: fleet.etcd: ") && e.contains("`fleet` feature"),
+            "{e}"
+        );
+        // No etcd: a node on its own, served by either build.
+        for text in [
+            NODE.to_string(),
+            format!("{NODE}\n[fleet]\nname = \"gala\"\nnats = \"nats://127.0.0.1:4222\"\n"),
+        ] {
+            let c = NodeConfig::parse(path, &text).unwrap();
+            assert!(refuse_without_engines(&c, false).is_ok());
+        }
+    }
 }

@@ -89,6 +89,7 @@ impl Node {
     /// before (see [`Node::persist_version`]): the new version is above it.
     pub fn load(path: &Path) -> Result<Node, NodeError> {
         let config = NodeConfig::load(path)?;
+        fleet::refuse_without_engines(&config, cfg!(feature = "fleet"))?;
         let activity = config.activity()?;
         let start_s = unix_ms() / 1000;
         let previous = match version_path(&config) {
