@@ -452,7 +452,10 @@ fn dpdk_bad_values_name_their_key() {
 #[test]
 fn af_xdp_vdev_arguments_and_ring_size_name_their_key() {
     let afxdp = format!("{NODE}{DPDK}")
-        .replace("huge = false", "huge = false\nvdevs = [\"net_af_xdp0,iface=eth1\"]")
+        .replace(
+            "huge = false",
+            "huge = false\nvdevs = [\"net_af_xdp0,iface=eth1\"]",
+        )
         .replace("net_null0", "net_af_xdp0");
     let vdevs = |v: &str| afxdp.replace("\"net_af_xdp0,iface=eth1\"", v);
     Dir::new(&afxdp, ACT).load().unwrap();

@@ -190,9 +190,8 @@ impl DpdkSection {
             }
             let arg = |key: &str| af_xdp_arg(vdev, key);
             let iface = arg("iface").unwrap_or_default().to_owned();
-            let number = |key: &str, default: u32| {
-                arg(key).and_then(|v| v.parse().ok()).unwrap_or(default)
-            };
+            let number =
+                |key: &str, default: u32| arg(key).and_then(|v| v.parse().ok()).unwrap_or(default);
             let (start, count) = (number("start_queue", 0), number("queue_count", 1));
             let end = start.saturating_add(count);
             if let Some((other, ..)) = bound
@@ -258,9 +257,10 @@ fn check_af_xdp_vdev(vdev: &str) -> Result<(), String> {
             ));
         };
         if number {
-            let n: u32 = value.trim().parse().map_err(|_| {
-                format!("{key}={value}: a whole number is expected")
-            })?;
+            let n: u32 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("{key}={value}: a whole number is expected"))?;
             match key.trim() {
                 "queue_count" if n == 0 => return Err("queue_count must be at least 1".into()),
                 "busy_budget" if n > u32::from(u16::MAX) => {
