@@ -15,7 +15,14 @@ const PROGRAM: &str = "shake";
 
 /// Keys of virtual-device arguments that name files; relative ones are resolved against the
 /// config file's directory, like every other path in it.
-const PATH_KEYS: &[&str] = &["rx_pcap", "tx_pcap", "rx_iface_in", "socket", "path"];
+const PATH_KEYS: &[&str] = &[
+    "rx_pcap",
+    "tx_pcap",
+    "rx_iface_in",
+    "socket",
+    "path",
+    "xdp_prog",
+];
 
 /// The EAL arguments for a `[dpdk]` section, `base` being the config file's directory, with
 /// `extra` (from the command line) appended last so an operator can override anything.
@@ -266,6 +273,17 @@ name = "0000:03:00.0"
                 "--vdev=net_pcap0,rx_pcap=conf/in.pcap,tx_pcap=/tmp/out.pcap,infinite_rx=1",
                 "--no-telemetry",
             ]
+        );
+    }
+
+    #[test]
+    fn an_af_xdp_program_is_found_next_to_the_config() {
+        assert_eq!(
+            resolve_vdev_paths(
+                "net_af_xdp0,iface=eth1,xdp_prog=afxdp-filter.o,busy_budget=0",
+                Path::new("/etc/shake")
+            ),
+            "net_af_xdp0,iface=eth1,xdp_prog=/etc/shake/afxdp-filter.o,busy_budget=0"
         );
     }
 
