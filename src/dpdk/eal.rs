@@ -334,6 +334,16 @@ name = "0000:03:00.0"
         let args = eal_args(pcap.dpdk.as_ref().unwrap(), &dir, &[]);
         let rx = format!("rx_pcap={}", dir.join("in.pcap").display());
         assert!(args.iter().any(|a| a.contains(&rx)), "{args:?}");
+        // A cloud node on AF_XDP: no PCI, one vdev on the kernel's interface with the filter.
+        let afxdp = NodeConfig::load(&dir.join("afxdp.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let args = eal_args(afxdp.dpdk.as_ref().unwrap(), &dir, &[]);
+        assert!(args.contains(&"--no-pci".to_owned()), "{args:?}");
+        assert!(
+            args.iter().any(|a| a.starts_with("--vdev=net_af_xdp0,iface=")
+                && a.ends_with(",xdp_prog=/etc/shake/afxdp-filter.o")),
+            "{args:?}"
+        );
+        assert_eq!(afxdp.port[0].name.as_deref(), Some("net_af_xdp0"));
         let bare = NodeConfig::load(&dir.join("bare-metal.toml")).unwrap();
         assert_eq!(bare.port.len(), 2);
         assert!(bare.dpdk.as_ref().unwrap().huge);
