@@ -339,8 +339,9 @@ name = "0000:03:00.0"
         let args = eal_args(afxdp.dpdk.as_ref().unwrap(), &dir, &[]);
         assert!(args.contains(&"--no-pci".to_owned()), "{args:?}");
         assert!(
-            args.iter().any(|a| a.starts_with("--vdev=net_af_xdp0,iface=")
-                && a.ends_with(",xdp_prog=/etc/shake/afxdp-filter.o")),
+            args.iter()
+                .any(|a| a.starts_with("--vdev=net_af_xdp0,iface=")
+                    && a.ends_with(",xdp_prog=/etc/shake/afxdp-filter.o")),
             "{args:?}"
         );
         assert_eq!(afxdp.port[0].name.as_deref(), Some("net_af_xdp0"));
