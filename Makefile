@@ -12,7 +12,7 @@ APT_PACKAGES := dpdk dpdk-dev libdpdk-dev pkg-config libclang-dev clang libbpf-d
 	protobuf-compiler etcd-server nats-server prometheus
 BUILD := build
 
-.PHONY: all deps build release test lint demo demo-fleet bench bench-datapath bench-seeds bench-fleet bench-afxdp xdp-filter hugepages clean \
+.PHONY: all deps build release test lint demo demo-fleet bench bench-datapath bench-seeds bench-fleet bench-afxdp bench-steering xdp-filter hugepages clean \
 	fuzz fuzz-deps fuzz-build fuzz-smoke fuzz-seeds
 
 all: build
@@ -131,6 +131,12 @@ bench-ipv6: deps
 bench-afxdp: deps
 	bash bench/afxdp.sh
 
+# The cost of steering a user to its owning worker: instructions per frame (callgrind) and a
+# two-worker run on a ring port (bench/steering.sh; results in bench/results/steering.txt).
+.PHONY: bench-steering
+bench-steering: deps
+	bash bench/steering.sh
+
 # The XDP program of an AF_XDP node that shares its NIC with the kernel
 # (nic-config/afxdp-filter.c): only UDP to XDP_PORT goes to the node.
 XDP_PORT ?= 7000
@@ -142,7 +148,7 @@ xdp-filter: deps
 
 # Everything, in one run: the micro-benchmarks, then the end-to-end phases, whose table takes
 # (d) from the datapath run just made.
-bench: bench-datapath bench-seeds bench-fleet bench-ship bench-ipv6 bench-afxdp
+bench: bench-datapath bench-seeds bench-fleet bench-ship bench-ipv6 bench-afxdp bench-steering
 	SKIP_MICRO=1 bash bench/e2e.sh
 
 # --- Soak (bench/soak.sh, not in `make test`): SOAK_SECONDS (300) of phones obeying
