@@ -8,9 +8,13 @@
 #           where clang cannot build it.
 # The same generator drives both from the client namespace, flooding for PHASE_S seconds
 # (and at most COUNT requests); the node's CPU is CPU 1, the generator's CPU 0. Every request
-# is a full decision (throttle floor 1 ms, 100k users). Reports the answers the generator
-# got per second and the node's median answer rate per phase, and the ratio afxdp/socket per
-# round; the table goes to bench/results/afxdp.txt with the machine, date and command.
+# is a full decision (throttle floor 1 ms, 100k users). GEN picks the generator's I/O:
+#   afxdp   (default) shake-gen --io dpdk on net_af_xdp on the client's veth end, so that the
+#           client's own kernel UDP stack is not what both phases measure;
+#   socket  shake-gen --io socket: kernel UDP sockets, as phones have.
+# Reports the answers the generator got per second and the node's median answer rate per
+# phase, and the ratio afxdp/socket per round; the table goes to bench/results/afxdp.txt
+# with the machine, date and command.
 #
 # Safety: only the namespaces and the veth pair this script creates (removed at exit), XDP
 # only on its own veth end, --no-pci and its own --file-prefix; every process is stopped by
@@ -26,6 +30,7 @@ PHASE_S=${PHASE_S:-6}
 ROUNDS=${ROUNDS:-3}
 COUNT=${COUNT:-20000000}
 USERS=${USERS:-100000}
+GEN_IO=${GEN:-afxdp}
 TAG=$$
 NS_NODE=shkxbN$TAG NS_CLIENT=shkxbC$TAG
 IF_NODE=xbn$TAG IF_CLIENT=xbc$TAG
@@ -41,7 +46,7 @@ cleanup() {
   done
   ip netns del "$NS_CLIENT" 2>/dev/null || true
   ip netns del "$NS_NODE" 2>/dev/null || true
-  rm -rf "/var/run/dpdk/$PREFIX"
+  rm -rf "/var/run/dpdk/$PREFIX" "/var/run/dpdk/$PREFIX-gen"
 }
 trap cleanup EXIT
 
@@ -56,8 +61,14 @@ ip -n "$NS_NODE" link set "$IF_NODE" up
 ip -n "$NS_CLIENT" link set lo up
 ip -n "$NS_CLIENT" addr add "$CLIENT_IP/24" dev "$IF_CLIENT"
 ip -n "$NS_CLIENT" link set "$IF_CLIENT" up
-# veth leaves UDP checksums to a NIC that does not exist: the kernel fills them in.
+# veth leaves UDP checksums to a NIC that does not exist: the kernel fills them in (on the
+# node's end for the socket backend's answers).
 ip netns exec "$NS_CLIENT" ethtool -K "$IF_CLIENT" tx off >/dev/null
+ip netns exec "$NS_NODE" ethtool -K "$IF_NODE" tx off >/dev/null
+NODE_MAC=$(ip -n "$NS_NODE" link show "$IF_NODE" | awk '/link\/ether/ {print $2}')
+CLIENT_MAC=$(ip -n "$NS_CLIENT" link show "$IF_CLIENT" | awk '/link\/ether/ {print $2}')
+# A generator on AF_XDP answers no ARP: the node's kernel is told the client's MAC.
+ip -n "$NS_NODE" neigh replace "$CLIENT_IP" lladdr "$CLIENT_MAC" dev "$IF_NODE" nud permanent
 
 PROG=filter
 VDEV="net_af_xdp0,iface=$IF_NODE,xdp_prog=$OUT/afxdp-filter.o"
@@ -142,9 +153,15 @@ phase() { # mode, round; writes "answers/s(generator) median answer_rate(node)" 
     NR == 1 { for (i = 1; i <= NF; i++) if ($i ~ /^xdp/) mode = $i }
     /prog\/xdp/ { for (i = 1; i <= NF; i++) if ($i == "name") prog = $(i + 1) }
     END { print mode " mode, program " prog }' >"$OUT/xdp-mode.txt"
-  timeout $((PHASE_S + 30)) taskset -c 0 ip netns exec "$NS_CLIENT" "$G" --io socket \
-    --node-config "$OUT/node-socket.toml" --server "$NODE_IP:7000" --users "$USERS" \
-    --duration "$PHASE_S" --count "$COUNT" --quiet --report "$report" >"$OUT/gen-$1-$2.log" 2>&1
+  local io=(--io socket --server "$NODE_IP:7000")
+  if [ "$GEN_IO" = afxdp ]; then
+    io=(--io dpdk --port net_af_xdp0 --dst-mac "$NODE_MAC" --node-addr "$NODE_IP:7000"
+      --src "$CLIENT_IP:40000" -- --no-pci --no-huge -m 256 --no-shconf --lcores 0@0
+      --file-prefix "$PREFIX-gen" --log-level error --vdev "net_af_xdp0,iface=$IF_CLIENT")
+  fi
+  timeout $((PHASE_S + 30)) taskset -c 0 ip netns exec "$NS_CLIENT" "$G" \
+    --node-config "$OUT/node-socket.toml" --users "$USERS" --duration "$PHASE_S" \
+    --count "$COUNT" --quiet --report "$report" "${io[@]}" >"$OUT/gen-$1-$2.log" 2>&1
   kill -TERM "$app"
   wait "$app" || true
   local ans
@@ -153,7 +170,7 @@ phase() { # mode, round; writes "answers/s(generator) median answer_rate(node)" 
 }
 
 HEADER="# socket: shake serve --io socket, 1 worker (CPU 1); afxdp: net_af_xdp, 1 worker lcore (CPU 1), $PROG program
-# generator: shake-gen --io socket (CPU 0) in the client namespace, flooding $PHASE_S s per phase, $USERS users, floor 1 ms
+# generator: shake-gen on $GEN_IO (CPU 0) in the client namespace, flooding $PHASE_S s per phase, $USERS users, floor 1 ms
 # $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r), DPDK $(pkg-config --modversion libdpdk), load average $(cut -d' ' -f1-3 /proc/loadavg)
 # answers/s: what the generator got back; node/s: the node's median answer_rate"
 printf '%s\n%-6s %14s %12s %14s %12s %8s\n' "$HEADER" round "socket ans/s" "node/s" "afxdp ans/s" "node/s" "ratio" \
@@ -171,7 +188,7 @@ done
   echo "# load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee -a "$OUT/result.txt"
 {
-  echo "# make bench-afxdp (bash bench/afxdp.sh; PHASE_S=$PHASE_S ROUNDS=$ROUNDS)"
+  echo "# make bench-afxdp (bash bench/afxdp.sh; GEN=$GEN_IO PHASE_S=$PHASE_S ROUNDS=$ROUNDS)"
   cat "$OUT/result.txt"
 } >"$RESULT.new"
 mv "$RESULT.new" "$RESULT"
