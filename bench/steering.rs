@@ -84,8 +84,9 @@ fn shake_frame(user: u64) -> Vec<u8> {
 }
 
 /// The node config: one ring port, two worker lcores (worker 0 on CPU 0 with the main
-/// lcore, worker 1 on CPU 1), or one (on CPU 1), hand-off rings of `handoff` slots.
-fn config(prefix: &str, workers: u64, handoff: u32) -> NodeConfig {
+/// lcore, worker 1 on CPU 1), or one (on CPU 1), hand-off rings of `handoff` slots, idle
+/// passes followed by a nap of `idle_sleep_us`.
+fn config(prefix: &str, workers: u64, handoff: u32, idle_sleep_us: u64) -> NodeConfig {
     let lcores = if workers == 1 {
         "0@0,1@1"
     } else {
@@ -114,7 +115,7 @@ telemetry = false
 file_prefix = "{prefix}"
 log_level = "error"
 handoff_ring = {handoff}
-idle_sleep_us = 20
+idle_sleep_us = {idle_sleep_us}
 
 [[port]]
 name = "net_ring_steerb"
@@ -156,7 +157,10 @@ fn main() {
     let prefix = format!("shake-bench-steer-{}", std::process::id());
     let _runtime = RuntimeDir(Path::new("/var/run/dpdk").join(&prefix));
     // Hand-off rings that hold every frame: a steered frame is never dropped for a full ring.
-    let config = config(&prefix, workers, 16_384);
+    // Under callgrind, long naps keep the idle passes (of a worker waiting for its ring)
+    // few: they are not per-frame work.
+    let idle_sleep_us = env_u64("SHAKE_STEER_IDLE_US", 20);
+    let config = config(&prefix, workers, 16_384, idle_sleep_us);
     let args = dpdk::node_eal_args(&config, &["--no-shconf".to_owned()]).expect("EAL args");
     let eal = Eal::init(&args).expect("EAL init");
     let mut wire =

@@ -6,7 +6,9 @@
 #   local    two workers, every frame on its owner's queue (each frame's user peeked);
 #   steered  two workers, every frame on the other worker's queue (peeked, handed over).
 # 1. Instructions per frame (callgrind, both worker lcores, --toggle-collect='*run_task*'):
-#    the slope between runs of SMALL and LARGE frames, which leaves out the fixed costs.
+#    the slope between runs of SMALL and LARGE frames, which leaves out the fixed costs; the
+#    workers nap 2 ms after an idle pass so that few idle passes (a worker waiting for its
+#    ring while valgrind runs the other thread) blur it.
 # 2. A two-worker run on this machine: frames circulating (answers put back on RX queue 0)
 #    for PHASE_S seconds per phase, ROUNDS alternating rounds; Mpps from the workers' own counts.
 # Results in bench/results/steering.txt. --no-pci --no-huge, its own file prefix per run.
@@ -15,7 +17,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RESULT=${RESULT:-$ROOT/bench/results/steering.txt}
 OUT=$ROOT/build/bench-steering
-SMALL=${SMALL:-4000}
+SMALL=${SMALL:-2000}
 LARGE=${LARGE:-16000}
 SECONDS_PER_PHASE=${PHASE_S:-3}
 ROUNDS=${ROUNDS:-3}
@@ -39,7 +41,7 @@ run() { # mode frames [env...] -> the output line
 
 ir() { # mode frames -> instructions collected in the worker lcores
   local out=$OUT/cg-$1-$2.out
-  run "$1" "$2" timeout 600 valgrind --tool=callgrind --toggle-collect='*run_task*' \
+  run "$1" "$2" SHAKE_STEER_IDLE_US=2000 timeout 600 valgrind --tool=callgrind --toggle-collect='*run_task*' \
     --callgrind-out-file="$out" "$bench" >"$OUT/cg-$1-$2.log" 2>&1
   grep -o 'Collected : [0-9]*' "$OUT/cg-$1-$2.log" | awk '{print $3}'
 }
