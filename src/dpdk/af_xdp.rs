@@ -18,7 +18,11 @@
 //! - its UMEM is the port's whole mbuf pool (zero copy between the UMEM and the mbufs, which
 //!   is not zero copy on the wire: a driver without AF_XDP zero-copy support, veth among them,
 //!   has the kernel copy each frame into the UMEM), registered with and pinned by the kernel:
-//!   without CAP_IPC_LOCK, it counts against RLIMIT_MEMLOCK;
+//!   without CAP_IPC_LOCK, it counts against RLIMIT_MEMLOCK. It registers it as
+//!   `objects * object size` bytes from the pool's first chunk, so the port's pool is made
+//!   packed in one block ([`Mempool::new_packed`]) and checked to be before the setup;
+//! - it does not give the fill ring's mbufs back when the port closes, so the pool is never
+//!   whole again and the EAL's drop leaves its memory to the process exit (it says so);
 //! - each queue's fill ring gets [`FILL_RING`] mbufs at setup and keeps about as many, and
 //!   its completion ring may hold as many again: the pool must have room for both besides
 //!   the descriptors ([`DEVICE_HELD`]);
