@@ -4,14 +4,15 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the build and the tests need: DPDK 22.11 and its pkg-config file, libclang
-# for bindgen, libpcap for net_pcap captures, iproute2/ethtool/ping for the veth tests, g++ for the
+# for bindgen (and, with libbpf-dev's headers, the AF_XDP filter program), libpcap for net_pcap
+# captures, iproute2/ethtool/ping for the veth tests, g++ for the
 # fuzzers' libFuzzer, protoc for etcd's gRPC client; the fleet's engines (etcd, NATS with
 # JetStream, Prometheus) for the fleet tests and `make demo-fleet` (`make demo` needs none).
-APT_PACKAGES := dpdk dpdk-dev libdpdk-dev pkg-config libclang-dev clang libpcap-dev iproute2 ethtool iputils-ping python3 valgrind g++ \
+APT_PACKAGES := dpdk dpdk-dev libdpdk-dev pkg-config libclang-dev clang libbpf-dev libpcap-dev iproute2 ethtool iputils-ping python3 valgrind g++ \
 	protobuf-compiler etcd-server nats-server prometheus
 BUILD := build
 
-.PHONY: all deps build release test lint demo demo-fleet bench bench-datapath bench-seeds bench-fleet hugepages clean \
+.PHONY: all deps build release test lint demo demo-fleet bench bench-datapath bench-seeds bench-fleet bench-afxdp bench-steering xdp-filter hugepages clean \
 	fuzz fuzz-deps fuzz-build fuzz-smoke fuzz-seeds
 
 all: build
@@ -131,9 +132,32 @@ bench-ipv6: deps
 bench-curve: deps
 	bash bench/cost_curve.sh
 
+# AF_XDP beside the socket backend on one veth, driven by the same generator from a network
+# namespace (bench/afxdp.sh): answers/s of each and the ratio per round; results in
+# bench/results/afxdp.txt.
+.PHONY: bench-afxdp
+bench-afxdp: deps
+	bash bench/afxdp.sh
+
+# The cost of steering a user to its owning worker: instructions per frame (callgrind) and a
+# two-worker run on a ring port (bench/steering.sh; results in bench/results/steering.txt).
+.PHONY: bench-steering
+bench-steering: deps
+	bash bench/steering.sh
+
+# The XDP program of an AF_XDP node that shares its NIC with the kernel
+# (nic-config/afxdp-filter.c): only UDP to XDP_PORT goes to the node.
+XDP_PORT ?= 7000
+.PHONY: xdp-filter
+xdp-filter: deps
+	mkdir -p $(BUILD)
+	clang -O2 -g -target bpf -DSHAKE_PORT=$(XDP_PORT) -I/usr/include/$$(uname -m)-linux-gnu \
+		-c nic-config/afxdp-filter.c -o $(BUILD)/afxdp-filter.o
+
 # Everything, in one run: the micro-benchmarks, then the end-to-end phases, whose table takes
 # (d) from the datapath run just made.
-bench: bench-datapath bench-seeds bench-fleet bench-ship bench-ipv6 bench-curve
+bench: bench-datapath bench-seeds bench-fleet bench-ship bench-ipv6 bench-curve bench-afxdp \
+	bench-steering
 	SKIP_MICRO=1 bash bench/e2e.sh
 
 # --- Soak (bench/soak.sh, not in `make test`): SOAK_SECONDS (300) of phones obeying

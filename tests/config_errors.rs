@@ -447,6 +447,53 @@ fn dpdk_bad_values_name_their_key() {
     );
 }
 
+/// net_af_xdp's arguments and ring sizes are checked at load, each error at its key: DPDK
+/// would report them as EINVAL from queue setup, or "Invalid kvargs" in its log.
+#[test]
+fn af_xdp_vdev_arguments_and_ring_size_name_their_key() {
+    let afxdp = format!("{NODE}{DPDK}")
+        .replace(
+            "huge = false",
+            "huge = false\nvdevs = [\"net_af_xdp0,iface=eth1\"]",
+        )
+        .replace("net_null0", "net_af_xdp0");
+    let vdevs = |v: &str| afxdp.replace("\"net_af_xdp0,iface=eth1\"", v);
+    Dir::new(&afxdp, ACT).load().unwrap();
+    // The XSK rings take powers of two only.
+    node_error(
+        &afxdp.replace("mtu = 1500", "mtu = 1500\nrx_desc = 1000"),
+        "rx_desc = 1000",
+        "port[0].rx_desc",
+    );
+    for bad in [
+        "\"net_af_xdp0\"",
+        "\"net_af_xdp0,iface=\"",
+        "\"net_af_xdp0,iface=an-interface-name-too-long\"",
+        "\"net_af_xdp0,iface=eth1,queues=2\"",
+        "\"net_af_xdp0,iface=eth1,queue_count=0\"",
+        "\"net_af_xdp0,iface=eth1,start_queue=-1\"",
+        "\"net_af_xdp0,iface=eth1,busy_budget=70000\"",
+        "\"net_af_xdp0,iface=eth1,copy\"",
+    ] {
+        node_error(&vdevs(bad), "vdevs", "dpdk.vdevs[0]");
+    }
+    // Two sockets on one queue: the second is pointed at.
+    node_error(
+        &vdevs(
+            "\"net_af_xdp0,iface=eth1,queue_count=2\",\n  \"net_af_xdp1,iface=eth1,start_queue=1\"",
+        ),
+        "net_af_xdp1",
+        "dpdk.vdevs[1]",
+    );
+    let d = Dir::new(
+        &vdevs(
+            "\"net_af_xdp0,iface=eth1,queue_count=2,busy_budget=0,force_copy=1,xdp_prog=f.o\",\n  \"net_af_xdp1,iface=eth1,start_queue=2\"",
+        ),
+        ACT,
+    );
+    assert_eq!(d.load(), Ok(()));
+}
+
 // --- The activity: unknown key, wrong type, missing key, bad values. ---
 
 #[test]

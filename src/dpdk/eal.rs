@@ -15,7 +15,14 @@ const PROGRAM: &str = "shake";
 
 /// Keys of virtual-device arguments that name files; relative ones are resolved against the
 /// config file's directory, like every other path in it.
-const PATH_KEYS: &[&str] = &["rx_pcap", "tx_pcap", "rx_iface_in", "socket", "path"];
+const PATH_KEYS: &[&str] = &[
+    "rx_pcap",
+    "tx_pcap",
+    "rx_iface_in",
+    "socket",
+    "path",
+    "xdp_prog",
+];
 
 /// The EAL arguments for a `[dpdk]` section, `base` being the config file's directory, with
 /// `extra` (from the command line) appended last so an operator can override anything.
@@ -270,6 +277,17 @@ name = "0000:03:00.0"
     }
 
     #[test]
+    fn an_af_xdp_program_is_found_next_to_the_config() {
+        assert_eq!(
+            resolve_vdev_paths(
+                "net_af_xdp0,iface=eth1,xdp_prog=afxdp-filter.o,busy_budget=0",
+                Path::new("/etc/shake")
+            ),
+            "net_af_xdp0,iface=eth1,xdp_prog=/etc/shake/afxdp-filter.o,busy_budget=0"
+        );
+    }
+
+    #[test]
     fn dpdk_section_is_validated() {
         let e = NodeConfig::parse(
             Path::new("n.toml"),
@@ -316,6 +334,17 @@ name = "0000:03:00.0"
         let args = eal_args(pcap.dpdk.as_ref().unwrap(), &dir, &[]);
         let rx = format!("rx_pcap={}", dir.join("in.pcap").display());
         assert!(args.iter().any(|a| a.contains(&rx)), "{args:?}");
+        // A cloud node on AF_XDP: no PCI, one vdev on the kernel's interface with the filter.
+        let afxdp = NodeConfig::load(&dir.join("afxdp.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let args = eal_args(afxdp.dpdk.as_ref().unwrap(), &dir, &[]);
+        assert!(args.contains(&"--no-pci".to_owned()), "{args:?}");
+        assert!(
+            args.iter()
+                .any(|a| a.starts_with("--vdev=net_af_xdp0,iface=")
+                    && a.ends_with(",xdp_prog=/etc/shake/afxdp-filter.o")),
+            "{args:?}"
+        );
+        assert_eq!(afxdp.port[0].name.as_deref(), Some("net_af_xdp0"));
         let bare = NodeConfig::load(&dir.join("bare-metal.toml")).unwrap();
         assert_eq!(bare.port.len(), 2);
         assert!(bare.dpdk.as_ref().unwrap().huge);

@@ -41,6 +41,21 @@ pub(super) fn free_retired() -> usize {
     LIVE_POOLS.load(Ordering::SeqCst)
 }
 
+/// Where a pool's objects lie ([`Mempool::layout`]): what an AF_XDP port checks before the
+/// PMD registers the pool as its UMEM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Memory chunks the pool was populated in.
+    pub chunks: u32,
+    /// Address of the first chunk.
+    pub first_chunk: usize,
+    /// One past the last byte of the object that ends last.
+    pub end: usize,
+    pub objects: u32,
+    /// Bytes of each object: its header, the mbuf with its data room, its trailer.
+    pub object_size: u32,
+}
+
 /// An `rte_pktmbuf` pool, which cannot outlive the EAL. Retired on drop and freed with the
 /// EAL when every mbuf has come back; otherwise it stays (a device or a stray [`Mbuf`] may
 /// still hold buffers from it) and the EAL is then not cleaned up either.
@@ -97,13 +112,96 @@ impl<'eal> Mempool<'eal> {
             )
         };
         let raw = non_null(raw, what)?;
+        Ok(Self::adopt(raw, size, name))
+    }
+
+    /// [`new`](Self::new), with the mbufs packed end to end, also across page boundaries
+    /// (`RTE_MEMPOOL_F_NO_IOVA_CONTIG`): what DPDK 22.11's AF_XDP PMD needs. It registers
+    /// the pool as its UMEM by the first chunk's address and `size * object size` bytes;
+    /// laid out the default way, no mbuf straddles a page, so on 4 KiB pages (one 2.3 KiB
+    /// mbuf per page) two fifths of them would lie beyond that length (on 2 MiB pages, a
+    /// few), and the kernel throws away each such buffer it takes from the fill ring: the
+    /// ring runs low and frames are dropped (measured on a veth: 90% of them). An mbuf may
+    /// now straddle two pages, which only a device that DMAs into it could mind: AF_XDP
+    /// zero-copy drivers check that the two pages are physically adjacent (on hugepages
+    /// they mostly are) and lose the odd buffer where not; copy mode never minds.
+    pub fn new_packed(
+        _eal: &'eal Eal,
+        name: &str,
+        size: u32,
+        cache: u32,
+        socket: i32,
+    ) -> Result<Mempool<'eal>, DpdkError> {
+        let what = |step: &str| format!("mempool {name} ({size} packed mbufs): {step}");
+        let c_name = CString::new(name).map_err(|_| DpdkError::Config(what("name")))?;
+        let data_room = dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
+        let elt_size = std::mem::size_of::<dpdk_sys::rte_mbuf>() as u32 + u32::from(data_room);
+        // The steps of rte_pktmbuf_pool_create_by_ops, with the one flag it cannot take.
+        // SAFETY: c_name lives for the call, which copies it; the EAL is initialised.
+        let raw = unsafe {
+            dpdk_sys::rte_mempool_create_empty(
+                c_name.as_ptr(),
+                size,
+                elt_size,
+                cache,
+                std::mem::size_of::<dpdk_sys::rte_pktmbuf_pool_private>() as u32,
+                socket,
+                dpdk_sys::RTE_MEMPOOL_F_NO_IOVA_CONTIG,
+            )
+        };
+        let raw = non_null(raw, || what("rte_mempool_create_empty"))?;
+        let fail = |step: &str, ret: i32| {
+            // SAFETY: raw is the empty or partly populated pool made above, which nothing
+            // else references; freeing it releases its memory.
+            unsafe { dpdk_sys::rte_mempool_free(raw.as_ptr()) };
+            Err(DpdkError::errno(what(step), ret))
+        };
+        // SAFETY: raw is a live pool with no objects yet; the ops name is DPDK's own static
+        // string.
+        let ret = unsafe {
+            dpdk_sys::rte_mempool_set_ops_byname(
+                raw.as_ptr(),
+                dpdk_sys::rte_mbuf_best_mempool_ops(),
+                std::ptr::null_mut(),
+            )
+        };
+        if ret != 0 {
+            return fail("rte_mempool_set_ops_byname", ret);
+        }
+        let mut private = dpdk_sys::rte_pktmbuf_pool_private {
+            mbuf_data_room_size: data_room,
+            mbuf_priv_size: 0,
+            flags: 0,
+        };
+        // SAFETY: raw was created with room for an rte_pktmbuf_pool_private, which this
+        // copies from `private` (live for the call).
+        unsafe { dpdk_sys::rte_pktmbuf_pool_init(raw.as_ptr(), (&raw mut private).cast()) };
+        // SAFETY: raw is a live, empty pool with its ops set.
+        let ret = unsafe { dpdk_sys::rte_mempool_populate_default(raw.as_ptr()) };
+        if ret < 0 {
+            return fail("rte_mempool_populate_default", ret);
+        }
+        // SAFETY: raw is populated; rte_pktmbuf_init initialises each object as an mbuf of
+        // this pool and takes no argument.
+        unsafe {
+            dpdk_sys::rte_mempool_obj_iter(
+                raw.as_ptr(),
+                Some(dpdk_sys::rte_pktmbuf_init),
+                std::ptr::null_mut(),
+            )
+        };
+        Ok(Self::adopt(raw, size, name))
+    }
+
+    /// A handle on a pool just made (counted live until it is freed).
+    fn adopt(raw: NonNull<rte_mempool>, size: u32, name: &str) -> Mempool<'eal> {
         LIVE_POOLS.fetch_add(1, Ordering::SeqCst);
-        Ok(Mempool {
+        Mempool {
             raw,
             size,
             name: name.to_owned(),
             _eal: PhantomData,
-        })
+        }
     }
 
     pub fn as_ptr(&self) -> *mut rte_mempool {
@@ -122,6 +220,51 @@ impl<'eal> Mempool<'eal> {
 
     pub fn size(&self) -> u32 {
         self.size
+    }
+
+    /// Where the pool's objects lie.
+    pub fn layout(&self) -> Layout {
+        /// Raises `*opaque` (a usize) to the end of object `obj` (its element's address).
+        unsafe extern "C" fn end_of(
+            mp: *mut rte_mempool,
+            opaque: *mut std::os::raw::c_void,
+            obj: *mut std::os::raw::c_void,
+            _index: std::os::raw::c_uint,
+        ) {
+            // SAFETY: rte_mempool_obj_iter passes its live pool and the opaque pointer given
+            // to it below, a usize that nothing else touches during the iteration.
+            let (mp, end) = unsafe { (&*mp, &mut *opaque.cast::<usize>()) };
+            *end = (*end).max(obj as usize + (mp.elt_size + mp.trailer_size) as usize);
+        }
+        let mut end = 0usize;
+        // SAFETY: the pool is live and populated; the callback only reads the pool's sizes
+        // and writes `end`, which lives for the call.
+        unsafe {
+            dpdk_sys::rte_mempool_obj_iter(self.raw.as_ptr(), Some(end_of), (&raw mut end).cast())
+        };
+        // SAFETY: as in `object_bytes`; the first chunk's header is the pool's, live with it.
+        let mp = unsafe { &*self.raw.as_ptr() };
+        let first = mp.mem_list.stqh_first;
+        Layout {
+            chunks: mp.nb_mem_chunks,
+            // SAFETY: a populated pool has at least one chunk header, owned by the pool.
+            first_chunk: if first.is_null() {
+                0
+            } else {
+                unsafe { (*first).addr as usize }
+            },
+            end,
+            objects: mp.populated_size,
+            object_size: mp.header_size + mp.elt_size + mp.trailer_size,
+        }
+    }
+
+    /// Bytes of the pool's objects (each mbuf with its header, data room and trailer): what
+    /// an AF_XDP port registers with the kernel as its UMEM.
+    pub fn object_bytes(&self) -> u64 {
+        // SAFETY: the pool is live; these fields are set at creation and only read here.
+        let mp = unsafe { &*self.raw.as_ptr() };
+        u64::from(mp.populated_size) * u64::from(mp.header_size + mp.elt_size + mp.trailer_size)
     }
 
     /// One mbuf, reset, with no data; `None` when the pool is empty.

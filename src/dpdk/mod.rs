@@ -4,7 +4,8 @@
 //!
 //! - [`eal`]: EAL arguments from the `[dpdk]` section (a pure function), and the EAL itself.
 //! - [`port`]: port setup in l2fwd order, with its mempool, and its queue handles;
-//!   [`multicast`]: the multicast groups a port lets in for NDP.
+//!   [`multicast`]: the multicast groups a port lets in for NDP; [`af_xdp`]: what a port on
+//!   an AF_XDP socket needs, checked before its setup.
 //! - [`mbuf`], [`mempool`], [`ring`]: owned mbufs, bursts in stack arrays, pools, SPSC rings
 //!   (and in-process ring ports for tests and generators).
 //! - [`appliance`]: ports and rings for one worker per lcore, the workers launched on their
@@ -31,6 +32,7 @@
 //! lcores and keeps its memory while any mbuf may still be out.
 #![allow(unsafe_code)]
 
+pub mod af_xdp;
 pub mod appliance;
 pub mod backend;
 pub mod backlog;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use dpdk_sys as sys;
 
+use super::af_xdp;
 use super::eal::Eal;
 use super::error::{check, DpdkError};
 use super::mbuf::{Burst, BURST};
@@ -113,6 +114,18 @@ pub struct TxQueue<'eal> {
     _not_send: PhantomData<*const ()>,
 }
 
+/// The name of the driver behind `dev` ("net_af_xdp", "net_ice"), or "" if it has none.
+fn driver_name(dev: &sys::rte_eth_dev_info) -> String {
+    if dev.driver_name.is_null() {
+        return String::new();
+    }
+    // SAFETY: a non-null driver_name from rte_eth_dev_info_get is the driver's static,
+    // NUL-terminated name.
+    unsafe { CStr::from_ptr(dev.driver_name) }
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// Finds a port's DPDK id by its config name or id.
 pub fn port_id(section: &PortSection) -> Result<u16, DpdkError> {
     let label = section.label();
@@ -161,11 +174,17 @@ const RSS_IPV6: u64 = sys::RTE_ETH_RSS_IPV6
     | sys::RTE_ETH_RSS_IPV6_EX
     | sys::RTE_ETH_RSS_IPV6_UDP_EX;
 
-/// Mbufs a port's pool needs: every RX and TX descriptor, a burst in flight per queue, the
-/// per-lcore caches, and the hand-off rings (which may all hold this port's frames).
-pub fn pool_size(section: &PortSection, queues: u16, handoff: u32) -> u32 {
+/// Mbufs a port's pool needs: every RX and TX descriptor, a burst in flight per queue, what
+/// the device holds per queue beyond its descriptors (`device_held`: an AF_XDP queue's fill
+/// and completion rings, [`af_xdp::DEVICE_HELD`]), the per-lcore caches, and the hand-off
+/// rings (which may all hold this port's frames).
+pub fn pool_size(section: &PortSection, queues: u16, handoff: u32, device_held: u32) -> u32 {
     let q = u32::from(queues);
-    let need = q * (u32::from(section.rx_desc) + u32::from(section.tx_desc) + 2 * BURST as u32)
+    let need = q
+        * (u32::from(section.rx_desc)
+            + u32::from(section.tx_desc)
+            + 2 * BURST as u32
+            + device_held)
         + (q + 1) * section.mempool_cache
         + q * q.saturating_sub(1) * handoff;
     let auto = need
@@ -199,9 +218,19 @@ impl<'eal> Port<'eal> {
         err("rte_eth_dev_info_get", unsafe {
             sys::rte_eth_dev_info_get(id, &mut dev)
         })?;
+        let af_xdp = driver_name(&dev) == af_xdp::DRIVER;
+        // Its kernel interface, by the index the PMD reports.
+        let iface = af_xdp.then(|| af_xdp::iface_name(dev.if_index));
         if queues > dev.max_rx_queues || queues > dev.max_tx_queues {
+            let hint = match &iface {
+                Some(i) => format!(
+                    ": give its vdev queue_count={queues} (and {i} that many channels: \
+                     `ethtool -L {i} combined {queues}`)"
+                ),
+                None => String::new(),
+            };
             return Err(DpdkError::Config(format!(
-                "port {name}: {queues} workers need {queues} queue pairs, the device has {} RX and {} TX",
+                "port {name}: {queues} workers need {queues} queue pairs, the device has {} RX and {} TX{hint}",
                 dev.max_rx_queues, dev.max_tx_queues
             )));
         }
@@ -254,10 +283,20 @@ impl<'eal> Port<'eal> {
             sys::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut rx_desc, &mut tx_desc)
         })?;
 
-        let pool = Mempool::new(
+        let make_pool = if af_xdp {
+            Mempool::new_packed
+        } else {
+            Mempool::new
+        };
+        let pool = make_pool(
             eal,
             &format!("shake_mp_p{id}"),
-            pool_size(section, queues, handoff),
+            pool_size(
+                section,
+                queues,
+                handoff,
+                if af_xdp { af_xdp::DEVICE_HELD } else { 0 },
+            ),
             section.mempool_cache,
             socket,
         )
@@ -269,6 +308,10 @@ impl<'eal> Port<'eal> {
             },
             e => e,
         })?;
+        if let Some(iface) = &iface {
+            af_xdp::preflight(&name, index, section, queues, &pool, iface)?;
+        }
+        let setup_hint = iface.as_deref().map(af_xdp::setup_hint).unwrap_or_default();
         let mut rxconf = dev.default_rxconf;
         rxconf.offloads = conf.rxmode.offloads;
         let mut txconf = dev.default_txconf;
@@ -276,9 +319,19 @@ impl<'eal> Port<'eal> {
         for q in 0..queues {
             // SAFETY: valid configured port and queue index; rxconf and pool are live for
             // the call, and the pool outlives the port (Port owns it, drops it after close).
-            err(&format!("rte_eth_rx_queue_setup queue {q}"), unsafe {
-                sys::rte_eth_rx_queue_setup(id, q, rx_desc, socket as u32, &rxconf, pool.as_ptr())
-            })?;
+            err(
+                &format!("rte_eth_rx_queue_setup queue {q}{setup_hint}"),
+                unsafe {
+                    sys::rte_eth_rx_queue_setup(
+                        id,
+                        q,
+                        rx_desc,
+                        socket as u32,
+                        &rxconf,
+                        pool.as_ptr(),
+                    )
+                },
+            )?;
             // SAFETY: as above.
             err(&format!("rte_eth_tx_queue_setup queue {q}"), unsafe {
                 sys::rte_eth_tx_queue_setup(id, q, tx_desc, socket as u32, &txconf)

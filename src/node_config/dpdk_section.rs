@@ -30,8 +30,10 @@ pub struct DpdkSection {
     /// virtual devices are used and no NIC is ever touched.
     #[serde(default)]
     pub allow: Vec<String>,
-    /// Virtual devices (EAL `--vdev`), e.g. "net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap".
-    /// Relative paths in `rx_pcap`, `tx_pcap`, `socket` and `path` are relative to this file.
+    /// Virtual devices (EAL `--vdev`), e.g. "net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap", or
+    /// "net_af_xdp0,iface=eth1" (an AF_XDP port on a kernel interface; its arguments are
+    /// checked here). Relative paths in `rx_pcap`, `tx_pcap`, `socket`, `path` and
+    /// `xdp_prog` are relative to this file.
     #[serde(default)]
     pub vdevs: Vec<String>,
     /// EAL `--log-level`, e.g. "notice" or "pmd.net.*:debug".
@@ -144,6 +146,12 @@ impl DpdkSection {
         if ports.is_empty() {
             return Err(invalid("dpdk", "needs at least one [[port]]"));
         }
+        for (k, vdev) in self.vdevs.iter().enumerate() {
+            if is_af_xdp(vdev) {
+                check_af_xdp_vdev(vdev).map_err(|m| invalid(format!("dpdk.vdevs[{k}]"), m))?;
+            }
+        }
+        self.check_af_xdp_queues()?;
         for (i, p) in ports.iter().enumerate() {
             if p.name.is_some() == p.id.is_some() {
                 // Point at the id when both are given, else at the port's table.
@@ -158,8 +166,119 @@ impl DpdkSection {
                     return Err(invalid(format!("port[{i}].{k}"), "must be positive"));
                 }
             }
+            if p.name.as_deref().is_some_and(is_af_xdp) && !p.rx_desc.is_power_of_two() {
+                return Err(invalid(
+                    format!("port[{i}].rx_desc"),
+                    format!(
+                        "must be a power of two on {AF_XDP}, found {}: it sizes the AF_XDP \
+                         socket's RX and TX rings, which the kernel takes only in powers of two",
+                        p.rx_desc
+                    ),
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// Two `net_af_xdp` devices on one interface must not bind the same queue: the second
+    /// socket's bind would fail with a bare EBUSY deep in port setup.
+    fn check_af_xdp_queues(&self) -> Result<(), Invalid> {
+        let mut bound: Vec<(usize, String, u32, u32)> = Vec::new();
+        for (k, vdev) in self.vdevs.iter().enumerate() {
+            if !is_af_xdp(vdev) {
+                continue;
+            }
+            let arg = |key: &str| af_xdp_arg(vdev, key);
+            let iface = arg("iface").unwrap_or_default().to_owned();
+            let number =
+                |key: &str, default: u32| arg(key).and_then(|v| v.parse().ok()).unwrap_or(default);
+            let (start, count) = (number("start_queue", 0), number("queue_count", 1));
+            let end = start.saturating_add(count);
+            if let Some((other, ..)) = bound
+                .iter()
+                .find(|(_, i, s, e)| *i == iface && start < *e && *s < end)
+            {
+                return Err(invalid(
+                    format!("dpdk.vdevs[{k}]"),
+                    format!(
+                        "queues {start}..{end} of {iface} are already bound by dpdk.vdevs[{other}]: \
+                         one AF_XDP socket per queue"
+                    ),
+                ));
+            }
+            bound.push((k, iface, start, end));
+        }
+        Ok(())
+    }
+}
+
+/// DPDK's driver of Linux AF_XDP sockets: a port on an interface the kernel keeps.
+pub const AF_XDP: &str = "net_af_xdp";
+
+/// The arguments DPDK 22.11's net_af_xdp takes, and whether each is a number.
+const AF_XDP_ARGS: &[(&str, bool)] = &[
+    ("iface", false),
+    ("start_queue", true),
+    ("queue_count", true),
+    ("shared_umem", true),
+    ("xdp_prog", false),
+    ("busy_budget", true),
+    ("force_copy", true),
+];
+
+/// A vdev string ("net_af_xdp0,iface=eth1") or device name ("net_af_xdp0") of net_af_xdp.
+pub fn is_af_xdp(vdev: &str) -> bool {
+    vdev.starts_with(AF_XDP)
+}
+
+/// The value of argument `key` of a vdev string.
+pub fn af_xdp_arg<'a>(vdev: &'a str, key: &str) -> Option<&'a str> {
+    vdev.split(',')
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .find_map(|(k, v)| (k.trim() == key).then_some(v.trim()))
+}
+
+/// What DPDK's probe would reject with a log line only ("Invalid kvargs value"), said with
+/// the argument; and an interface name the kernel can have.
+fn check_af_xdp_vdev(vdev: &str) -> Result<(), String> {
+    let names: Vec<&str> = AF_XDP_ARGS.iter().map(|(k, _)| *k).collect();
+    for part in vdev.split(',').skip(1) {
+        let Some((key, value)) = part.split_once('=') else {
+            return Err(format!(
+                "{part:?}: {AF_XDP} arguments are key=value ({})",
+                names.join(", ")
+            ));
+        };
+        let Some(&(_, number)) = AF_XDP_ARGS.iter().find(|(k, _)| *k == key.trim()) else {
+            return Err(format!(
+                "unknown {AF_XDP} argument {key:?}: DPDK 22.11 takes {}",
+                names.join(", ")
+            ));
+        };
+        if number {
+            let n: u32 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("{key}={value}: a whole number is expected"))?;
+            match key.trim() {
+                "queue_count" if n == 0 => return Err("queue_count must be at least 1".into()),
+                "busy_budget" if n > u32::from(u16::MAX) => {
+                    return Err(format!("busy_budget {n} is above 65535"))
+                }
+                _ => {}
+            }
+        }
+    }
+    match af_xdp_arg(vdev, "iface") {
+        None | Some("") => Err(format!(
+            "{AF_XDP} needs iface=NAME, the kernel interface whose queues it binds"
+        )),
+        // IFNAMSIZ less its NUL.
+        Some(i) if i.len() > 15 => Err(format!(
+            "iface {i:?} is longer than the kernel's 15 bytes for an interface name"
+        )),
+        Some(_) => Ok(()),
     }
 }
 

@@ -1,0 +1,470 @@
+//! The DPDK appliance on an AF_XDP socket (`net_af_xdp`) on one end of a veth pair whose
+//! kernel keeps the interface, as on a cloud machine; an ordinary UDP socket in a network
+//! namespace on the other end shakes at it and checks every answer.
+//!
+//! - With DPDK's default XDP program (libxdp's `xsk_def_prog`), every frame of the bound
+//!   queue goes to the socket: the node answers ARP for its own address, and the kernel's
+//!   own address on the interface goes deaf (its ARP request reaches the node, which drops
+//!   it) until the node stops and the program is gone.
+//! - With the filter program of `nic-config/afxdp-filter.c` (`xdp_prog=`), only UDP to the
+//!   node's port goes to the socket: the node's address is the kernel's, the kernel answers
+//!   ARP and ping for it, the node answers SHAKE/1 from the same MAC.
+//! - Without CAP_IPC_LOCK and with a small RLIMIT_MEMLOCK, the node refuses to start and
+//!   says why (DPDK's own report was EINVAL from queue setup).
+//!
+//! Two namespaces (node side and client side) and the veth pair between them are created for
+//! each test and deleted when it ends, also on failure: XDP only ever attaches to the test's
+//! own veth. The client is this test binary again, run with `ip netns exec` and
+//! SHAKE_AFXDP_CLIENT set. Each test skips, saying why, where AF_XDP cannot run: no AF_XDP
+//! sockets in the kernel, no privilege for them or for XDP programs, no net_af_xdp PMD; the
+//! filter test also without clang and libbpf's headers to build its program.
+#![cfg(feature = "dpdk")]
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::appliance::{dpdk_sections, file_prefix, final_counters, Appliance};
+use common::{run_ok, shake_bin, unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
+use shake::client::{check_answer, payload, request};
+use shake::wire::shake::Outcome;
+
+const CLIENT_ENV: &str = "SHAKE_AFXDP_CLIENT";
+const USERS: u64 = 100;
+
+/// Every user may get a greeting, and nobody wins: answers are GREETING or NOTHING.
+const ACTIVITY: &str = r#"
+[activity]
+id = 52
+name = "afxdp"
+epoch = 0
+[[sponsor]]
+id = 7
+budget_cents = 100000
+packets = 1000
+greeting_resources = [3]
+[[round]]
+id = 1
+start_s = 0
+duration_s = 600
+win_probability = 0.0
+greeting_probability = 0.5
+"#;
+
+/// Why AF_XDP cannot run here, if it cannot.
+fn skip_reason() -> Option<String> {
+    // AF_XDP = 44. The kernel refuses the socket without CONFIG_XDP_SOCKETS (EAFNOSUPPORT)
+    // or without CAP_NET_RAW (EPERM).
+    if let Err(e) = socket2::Socket::new(socket2::Domain::from(44), socket2::Type::RAW, None) {
+        return Some(format!("no AF_XDP socket here: {e}"));
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |bit: u32| caps & (1 << bit) != 0;
+    // CAP_NET_ADMIN (12), and CAP_BPF (39) or CAP_SYS_ADMIN (21).
+    if !has(12) || !(has(39) || has(21)) {
+        return Some(format!(
+            "loading an XDP program needs CAP_NET_ADMIN and CAP_BPF (CapEff {caps:x})"
+        ));
+    }
+    let libdir = Command::new("pkg-config")
+        .args(["--variable=libdir", "libdpdk"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/usr/lib/x86_64-linux-gnu".into());
+    let pmd = std::fs::read_dir(Path::new(&libdir).join("dpdk"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|d| d.path().join("librte_net_af_xdp.so").exists());
+    if !pmd {
+        return Some(format!("no net_af_xdp PMD under {libdir}/dpdk"));
+    }
+    None
+}
+
+/// Prints why a test skips; true if it must.
+fn skipped(test: &str) -> bool {
+    match skip_reason() {
+        Some(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            true
+        }
+        None => false,
+    }
+}
+
+/// `ip ARGS`, or a panic that says so.
+fn ip(args: &[&str]) {
+    run_ok(Command::new("ip").args(args));
+}
+
+/// The node's and the client's namespaces and the veth pair between them, named after this
+/// process and `tag`; deleted on drop (deleting a namespace removes the veth end inside it,
+/// and with it the pair).
+struct Netns {
+    node: String,
+    client: String,
+    node_if: String,
+    client_if: String,
+}
+
+impl Netns {
+    /// The node side's kernel gets `kernel_ip` (a /24), the client side `client_ip`.
+    fn create(tag: &str, kernel_ip: &str, client_ip: &str) -> Netns {
+        let pid = std::process::id();
+        let n = Netns {
+            node: format!("shx{tag}N{pid}"),
+            client: format!("shx{tag}C{pid}"),
+            node_if: format!("shx{tag}n{pid}"),
+            client_if: format!("shx{tag}c{pid}"),
+        };
+        ip(&["netns", "add", &n.node]);
+        ip(&["netns", "add", &n.client]);
+        let (a, c) = (n.node_if.as_str(), n.client_if.as_str());
+        // Created directly inside the namespaces: the host never has either end.
+        ip(&[
+            "link", "add", a, "netns", &n.node, "type", "veth", "peer", "name", c, "netns",
+            &n.client,
+        ]);
+        ip(&[
+            "-n",
+            &n.node,
+            "addr",
+            "add",
+            &format!("{kernel_ip}/24"),
+            "dev",
+            a,
+        ]);
+        ip(&["-n", &n.node, "link", "set", a, "up"]);
+        ip(&["-n", &n.client, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n",
+            &n.client,
+            "addr",
+            "add",
+            &format!("{client_ip}/24"),
+            "dev",
+            c,
+        ]);
+        ip(&["-n", &n.client, "link", "set", c, "up"]);
+        // veth leaves UDP checksums to a NIC that does not exist: have the kernel fill them.
+        run_ok(
+            Command::new("ip").args(["netns", "exec", &n.client, "ethtool", "-K", c, "tx", "off"]),
+        );
+        n
+    }
+
+    /// The XDP program on the node's veth end, as `ip -d link` shows it: e.g.
+    /// "xdp prog/xdp id 17 name xsk_def_prog ..." (native mode; "xdpgeneric" would be SKB
+    /// mode), or "" when there is none.
+    fn xdp(&self) -> String {
+        let link = run_ok(Command::new("ip").args([
+            "-d",
+            "-n",
+            &self.node,
+            "link",
+            "show",
+            &self.node_if,
+        ]));
+        let mode = ["xdpgeneric", "xdpoffload", "xdpdrv", "xdp"]
+            .into_iter()
+            .find(|m| link.split_whitespace().any(|w| w == *m));
+        let prog = link
+            .lines()
+            .find(|l| l.trim_start().starts_with("prog/xdp"))
+            .map(str::trim);
+        match (mode, prog) {
+            (Some(m), Some(p)) => format!("{m} {p}"),
+            _ => String::new(),
+        }
+    }
+
+    /// `ping -c N` from the client namespace: how many of the echoes were answered.
+    fn ping(&self, target: &str, count: u32) -> u32 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.client, "ping", "-n", "-c"])
+            .arg(count.to_string())
+            .args(["-i", "0.2", "-W", "1", target])
+            .output()
+            .expect("ping(8)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split(", ")
+            .find_map(|part| part.strip_suffix(" received"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("ping {target}: {text}"))
+    }
+
+    /// Runs the client of `test` in the client namespace against `server`; its summary line.
+    fn client(&self, test: &str, server: &str, app: &Appliance) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.client])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(CLIENT_ENV, server)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && stdout.contains("CLIENT OK"),
+            "the client in {} failed:\n{stdout}\n{}\nnode stderr:\n{}",
+            self.client,
+            String::from_utf8_lossy(&out.stderr),
+            app.stderr()
+        );
+        stdout
+            .lines()
+            .find(|l| l.contains("CLIENT OK"))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The client namespace's neighbour entry for `addr`.
+    fn neighbour(&self, addr: &str) -> String {
+        run_ok(Command::new("ip").args(["-n", &self.client, "neigh", "show", addr]))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in [&self.client, &self.node] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Client mode: shakes for every user from an ordinary UDP socket, then user 1 again
+/// (THROTTLED), each answer checked against the request and the claim key.
+fn client(server: SocketAddr) {
+    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let expiry = (unix_s() + 3600) as u32;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut outcomes = std::collections::BTreeMap::new();
+    let shakes = (1..=USERS).map(|u| (u, 1)).chain([(1, 2)]);
+    for (user, seq) in shakes {
+        let r = request(&TOKEN_KEY, user, seq, expiry, user * 1000 + u64::from(seq));
+        let mut buf = [0u8; 256];
+        // The first datagram waits for ARP; one lost on the way is sent again (its answer may
+        // then be THROTTLED); late answers to earlier users are skipped.
+        let mut sends = 0;
+        let n = 'answer: loop {
+            assert!(
+                Instant::now() < deadline,
+                "client: no answer for user {user}"
+            );
+            s.send_to(&payload(&r), server).unwrap();
+            sends += 1;
+            loop {
+                match s.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        assert_eq!(from, server, "answer from the node's address and port");
+                        if n >= 20
+                            && buf[8..16] == user.to_be_bytes()
+                            && buf[16..20] == seq.to_be_bytes()
+                        {
+                            break 'answer n;
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        continue 'answer
+                    }
+                    Err(e) => panic!("client: recv: {e}"),
+                }
+            }
+        };
+        assert_eq!(n, 64, "answer payload length");
+        let a = check_answer(&r, &buf[..n], &CLAIM_KEY).unwrap_or_else(|e| panic!("{e}"));
+        if sends == 1 {
+            assert_eq!(
+                a.outcome == Outcome::Throttled,
+                seq == 2,
+                "user {user} seq {seq}: {a:?}"
+            );
+        }
+        if seq == 1 && a.outcome != Outcome::Throttled {
+            assert!(
+                matches!(a.outcome, Outcome::Greeting | Outcome::Nothing),
+                "{a:?}"
+            );
+        }
+        *outcomes.entry(a.outcome.name()).or_insert(0u64) += 1;
+    }
+    println!("CLIENT OK {outcomes:?}");
+}
+
+/// The config of a node answering on `node_ip` through AF_XDP port `vdev`.
+fn node_config(node: &NodeDir, prefix: &str, node_ip: &str, vdev: &str) -> std::path::PathBuf {
+    NodeToml::new(node_ip, 10_000)
+        .activity(r#"epoch = "now""#)
+        .extra(&dpdk_sections(prefix, vdev, 256, 32, 50))
+        .write(node.path())
+}
+
+#[test]
+fn default_program_takes_the_whole_queue_until_the_node_stops() {
+    const TEST: &str = "default_program_takes_the_whole_queue_until_the_node_stops";
+    if let Ok(server) = std::env::var(CLIENT_ENV) {
+        return client(server.parse().unwrap());
+    }
+    if skipped(TEST) {
+        return;
+    }
+    const NODE_IP: &str = "10.99.8.1";
+    const KERNEL_IP: &str = "10.99.8.3";
+    let ns = Netns::create("d", KERNEL_IP, "10.99.8.2");
+    let node = NodeDir::with_activity(ACTIVITY);
+    let prefix = file_prefix("afxdp-default");
+    let vdev = format!("net_af_xdp0,iface={}", ns.node_if);
+    let config = node_config(&node, &prefix, NODE_IP, &vdev);
+
+    // The UMEM (the port's pool, ~19 MB) is above a 1 MiB RLIMIT_MEMLOCK: without
+    // CAP_IPC_LOCK, the node says so instead of DPDK's EINVAL from queue setup.
+    let limited = Command::new("timeout")
+        .args(["30", "ip", "netns", "exec", &ns.node])
+        .args(["setpriv", "--bounding-set", "-ipc_lock", "--", "sh", "-c"])
+        .arg("ulimit -l 1024 && exec \"$0\" serve --io dpdk --config \"$1\" -- --no-shconf")
+        .arg(shake_bin())
+        .arg(&config)
+        .output()
+        .unwrap();
+    let _runtime = common::appliance::RuntimeDir::new(&prefix);
+    let stderr = String::from_utf8_lossy(&limited.stderr);
+    assert!(!limited.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("RLIMIT_MEMLOCK (1024 KiB soft, 1024 KiB hard)")
+            && stderr.contains("lacks CAP_IPC_LOCK")
+            && stderr.contains("port net_af_xdp0"),
+        "{stderr}"
+    );
+    assert_eq!(
+        ns.xdp(),
+        "",
+        "a node that did not start leaves no XDP program"
+    );
+
+    let app = Appliance::start(&config, &prefix, Some(&ns.node), false);
+    let mac = app.port_mac("net_af_xdp0");
+    let xdp = ns.xdp();
+    assert!(
+        xdp.contains("name xsk_def_prog"),
+        "DPDK's default program: {xdp:?}"
+    );
+    let summary = ns.client(TEST, &format!("{NODE_IP}:7000"), &app);
+    // The node answered ARP for its address with the interface's MAC...
+    let want = mac.map(|b| format!("{b:02x}")).join(":");
+    let neigh = ns.neighbour(NODE_IP);
+    assert!(
+        neigh.contains(&format!("lladdr {want}")),
+        "{neigh:?}, want {want}"
+    );
+    // ...and the kernel's own address is deaf: its ARP request went to the node.
+    assert_eq!(
+        ns.ping(KERNEL_IP, 2),
+        0,
+        "the kernel answered through the default program"
+    );
+    let (status, lines) = app.stop(Duration::from_secs(15));
+    assert!(status.success(), "exit {status}");
+    let c = final_counters(&lines);
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+    assert!(get("answered") > USERS, "{c:?}");
+    assert!(get("throttled") >= 1, "{c:?}");
+    assert!(get("arp_reply") >= 1, "{c:?}");
+    assert!(
+        get("drop.arp_not_for_us") >= 1,
+        "the kernel's ARP request: {c:?}"
+    );
+
+    // The node took its program with it: the kernel has the whole interface back.
+    assert_eq!(ns.xdp(), "");
+    assert_eq!(
+        ns.ping(KERNEL_IP, 2),
+        2,
+        "the kernel answers again once the node is gone"
+    );
+    eprintln!("afxdp default program ({xdp}): {summary} {c:?}");
+}
+
+#[test]
+fn filter_program_leaves_the_kernel_its_arp_and_ping() {
+    const TEST: &str = "filter_program_leaves_the_kernel_its_arp_and_ping";
+    if let Ok(server) = std::env::var(CLIENT_ENV) {
+        return client(server.parse().unwrap());
+    }
+    if skipped(TEST) {
+        return;
+    }
+    let node = NodeDir::with_activity(ACTIVITY);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("nic-config/afxdp-filter.c");
+    let arch = std::env::consts::ARCH;
+    let built = Command::new("clang")
+        .args(["-O2", "-g", "-target", "bpf", "-DSHAKE_PORT=7000"])
+        .arg(format!("-I/usr/include/{arch}-linux-gnu"))
+        .arg("-c")
+        .arg(&source)
+        .arg("-o")
+        .arg(node.path().join("afxdp-filter.o"))
+        .output();
+    match built {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            let why = String::from_utf8_lossy(&o.stderr);
+            return eprintln!("SKIPPED {TEST}: clang cannot build the XDP program: {why}");
+        }
+        Err(e) => return eprintln!("SKIPPED {TEST}: no clang to build the XDP program: {e}"),
+    }
+    // The node's address is the kernel's own.
+    const NODE_IP: &str = "10.99.9.1";
+    let ns = Netns::create("f", NODE_IP, "10.99.9.2");
+    let prefix = file_prefix("afxdp-filter");
+    // A relative program path is found next to the config.
+    let vdev = format!("net_af_xdp0,iface={},xdp_prog=afxdp-filter.o", ns.node_if);
+    let config = node_config(&node, &prefix, NODE_IP, &vdev);
+    let app = Appliance::start(&config, &prefix, Some(&ns.node), false);
+    let mac = app.port_mac("net_af_xdp0");
+    let xdp = ns.xdp();
+    assert!(
+        xdp.contains("name shake_filter"),
+        "the filter program: {xdp:?}"
+    );
+    let summary = ns.client(TEST, &format!("{NODE_IP}:7000"), &app);
+    // The kernel resolved and answers its address, with the MAC the node answers from.
+    assert_eq!(ns.ping(NODE_IP, 3), 3, "ping of the kernel's address");
+    let want = mac.map(|b| format!("{b:02x}")).join(":");
+    let neigh = ns.neighbour(NODE_IP);
+    assert!(
+        neigh.contains(&format!("lladdr {want}")),
+        "{neigh:?}, want {want}"
+    );
+    let (status, lines) = app.stop(Duration::from_secs(15));
+    assert!(status.success(), "exit {status}");
+    let c = final_counters(&lines);
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+    assert!(get("answered") > USERS, "{c:?}");
+    assert!(get("throttled") >= 1, "{c:?}");
+    // Neither ARP nor ping reached the node, nor anything else but SHAKE/1.
+    assert_eq!(
+        get("arp_reply") + get("icmp_echo_reply") + get("dropped"),
+        0,
+        "{c:?}"
+    );
+    assert_eq!(get("rx"), get("answered"), "{c:?}");
+    assert_eq!(ns.xdp(), "", "the node removes its program when it stops");
+    eprintln!("afxdp filter program ({xdp}): {summary} {c:?}");
+}
