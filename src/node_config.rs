@@ -19,7 +19,7 @@ use crate::engine::config::{next_config_version, Identity, Live, Throttle};
 use crate::mac::MacKey;
 
 mod dpdk_section;
-pub use dpdk_section::{DpdkSection, PortSection};
+pub use dpdk_section::{capture_conflict, DpdkSection, PortSection};
 
 /// An error in a node's configuration. Every message says everything itself, once: none
 /// has a `source()` that a chained report would print a second time.
