@@ -16,139 +16,14 @@ mod common;
 
 use std::process::Command;
 
-use shake::client::{payload, request, Flow, Flow6};
-use shake::wire::shake::{ShakeRequest, ShakeRequestRepr};
-
-use common::tshark::{self, fields, verbose};
+use common::tshark::{self, fields, request_row, udp_of, verbose, REQUEST_FIELDS};
 use common::{gen_bin, run_ok, unix_s, NodeDir, NodeToml, TOKEN_KEY};
+use shake::client::{payload, request, Flow, Flow6};
 
 const NODE_IP: [u8; 4] = [10, 99, 5, 1];
 const NODE_IP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const NODE_MAC: [u8; 6] = [2, 0x53, 0x4b, 0, 0, 1];
 const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 9];
-
-/// The request fields, in the order [`request_row`] gives their expected values.
-const REQUEST_FIELDS: &[&str] = &[
-    "shake.direction",
-    "shake.magic",
-    "shake.version",
-    "shake.kind",
-    "shake.shakes",
-    "shake.reserved",
-    "shake.user_id",
-    "shake.seq",
-    "shake.config_version",
-    "shake.client_ts",
-    "shake.token_expiry",
-    "shake.token",
-    "shake.padding",
-    "shake.drop_reason",
-    "_ws.expert.message",
-];
-
-/// The answer fields, in the order [`answer_row`] gives their expected values.
-#[cfg(feature = "dpdk")]
-const ANSWER_FIELDS: &[&str] = &[
-    "shake.direction",
-    "shake.magic",
-    "shake.version",
-    "shake.kind",
-    "shake.outcome",
-    "shake.flags",
-    "shake.flags.config_stale",
-    "shake.resource_id",
-    "shake.owner_node",
-    "shake.user_id",
-    "shake.seq",
-    "shake.retry_after_ms",
-    "shake.client_ts",
-    "shake.packet_id",
-    "shake.amount_cents",
-    "shake.sponsor_id",
-    "shake.claim_mac",
-    "shake.config_version",
-    "shake.round_id",
-    "_ws.expert.message",
-];
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn spaced(b: &[u8]) -> String {
-    b.iter()
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// UDP source port, destination port and payload of an Ethernet frame (IPv4 or IPv6).
-fn udp_of(frame: &[u8]) -> Option<(u16, u16, &[u8])> {
-    let p = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
-    match p.transport? {
-        etherparse::TransportSlice::Udp(u) => {
-            Some((u.source_port(), u.destination_port(), u.payload()))
-        }
-        _ => None,
-    }
-}
-
-/// What tshark must say about a well-formed request, field by field.
-fn request_row(p: &[u8]) -> Vec<String> {
-    let r = ShakeRequestRepr::parse(&ShakeRequest::new_checked(p).unwrap()).unwrap();
-    vec![
-        "to the node".into(),
-        hex(&p[0..2]),
-        p[2].to_string(),
-        format!("0x{:02x}", p[3]),
-        r.shakes.to_string(),
-        format!("{}|{}", spaced(&p[6..8]), spaced(&p[36..40])),
-        r.user_id.to_string(),
-        r.seq.to_string(),
-        r.config_version.to_string(),
-        r.client_ts.to_string(),
-        r.token_expiry.to_string(),
-        format!("0x{:016x}", r.token),
-        spaced(&p[48..64]),
-        String::new(),
-        String::new(),
-    ]
-}
-
-/// What tshark must say about an answer, field by field (our parser's reading of it).
-#[cfg(feature = "dpdk")]
-fn answer_row(p: &[u8]) -> Vec<String> {
-    use shake::wire::shake::{ShakeAnswer, ShakeAnswerRepr};
-    let a = ShakeAnswerRepr::parse(&ShakeAnswer::new_checked(p).unwrap()).unwrap();
-    let redirect = a.outcome == shake::wire::shake::Outcome::Redirect;
-    let resource = a.resource_id.to_string();
-    vec![
-        "from the node".into(),
-        hex(&p[0..2]),
-        p[2].to_string(),
-        format!("0x{:02x}", p[3]),
-        (a.outcome as u8).to_string(),
-        format!("0x{:02x}", a.flags),
-        (a.flags & 1).to_string(),
-        if redirect {
-            String::new()
-        } else {
-            resource.clone()
-        },
-        if redirect { resource } else { String::new() },
-        a.user_id.to_string(),
-        a.seq.to_string(),
-        a.retry_after_ms.to_string(),
-        a.client_ts.to_string(),
-        a.packet_id.to_string(),
-        a.amount_cents.to_string(),
-        a.sponsor_id.to_string(),
-        format!("0x{:016x}", a.claim_mac),
-        a.config_version.to_string(),
-        a.round_id.to_string(),
-        String::new(),
-    ]
-}
 
 /// A node directory (node 0 of 2, so some users are REDIRECTed; IPv4 and IPv6) whose one
 /// round starts when the node does, and `count` requests from `shake-gen --io none` for it:
@@ -577,6 +452,7 @@ fn reads_the_nodes_answers_and_agrees_with_its_drops() {
     use common::appliance::{file_prefix, final_counters, memif_server_sections, Appliance};
     use common::memif::MemifClient;
     use common::pcap::write_pcap;
+    use common::tshark::{answer_row, ANSWER_FIELDS};
     use shake::wire::shake::Outcome;
 
     let Some(tshark) = tshark::tshark("reads_the_nodes_answers_and_agrees_with_its_drops") else {

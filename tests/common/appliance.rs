@@ -4,7 +4,8 @@
 //! request frames that go into the pcaps and memif ports.
 //!
 //! Every appliance gets `--no-shconf` on top of its config (which must say `huge = false`,
-//! no `allow`, so `--no-huge --no-pci`) and its own `--file-prefix`.
+//! no `allow`, so `--no-huge --no-pci`) and its own `--file-prefix`; one that a capture
+//! attaches to ([`Appliance::start_with`]) keeps its shared config and uses hugepages.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -149,6 +150,19 @@ impl Appliance {
     /// where its metrics endpoint is (after ports and workers started), or, when
     /// `metrics` is false, until it says it is serving.
     pub fn start(config: &Path, prefix: &str, netns: Option<&str>, metrics: bool) -> Appliance {
+        Self::start_with(config, prefix, netns, metrics, &["--no-shconf"])
+    }
+
+    /// [`start`](Self::start) with `eal` as the command line's EAL arguments instead of
+    /// `--no-shconf`: a node that another DPDK process attaches to (`[dpdk] capture`) keeps
+    /// its shared config.
+    pub fn start_with(
+        config: &Path,
+        prefix: &str,
+        netns: Option<&str>,
+        metrics: bool,
+        eal: &[&str],
+    ) -> Appliance {
         let runtime = RuntimeDir::new(prefix);
         let stderr = config.with_file_name(format!("{prefix}.stderr"));
         let bin = super::shake_bin();
@@ -164,7 +178,8 @@ impl Appliance {
         let mut child = cmd
             .args(["serve", "--io", "dpdk", "--config"])
             .arg(config)
-            .args(["--", "--no-shconf"])
+            .arg("--")
+            .args(eal)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()

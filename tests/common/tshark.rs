@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use shake::wire::shake::{Outcome, ShakeAnswer, ShakeAnswerRepr, ShakeRequest, ShakeRequestRepr};
+
 /// The dissector in the repository.
 pub fn dissector() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -93,4 +95,129 @@ pub fn fields(tshark: &Path, pcap: &Path, two_pass: bool, names: &[&str]) -> Vec
 /// The `-V` text of the SHAKE/1 layer (`-O shake`) of the frames `filter` selects.
 pub fn verbose(tshark: &Path, pcap: &Path, filter: &str) -> String {
     run(tshark, pcap, true, &["-V", "-O", "shake", "-Y", filter])
+}
+
+// --- What the dissector must say about a frame, as the node's own parser reads it. ---
+
+/// The request fields, in the order [`request_row`] gives their expected values.
+pub const REQUEST_FIELDS: &[&str] = &[
+    "shake.direction",
+    "shake.magic",
+    "shake.version",
+    "shake.kind",
+    "shake.shakes",
+    "shake.reserved",
+    "shake.user_id",
+    "shake.seq",
+    "shake.config_version",
+    "shake.client_ts",
+    "shake.token_expiry",
+    "shake.token",
+    "shake.padding",
+    "shake.drop_reason",
+    "_ws.expert.message",
+];
+
+/// The answer fields, in the order [`answer_row`] gives their expected values.
+pub const ANSWER_FIELDS: &[&str] = &[
+    "shake.direction",
+    "shake.magic",
+    "shake.version",
+    "shake.kind",
+    "shake.outcome",
+    "shake.flags",
+    "shake.flags.config_stale",
+    "shake.resource_id",
+    "shake.owner_node",
+    "shake.user_id",
+    "shake.seq",
+    "shake.retry_after_ms",
+    "shake.client_ts",
+    "shake.packet_id",
+    "shake.amount_cents",
+    "shake.sponsor_id",
+    "shake.claim_mac",
+    "shake.config_version",
+    "shake.round_id",
+    "_ws.expert.message",
+];
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn spaced(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// UDP source port, destination port and payload of an untagged Ethernet frame, IPv4 (with
+/// or without options) or IPv6 (without extension headers): what the tests' frames are.
+/// Read by offsets here, not by the node's parser, which is what is being checked.
+pub fn udp_of(frame: &[u8]) -> Option<(u16, u16, &[u8])> {
+    let be16 = |at: usize| Some(u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?));
+    let udp = match be16(12)? {
+        0x0800 if *frame.get(23)? == 17 => 14 + usize::from(frame.get(14)? & 0x0f) * 4,
+        0x86dd if *frame.get(20)? == 17 => 14 + 40,
+        _ => return None,
+    };
+    let len = usize::from(be16(udp + 4)?);
+    Some((be16(udp)?, be16(udp + 2)?, frame.get(udp + 8..udp + len)?))
+}
+
+/// What tshark must say about a well-formed request, field by field.
+pub fn request_row(p: &[u8]) -> Vec<String> {
+    let r = ShakeRequestRepr::parse(&ShakeRequest::new_checked(p).unwrap()).unwrap();
+    vec![
+        "to the node".into(),
+        hex(&p[0..2]),
+        p[2].to_string(),
+        format!("0x{:02x}", p[3]),
+        r.shakes.to_string(),
+        format!("{}|{}", spaced(&p[6..8]), spaced(&p[36..40])),
+        r.user_id.to_string(),
+        r.seq.to_string(),
+        r.config_version.to_string(),
+        r.client_ts.to_string(),
+        r.token_expiry.to_string(),
+        format!("0x{:016x}", r.token),
+        spaced(&p[48..64]),
+        String::new(),
+        String::new(),
+    ]
+}
+
+/// What tshark must say about an answer, field by field (our parser's reading of it).
+pub fn answer_row(p: &[u8]) -> Vec<String> {
+    let a = ShakeAnswerRepr::parse(&ShakeAnswer::new_checked(p).unwrap()).unwrap();
+    let redirect = a.outcome == Outcome::Redirect;
+    let resource = a.resource_id.to_string();
+    vec![
+        "from the node".into(),
+        hex(&p[0..2]),
+        p[2].to_string(),
+        format!("0x{:02x}", p[3]),
+        (a.outcome as u8).to_string(),
+        format!("0x{:02x}", a.flags),
+        (a.flags & 1).to_string(),
+        if redirect {
+            String::new()
+        } else {
+            resource.clone()
+        },
+        if redirect { resource } else { String::new() },
+        a.user_id.to_string(),
+        a.seq.to_string(),
+        a.retry_after_ms.to_string(),
+        a.client_ts.to_string(),
+        a.packet_id.to_string(),
+        a.amount_cents.to_string(),
+        a.sponsor_id.to_string(),
+        format!("0x{:016x}", a.claim_mac),
+        a.config_version.to_string(),
+        a.round_id.to_string(),
+        String::new(),
+    ]
 }
