@@ -37,7 +37,7 @@ local RED_PACKET, GREETING, REDIRECT = 2, 1, 6
 shake.prefs.port = Pref.uint("UDP port", 7000, "The node's UDP port: requests go to it, answers come from it")
 
 local f = shake.fields
-f.magic = ProtoField.bytes("shake.magic", "Magic", base.NONE, "\"SK\" (0x53 0x4b)")
+f.magic = ProtoField.uint16("shake.magic", "Magic", base.HEX, { [0x534b] = "SK" }, nil, "\"SK\" (0x53 0x4b)")
 f.version = ProtoField.uint8("shake.version", "Version", base.DEC)
 f.kind = ProtoField.uint8("shake.kind", "Kind", base.HEX, kinds)
 f.direction = ProtoField.string("shake.direction", "Direction")
@@ -204,7 +204,7 @@ local function dissect_request(tvb, pinfo, tree)
     add(tree, f.client_ts, tvb, 24, 8)
     local expiry = add(tree, f.token_expiry, tvb, 32, 4)
     if expiry then
-        expiry:append_text(os.date("!  (%Y-%m-%d %H:%M:%S UTC)", tvb(32, 4):uint()))
+        expiry:append_text(os.date("! (%Y-%m-%d %H:%M:%S UTC)", tvb(32, 4):uint()))
     end
     local r1 = add(tree, f.reserved, tvb, 36, 4)
     add(tree, f.token, tvb, 40, 8)
@@ -260,10 +260,11 @@ local function dissect_answer(tvb, pinfo, tree)
     if flags then
         flags:add(f.config_stale, tvb(5, 1))
         local unknown = flags:add(f.flags_unknown, tvb(5, 1))
-        if bit32.band(tvb(5, 1):uint(), 0xfe) ~= 0 then
+        -- Arithmetic, not bit32: Lua 5.2's bit32 is gone from the Lua 5.4 newer Wiresharks use.
+        if tvb(5, 1):uint() >= 2 then
             unknown:add_proto_expert_info(e.answer, "Unknown flag bits set")
         end
-        if bit32.band(tvb(5, 1):uint(), FLAG_CONFIG_STALE) ~= 0 then
+        if tvb(5, 1):uint() % 2 == FLAG_CONFIG_STALE then
             flags:append_text(" (CONFIG_STALE)")
         end
     end

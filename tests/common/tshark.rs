@@ -142,10 +142,6 @@ pub const ANSWER_FIELDS: &[&str] = &[
     "_ws.expert.message",
 ];
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn spaced(b: &[u8]) -> String {
     b.iter()
         .map(|x| format!("{x:02x}"))
@@ -172,7 +168,7 @@ pub fn request_row(p: &[u8]) -> Vec<String> {
     let r = ShakeRequestRepr::parse(&ShakeRequest::new_checked(p).unwrap()).unwrap();
     vec![
         "to the node".into(),
-        hex(&p[0..2]),
+        format!("0x{:02x}{:02x}", p[0], p[1]),
         p[2].to_string(),
         format!("0x{:02x}", p[3]),
         r.shakes.to_string(),
@@ -196,7 +192,7 @@ pub fn answer_row(p: &[u8]) -> Vec<String> {
     let resource = a.resource_id.to_string();
     vec![
         "from the node".into(),
-        hex(&p[0..2]),
+        format!("0x{:02x}{:02x}", p[0], p[1]),
         p[2].to_string(),
         format!("0x{:02x}", p[3]),
         (a.outcome as u8).to_string(),
