@@ -515,16 +515,37 @@ fn reads_the_nodes_answers_and_agrees_with_its_drops() {
     assert_eq!(counters["rx"], requests.len() as u64, "{counters:?}");
     assert_eq!(counters["tx"], answers.len() as u64, "{counters:?}");
 
-    // The node's drops, reason by reason, are the dissector's (the frames off its port it
-    // drops as `port`, which is not the dissector's business).
+    // Every answer, field by field, and each matched to its request both ways.
+    let (frames, answers_to) = interleave(&requests, &answers);
+    assert_eq!(frames.len(), requests.len() + answers.len());
+    let pcap = p.join("both.pcap");
+    write_pcap(&pcap, &frames);
+    let mut names = ANSWER_FIELDS.to_vec();
+    names.extend(["shake.request_in", "shake.response_in", "shake.drop_reason"]);
+    let rows = fields(&tshark, &pcap, true, &names);
+    assert_eq!(rows.len(), frames.len());
+    let column = |name: &str| names.iter().position(|n| *n == name).unwrap();
+    let (request_in, response_in, drop_reason) = (
+        column("shake.request_in"),
+        column("shake.response_in"),
+        column("shake.drop_reason"),
+    );
+
+    // The node's drops, reason by reason, are what the dissector says of the requests it
+    // was sent (the frames off its port it drops as `port`, which is not the dissector's
+    // business), and a request the dissector says it drops has no answer.
     let mut dissector: HashMap<String, u64> = HashMap::new();
-    for c in &cases {
-        let reason = match udp_of(&c.frame) {
-            Some((_, 7000, _)) => c.reason,
-            _ => Some("port"),
+    for (i, (frame, row)) in frames.iter().zip(&rows).enumerate() {
+        if answers_to[i].is_some() {
+            continue;
+        }
+        let reason = match udp_of(frame) {
+            Some((_, 7000, _)) => &row[drop_reason],
+            _ => "port",
         };
-        if let Some(r) = reason {
-            *dissector.entry(r.to_owned()).or_default() += 1;
+        if !reason.is_empty() {
+            *dissector.entry(reason.to_owned()).or_default() += 1;
+            assert!(row[response_in].is_empty(), "frame {}: answered", i + 1);
         }
     }
     let node_drops: HashMap<String, u64> = counters
@@ -532,19 +553,9 @@ fn reads_the_nodes_answers_and_agrees_with_its_drops() {
         .filter_map(|(k, v)| Some((k.strip_prefix("drop.")?.to_owned(), *v)))
         .collect();
     assert_eq!(node_drops, dissector, "node {counters:?}");
-
-    // Every answer, field by field, and each matched to its request both ways.
-    let (frames, answers_to) = interleave(&requests, &answers);
-    assert_eq!(frames.len(), requests.len() + answers.len());
-    let pcap = p.join("both.pcap");
-    write_pcap(&pcap, &frames);
-    let mut names = ANSWER_FIELDS.to_vec();
-    names.extend(["shake.request_in", "shake.response_in"]);
-    let rows = fields(&tshark, &pcap, true, &names);
-    assert_eq!(rows.len(), frames.len());
     let mut outcomes: HashMap<u8, u64> = HashMap::new();
     for (i, (frame, row)) in frames.iter().zip(&rows).enumerate() {
-        let (request_in, response_in) = (&row[names.len() - 2], &row[names.len() - 1]);
+        let (request_in, response_in) = (&row[request_in], &row[response_in]);
         match answers_to[i] {
             Some(req) => {
                 let (_, _, p) = udp_of(frame).unwrap();
