@@ -295,11 +295,11 @@ local function dissect_answer(tvb, pinfo, tree)
         pinfo.cols.info:set("SHAKE/1 answer, truncated")
         return
     end
-    -- What each outcome must and must not carry (as the bundled client checks it).
     if not outcomes[o] then
         pinfo.cols.info:set("SHAKE/1 answer, unknown outcome " .. o)
         return
     end
+    -- What each outcome must and must not carry (as the bundled client checks it).
     local paid = not all_zero(tvb(32, 12)) or not all_zero(tvb(48, 8))
     local sponsor = tvb(44, 4):uint() ~= 0
     if o == RED_PACKET and (all_zero(tvb(32, 8)) or tvb(40, 4):uint() == 0 or not sponsor) then
@@ -321,7 +321,7 @@ local function dissect_answer(tvb, pinfo, tree)
         local secs = math.floor(d)
         tree:add(f.time, NSTime.new(secs, math.floor((d - secs) * 1e9 + 0.5))):set_generated()
     end
-    local info = string.format("RESULT %s user=%s seq=%u", outcomes[o] or tostring(o), tostring(tvb(8, 8):uint64()), tvb(16, 4):uint())
+    local info = string.format("RESULT %s user=%s seq=%u", outcomes[o], tostring(tvb(8, 8):uint64()), tvb(16, 4):uint())
     if o == RED_PACKET then
         local c = tvb(40, 4):uint()
         info = info .. string.format(" amount=%d.%02d packet=%s", math.floor(c / 100), c % 100, tostring(tvb(32, 8):uint64()))
