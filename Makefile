@@ -7,9 +7,11 @@ CARGO ?= cargo
 # for bindgen (and, with libbpf-dev's headers, the AF_XDP filter program), libpcap for net_pcap
 # captures, iproute2/ethtool/ping for the veth tests, g++ for the
 # fuzzers' libFuzzer, protoc for etcd's gRPC client; the fleet's engines (etcd, NATS with
-# JetStream, Prometheus) for the fleet tests and `make demo-fleet` (`make demo` needs none).
+# JetStream, Prometheus) for the fleet tests and `make demo-fleet` (`make demo` needs none);
+# tshark for the SHAKE/1 dissector's tests (dpdk-dumpcap, for the live capture test, is in
+# dpdk-dev).
 APT_PACKAGES := dpdk dpdk-dev libdpdk-dev pkg-config libclang-dev clang libbpf-dev libpcap-dev iproute2 ethtool iputils-ping python3 valgrind g++ \
-	protobuf-compiler etcd-server nats-server prometheus
+	protobuf-compiler etcd-server nats-server prometheus tshark
 BUILD := build
 
 .PHONY: all deps build release test lint demo demo-fleet bench bench-datapath bench-seeds bench-fleet bench-afxdp bench-steering xdp-filter hugepages clean \
@@ -27,6 +29,7 @@ deps:
 	  if [ "$$(id -u)" != 0 ]; then echo "make: missing Debian packages ($(APT_PACKAGES)); run as root or install them" >&2; exit 1; fi; \
 	  echo "make: installing $(APT_PACKAGES)"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
+	  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
 	  apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	fi; \
 	pkg-config --modversion libdpdk | sed 's/^/make: DPDK /'

@@ -19,7 +19,7 @@ use crate::engine::config::{next_config_version, Identity, Live, Throttle};
 use crate::mac::MacKey;
 
 mod dpdk_section;
-pub use dpdk_section::{af_xdp_arg, is_af_xdp, DpdkSection, PortSection, AF_XDP};
+pub use dpdk_section::{af_xdp_arg, capture_conflict, is_af_xdp, DpdkSection, PortSection, AF_XDP};
 
 /// An error in a node's configuration. Every message says everything itself, once: none
 /// has a `source()` that a chained report would print a second time.

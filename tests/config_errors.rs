@@ -494,6 +494,51 @@ fn af_xdp_vdev_arguments_and_ring_size_name_their_key() {
     assert_eq!(d.load(), Ok(()));
 }
 
+#[test]
+fn dpdk_capture_conflicts_name_their_key() {
+    let node = format!("{NODE}{DPDK}");
+    // Capture needs hugepage memory a second process can map.
+    node_error(
+        &node.replace("huge = false", "huge = false\ncapture = true"),
+        "capture = true",
+        "dpdk.capture",
+    );
+    node_error(
+        &node.replace("huge = false", "capture = \"on\""),
+        "capture =",
+        "dpdk.capture",
+    );
+    // And EAL arguments that take the shared memory or the multi-process socket away.
+    let capture = node.replace("huge = false", "capture = true");
+    for arg in [
+        "--huge-unlink",
+        "--huge-unlink=always",
+        "--no-shconf",
+        "--in-memory",
+        "--no-huge",
+    ] {
+        let text = capture.replace(
+            "handoff_ring = 1024",
+            &format!("handoff_ring = 1024\nextra_args = [\"-m\", \"64\", \"{arg}\"]"),
+        );
+        let d = Dir::new(&text, ACT);
+        let e = d.load().expect_err(arg);
+        assert_names(
+            &e,
+            &d.path("node.toml"),
+            line_of(&text, "extra_args"),
+            "dpdk.extra_args",
+        );
+        assert!(e.contains(arg), "{e:?} does not name {arg}");
+    }
+    // The EAL's default unlinking (existing files at start) leaves them to attach to.
+    let ok = capture.replace(
+        "handoff_ring = 1024",
+        "handoff_ring = 1024\nextra_args = [\"--huge-unlink=existing\"]",
+    );
+    assert_eq!(Dir::new(&ok, ACT).load(), Ok(()));
+}
+
 // --- The activity: unknown key, wrong type, missing key, bad values. ---
 
 #[test]

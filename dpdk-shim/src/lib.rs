@@ -14,7 +14,10 @@
 //!   line, with no logic of its own: `shake_eth_rx_burst` is `rte_eth_rx_burst`,
 //!   `shake_pktmbuf_alloc` is `rte_pktmbuf_alloc`, `shake_errno` reads `rte_errno`, and so on.
 //!   There is a forwarder only for what the main crate calls.
-//!   Exported DPDK functions are called directly through the bindgen declarations.
+//!   Exported DPDK functions are called directly through the bindgen declarations: among
+//!   them `rte_pdump_init`/`rte_pdump_uninit` (`rte_pdump.h`), the packet-capture framework
+//!   a node with `[dpdk] capture` registers for `dpdk-dumpcap`; `librte_pdump` is one of
+//!   the libraries `pkg-config --libs libdpdk` lists, linked as the others are.
 //! - **Safe wrappers** (owned mbufs, `Result` from negative returns and `rte_errno`, EAL
 //!   arguments built from the config, port setup) live in the main crate's DPDK layer, not
 //!   here.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crossbeam::channel::Receiver;
 
 use super::appliance::{open, Appliance, Opened};
+use super::capture::Capture;
 use super::eal::Eal;
 use super::error::DpdkError;
 use super::processor::{frame_configs, FrameProcessor};
@@ -26,6 +27,7 @@ pub struct DpdkBackend<'eal> {
     eal: &'eal Eal,
     node: crate::node_config::NodeSection,
     telemetry: bool,
+    capture: Option<Capture<'eal>>,
 }
 
 /// The appliance's workers running.
@@ -33,17 +35,26 @@ pub struct DpdkRunning<'eal, S: SeedSource + Send + 'static, J: ClaimSink + Send
     app: Appliance<'eal, FrameProcessor<S, J>>,
     describe: String,
     telemetry: bool,
+    /// Registered until the workers are joined.
+    _capture: Option<Capture<'eal>>,
 }
 
 impl<'eal> DpdkBackend<'eal> {
-    /// Starts the ports of the config's `[[port]]` list with one queue pair per worker lcore.
+    /// Starts the ports of the config's `[[port]]` list with one queue pair per worker lcore,
+    /// and with `[dpdk] capture`, the packet-capture framework.
     pub fn open(eal: &'eal Eal, config: &NodeConfig) -> Result<DpdkBackend<'eal>, DpdkError> {
-        let telemetry = super::appliance::section(config)?.telemetry;
+        let section = super::appliance::section(config)?;
+        let telemetry = section.telemetry;
+        let capture = match section.capture {
+            true => Some(Capture::init(eal)?),
+            false => None,
+        };
         Ok(DpdkBackend {
             opened: open(eal, config)?,
             eal,
             node: config.node.clone(),
             telemetry,
+            capture,
         })
     }
 }
@@ -84,11 +95,15 @@ impl<'eal> Backend for DpdkBackend<'eal> {
             .map(|p| p.name.as_str())
             .collect();
         let describe = format!(
-            "dpdk port(s) {} with {} worker(s) on lcores {:?} (main lcore {})",
+            "dpdk port(s) {} with {} worker(s) on lcores {:?} (main lcore {}){}",
             ports.join(","),
             self.opened.workers(),
             self.opened.lcores(),
-            self.eal.main_lcore()
+            self.eal.main_lcore(),
+            self.capture
+                .as_ref()
+                .map(|c| format!(", {}", c.describe()))
+                .unwrap_or_default()
         );
         let app = match self.opened.start(stop, processors) {
             Ok(app) => app,
@@ -110,6 +125,7 @@ impl<'eal> Backend for DpdkBackend<'eal> {
             app,
             describe,
             telemetry: self.telemetry,
+            _capture: self.capture,
         })
     }
 }

@@ -276,6 +276,33 @@ name = "0000:03:00.0"
         );
     }
 
+    /// With capture on, the command line cannot take away what a capture process attaches
+    /// to; without it, anything goes as before.
+    #[test]
+    fn capture_refuses_conflicting_command_line_args() {
+        let text = NODE.replace("extra_args = [\"--in-memory\"]\n", "capture = true\n");
+        let c = NodeConfig::parse(Path::new("/etc/shake/node.toml"), &text).unwrap();
+        assert!(c.dpdk.as_ref().unwrap().capture);
+        for arg in ["--huge-unlink", "--no-shconf", "--in-memory", "--no-huge"] {
+            let e = crate::dpdk::node_eal_args(&c, &["-m".into(), "64".into(), arg.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(arg), "{e}");
+            assert!(e.contains("/etc/shake/node.toml"), "{e}");
+            assert!(e.contains("capture = true"), "{e}");
+        }
+        let fine = [
+            "--huge-unlink=existing".to_owned(),
+            "--legacy-mem".to_owned(),
+        ];
+        let args = crate::dpdk::node_eal_args(&c, &fine).unwrap();
+        assert!(args.ends_with(&fine), "{args:?}");
+        // The same arguments without capture are the operator's business.
+        let c = NodeConfig::parse(Path::new("/etc/shake/node.toml"), NODE).unwrap();
+        let args = crate::dpdk::node_eal_args(&c, &["--huge-unlink".into()]).unwrap();
+        assert_eq!(args.last().map(String::as_str), Some("--huge-unlink"));
+    }
+
     #[test]
     fn an_af_xdp_program_is_found_next_to_the_config() {
         assert_eq!(

@@ -13,7 +13,8 @@
 //!   ([`crate::backend::Backend`]), with the engine workers behind the frame layer.
 //! - [`worker`]: the poll loop of one lcore, and [`backlog`]: its TX backlog per port, where
 //!   answers TX did not take wait for the next poll.
-//! - [`telemetry`]: `/shake/stats` on the DPDK telemetry socket.
+//! - [`telemetry`]: `/shake/stats` on the DPDK telemetry socket; [`capture`]: live packet
+//!   capture by `dpdk-dumpcap` (`[dpdk] capture`).
 //! - [`processor`]: what the loop calls per burst, and the engine worker behind the frame
 //!   layer that `shake serve` runs.
 //!
@@ -36,6 +37,7 @@ pub mod af_xdp;
 pub mod appliance;
 pub mod backend;
 pub mod backlog;
+pub mod capture;
 pub mod clock;
 pub mod eal;
 pub mod error;
@@ -52,6 +54,7 @@ use std::path::Path;
 
 pub use appliance::{launch, open, section, Appliance, Opened};
 pub use backend::{DpdkBackend, DpdkRunning};
+pub use capture::Capture;
 pub use clock::TscClock;
 pub use eal::{eal_args, Eal};
 pub use error::DpdkError;
@@ -62,10 +65,25 @@ pub use port::{Port, PortInfo, RxQueue, TxQueue};
 pub use processor::{frame_configs, peek_user, BurstProcessor, FrameProcessor, Verdict};
 pub use ring::{Consumer, Producer, Ring, RingPort};
 
-use crate::node_config::NodeConfig;
+use crate::node_config::{capture_conflict, NodeConfig};
 
-/// The EAL arguments for a node config plus command-line extras.
+/// The EAL arguments for a node config plus command-line extras. With `[dpdk] capture` on,
+/// an extra that would keep a capture process from attaching is refused (the config's own
+/// `extra_args` were checked when it loaded).
 pub fn node_eal_args(config: &NodeConfig, extra: &[String]) -> Result<Vec<String>, DpdkError> {
     let base = config.path.parent().unwrap_or(Path::new("."));
-    Ok(eal_args(section(config)?, base, extra))
+    let dpdk = section(config)?;
+    if dpdk.capture {
+        if let Some((arg, why)) = extra
+            .iter()
+            .find_map(|a| capture_conflict(a).map(|why| (a, why)))
+        {
+            return Err(DpdkError::Config(format!(
+                "{arg} on the command line {why}, and {} sets [dpdk] capture = true: \
+                 drop {arg}, or set capture = false",
+                config.path.display()
+            )));
+        }
+    }
+    Ok(eal_args(dpdk, base, extra))
 }

@@ -53,6 +53,32 @@ pub struct DpdkSection {
     /// polls without pause as a dedicated core should. For demos on shared machines.
     #[serde(default)]
     pub idle_sleep_us: u32,
+    /// Live packet capture: initialise DPDK's packet-capture framework (`rte_pdump_init`) so
+    /// that `dpdk-dumpcap --file-prefix <file_prefix>` can attach to the running node and
+    /// copy what its ports receive and send into a pcapng file. Off by default: a capture
+    /// costs a copy per captured frame on the worker that moves it, and the node must keep
+    /// its DPDK memory shareable (hugepage files, the multi-process socket), which rules
+    /// out `huge = false` and the EAL arguments in [`capture_conflict`].
+    #[serde(default)]
+    pub capture: bool,
+}
+
+/// Why EAL argument `arg` keeps a capture process (`dpdk-dumpcap`, a DPDK secondary
+/// process) from attaching to the node, if it does. A secondary maps the primary's
+/// hugepage files by name and talks to it over the multi-process socket in the EAL's
+/// runtime directory; each of these arguments takes one of them away.
+pub fn capture_conflict(arg: &str) -> Option<&'static str> {
+    match arg {
+        // Bare `--huge-unlink` means `always`; `existing` (the EAL's default) and `never`
+        // keep the files while the node runs.
+        "--huge-unlink" | "--huge-unlink=always" => {
+            Some("unlinks the hugepage files a capture process maps")
+        }
+        "--no-huge" => Some("puts DPDK memory in private memory no other process can map"),
+        "--no-shconf" => Some("keeps no shared config and no multi-process socket"),
+        "--in-memory" => Some("keeps no hugepage files and no shared config"),
+        _ => None,
+    }
 }
 
 /// `[[port]]`: one DPDK port, served by every worker on its own queue pair.
@@ -142,6 +168,25 @@ impl DpdkSection {
                     self.handoff_ring
                 ),
             ));
+        }
+        if self.capture {
+            if !self.huge {
+                return Err(invalid(
+                    "dpdk.capture",
+                    "needs huge = true: a capture process maps the node's hugepage memory, \
+                     and huge = false (--no-huge) has none to share",
+                ));
+            }
+            if let Some((arg, why)) = self
+                .extra_args
+                .iter()
+                .find_map(|a| capture_conflict(a).map(|why| (a, why)))
+            {
+                return Err(invalid(
+                    "dpdk.extra_args",
+                    format!("{arg} {why}: remove it, or set capture = false"),
+                ));
+            }
         }
         if ports.is_empty() {
             return Err(invalid("dpdk", "needs at least one [[port]]"));

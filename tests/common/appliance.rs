@@ -4,7 +4,8 @@
 //! request frames that go into the pcaps and memif ports.
 //!
 //! Every appliance gets `--no-shconf` on top of its config (which must say `huge = false`,
-//! no `allow`, so `--no-huge --no-pci`) and its own `--file-prefix`.
+//! no `allow`, so `--no-huge --no-pci`) and its own `--file-prefix`; one that a capture
+//! attaches to ([`Appliance::start_with`]) keeps its shared config and uses hugepages.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -42,40 +43,10 @@ pub fn request_frame(flow: &Flow, r: &ShakeRequestRepr, ip_ident: u16) -> Vec<u8
     f
 }
 
-/// A classic little-endian pcap file of Ethernet frames.
-pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let mut out = Vec::new();
-    out.extend(0xa1b2_c3d4u32.to_le_bytes());
-    out.extend(2u16.to_le_bytes());
-    out.extend(4u16.to_le_bytes());
-    out.extend([0u8; 8]);
-    out.extend(65535u32.to_le_bytes());
-    out.extend(1u32.to_le_bytes());
-    for (i, f) in frames.iter().enumerate() {
-        out.extend((i as u32).to_le_bytes());
-        out.extend(0u32.to_le_bytes());
-        out.extend((f.len() as u32).to_le_bytes());
-        out.extend((f.len() as u32).to_le_bytes());
-        out.extend(f);
-    }
-    std::fs::write(path, out).unwrap();
-}
-
-/// The frames of a classic little-endian pcap file (what net_pcap's dumper writes).
-pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let data = std::fs::read(path).unwrap_or_default();
-    let mut frames = Vec::new();
-    let mut at = 24;
-    while at + 16 <= data.len() {
-        let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
-        if at + 16 + len > data.len() {
-            break;
-        }
-        frames.push(data[at + 16..at + 16 + len].to_vec());
-        at += 16 + len;
-    }
-    frames
-}
+// Where the DPDK tests have always found them; a test that only needs pcaps uses
+// `common::pcap`.
+#[allow(unused_imports)]
+pub use super::pcap::{read_pcap, write_pcap};
 
 /// A file prefix unique to this process and `what`.
 pub fn file_prefix(what: &str) -> String {
@@ -179,6 +150,19 @@ impl Appliance {
     /// where its metrics endpoint is (after ports and workers started), or, when
     /// `metrics` is false, until it says it is serving.
     pub fn start(config: &Path, prefix: &str, netns: Option<&str>, metrics: bool) -> Appliance {
+        Self::start_with(config, prefix, netns, metrics, &["--no-shconf"])
+    }
+
+    /// [`start`](Self::start) with `eal` as the command line's EAL arguments instead of
+    /// `--no-shconf`: a node that another DPDK process attaches to (`[dpdk] capture`) keeps
+    /// its shared config.
+    pub fn start_with(
+        config: &Path,
+        prefix: &str,
+        netns: Option<&str>,
+        metrics: bool,
+        eal: &[&str],
+    ) -> Appliance {
         let runtime = RuntimeDir::new(prefix);
         let stderr = config.with_file_name(format!("{prefix}.stderr"));
         let bin = super::shake_bin();
@@ -194,7 +178,8 @@ impl Appliance {
         let mut child = cmd
             .args(["serve", "--io", "dpdk", "--config"])
             .arg(config)
-            .args(["--", "--no-shconf"])
+            .arg("--")
+            .args(eal)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()

@@ -212,49 +212,66 @@ pub fn shake_bin() -> PathBuf {
     }
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            // target/<profile>/deps/<this test>: the binaries are in target/<profile>.
-            let exe = std::env::current_exe().expect("the test's own path");
-            let dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("a test runs from target/<profile>/deps");
-            let profile = match dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") => "dev",
-                Some(p) => p,
-                None => panic!("no profile directory above {}", exe.display()),
-            };
-            let target_dir = dir.parent().expect("target directory");
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let workspace = root
-                .ancestors()
-                .find(|d| d.join("src/main.rs").exists() && d.join("dpdk-shim").is_dir())
-                .expect("the shake workspace above this package");
-            let bin = dir.join("shake");
-            // `cargo test --workspace` has just built it (for the shake package's own tests)
-            // with the workspace's features: take it unless a source is newer. Building it
-            // again with `-p shake` alone would compile every dependency a second time with
-            // other features.
-            if is_newer_than_sources(&bin, workspace) {
-                return bin;
-            }
-            let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-            cmd.current_dir(workspace)
-                .args(["build", "--quiet", "-p", "shake", "--bin", "shake"])
-                .args(["--profile", profile])
-                .arg("--target-dir")
-                .arg(target_dir);
-            if cfg!(not(feature = "dpdk")) {
-                cmd.arg("--no-default-features");
-            }
-            let status = cmd
-                .status()
-                .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-            assert!(status.success(), "{cmd:?} failed ({status})");
-            assert!(bin.exists(), "{} after building it", bin.display());
-            bin
-        })
+        .get_or_init(|| workspace_bin("shake", "shake", &[]))
         .clone()
+}
+
+/// The generator binary (`shake-gen`, package bench/gen), for the shake package's tests, as
+/// [`shake_bin`] finds the appliance for the generator's: built by Cargo into this test's
+/// target directory and profile unless it is newer than its sources.
+pub fn gen_bin() -> PathBuf {
+    if let Some(bin) = option_env!("CARGO_BIN_EXE_shake-gen") {
+        return PathBuf::from(bin);
+    }
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| workspace_bin("shake-gen", "shake-gen", &["bench/gen"]))
+        .clone()
+}
+
+/// Binary `bin` of workspace package `package`, built as the running test was (target
+/// directory, profile, the `dpdk` feature) unless it is newer than the shake package's
+/// sources and `more_sources`.
+fn workspace_bin(package: &str, bin: &str, more_sources: &[&str]) -> PathBuf {
+    // target/<profile>/deps/<this test>: the binaries are in target/<profile>.
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test runs from target/<profile>/deps");
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(p) => p,
+        None => panic!("no profile directory above {}", exe.display()),
+    };
+    let target_dir = dir.parent().expect("target directory");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let workspace = root
+        .ancestors()
+        .find(|d| d.join("src/main.rs").exists() && d.join("dpdk-shim").is_dir())
+        .expect("the shake workspace above this package");
+    let path = dir.join(bin);
+    // `cargo test --workspace` has just built it (for its package's own tests) with the
+    // workspace's features: take it unless a source is newer. Building it again with `-p`
+    // alone would compile every dependency a second time with other features.
+    if is_newer_than_sources(&path, workspace, more_sources) {
+        return path;
+    }
+    let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    cmd.current_dir(workspace)
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .args(["--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir);
+    if cfg!(not(feature = "dpdk")) {
+        cmd.arg("--no-default-features");
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(status.success(), "{cmd:?} failed ({status})");
+    assert!(path.exists(), "{} after building it", path.display());
+    path
 }
 
 /// Every file under `dir` with its bytes: what "nothing was changed" compares.
@@ -313,8 +330,8 @@ pub fn reconcile(dir: &Path) -> String {
 }
 
 /// `bin` exists and is newer than every source it is built from (the shake package's
-/// sources, the DPDK shim, the manifests and the lock file).
-fn is_newer_than_sources(bin: &Path, workspace: &Path) -> bool {
+/// sources, the DPDK shim, the manifests and the lock file, and `more`).
+fn is_newer_than_sources(bin: &Path, workspace: &Path, more: &[&str]) -> bool {
     fn newest(p: &Path) -> std::time::SystemTime {
         let Ok(meta) = std::fs::metadata(p) else {
             return std::time::SystemTime::UNIX_EPOCH;
@@ -335,6 +352,7 @@ fn is_newer_than_sources(bin: &Path, workspace: &Path) -> bool {
     };
     ["src", "dpdk-shim", "Cargo.toml", "Cargo.lock", "build.rs"]
         .iter()
+        .chain(more)
         .all(|p| newest(&workspace.join(p)) < built)
 }
 
@@ -481,6 +499,12 @@ pub mod memif;
 
 /// The fleet's engines (etcd, nats-server, prometheus) started and stopped by a test.
 pub mod engines;
+
+/// Classic pcap files of Ethernet frames.
+pub mod pcap;
+
+/// tshark with the SHAKE/1 dissector (bench/shake.lua) over a capture.
+pub mod tshark;
 
 /// In-process appliances on ring ports.
 #[cfg(feature = "dpdk")]
