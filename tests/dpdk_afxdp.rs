@@ -22,15 +22,13 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::appliance::{dpdk_sections, file_prefix, final_counters, Appliance};
-use common::{run_ok, shake_bin, unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
-use shake::client::{check_answer, payload, request};
-use shake::wire::shake::Outcome;
+use common::{run_ok, shake_bin, NodeDir, NodeToml};
 
 const CLIENT_ENV: &str = "SHAKE_AFXDP_CLIENT";
 const USERS: u64 = 100;
@@ -242,69 +240,10 @@ impl Drop for Netns {
     }
 }
 
-/// Client mode: shakes for every user from an ordinary UDP socket, then user 1 again
-/// (THROTTLED), each answer checked against the request and the claim key.
+/// Client mode: every user shakes once from an ordinary UDP socket, then user 1 again
+/// (THROTTLED), each answer checked; one summary line for the parent.
 fn client(server: SocketAddr) {
-    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let expiry = (unix_s() + 3600) as u32;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut outcomes = std::collections::BTreeMap::new();
-    let shakes = (1..=USERS).map(|u| (u, 1)).chain([(1, 2)]);
-    for (user, seq) in shakes {
-        let r = request(&TOKEN_KEY, user, seq, expiry, user * 1000 + u64::from(seq));
-        let mut buf = [0u8; 256];
-        // The first datagram waits for ARP; one lost on the way is sent again (its answer may
-        // then be THROTTLED); late answers to earlier users are skipped.
-        let mut sends = 0;
-        let n = 'answer: loop {
-            assert!(
-                Instant::now() < deadline,
-                "client: no answer for user {user}"
-            );
-            s.send_to(&payload(&r), server).unwrap();
-            sends += 1;
-            loop {
-                match s.recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        assert_eq!(from, server, "answer from the node's address and port");
-                        if n >= 20
-                            && buf[8..16] == user.to_be_bytes()
-                            && buf[16..20] == seq.to_be_bytes()
-                        {
-                            break 'answer n;
-                        }
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        continue 'answer
-                    }
-                    Err(e) => panic!("client: recv: {e}"),
-                }
-            }
-        };
-        assert_eq!(n, 64, "answer payload length");
-        let a = check_answer(&r, &buf[..n], &CLAIM_KEY).unwrap_or_else(|e| panic!("{e}"));
-        if sends == 1 {
-            assert_eq!(
-                a.outcome == Outcome::Throttled,
-                seq == 2,
-                "user {user} seq {seq}: {a:?}"
-            );
-        }
-        if seq == 1 && a.outcome != Outcome::Throttled {
-            assert!(
-                matches!(a.outcome, Outcome::Greeting | Outcome::Nothing),
-                "{a:?}"
-            );
-        }
-        *outcomes.entry(a.outcome.name()).or_insert(0u64) += 1;
-    }
+    let outcomes = common::udp_client::shake_every_user_then_repeat(server, USERS);
     println!("CLIENT OK {outcomes:?}");
 }
 

@@ -21,16 +21,14 @@
 
 mod common;
 
-use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::appliance::{dpdk_sections, file_prefix, final_counters, Appliance};
-use common::{run_ok, unix_s, NodeDir, NodeToml, CLAIM_KEY, TOKEN_KEY};
-use shake::client::{check_answer, payload, request};
+use common::{run_ok, NodeDir, NodeToml};
 use shake::wire::ipv6::link_local_from_mac;
-use shake::wire::shake::Outcome;
 
 const CLIENT_ENV: &str = "SHAKE_VETH_CLIENT";
 const NODE_IP: &str = "10.99.5.1";
@@ -209,79 +207,10 @@ impl Drop for Netns {
     }
 }
 
-/// Client mode: shakes for every user from an ordinary UDP socket, each answer checked;
-/// prints one summary line for the parent.
+/// Client mode: every user shakes once from an ordinary UDP socket, then user 1 again
+/// (THROTTLED), each answer checked; one summary line for the parent.
 fn client(server: SocketAddr) {
-    let any = if server.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    };
-    let s = UdpSocket::bind(any).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let expiry = (unix_s() + 3600) as u32;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut outcomes = std::collections::BTreeMap::new();
-    // Every user once, then user 1 again at once (THROTTLED).
-    let shakes: Vec<(u64, u32)> = (1..=USERS).map(|u| (u, 1)).chain([(1, 2)]).collect();
-    for (user, seq) in shakes {
-        let r = request(&TOKEN_KEY, user, seq, expiry, user * 1000 + u64::from(seq));
-        let mut buf = [0u8; 256];
-        // The first datagram waits for ARP (or NDP); one lost on the way is sent again (its answer
-        // may then be THROTTLED), and late answers to earlier users are skipped.
-        let mut sends = 0;
-        let n = 'answer: loop {
-            assert!(
-                Instant::now() < deadline,
-                "client: no answer for user {user}"
-            );
-            s.send_to(&payload(&r), server).unwrap();
-            sends += 1;
-            loop {
-                match s.recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        assert_eq!(from, server, "answer from the appliance's address and port");
-                        if n >= 20
-                            && buf[8..16] == user.to_be_bytes()
-                            && buf[16..20] == seq.to_be_bytes()
-                        {
-                            break 'answer n;
-                        }
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        continue 'answer
-                    }
-                    Err(e) => panic!("client: recv: {e}"),
-                }
-            }
-        };
-        assert_eq!(n, 64, "answer payload length");
-        assert_eq!(&buf[..4], b"SK\x01\x81");
-        assert_eq!(buf[8..16], user.to_be_bytes(), "echoed user_id");
-        let a = check_answer(&r, &buf[..n], &CLAIM_KEY).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(a.outcome as u8, buf[4]);
-        let want_throttled = seq == 2;
-        if sends == 1 {
-            assert_eq!(
-                a.outcome == Outcome::Throttled,
-                want_throttled,
-                "user {user} seq {seq}: {a:?}"
-            );
-        }
-        if !want_throttled && a.outcome != Outcome::Throttled {
-            assert!(
-                matches!(a.outcome, Outcome::Greeting | Outcome::Nothing),
-                "{a:?}"
-            );
-        }
-        *outcomes.entry(a.outcome.name()).or_insert(0u64) += 1;
-    }
+    let outcomes = common::udp_client::shake_every_user_then_repeat(server, USERS);
     println!("CLIENT OK {outcomes:?}");
 }
 

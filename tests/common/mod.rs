@@ -506,6 +506,9 @@ pub mod pcap;
 /// tshark with the SHAKE/1 dissector (bench/shake.lua) over a capture.
 pub mod tshark;
 
+/// A phone on a kernel UDP socket (the veth and AF_XDP tests' client).
+pub mod udp_client;
+
 /// In-process appliances on ring ports.
 #[cfg(feature = "dpdk")]
 pub mod ring_wire;
