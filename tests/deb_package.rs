@@ -106,6 +106,9 @@ fn debian_package_installs_serves_upgrades_and_purges() {
         "the node ran as shake and wrote its journal as shake"
     );
 
+    #[cfg(feature = "dpdk")]
+    check_dpdk_as_shake();
+
     // An operator's edit survives an upgrade.
     let node_toml = Path::new(ETC).join("node.toml");
     let edited = std::fs::read_to_string(&node_toml).unwrap().replace(
@@ -426,17 +429,8 @@ fn check_unit() {
 /// /dev/hugepages, the shake user gets its directory there, and it can pass through
 /// /run/dpdk (whose mode the test puts back).
 fn check_prestart() {
-    let run_dpdk = std::fs::metadata("/run/dpdk").ok().map(|m| m.permissions());
-    output_ok(
-        Command::new("/usr/lib/shake/prestart")
-            .env_remove("SHAKE_HUGEPAGES")
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-    );
-    if let Some(before) = run_dpdk {
-        let after = std::fs::metadata("/run/dpdk").unwrap().permissions();
-        assert_eq!(after.mode() & 0o001, 0o001, "/run/dpdk: others may pass");
-        std::fs::set_permissions("/run/dpdk", before).unwrap();
-    }
+    let before = prestart();
+    restore_run_dpdk(before);
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     let hugetlbfs = mounts.lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
@@ -446,6 +440,29 @@ fn check_prestart() {
         let meta = std::fs::metadata("/dev/hugepages/shake").unwrap();
         assert_eq!(meta.uid(), user_id("shake").unwrap());
         assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    }
+}
+
+/// Runs the unit's ExecStartPre as root, with no hugepages asked, and checks that others
+/// may pass through /run/dpdk then; returns /run/dpdk's permissions from before.
+fn prestart() -> Option<std::fs::Permissions> {
+    let before = std::fs::metadata("/run/dpdk").ok().map(|m| m.permissions());
+    output_ok(
+        Command::new("/usr/lib/shake/prestart")
+            .env_remove("SHAKE_HUGEPAGES")
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+    );
+    if before.is_some() {
+        let after = std::fs::metadata("/run/dpdk").unwrap().permissions();
+        assert_eq!(after.mode() & 0o001, 0o001, "/run/dpdk: others may pass");
+    }
+    before
+}
+
+/// Puts back the mode /run/dpdk had before [`prestart`] (another DPDK user's directory).
+fn restore_run_dpdk(before: Option<std::fs::Permissions>) {
+    if let Some(before) = before {
+        std::fs::set_permissions("/run/dpdk", before).unwrap();
     }
 }
 
@@ -513,21 +530,8 @@ fn installed_keys() -> (MacKey, MacKey) {
 /// its PID. Returns the red packets it paid: packet id -> (user, cents, sponsor).
 fn serve_and_ask(keys: &(MacKey, MacKey)) -> HashMap<u64, (u64, u32, u32)> {
     let (token_key, claim_key) = keys;
-    let installed = std::fs::read_to_string(Path::new(ETC).join("node.toml")).unwrap();
-    let metrics = "prometheus = \"127.0.0.1:9100\"";
-    assert!(installed.contains(metrics), "{installed}");
-    std::fs::write(
-        TEST_CONFIG,
-        installed.replace(metrics, "prometheus = \"127.0.0.1:0\""),
-    )
-    .unwrap();
-    let default = std::fs::read_to_string("/etc/default/shake").unwrap();
-    let serve_args = default
-        .lines()
-        .find_map(|l| l.strip_prefix("SHAKE_SERVE_ARGS="))
-        .expect("SHAKE_SERVE_ARGS in /etc/default/shake")
-        .trim_matches('"')
-        .to_owned();
+    write_test_config("");
+    let serve_args = default_setting("SHAKE_SERVE_ARGS=");
     assert_eq!(
         serve_args, "--io socket",
         "the shipped node is a socket node"
@@ -592,6 +596,188 @@ fn serve_and_ask(keys: &(MacKey, MacKey)) -> HashMap<u64, (u64, u32, u32)> {
     assert!(rest.contains("shake: stopped."), "{rest}");
     std::fs::remove_file(TEST_CONFIG).unwrap();
     paid
+}
+
+/// Writes TEST_CONFIG: the installed node.toml with its metrics on a port the node picks,
+/// and `extra` appended.
+fn write_test_config(extra: &str) {
+    let installed = std::fs::read_to_string(Path::new(ETC).join("node.toml")).unwrap();
+    let metrics = "prometheus = \"127.0.0.1:9100\"";
+    assert!(installed.contains(metrics), "{installed}");
+    let text = installed.replace(metrics, "prometheus = \"127.0.0.1:0\"") + extra;
+    std::fs::write(TEST_CONFIG, text).unwrap();
+}
+
+/// The value of the line of /etc/default/shake that starts with `start` (`SHAKE_SERVE_ARGS=`,
+/// or a commented example, `#SHAKE_SERVE_ARGS=`), unquoted.
+fn default_setting(start: &str) -> String {
+    let default = std::fs::read_to_string("/etc/default/shake").unwrap();
+    let line = default
+        .lines()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no {start} in /etc/default/shake:\n{default}"));
+    line[start.len()..].trim_matches('"').to_owned()
+}
+
+/// The value of the installed unit's `key=` line.
+fn unit_setting(key: &str) -> String {
+    let unit = std::fs::read_to_string("/lib/systemd/system/shake.service").unwrap();
+    unit.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in shake.service"))
+        .to_owned()
+}
+
+/// A DPDK node as the unit runs one, outside systemd (which this machine may not run): the
+/// shake user with the unit's ambient capabilities and no others, its EAL runtime directory
+/// where the unit's XDG_RUNTIME_DIR puts it (made the user's, as RuntimeDirectory= does), the
+/// serve arguments of /etc/default/shake's DPDK example, and its hugepage files in
+/// /dev/hugepages/shake, the unit's prestart's (`--no-huge` where hugetlbfs is not mounted
+/// there). The port is a net_null device: no NIC is touched.
+#[cfg(feature = "dpdk")]
+fn check_dpdk_as_shake() {
+    let caps = unit_setting("AmbientCapabilities");
+    assert_eq!(
+        unit_setting("CapabilityBoundingSet"),
+        caps,
+        "no capability beyond the ambient ones"
+    );
+    let caps = caps
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let xdg = unit_setting("Environment")
+        .strip_prefix("XDG_RUNTIME_DIR=")
+        .expect("Environment=XDG_RUNTIME_DIR=")
+        .to_owned();
+    let prefix = format!("shake-deb-test-{}", std::process::id());
+    let runtime = Path::new(&xdg).join("dpdk").join(&prefix);
+    // As systemd starts the unit: ExecStartPre=+, then the user's runtime directory; both
+    // undone on the way out.
+    let _undo = UndoStart {
+        runtime: runtime.clone(),
+        run_dpdk: prestart(),
+    };
+    output_ok(
+        Command::new("install")
+            .args(["-d", "-o", "shake", "-g", "shake", "-m", "0755"])
+            .arg(&runtime),
+    );
+    let huge = Path::new("/dev/hugepages/shake").is_dir();
+    let mut args = default_setting("#SHAKE_SERVE_ARGS=");
+    assert_eq!(args, "--io dpdk -- --huge-dir=/dev/hugepages/shake");
+    if !huge {
+        args = "--io dpdk".to_owned();
+    }
+    write_test_config(&format!(
+        r#"
+[dpdk]
+lcores = "0-1"
+memory_mb = 64
+huge = {huge}
+file_prefix = "{prefix}"
+vdevs = ["net_null0"]
+telemetry = false
+idle_sleep_us = 100
+
+[[port]]
+name = "net_null0"
+rx_desc = 256
+tx_desc = 256
+"#
+    ));
+    let stderr = std::env::temp_dir().join(format!("{prefix}.stderr"));
+    let mut node = Running(
+        Command::new("setpriv")
+            .args(["--reuid=shake", "--regid=shake", "--init-groups"])
+            .arg("--no-new-privs")
+            .arg(format!("--inh-caps={caps}"))
+            .arg(format!("--ambient-caps={caps}"))
+            .arg(format!("--bounding-set=-all,{caps}"))
+            .args(["--", "env", "-i", "PATH=/usr/bin:/bin"])
+            .arg(format!("XDG_RUNTIME_DIR={xdg}"))
+            .args(["/usr/bin/shake", "serve", "--config", TEST_CONFIG])
+            .args(args.split_whitespace())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let said = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    let mut stdout = BufReader::new(node.0.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("serving SHAKE/1") {
+        line.clear();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            let status = node.0.wait().unwrap();
+            panic!(
+                "the DPDK node as shake exited before serving ({status}):\n{}",
+                said()
+            );
+        }
+    }
+    assert!(line.contains("on dpdk port(s) net_null0"), "{line}");
+    let config = runtime.join("config");
+    assert_eq!(
+        std::fs::metadata(&config).map(|m| m.uid()).ok(),
+        user_id("shake"),
+        "{} is the EAL's, run as shake",
+        config.display()
+    );
+    if huge {
+        let files = std::fs::read_dir("/dev/hugepages/shake")
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with(&prefix)
+            })
+            .count();
+        assert!(
+            files > 0,
+            "no hugepage file of {prefix} in /dev/hugepages/shake"
+        );
+    }
+    output_ok(Command::new("kill").args(["-TERM", &node.0.id().to_string()]));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = node.0.wait().unwrap();
+    assert!(
+        status.success() && rest.contains("shake: stopped."),
+        "a clean stop ({status}):\n{rest}\n{}",
+        said()
+    );
+    let _ = std::fs::remove_file(&stderr);
+    std::fs::remove_file(TEST_CONFIG).unwrap();
+}
+
+/// A child process, killed by its PID if the test leaves it running.
+#[cfg(feature = "dpdk")]
+struct Running(Child);
+
+#[cfg(feature = "dpdk")]
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Removes the runtime directory of [`check_dpdk_as_shake`] and puts back /run/dpdk's mode.
+#[cfg(feature = "dpdk")]
+struct UndoStart {
+    runtime: PathBuf,
+    run_dpdk: Option<std::fs::Permissions>,
+}
+
+#[cfg(feature = "dpdk")]
+impl Drop for UndoStart {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.runtime);
+        restore_run_dpdk(self.run_dpdk.take());
+    }
 }
 
 /// After `dpkg --purge`: the package's files, user and group gone; the journals and keys
