@@ -620,6 +620,7 @@ fn default_setting(start: &str) -> String {
 }
 
 /// The value of the installed unit's `key=` line.
+#[cfg(feature = "dpdk")]
 fn unit_setting(key: &str) -> String {
     let unit = std::fs::read_to_string("/lib/systemd/system/shake.service").unwrap();
     unit.lines()
