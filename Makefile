@@ -9,9 +9,9 @@ CARGO ?= cargo
 # fuzzers' libFuzzer, protoc for etcd's gRPC client; the fleet's engines (etcd, NATS with
 # JetStream, Prometheus) for the fleet tests and `make demo-fleet` (`make demo` needs none);
 # tshark for the SHAKE/1 dissector's tests (dpdk-dumpcap, for the live capture test, is in
-# dpdk-dev).
+# dpdk-dev); dpkg-dev for `make deb` (dpkg-shlibdeps, dpkg-architecture) and its test.
 APT_PACKAGES := dpdk dpdk-dev libdpdk-dev pkg-config libclang-dev clang libbpf-dev libpcap-dev iproute2 ethtool iputils-ping python3 valgrind g++ \
-	protobuf-compiler etcd-server nats-server prometheus tshark
+	protobuf-compiler etcd-server nats-server prometheus tshark dpkg-dev
 BUILD := build
 
 .PHONY: all deps build release test lint demo demo-fleet bench bench-datapath bench-seeds bench-fleet bench-afxdp bench-steering xdp-filter hugepages clean \
@@ -80,6 +80,24 @@ fuzz-seeds:
 
 hugepages:
 	bash nic-config/hugepages.sh
+
+# --- The Debian package (nic-config/debian/; README "Installing the Debian package"):
+# $(BUILD)/shake_<version>_<arch>.deb, built with dpkg-deb from the DEB_PROFILE build
+# (release; `dev` packages the debug build). DEB_BIN packages that binary as it is, without
+# running cargo (tests/deb_package.rs gives the one `cargo test` built); DEB_VERSION
+# overrides Cargo.toml's version; DEB_COMPRESS is dpkg-deb's compressor (none is fastest).
+DEB_PROFILE ?= release
+DEB_BIN ?=
+DEB_VERSION ?=
+DEB_COMPRESS ?= xz
+.PHONY: deb
+deb: deps
+	@bin="$(DEB_BIN)"; \
+	if [ -z "$$bin" ]; then \
+	  $(CARGO) build --profile $(DEB_PROFILE) --workspace || exit 1; \
+	  bin="$${CARGO_TARGET_DIR:-target}/$(if $(filter dev test,$(DEB_PROFILE)),debug,$(DEB_PROFILE))/shake"; \
+	fi; \
+	DEB_VERSION="$(DEB_VERSION)" DEB_COMPRESS="$(DEB_COMPRESS)" bash nic-config/debian/build-deb.sh "$$bin" $(BUILD)
 
 # The main job: the appliance on DPDK virtual devices driven by the bundled generator.
 demo: build

@@ -356,6 +356,22 @@ fn is_newer_than_sources(bin: &Path, workspace: &Path, more: &[&str]) -> bool {
         .all(|p| newest(&workspace.join(p)) < built)
 }
 
+/// Sends request `r` to `server` and returns the answer, checked as a careful client checks
+/// it: from the address asked, 64 bytes, its claim MAC under `claim_key`.
+pub fn ask(
+    s: &std::net::UdpSocket,
+    server: SocketAddr,
+    r: &shake::wire::shake::ShakeRequestRepr,
+    claim_key: &MacKey,
+) -> shake::wire::shake::ShakeAnswerRepr {
+    s.send_to(&shake::client::payload(r), server).unwrap();
+    let mut buf = [0u8; 128];
+    let (n, from) = s.recv_from(&mut buf).expect("an answer");
+    assert_eq!(from, server, "the answer comes from the address asked");
+    assert_eq!(n, 64, "answers are exactly 64 bytes");
+    shake::client::check_answer(r, &buf[..n], claim_key).unwrap()
+}
+
 /// A running `shake serve`, stopped with SIGTERM (then SIGKILL) by its PID on drop.
 pub struct Server {
     pub child: Child,
@@ -399,9 +415,14 @@ impl Server {
         if let Some(w) = workers {
             cmd.arg("--workers").arg(w.to_string());
         }
+        cmd.arg("--config").arg(config);
+        Self::spawn(cmd)
+    }
+
+    /// Starts `cmd`, a socket node's `shake serve` however it is launched (another binary,
+    /// another user), and returns once it says where it serves.
+    pub fn spawn(mut cmd: Command) -> Server {
         let mut child = cmd
-            .arg("--config")
-            .arg(config)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
