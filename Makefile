@@ -99,7 +99,10 @@ deb: deps
 	fi; \
 	DEB_VERSION="$(DEB_VERSION)" DEB_COMPRESS="$(DEB_COMPRESS)" bash nic-config/debian/build-deb.sh "$$bin" $(BUILD)
 
-# The main job: the appliance on DPDK virtual devices driven by the bundled generator.
+# The main job: the night of the event on one node, in about a minute (bench/demo.sh): the
+# appliance on DPDK virtual devices, 100k phones from the bundled generator through a
+# countdown, the round's opening, a live config change and the close; then the stop, the
+# money reconciled, and the charts in build/demo.
 demo: build
 	bash bench/demo.sh
 

@@ -119,6 +119,7 @@ pub fn run(
     let template6 = flow6.as_ref().map(RequestTemplate::new6);
 
     let clock = Nanos::new(&eal);
+    gen.clock_started(crate::seconds::unix_ns());
     // One queue pair, opened above: its handles are taken once, here.
     let Some((mut rxq, mut txq)) = port.take_queues().and_then(|q| q.into_iter().next()) else {
         return Err(shake::dpdk::DpdkError::Config(format!("port {}: no queue", info.name)).into());

@@ -10,8 +10,11 @@
 //!   each may shake again.
 //! - [`load`]: what is in flight, pacing, and the validation and counting of every answer.
 //! - [`histogram`]: round-trip times (from client_ts) in a log-linear histogram.
+//! - [`seconds`]: answers by outcome and money per whole second from a round's opening, and
+//!   the config changes the answers showed: the night's story, for the charts.
 //! - [`pcap`]: the request stream as a classic pcap file, for replay.
-//! - [`svg`]: throughput over time and the latency distribution as pictures.
+//! - [`svg`]: throughput over time, the latency distribution, answers by outcome per second
+//!   (stacked) and red packets and money over time, as pictures.
 //! - [`socket`]: kernel UDP sockets (sendmmsg/recvmmsg) to a node's address.
 //! - [`template`]: request frames from a per-flow template, byte for byte those of
 //!   [`Flow::emit`](shake::client::Flow::emit) at a fraction of the cost.
@@ -28,6 +31,7 @@ pub mod histogram;
 pub mod load;
 pub mod pcap;
 pub mod population;
+pub mod seconds;
 pub mod socket;
 pub mod svg;
 pub mod template;

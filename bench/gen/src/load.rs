@@ -24,6 +24,7 @@ use shake::wire::{Datagram, Datagram6};
 
 use crate::histogram::{Histogram, Summary};
 use crate::population::{legal, Population, Schedule};
+use crate::seconds::{self, ConfigChange, RoundMark, Seconds};
 
 /// Requests tracked in flight: an answer is matched to its request by `seq mod WINDOW`.
 const WINDOW: usize = 1 << 20;
@@ -107,6 +108,8 @@ pub struct Tally {
     /// REDIRECT answers a phone followed: its next shakes go to the node named.
     pub redirects_followed: u64,
     pub outcomes: [u64; 7],
+    /// Money in the valid RED_PACKET answers, in cents.
+    pub cents: u64,
     /// Of `sent`, `answered` and `invalid`: those over IPv6 (the rest went over IPv4).
     pub sent_ipv6: u64,
     pub answered_ipv6: u64,
@@ -168,6 +171,10 @@ pub struct Generator {
     sent_by_node: Vec<u64>,
     /// A fleet: the highest config_version each node's answers carried.
     version_by_node: Vec<u32>,
+    /// When the round opens (unix ns), if the caller said: time is counted from it.
+    opening_unix_ns: Option<u64>,
+    /// Answers and money per whole second from the opening (or from the start).
+    by_second: Seconds,
 }
 
 impl Generator {
@@ -203,7 +210,28 @@ impl Generator {
             route,
             version_by_node: vec![0; sent_by_node.len()],
             sent_by_node,
+            opening_unix_ns: None,
+            by_second: Seconds::default(),
         }
+    }
+
+    /// Counts time from when the round opens (unix ms): the live line says "T-5s" during
+    /// the countdown, and the per-second report and its charts start from it. Before
+    /// [`clock_started`](Self::clock_started).
+    pub fn count_from_opening(&mut self, opening_unix_ms: u64) {
+        self.opening_unix_ns = Some(opening_unix_ms.saturating_mul(1_000_000));
+    }
+
+    /// The I/O loop's clock (the `now_ns` of every call) reads 0 at `unix_ns` on the wall
+    /// clock: anchors the per-second report to the opening. Called once, before the first
+    /// request; without it the seconds count from the clock's start.
+    pub fn clock_started(&mut self, unix_ns: u64) {
+        let shift = match self.opening_unix_ns {
+            Some(t0) => (i128::from(unix_ns) - i128::from(t0))
+                .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+            None => 0,
+        };
+        self.by_second = Seconds::new(shift);
     }
 
     pub fn population(&self) -> &Population {
@@ -471,7 +499,16 @@ impl Generator {
                 self.tally.answered += 1;
                 self.tally.answered_ipv6 += u64::from(slot.ipv6);
                 self.tally.outcomes[a.outcome as usize] += 1;
+                self.tally.cents += u64::from(a.amount_cents);
+                self.by_second
+                    .answer(now_ns, a.outcome, a.amount_cents, a.round_id);
                 self.rtt.record(now_ns.saturating_sub(slot.client_ts));
+                // The first answer says which config the run starts on; a higher version
+                // later is a change made while the phones shook.
+                if a.config_version > self.config_version && self.config_version != 0 {
+                    self.by_second
+                        .config_changed(now_ns, self.config_version, a.config_version);
+                }
                 self.config_version = self.config_version.max(a.config_version);
                 if let Some(v) = self.version_by_node.get_mut(slot.node as usize) {
                     *v = (*v).max(a.config_version);
@@ -531,9 +568,15 @@ impl Generator {
         let dt = (now_ns - then) as f64 / 1e9;
         self.seconds.push(Second::between(now_ns, &before, &t));
         let back = t.responses() - before.responses();
+        let when = match self.opening_unix_ns {
+            Some(_) => {
+                let s = (self.by_second.from_t0_ns(now_ns) as f64 / 1e9).round() as i64;
+                format!("T{s:+}s")
+            }
+            None => format!("t={:.0}s", now_ns as f64 / 1e9),
+        };
         let mut line = format!(
-            "gen: t={:.0}s sent={} answered={} rate={:.0}/s",
-            now_ns as f64 / 1e9,
+            "gen: {when} sent={} answered={} rate={:.0}/s",
             t.sent,
             t.answered,
             back as f64 / dt
@@ -543,6 +586,9 @@ impl Generator {
             if v > 0 {
                 line += &format!(" {}={v}", o.name());
             }
+        }
+        if t.cents > 0 {
+            line += &format!(" money={}", yuan(t.cents));
         }
         if t.echoed > 0 {
             line += &format!(" echoed={}", t.echoed);
@@ -611,8 +657,19 @@ impl Generator {
             invalid_examples: self.examples.clone(),
             config_version: self.config_version,
             timeline,
+            opening_unix_ms: self.opening_unix_ns.map(|t| t / 1_000_000),
+            timeline_shift_s: self.by_second.shift_s(),
+            seconds: self.by_second.seconds().to_vec(),
+            config_changes: self.by_second.changes().to_vec(),
+            round_marks: self.by_second.rounds().to_vec(),
         }
     }
+}
+
+/// Cents as an amount of money, to the cent: `¥1234.56`. The activities count in cents of a
+/// yuan (fen): the 2015 Spring Festival evening's currency.
+pub fn yuan(cents: u64) -> String {
+    format!("¥{}.{:02}", cents / 100, cents % 100)
 }
 
 /// Share of requests without a response (those still in flight count as lost until they
@@ -727,6 +784,18 @@ pub struct Report {
     /// The highest config_version answers carried.
     pub config_version: u32,
     pub timeline: Vec<Second>,
+    /// When the round opened (unix ms), if given: `seconds` and `config_changes` count from
+    /// it, else from the start of the run.
+    pub opening_unix_ms: Option<u64>,
+    /// Seconds to add to `timeline`'s times (from the start of the run) to count as
+    /// `seconds` do.
+    pub timeline_shift_s: f64,
+    /// Valid answers by outcome and money, per whole second.
+    pub seconds: Vec<seconds::Second>,
+    /// Answers that carried a newer config than any before: a change made during the run.
+    pub config_changes: Vec<ConfigChange>,
+    /// Rounds opening and closing, as the answers showed.
+    pub round_marks: Vec<RoundMark>,
 }
 
 impl Report {
@@ -748,6 +817,9 @@ impl Report {
             if *v > 0 {
                 s += &format!(" {name}={v}");
             }
+        }
+        if self.tally.cents > 0 {
+            s += &format!(" money={}", yuan(self.tally.cents));
         }
         if self.families.ipv6.sent > 0 {
             let f = &self.families;
@@ -890,6 +962,87 @@ mod test {
         assert!(serde_json::to_string(&rep)
             .unwrap()
             .contains("\"answered\":1"));
+    }
+
+    /// An answer carrying the node's config `version` (CONFIG_STALE as the request's own
+    /// version says).
+    fn answer_v(r: &ShakeRequestRepr, outcome: Outcome, version: u32) -> Vec<u8> {
+        let mut b = answer(r, outcome, 500);
+        b[56..60].copy_from_slice(&version.to_be_bytes());
+        if outcome == Outcome::Greeting {
+            b[44..48].copy_from_slice(&5u32.to_be_bytes()); // its sponsor
+        }
+        if version > r.config_version {
+            b[5] |= shake::wire::shake::FLAG_CONFIG_STALE;
+        }
+        b
+    }
+
+    #[test]
+    fn answers_count_by_outcome_and_money_per_second_from_the_opening() {
+        const MS: u64 = 1_000_000;
+        let mut g = generator(false);
+        // The round opens at unix 1 000 000 s; the generator's clock started 2.5 s before.
+        g.count_from_opening(1_000_000_000);
+        g.clock_started(1_000_000_000 * MS - 2_500 * MS);
+        let r: Vec<Request> = (0..6).map(|i| g.next(i).unwrap()).collect();
+        // The countdown: CLOSED at -2.4 s and -0.5 s, on config 7.
+        g.on_payload(&answer_v(&r[0].repr, Outcome::Closed, 7), 100 * MS);
+        g.on_payload(&answer_v(&r[1].repr, Outcome::Closed, 7), 2_000 * MS);
+        assert_eq!(g.tick(1_200 * MS).unwrap().split(' ').nth(1), Some("T-1s"));
+        // The opening: a red packet at +0.1 s; then config 9 arrives at +1.5 s.
+        g.on_payload(&answer_v(&r[2].repr, Outcome::RedPacket, 7), 2_600 * MS);
+        g.on_payload(&answer_v(&r[3].repr, Outcome::Nothing, 7), 3_000 * MS);
+        g.on_payload(&answer_v(&r[4].repr, Outcome::Greeting, 9), 4_000 * MS);
+        // An answer of a request sent on config 9 is not another change.
+        let again = g.next(4_100 * MS).unwrap();
+        g.on_payload(&answer_v(&again.repr, Outcome::RedPacket, 9), 4_200 * MS);
+        assert_eq!(g.tick(4_300 * MS).unwrap().split(' ').nth(1), Some("T+2s"));
+        let rep = g.report(Meta::default(), 5_000 * MS);
+        assert_eq!(rep.opening_unix_ms, Some(1_000_000_000));
+        let count = |t: i64, o: Outcome| {
+            rep.seconds
+                .iter()
+                .find(|s| s.t_s == t)
+                .map_or(0, |s| s.count(o))
+        };
+        assert_eq!(
+            rep.seconds.iter().map(|s| s.t_s).collect::<Vec<_>>(),
+            vec![-3, -2, -1, 0, 1]
+        );
+        assert_eq!(
+            (count(-3, Outcome::Closed), count(-1, Outcome::Closed)),
+            (1, 1)
+        );
+        assert_eq!(count(0, Outcome::RedPacket), 1);
+        assert_eq!(count(0, Outcome::Nothing), 1);
+        assert_eq!(count(1, Outcome::Greeting), 1);
+        assert_eq!(count(1, Outcome::RedPacket), 1);
+        // Every valid answer is in exactly one second, and so is every cent.
+        let by_second: u64 = rep.seconds.iter().map(|s| s.answered()).sum();
+        assert_eq!(by_second, rep.tally.answered);
+        assert_eq!(rep.seconds.iter().map(|s| s.cents).sum::<u64>(), 2 * 888);
+        assert_eq!(rep.tally.cents, 2 * 888);
+        assert_eq!(rep.config_changes.len(), 1, "{:?}", rep.config_changes);
+        let c = rep.config_changes[0];
+        assert_eq!((c.from_version, c.to_version), (7, 9));
+        assert!((c.t_s - 1.5).abs() < 1e-9, "{c:?}");
+        assert!((rep.timeline_shift_s + 2.5).abs() < 1e-9);
+        // The round opened with its first answer that could win; it has not closed.
+        assert_eq!(rep.round_marks.len(), 1, "{:?}", rep.round_marks);
+        let m = rep.round_marks[0];
+        assert!(
+            m.opens && m.round_id == 1 && (m.t_s - 0.1).abs() < 1e-9,
+            "{m:?}"
+        );
+        assert!(
+            rep.summary_line().contains(" money=¥17.76"),
+            "{}",
+            rep.summary_line()
+        );
+        let json = serde_json::to_value(&rep).unwrap();
+        assert_eq!(json["seconds"][3]["t_s"], 0);
+        assert_eq!(json["config_changes"][0]["to_version"], 9);
     }
 
     #[test]

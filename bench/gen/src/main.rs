@@ -141,9 +141,15 @@ pub struct Args {
     /// Write the final report as JSON here.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Write throughput.svg and latency.svg into this directory.
+    /// Write the charts into this directory: throughput.svg, latency.svg, answers.svg
+    /// (answers by outcome per second, stacked) and money.svg (red packets per second and
+    /// the money issued).
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// When the round opens (unix ms): the live line and the charts count time from it (the
+    /// countdown is negative) and the charts mark it. Default: time from the start.
+    #[arg(long)]
+    pub opening_unix_ms: Option<u64>,
     /// Write the request stream as a classic pcap file.
     #[arg(long)]
     pub pcap_out: Option<PathBuf>,
@@ -300,6 +306,9 @@ fn run(a: Args) -> anyhow::Result<ExitCode> {
         drain_ns: a.drain_ms * 1_000_000,
     };
     let mut gen = Generator::new(pop, plan, claim_key);
+    if let Some(t0) = a.opening_unix_ms {
+        gen.count_from_opening(t0);
+    }
     let mut pcap = a
         .pcap_out
         .as_deref()

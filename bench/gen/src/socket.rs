@@ -156,6 +156,7 @@ pub fn run(
         .collect();
 
     let start = Instant::now();
+    gen.clock_started(crate::seconds::unix_ns());
     let now = || start.elapsed().as_nanos() as u64;
     // Every buffer of the loop, allocated once here.
     let mut out = [[0u8; PAYLOAD_LEN]; MAX_BATCH];

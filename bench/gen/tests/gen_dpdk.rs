@@ -117,6 +117,20 @@ fn gen_dpdk_mode_over_memif_agrees_with_the_appliance() {
         .map(|s| n(s, &["answered"]))
         .sum();
     assert_eq!(timeline, answered, "the timeline adds up: {r}");
+    // So does the report per whole second (from the start: no opening was given), outcome
+    // by outcome, and the money in it to the cent.
+    let seconds = r["seconds"].as_array().unwrap();
+    assert_eq!(n(&seconds[0], &["t_s"]), 0, "{r}");
+    for (i, o) in Outcome::ALL.iter().enumerate() {
+        let by_second: u64 = seconds
+            .iter()
+            .map(|s| s["outcomes"][i].as_u64().unwrap())
+            .sum();
+        assert_eq!(by_second, n(&r, &["outcomes", o.name()]), "{o:?}: {r}");
+    }
+    let cents: u64 = seconds.iter().map(|s| n(s, &["cents"])).sum();
+    assert_eq!(cents, n(&r, &["tally", "cents"]), "{r}");
+    assert_eq!(cents > 0, n(&r, &["outcomes", "red_packet"]) > 0, "{r}");
 
     // ...against the appliance's counters: it received every request sent, and the
     // generator validated every answer the appliance transmitted, outcome by outcome.

@@ -325,3 +325,124 @@ fn gen_pcap_mode_writes_ipv6_frames_beside_ipv4_ones() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--node-addr6"));
 }
+
+/// The night in miniature, as `make demo` tells it (bench/demo.sh): phones that obey
+/// retry_after_ms get CLOSED before the opening and come back at it, and a live change
+/// (SIGHUP) shows in the answers. Bounded: the node's waits have deadlines, and the
+/// generator stops on SIGINT once the change has been answered (or after 30 s at most).
+#[test]
+fn gen_socket_mode_tells_the_countdown_the_opening_and_a_live_change() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    // The round opens at a whole second 3 to 4 s after the node binary is there (it may have
+    // to be built first); nothing is won, nobody greeted (the change below greets
+    // everyone). CLOSED says to come back in at most 500 ms; in the round, every 200 ms.
+    common::shake_bin();
+    let open_s = unix_s() + 4;
+    let node = NodeDir::new(
+        open_s,
+        "[[round]]\nid = 1\nstart_s = 0\nduration_s = 3600\nwin_probability = 0.0\ngreeting_probability = 0.0\n",
+        1,
+        "\n[throttle]\nfloor_ms = 200\nclosed_cap_ms = 500\n",
+    );
+    let server = Server::start_socket(&node.config(), 1);
+    let report = node.path().join("night.json");
+    let gen = Command::new(env!("CARGO_BIN_EXE_shake-gen"))
+        .args(["--io", "socket", "--quiet", "--server"])
+        .arg(server.udp.to_string())
+        .arg("--node-config")
+        .arg(node.config())
+        .args(["--users", "500", "--obey-retry", "--rate", "20000"])
+        .args(["--duration", "30", "--opening-unix-ms"])
+        .arg((open_s * 1000).to_string())
+        .arg("--report")
+        .arg(&report)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wait = |what: &str, limit: Duration, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let answers = |o: &str| server.metric("shake_answers_total", &format!("outcome=\"{o}\""));
+    wait("the opening", Duration::from_secs(15), &|| {
+        answers("nothing") > 0
+    });
+    let activity = node.path().join("activity.toml");
+    let text = std::fs::read_to_string(&activity).unwrap();
+    let greet = text.replace("greeting_probability = 0.0", "greeting_probability = 1.0");
+    assert_ne!(text, greet);
+    std::fs::write(&activity, greet).unwrap();
+    server.signal(1);
+    wait("the reload", Duration::from_secs(10), &|| {
+        server.metric("shake_reloads_total", "result=\"applied\"") == 1
+    });
+    wait(
+        "the phones on the new config",
+        Duration::from_secs(10),
+        &|| answers("greeting") > 100,
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &gen.id().to_string()])
+        .status();
+    let out = gen.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let (status, _) = server.stop();
+    assert!(status.success());
+
+    assert_eq!(n(&r, &["tally", "invalid"]), 0, "{r}");
+    assert_eq!(n(&r, &["opening_unix_ms"]), open_s * 1000);
+    // Per second from the opening: before it only CLOSED, and some; from it, the round.
+    let at = |s: &serde_json::Value, o: Outcome| s["outcomes"][o as usize].as_u64().unwrap();
+    let seconds = r["seconds"].as_array().unwrap();
+    let t = |s: &serde_json::Value| s["t_s"].as_i64().unwrap();
+    let answered = |s: &serde_json::Value| Outcome::ALL.iter().map(|&o| at(s, o)).sum::<u64>();
+    let (before, after): (Vec<_>, Vec<_>) = seconds.iter().partition(|s| t(s) < 0);
+    assert!(
+        before.iter().map(|s| at(s, Outcome::Closed)).sum::<u64>() >= 500,
+        "{r}"
+    );
+    for s in &before {
+        assert_eq!(
+            at(s, Outcome::Closed),
+            answered(s),
+            "only CLOSED before the opening: {s}"
+        );
+    }
+    // Told the time to the opening, the phones came back at it: all of them within its
+    // first second, and none too soon (the retry rule: never THROTTLED).
+    assert!(after[0]["t_s"] == 0 && answered(after[0]) >= 500, "{r}");
+    assert_eq!(n(&r, &["outcomes", "throttled"]), 0, "{r}");
+    // The phones saw round 1 open then, and not close.
+    let marks = r["round_marks"].as_array().unwrap();
+    assert_eq!(marks.len(), 1, "{r}");
+    assert!(
+        marks[0]["opens"] == true && marks[0]["round_id"] == 1,
+        "{r}"
+    );
+    assert!(
+        (0.0..0.5).contains(&marks[0]["t_s"].as_f64().unwrap()),
+        "{r}"
+    );
+    // The change: seen once, after the opening; before it nobody was greeted, after it
+    // everybody.
+    let changes = r["config_changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{r}");
+    let change_s = changes[0]["t_s"].as_f64().unwrap();
+    assert!(change_s > 0.0, "{r}");
+    for s in &after {
+        if (t(s) + 1) as f64 <= change_s {
+            assert_eq!(at(s, Outcome::Greeting), 0, "{s}");
+        }
+        if t(s) as f64 > change_s {
+            assert_eq!(at(s, Outcome::Nothing), 0, "{s}");
+        }
+    }
+    assert!(n(&r, &["outcomes", "greeting"]) > 100, "{r}");
+}
