@@ -28,29 +28,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::appliance::{dpdk_sections, file_prefix, final_counters, Appliance};
-use common::{run_ok, shake_bin, NodeDir, NodeToml};
+use common::{run_ok, shake_bin, udp_client, NodeDir, NodeToml};
 
 const CLIENT_ENV: &str = "SHAKE_AFXDP_CLIENT";
 const USERS: u64 = 100;
-
-/// Every user may get a greeting, and nobody wins: answers are GREETING or NOTHING.
-const ACTIVITY: &str = r#"
-[activity]
-id = 52
-name = "afxdp"
-epoch = 0
-[[sponsor]]
-id = 7
-budget_cents = 100000
-packets = 1000
-greeting_resources = [3]
-[[round]]
-id = 1
-start_s = 0
-duration_s = 600
-win_probability = 0.0
-greeting_probability = 0.5
-"#;
 
 /// Why AF_XDP cannot run here, if it cannot.
 fn skip_reason() -> Option<String> {
@@ -243,7 +224,7 @@ impl Drop for Netns {
 /// Client mode: every user shakes once from an ordinary UDP socket, then user 1 again
 /// (THROTTLED), each answer checked; one summary line for the parent.
 fn client(server: SocketAddr) {
-    let outcomes = common::udp_client::shake_every_user_then_repeat(server, USERS);
+    let outcomes = udp_client::shake_every_user_then_repeat(server, USERS);
     println!("CLIENT OK {outcomes:?}");
 }
 
@@ -267,7 +248,7 @@ fn default_program_takes_the_whole_queue_until_the_node_stops() {
     const NODE_IP: &str = "10.99.8.1";
     const KERNEL_IP: &str = "10.99.8.3";
     let ns = Netns::create("d", KERNEL_IP, "10.99.8.2");
-    let node = NodeDir::with_activity(ACTIVITY);
+    let node = NodeDir::with_activity(udp_client::ACTIVITY);
     let prefix = file_prefix("afxdp-default");
     let vdev = format!("net_af_xdp0,iface={}", ns.node_if);
     let config = node_config(&node, &prefix, NODE_IP, &vdev);
@@ -349,7 +330,7 @@ fn filter_program_leaves_the_kernel_its_arp_and_ping() {
     if skipped(TEST) {
         return;
     }
-    let node = NodeDir::with_activity(ACTIVITY);
+    let node = NodeDir::with_activity(udp_client::ACTIVITY);
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("nic-config/afxdp-filter.c");
     let arch = std::env::consts::ARCH;
     let built = Command::new("clang")

@@ -27,7 +27,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::appliance::{dpdk_sections, file_prefix, final_counters, Appliance};
-use common::{run_ok, NodeDir, NodeToml};
+use common::{run_ok, udp_client, NodeDir, NodeToml};
 use shake::wire::ipv6::link_local_from_mac;
 
 const CLIENT_ENV: &str = "SHAKE_VETH_CLIENT";
@@ -38,25 +38,6 @@ const NODE_IP6: &str = "fd00:5a::2";
 const CLIENT_IP6: &str = "fd00:5a::1";
 /// The IPv4 address of the IPv6 test's node (it answers nothing on it in that test).
 const NODE_IP_OF_V6: &str = "10.99.6.1";
-
-/// Every user may get a greeting, and nobody wins: answers are GREETING or NOTHING.
-const ACTIVITY: &str = r#"
-[activity]
-id = 51
-name = "veth"
-epoch = 0
-[[sponsor]]
-id = 7
-budget_cents = 100000
-packets = 1000
-greeting_resources = [3]
-[[round]]
-id = 1
-start_s = 0
-duration_s = 600
-win_probability = 0.0
-greeting_probability = 0.5
-"#;
 
 /// The client side's address family.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -210,7 +191,7 @@ impl Drop for Netns {
 /// Client mode: every user shakes once from an ordinary UDP socket, then user 1 again
 /// (THROTTLED), each answer checked; one summary line for the parent.
 fn client(server: SocketAddr) {
-    let outcomes = common::udp_client::shake_every_user_then_repeat(server, USERS);
+    let outcomes = udp_client::shake_every_user_then_repeat(server, USERS);
     println!("CLIENT OK {outcomes:?}");
 }
 
@@ -224,7 +205,7 @@ fn kernel_udp_client_in_a_netns_resolves_and_is_answered() {
     let ns = Netns::create(pid, Family::V4);
     let iface = ns.app_if.clone();
 
-    let node = NodeDir::with_activity(ACTIVITY);
+    let node = NodeDir::with_activity(udp_client::ACTIVITY);
     let p = node.path();
     let prefix = file_prefix("veth-node");
     let config = NodeToml::new(NODE_IP, 10_000)
@@ -341,7 +322,7 @@ fn kernel_ipv6_client_in_a_netns_resolves_by_ndp_pings_and_is_answered() {
     }
     let pid = std::process::id();
     let ns = Netns::create(pid, Family::V6);
-    let node = NodeDir::with_activity(ACTIVITY);
+    let node = NodeDir::with_activity(udp_client::ACTIVITY);
     let prefix = file_prefix("veth6-node");
     let vdev = format!("net_af_packet0,iface={}", ns.app_if);
     let config = node_config(node.path(), &prefix, &vdev, Some(NODE_IP6));
@@ -483,7 +464,7 @@ fn ipv6_port_lists_its_solicited_node_groups_where_the_device_takes_a_list() {
     ip(&["netns", "add", &ns.0]);
     let vdev = format!("net_tap0,iface=shkt{pid}");
     for ipv6 in [Some(NODE_IP6), None] {
-        let node = NodeDir::with_activity(ACTIVITY);
+        let node = NodeDir::with_activity(udp_client::ACTIVITY);
         let prefix = file_prefix(if ipv6.is_some() {
             "tap6-node"
         } else {

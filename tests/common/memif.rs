@@ -142,6 +142,22 @@ impl MemifClient {
         got
     }
 
+    /// Sends one frame and returns its answer (within 10 s), or fails the test: e.g. the
+    /// first shake, from which the worker paces the round's red packets.
+    pub fn exchange_one(&mut self, frame: Vec<u8>) -> Vec<u8> {
+        let mut once = Some(frame);
+        let mut answer = Vec::new();
+        let d = self.drive(
+            || once.take(),
+            1,
+            Duration::from_secs(5),
+            Instant::now() + Duration::from_secs(10),
+            |a| answer = a.to_vec(),
+        );
+        assert_eq!((d.sent, d.received), (1, 1), "the first shake is answered");
+        answer
+    }
+
     /// Sends the frames `next` gives (until it gives `None`) with at most `window` unanswered
     /// at a time, and hands every frame received to `on_answer`. Returns when everything sent
     /// was answered and `next` is done, when nothing came for `idle` while answers were

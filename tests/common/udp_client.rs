@@ -10,6 +10,27 @@ use shake::wire::shake::Outcome;
 
 use super::{unix_s, CLAIM_KEY, TOKEN_KEY};
 
+/// The activity of a node this client shakes at: every user may get a greeting and nobody
+/// wins, so every answer is GREETING or NOTHING (what
+/// [`shake_every_user_then_repeat`] checks).
+pub const ACTIVITY: &str = r#"
+[activity]
+id = 51
+name = "kernel client"
+epoch = 0
+[[sponsor]]
+id = 7
+budget_cents = 100000
+packets = 1000
+greeting_resources = [3]
+[[round]]
+id = 1
+start_s = 0
+duration_s = 600
+win_probability = 0.0
+greeting_probability = 0.5
+"#;
+
 /// Shakes for users `1..=users` and then user 1 again from one socket, each answer checked
 /// against its request and the claim key; the answers counted by outcome name. Panics (the
 /// test fails) on a wrong answer, or on none within 15 s.
