@@ -22,6 +22,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 OUT=$ROOT/build/bench-afxdp
 RESULT=${RESULT:-$ROOT/bench/results/afxdp.txt}
 B=$ROOT/target/release/shake
@@ -81,23 +82,8 @@ fi
 [ -n "${BUSY_BUDGET:-}" ] && VDEV="$VDEV,busy_budget=$BUSY_BUDGET"
 
 common_toml() {
+  demo_node_head "$NODE_IP"
   cat <<TOML
-[node]
-index = 0
-count = 1
-ipv4 = "$NODE_IP"
-port = 7000
-planned_users = 1000000
-
-[activity]
-file = "$ROOT/seeds/demo.toml"
-epoch = "now"
-random_seed = 2015
-
-[keys]
-token_key = "$ROOT/nic-config/keys/demo-token.key"
-claim_key = "$ROOT/nic-config/keys/demo-claim.key"
-
 [throttle]
 floor_ms = 1
 

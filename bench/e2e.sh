@@ -29,6 +29,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 OUT=$ROOT/build/bench
 B=$ROOT/target/release/shake
 G=$ROOT/target/release/shake-gen
@@ -108,23 +109,9 @@ cargo build --release --quiet --workspace
 # A node for the benches: the demo activity, in-memory seeds (no journal fsyncs in the
 # way: the I/O path is what is measured), one worker lcore on CPU 1, no idle naps.
 node_config() { # file, prefix, vdev, memory MB, extra port lines, throttle floor ms
-  cat >"$1" <<TOML
-[node]
-index = 0
-count = 1
-ipv4 = "10.99.0.1"
-port = 7000
-planned_users = 1000000
-
-[activity]
-file = "$ROOT/seeds/demo.toml"
-epoch = "now"
-random_seed = 2015
-
-[keys]
-token_key = "$ROOT/nic-config/keys/demo-token.key"
-claim_key = "$ROOT/nic-config/keys/demo-claim.key"
-
+  {
+    demo_node_head 10.99.0.1
+    cat <<TOML
 [stats]
 interval_s = 1
 
@@ -152,6 +139,7 @@ tx_desc = 1024
 rss = false
 ${5:-}
 TOML
+  } >"$1"
 }
 
 SOCK=$OUT/memif-$TAG.sock

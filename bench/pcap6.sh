@@ -10,6 +10,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 OUT=$ROOT/build/bench-ipv6
 B=$ROOT/target/release/shake
 G=$ROOT/target/release/shake-gen
@@ -41,24 +42,9 @@ cargo build --release --quiet --workspace
 
 MBUFS=$(( (FRAMES + 8192) | 1023 ))
 config() { # file, family (pcap file suffix)
-  cat >"$1" <<TOML
-[node]
-index = 0
-count = 1
-ipv4 = "10.99.0.1"
-ipv6 = "fd99::1"
-port = 7000
-planned_users = 1000000
-
-[activity]
-file = "$ROOT/seeds/demo.toml"
-epoch = "now"
-random_seed = 2015
-
-[keys]
-token_key = "$ROOT/nic-config/keys/demo-token.key"
-claim_key = "$ROOT/nic-config/keys/demo-claim.key"
-
+  {
+    demo_node_head 10.99.0.1 fd99::1
+    cat <<TOML
 [stats]
 interval_s = 1
 
@@ -80,6 +66,7 @@ tx_desc = 1024
 rss = false
 mbufs = $MBUFS
 TOML
+  } >"$1"
 }
 
 config "$OUT/node-ipv4.toml" ipv4

@@ -92,39 +92,16 @@ fn config(prefix: &str, workers: u64, handoff: u32, idle_sleep_us: u64) -> NodeC
     } else {
         "0@0,1@0,2@1"
     };
-    let text = format!(
-        r#"
-[node]
-index = 0
-count = 1
-ipv4 = "10.0.0.2"
-
-[activity]
-file = "unused.toml"
-
-[keys]
-token_key = "unused.key"
-claim_key = "unused.key"
-
-[dpdk]
-lcores = "{lcores}"
-main_lcore = 0
-memory_mb = 768
-huge = false
-telemetry = false
-file_prefix = "{prefix}"
-log_level = "error"
-handoff_ring = {handoff}
-idle_sleep_us = {idle_sleep_us}
-
-[[port]]
-name = "net_ring_steerb"
-rx_desc = 256
-tx_desc = 256
-mempool_cache = 32
-"#
-    );
-    NodeConfig::parse(Path::new("/nonexistent/node.toml"), &text).expect("config parses")
+    ring_wire::RingNode {
+        prefix,
+        port: "steerb",
+        lcores,
+        memory_mb: 768,
+        handoff_ring: handoff,
+        idle_sleep_us,
+        telemetry: false,
+    }
+    .config()
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {

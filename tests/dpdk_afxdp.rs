@@ -13,24 +13,24 @@
 //!   says why (DPDK's own report was EINVAL from queue setup).
 //!
 //! Two namespaces (node side and client side) and the veth pair between them are created for
-//! each test and deleted when it ends, also on failure: XDP only ever attaches to the test's
-//! own veth. The client is this test binary again, run with `ip netns exec` and
-//! SHAKE_AFXDP_CLIENT set. Each test skips, saying why, where AF_XDP cannot run: no AF_XDP
-//! sockets in the kernel, no privilege for them or for XDP programs, no net_af_xdp PMD; the
-//! filter test also without clang and libbpf's headers to build its program.
+//! each test and deleted when it ends, also on failure ([`common::netns`]): XDP only ever
+//! attaches to the test's own veth. The client is this test binary again, run with
+//! `ip netns exec` and [`common::netns::CLIENT_ENV`] set. Each test skips, saying why, where
+//! AF_XDP cannot run: no AF_XDP sockets in the kernel, no privilege for them or for XDP
+//! programs, no net_af_xdp PMD; the filter test also without clang and libbpf's headers to
+//! build its program.
 #![cfg(feature = "dpdk")]
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::appliance::{dpdk_sections, file_prefix, final_counters, Appliance};
+use common::netns::{client_mode, mac_text, Netns};
 use common::{run_ok, shake_bin, udp_client, NodeDir, NodeToml};
 
-const CLIENT_ENV: &str = "SHAKE_AFXDP_CLIENT";
 const USERS: u64 = 100;
 
 /// Why AF_XDP cannot run here, if it cannot.
@@ -82,150 +82,38 @@ fn skipped(test: &str) -> bool {
     }
 }
 
-/// `ip ARGS`, or a panic that says so.
-fn ip(args: &[&str]) {
-    run_ok(Command::new("ip").args(args));
-}
-
-/// The node's and the client's namespaces and the veth pair between them, named after this
-/// process and `tag`; deleted on drop (deleting a namespace removes the veth end inside it,
-/// and with it the pair).
-struct Netns {
-    node: String,
-    client: String,
-    node_if: String,
-    client_if: String,
-}
-
-impl Netns {
-    /// The node side's kernel gets `kernel_ip` (a /24), the client side `client_ip`.
-    fn create(tag: &str, kernel_ip: &str, client_ip: &str) -> Netns {
-        let pid = std::process::id();
-        let n = Netns {
-            node: format!("shx{tag}N{pid}"),
-            client: format!("shx{tag}C{pid}"),
-            node_if: format!("shx{tag}n{pid}"),
-            client_if: format!("shx{tag}c{pid}"),
-        };
-        ip(&["netns", "add", &n.node]);
-        ip(&["netns", "add", &n.client]);
-        let (a, c) = (n.node_if.as_str(), n.client_if.as_str());
-        // Created directly inside the namespaces: the host never has either end.
-        ip(&[
-            "link", "add", a, "netns", &n.node, "type", "veth", "peer", "name", c, "netns",
-            &n.client,
-        ]);
-        ip(&[
-            "-n",
-            &n.node,
-            "addr",
-            "add",
-            &format!("{kernel_ip}/24"),
-            "dev",
-            a,
-        ]);
-        ip(&["-n", &n.node, "link", "set", a, "up"]);
-        ip(&["-n", &n.client, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n",
-            &n.client,
-            "addr",
-            "add",
-            &format!("{client_ip}/24"),
-            "dev",
-            c,
-        ]);
-        ip(&["-n", &n.client, "link", "set", c, "up"]);
-        // veth leaves UDP checksums to a NIC that does not exist: have the kernel fill them.
-        run_ok(
-            Command::new("ip").args(["netns", "exec", &n.client, "ethtool", "-K", c, "tx", "off"]),
-        );
-        n
-    }
-
-    /// The XDP program on the node's veth end, as `ip -d link` shows it: e.g.
-    /// "xdp prog/xdp id 17 name xsk_def_prog ..." (native mode; "xdpgeneric" would be SKB
-    /// mode), or "" when there is none.
-    fn xdp(&self) -> String {
-        let link = run_ok(Command::new("ip").args([
-            "-d",
-            "-n",
-            &self.node,
-            "link",
-            "show",
-            &self.node_if,
-        ]));
-        let mode = ["xdpgeneric", "xdpoffload", "xdpdrv", "xdp"]
-            .into_iter()
-            .find(|m| link.split_whitespace().any(|w| w == *m));
-        let prog = link
-            .lines()
-            .find(|l| l.trim_start().starts_with("prog/xdp"))
-            .map(str::trim);
-        match (mode, prog) {
-            (Some(m), Some(p)) => format!("{m} {p}"),
-            _ => String::new(),
-        }
-    }
-
-    /// `ping -c N` from the client namespace: how many of the echoes were answered.
-    fn ping(&self, target: &str, count: u32) -> u32 {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.client, "ping", "-n", "-c"])
-            .arg(count.to_string())
-            .args(["-i", "0.2", "-W", "1", target])
-            .output()
-            .expect("ping(8)");
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.split(", ")
-            .find_map(|part| part.strip_suffix(" received"))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("ping {target}: {text}"))
-    }
-
-    /// Runs the client of `test` in the client namespace against `server`; its summary line.
-    fn client(&self, test: &str, server: &str, app: &Appliance) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.client])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", test, "--nocapture", "--test-threads=1"])
-            .env(CLIENT_ENV, server)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success() && stdout.contains("CLIENT OK"),
-            "the client in {} failed:\n{stdout}\n{}\nnode stderr:\n{}",
-            self.client,
-            String::from_utf8_lossy(&out.stderr),
-            app.stderr()
-        );
-        stdout
-            .lines()
-            .find(|l| l.contains("CLIENT OK"))
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    /// The client namespace's neighbour entry for `addr`.
-    fn neighbour(&self, addr: &str) -> String {
-        run_ok(Command::new("ip").args(["-n", &self.client, "neigh", "show", addr]))
+/// The XDP program on the node's veth end, as `ip -d link` shows it: e.g.
+/// "xdp prog/xdp id 17 name xsk_def_prog ..." (native mode; "xdpgeneric" would be SKB
+/// mode), or "" when there is none.
+fn node_xdp(ns: &Netns) -> String {
+    let link =
+        run_ok(Command::new("ip").args(["-d", "-n", ns.node(), "link", "show", ns.node_if()]));
+    let mode = ["xdpgeneric", "xdpoffload", "xdpdrv", "xdp"]
+        .into_iter()
+        .find(|m| link.split_whitespace().any(|w| w == *m));
+    let prog = link
+        .lines()
+        .find(|l| l.trim_start().starts_with("prog/xdp"))
+        .map(str::trim);
+    match (mode, prog) {
+        (Some(m), Some(p)) => format!("{m} {p}"),
+        _ => String::new(),
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in [&self.client, &self.node] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// Client mode: every user shakes once from an ordinary UDP socket, then user 1 again
-/// (THROTTLED), each answer checked; one summary line for the parent.
-fn client(server: SocketAddr) {
-    let outcomes = udp_client::shake_every_user_then_repeat(server, USERS);
-    println!("CLIENT OK {outcomes:?}");
+/// `ping -c N` from the client namespace: how many of the echoes were answered.
+fn ping(ns: &Netns, target: &str, count: u32) -> u32 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns.client(), "ping", "-n", "-c"])
+        .arg(count.to_string())
+        .args(["-i", "0.2", "-W", "1", target])
+        .output()
+        .expect("ping(8)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(", ")
+        .find_map(|part| part.strip_suffix(" received"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("ping {target}: {text}"))
 }
 
 /// The config of a node answering on `node_ip` through AF_XDP port `vdev`.
@@ -239,24 +127,27 @@ fn node_config(node: &NodeDir, prefix: &str, node_ip: &str, vdev: &str) -> std::
 #[test]
 fn default_program_takes_the_whole_queue_until_the_node_stops() {
     const TEST: &str = "default_program_takes_the_whole_queue_until_the_node_stops";
-    if let Ok(server) = std::env::var(CLIENT_ENV) {
-        return client(server.parse().unwrap());
+    if client_mode(USERS) {
+        return;
     }
     if skipped(TEST) {
         return;
     }
     const NODE_IP: &str = "10.99.8.1";
     const KERNEL_IP: &str = "10.99.8.3";
-    let ns = Netns::create("d", KERNEL_IP, "10.99.8.2");
+    let ns = Netns::builder("shxd")
+        .node_ipv4(KERNEL_IP)
+        .client_ipv4("10.99.8.2")
+        .create();
     let node = NodeDir::with_activity(udp_client::ACTIVITY);
     let prefix = file_prefix("afxdp-default");
-    let vdev = format!("net_af_xdp0,iface={}", ns.node_if);
+    let vdev = format!("net_af_xdp0,iface={}", ns.node_if());
     let config = node_config(&node, &prefix, NODE_IP, &vdev);
 
     // The UMEM (the port's pool, ~19 MB) is above a 1 MiB RLIMIT_MEMLOCK: without
     // CAP_IPC_LOCK, the node says so instead of DPDK's EINVAL from queue setup.
     let limited = Command::new("timeout")
-        .args(["30", "ip", "netns", "exec", &ns.node])
+        .args(["30", "ip", "netns", "exec", ns.node()])
         .args(["setpriv", "--bounding-set", "-ipc_lock", "--", "sh", "-c"])
         .arg("ulimit -l 1024 && exec \"$0\" serve --io dpdk --config \"$1\" -- --no-shconf")
         .arg(shake_bin())
@@ -273,21 +164,21 @@ fn default_program_takes_the_whole_queue_until_the_node_stops() {
         "{stderr}"
     );
     assert_eq!(
-        ns.xdp(),
+        node_xdp(&ns),
         "",
         "a node that did not start leaves no XDP program"
     );
 
-    let app = Appliance::start(&config, &prefix, Some(&ns.node), false);
+    let app = Appliance::start(&config, &prefix, Some(ns.node()), false);
     let mac = app.port_mac("net_af_xdp0");
-    let xdp = ns.xdp();
+    let xdp = node_xdp(&ns);
     assert!(
         xdp.contains("name xsk_def_prog"),
         "DPDK's default program: {xdp:?}"
     );
-    let summary = ns.client(TEST, &format!("{NODE_IP}:7000"), &app);
+    let summary = ns.run_client(TEST, &format!("{NODE_IP}:7000"), &app);
     // The node answered ARP for its address with the interface's MAC...
-    let want = mac.map(|b| format!("{b:02x}")).join(":");
+    let want = mac_text(mac);
     let neigh = ns.neighbour(NODE_IP);
     assert!(
         neigh.contains(&format!("lladdr {want}")),
@@ -295,7 +186,7 @@ fn default_program_takes_the_whole_queue_until_the_node_stops() {
     );
     // ...and the kernel's own address is deaf: its ARP request went to the node.
     assert_eq!(
-        ns.ping(KERNEL_IP, 2),
+        ping(&ns, KERNEL_IP, 2),
         0,
         "the kernel answered through the default program"
     );
@@ -312,9 +203,9 @@ fn default_program_takes_the_whole_queue_until_the_node_stops() {
     );
 
     // The node took its program with it: the kernel has the whole interface back.
-    assert_eq!(ns.xdp(), "");
+    assert_eq!(node_xdp(&ns), "");
     assert_eq!(
-        ns.ping(KERNEL_IP, 2),
+        ping(&ns, KERNEL_IP, 2),
         2,
         "the kernel answers again once the node is gone"
     );
@@ -324,8 +215,8 @@ fn default_program_takes_the_whole_queue_until_the_node_stops() {
 #[test]
 fn filter_program_leaves_the_kernel_its_arp_and_ping() {
     const TEST: &str = "filter_program_leaves_the_kernel_its_arp_and_ping";
-    if let Ok(server) = std::env::var(CLIENT_ENV) {
-        return client(server.parse().unwrap());
+    if client_mode(USERS) {
+        return;
     }
     if skipped(TEST) {
         return;
@@ -351,22 +242,25 @@ fn filter_program_leaves_the_kernel_its_arp_and_ping() {
     }
     // The node's address is the kernel's own.
     const NODE_IP: &str = "10.99.9.1";
-    let ns = Netns::create("f", NODE_IP, "10.99.9.2");
+    let ns = Netns::builder("shxf")
+        .node_ipv4(NODE_IP)
+        .client_ipv4("10.99.9.2")
+        .create();
     let prefix = file_prefix("afxdp-filter");
     // A relative program path is found next to the config.
-    let vdev = format!("net_af_xdp0,iface={},xdp_prog=afxdp-filter.o", ns.node_if);
+    let vdev = format!("net_af_xdp0,iface={},xdp_prog=afxdp-filter.o", ns.node_if());
     let config = node_config(&node, &prefix, NODE_IP, &vdev);
-    let app = Appliance::start(&config, &prefix, Some(&ns.node), false);
+    let app = Appliance::start(&config, &prefix, Some(ns.node()), false);
     let mac = app.port_mac("net_af_xdp0");
-    let xdp = ns.xdp();
+    let xdp = node_xdp(&ns);
     assert!(
         xdp.contains("name shake_filter"),
         "the filter program: {xdp:?}"
     );
-    let summary = ns.client(TEST, &format!("{NODE_IP}:7000"), &app);
+    let summary = ns.run_client(TEST, &format!("{NODE_IP}:7000"), &app);
     // The kernel resolved and answers its address, with the MAC the node answers from.
-    assert_eq!(ns.ping(NODE_IP, 3), 3, "ping of the kernel's address");
-    let want = mac.map(|b| format!("{b:02x}")).join(":");
+    assert_eq!(ping(&ns, NODE_IP, 3), 3, "ping of the kernel's address");
+    let want = mac_text(mac);
     let neigh = ns.neighbour(NODE_IP);
     assert!(
         neigh.contains(&format!("lladdr {want}")),
@@ -385,6 +279,10 @@ fn filter_program_leaves_the_kernel_its_arp_and_ping() {
         "{c:?}"
     );
     assert_eq!(get("rx"), get("answered"), "{c:?}");
-    assert_eq!(ns.xdp(), "", "the node removes its program when it stops");
+    assert_eq!(
+        node_xdp(&ns),
+        "",
+        "the node removes its program when it stops"
+    );
     eprintln!("afxdp filter program ({xdp}): {summary} {c:?}");
 }

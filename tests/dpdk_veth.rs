@@ -13,24 +13,26 @@
 //! The test creates two network namespaces (appliance side and client side, so the host's
 //! own stack never sees the traffic and nothing can be routed off the machine) and the veth
 //! pair between them, all named after this process, and deletes them when it ends, also on
-//! failure. If namespaces cannot be created here the test fails and says so.
+//! failure ([`common::netns`]). If namespaces cannot be created here the test fails and says
+//! so.
 //!
-//! The client is this test binary again, run with `ip netns exec` and SHAKE_VETH_CLIENT set.
-//! The appliance gets `--no-pci --no-huge --no-shconf` and its own `--file-prefix`.
+//! The client is this test binary again, run with `ip netns exec` and
+//! [`common::netns::CLIENT_ENV`] set. The appliance gets `--no-pci --no-huge --no-shconf` and
+//! its own `--file-prefix`.
 #![cfg(feature = "dpdk")]
 
 mod common;
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::appliance::{dpdk_sections, file_prefix, final_counters, Appliance};
+use common::netns::{client_mode, ip, mac_text, sysctl, Namespace, Netns};
 use common::{run_ok, udp_client, NodeDir, NodeToml};
 use shake::wire::ipv6::link_local_from_mac;
 
-const CLIENT_ENV: &str = "SHAKE_VETH_CLIENT";
 const NODE_IP: &str = "10.99.5.1";
 const CLIENT_IP: &str = "10.99.5.2";
 const USERS: u64 = 200;
@@ -39,171 +41,14 @@ const CLIENT_IP6: &str = "fd00:5a::1";
 /// The IPv4 address of the IPv6 test's node (it answers nothing on it in that test).
 const NODE_IP_OF_V6: &str = "10.99.6.1";
 
-/// The client side's address family.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Family {
-    V4,
-    V6,
-}
-
-/// The namespaces and veth pair of a test; deleted on drop (deleting a namespace removes
-/// the veth end inside it, and with it the pair).
-struct Netns {
-    app: String,
-    client: String,
-    /// The veth ends: the appliance's and the client's.
-    app_if: String,
-    client_if: String,
-}
-
-/// `ip ARGS`, or a panic that says this machine cannot set the test up.
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!(
-            "this machine cannot set up the test's network namespaces and veth pair: \
-             `ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => panic!("cannot run ip(8) to create network namespaces: {e}"),
-    }
-}
-
-impl Netns {
-    /// Over IPv4, the client side gets CLIENT_IP. Over IPv6 it gets CLIENT_IP6 (no duplicate
-    /// address detection, so nothing waits for it), and the appliance side's kernel has IPv6
-    /// off: it must not answer for the link-local address it would derive from the same MAC
-    /// as the node.
-    fn create(pid: u32, family: Family) -> Netns {
-        let tag = if family == Family::V6 { "6" } else { "" };
-        let n = Netns {
-            app: format!("shk{tag}A{pid}"),
-            client: format!("shk{tag}C{pid}"),
-            app_if: format!("shk{tag}a{pid}"),
-            client_if: format!("shk{tag}c{pid}"),
-        };
-        let (a, c) = (n.app_if.as_str(), n.client_if.as_str());
-        ip(&["netns", "add", &n.app]);
-        ip(&["netns", "add", &n.client]);
-        let sysctl = |ns: &str, settings: &[&str]| {
-            run_ok(
-                Command::new("ip")
-                    .args(["netns", "exec", ns, "sysctl", "-q", "-w"])
-                    .args(settings),
-            );
-        };
-        if family == Family::V6 {
-            // Before the veth ends exist, so that they are born with these settings.
-            sysctl(
-                &n.app,
-                &[
-                    "net.ipv6.conf.all.disable_ipv6=1",
-                    "net.ipv6.conf.default.disable_ipv6=1",
-                ],
-            );
-            sysctl(
-                &n.client,
-                &[
-                    "net.ipv6.conf.all.accept_dad=0",
-                    "net.ipv6.conf.default.accept_dad=0",
-                    "net.ipv6.conf.default.router_solicitations=0",
-                ],
-            );
-        }
-        // Created directly inside the namespaces: the host never has either end.
-        ip(&[
-            "link", "add", a, "netns", &n.app, "type", "veth", "peer", "name", c, "netns",
-            &n.client,
-        ]);
-        ip(&["-n", &n.app, "link", "set", a, "up"]);
-        ip(&["-n", &n.client, "link", "set", "lo", "up"]);
-        match family {
-            Family::V4 => ip(&[
-                "-n",
-                &n.client,
-                "addr",
-                "add",
-                &format!("{CLIENT_IP}/24"),
-                "dev",
-                c,
-            ]),
-            Family::V6 => ip(&[
-                "-n",
-                &n.client,
-                "addr",
-                "add",
-                &format!("{CLIENT_IP6}/64"),
-                "dev",
-                c,
-                "nodad",
-            ]),
-        }
-        ip(&["-n", &n.client, "link", "set", c, "up"]);
-        // veth leaves UDP checksums to a NIC that does not exist: have the kernel fill them.
-        run_ok(
-            Command::new("ip").args(["netns", "exec", &n.client, "ethtool", "-K", c, "tx", "off"]),
-        );
-        if family == Family::V6 {
-            n.wait_client_link_local();
-        }
-        n
-    }
-
-    /// Waits (at most 5 s) for the client's kernel to give its veth end a usable link-local
-    /// address: it does so only once the carrier is up, which the kernel reports up to a
-    /// second late, and until then it has no source address to ping a link-local one from.
-    fn wait_client_link_local(&self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let addrs = run_ok(Command::new("ip").args([
-                "-n",
-                &self.client,
-                "-6",
-                "addr",
-                "show",
-                "dev",
-                &self.client_if,
-                "scope",
-                "link",
-            ]));
-            if addrs.contains("inet6 fe80:") && !addrs.contains("tentative") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the client's veth end has no usable link-local address: {addrs}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in [&self.client, &self.app] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// Client mode: every user shakes once from an ordinary UDP socket, then user 1 again
-/// (THROTTLED), each answer checked; one summary line for the parent.
-fn client(server: SocketAddr) {
-    let outcomes = udp_client::shake_every_user_then_repeat(server, USERS);
-    println!("CLIENT OK {outcomes:?}");
-}
-
 #[test]
 fn kernel_udp_client_in_a_netns_resolves_and_is_answered() {
-    if let Ok(server) = std::env::var(CLIENT_ENV) {
-        client(server.parse().unwrap());
+    const TEST: &str = "kernel_udp_client_in_a_netns_resolves_and_is_answered";
+    if client_mode(USERS) {
         return;
     }
-    let pid = std::process::id();
-    let ns = Netns::create(pid, Family::V4);
-    let iface = ns.app_if.clone();
+    let ns = Netns::builder("shk").client_ipv4(CLIENT_IP).create();
+    let iface = ns.node_if();
 
     let node = NodeDir::with_activity(udp_client::ACTIVITY);
     let p = node.path();
@@ -219,37 +64,14 @@ fn kernel_udp_client_in_a_netns_resolves_and_is_answered() {
         ))
         .write(p);
     // Dropped before `ns`: the appliance is gone before its namespace.
-    let app = Appliance::start(&config, &prefix, Some(&ns.app), false);
+    let app = Appliance::start(&config, &prefix, Some(ns.node()), false);
     let mac = app.port_mac("net_af_packet0");
 
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.client])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "kernel_udp_client_in_a_netns_resolves_and_is_answered",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CLIENT_ENV, format!("{NODE_IP}:7000"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("CLIENT OK"),
-        "the client in {} failed:\n{stdout}\n{}\nappliance stderr:\n{}",
-        ns.client,
-        String::from_utf8_lossy(&out.stderr),
-        app.stderr()
-    );
+    let summary = ns.run_client(TEST, &format!("{NODE_IP}:7000"), &app);
 
     // The client's kernel learned the appliance's MAC by ARP.
-    let neigh = run_ok(Command::new("ip").args(["-n", &ns.client, "neigh", "show", NODE_IP]));
-    let want = mac
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    let neigh = ns.neighbour(NODE_IP);
+    let want = mac_text(mac);
     assert!(
         neigh.contains(&format!("lladdr {want}"))
             && !neigh.contains("FAILED")
@@ -264,7 +86,7 @@ fn kernel_udp_client_in_a_netns_resolves_and_is_answered() {
     assert!(get("arp_reply") >= 1, "{c:?}");
     assert!(get("answered") > USERS, "{c:?}");
     assert!(get("throttled") >= 1, "{c:?}");
-    eprintln!("veth: {} {c:?}", stdout.trim());
+    eprintln!("veth: {summary} {c:?}");
 }
 
 /// Writes the config of a node on DPDK virtual device `vdev` (one worker) with IPv6 address
@@ -300,11 +122,7 @@ fn ping6(ns: &str, target: &str) {
 fn assert_neighbour(ns: &str, dev: &str, addr: &str, mac: [u8; 6]) {
     let neigh =
         run_ok(Command::new("ip").args(["-n", ns, "-6", "neigh", "show", addr, "dev", dev]));
-    let want = mac
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    let want = mac_text(mac);
     assert!(
         neigh.contains(&format!("lladdr {want}"))
             && ["REACHABLE", "STALE", "DELAY", "PROBE"]
@@ -316,18 +134,17 @@ fn assert_neighbour(ns: &str, dev: &str, addr: &str, mac: [u8; 6]) {
 
 #[test]
 fn kernel_ipv6_client_in_a_netns_resolves_by_ndp_pings_and_is_answered() {
-    if let Ok(server) = std::env::var(CLIENT_ENV) {
-        client(server.parse().unwrap());
+    const TEST: &str = "kernel_ipv6_client_in_a_netns_resolves_by_ndp_pings_and_is_answered";
+    if client_mode(USERS) {
         return;
     }
-    let pid = std::process::id();
-    let ns = Netns::create(pid, Family::V6);
+    let ns = Netns::builder("shk6").client_ipv6(CLIENT_IP6).create();
     let node = NodeDir::with_activity(udp_client::ACTIVITY);
     let prefix = file_prefix("veth6-node");
-    let vdev = format!("net_af_packet0,iface={}", ns.app_if);
+    let vdev = format!("net_af_packet0,iface={}", ns.node_if());
     let config = node_config(node.path(), &prefix, &vdev, Some(NODE_IP6));
     // Dropped before `ns`: the appliance is gone before its namespace.
-    let app = Appliance::start(&config, &prefix, Some(&ns.app), false);
+    let app = Appliance::start(&config, &prefix, Some(ns.node()), false);
     let mac = app.port_mac("net_af_packet0");
     let stderr = app.stderr();
     assert!(
@@ -337,72 +154,55 @@ fn kernel_ipv6_client_in_a_netns_resolves_by_ndp_pings_and_is_answered() {
         "the port's start-up line says how it lets NDP's multicast in:\n{stderr}"
     );
     // Nothing on the node's side but the node answers over IPv6.
-    let own =
-        run_ok(Command::new("ip").args(["-n", &ns.app, "-6", "addr", "show", "dev", &ns.app_if]));
+    let own = run_ok(Command::new("ip").args([
+        "-n",
+        ns.node(),
+        "-6",
+        "addr",
+        "show",
+        "dev",
+        ns.node_if(),
+    ]));
     assert!(
         own.trim().is_empty(),
         "the node side's kernel has IPv6 addresses: {own}"
     );
 
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.client])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "kernel_ipv6_client_in_a_netns_resolves_by_ndp_pings_and_is_answered",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CLIENT_ENV, format!("[{NODE_IP6}]:7000"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("CLIENT OK"),
-        "the IPv6 client in {} failed:\n{stdout}\n{}\nappliance stderr:\n{}",
-        ns.client,
-        String::from_utf8_lossy(&out.stderr),
-        app.stderr()
-    );
+    let summary = ns.run_client(TEST, &format!("[{NODE_IP6}]:7000"), &app);
     // The client's kernel learned the node's MAC by NDP.
-    assert_neighbour(&ns.client, &ns.client_if, NODE_IP6, mac);
+    assert_neighbour(ns.client(), ns.client_if(), NODE_IP6, mac);
 
-    ping6(&ns.client, NODE_IP6);
+    ping6(ns.client(), NODE_IP6);
     let link_local = Ipv6Addr::from(link_local_from_mac(mac)).to_string();
-    ping6(&ns.client, &format!("{link_local}%{}", ns.client_if));
-    assert_neighbour(&ns.client, &ns.client_if, &link_local, mac);
+    ping6(ns.client(), &format!("{link_local}%{}", ns.client_if()));
+    assert_neighbour(ns.client(), ns.client_if(), &link_local, mac);
 
     // Duplicate address detection: the client's kernel probes for the node's address before
     // taking it, and the node's answer makes it give up.
-    run_ok(Command::new("ip").args([
-        "netns",
-        "exec",
-        &ns.client,
-        "sysctl",
-        "-q",
-        "-w",
-        &format!("net.ipv6.conf.{}.accept_dad=1", ns.client_if),
-    ]));
+    sysctl(
+        ns.client(),
+        &[&format!("net.ipv6.conf.{}.accept_dad=1", ns.client_if())],
+    );
     ip(&[
         "-n",
-        &ns.client,
+        ns.client(),
         "addr",
         "add",
         &format!("{NODE_IP6}/64"),
         "dev",
-        &ns.client_if,
+        ns.client_if(),
     ]);
     // The probe leaves within a second (a random delay), the answer at once.
     let deadline = Instant::now() + Duration::from_secs(5);
     let addrs = loop {
         let addrs = run_ok(Command::new("ip").args([
             "-n",
-            &ns.client,
+            ns.client(),
             "-6",
             "addr",
             "show",
             "dev",
-            &ns.client_if,
+            ns.client_if(),
         ]));
         let ours = addrs
             .lines()
@@ -430,16 +230,7 @@ fn kernel_ipv6_client_in_a_netns_resolves_by_ndp_pings_and_is_answered() {
     assert!(get("neighbor_advert") >= 3, "{c:?}");
     // Three pings to each address.
     assert!(get("icmpv6_echo_reply") >= 6, "{c:?}");
-    eprintln!("veth6: {} {c:?}", stdout.trim());
-}
-
-/// A network namespace of its own, deleted on drop.
-struct OneNetns(String);
-
-impl Drop for OneNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+    eprintln!("veth6: {summary} {c:?}");
 }
 
 /// The port's start-up line, from the appliance's stderr.
@@ -460,8 +251,7 @@ fn port_line(app: &Appliance, name: &str) -> String {
 #[test]
 fn ipv6_port_lists_its_solicited_node_groups_where_the_device_takes_a_list() {
     let pid = std::process::id();
-    let ns = OneNetns(format!("shkT{pid}"));
-    ip(&["netns", "add", &ns.0]);
+    let ns = Namespace::add(format!("shkT{pid}"));
     let vdev = format!("net_tap0,iface=shkt{pid}");
     for ipv6 in [Some(NODE_IP6), None] {
         let node = NodeDir::with_activity(udp_client::ACTIVITY);
@@ -471,7 +261,7 @@ fn ipv6_port_lists_its_solicited_node_groups_where_the_device_takes_a_list() {
             "tap4-node"
         });
         let config = node_config(node.path(), &prefix, &vdev, ipv6);
-        let app = Appliance::start(&config, &prefix, Some(&ns.0), false);
+        let app = Appliance::start(&config, &prefix, Some(ns.name()), false);
         let mac = app.port_mac("net_tap0");
         let line = port_line(&app, "net_tap0");
         let (status, _) = app.stop(Duration::from_secs(15));

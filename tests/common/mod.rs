@@ -530,6 +530,11 @@ pub mod tshark;
 /// A phone on a kernel UDP socket (the veth and AF_XDP tests' client).
 pub mod udp_client;
 
+/// Two network namespaces and a veth pair: a DPDK node on one end, the test binary again as
+/// a kernel UDP client on the other (the veth and AF_XDP tests).
+#[cfg(feature = "dpdk")]
+pub mod netns;
+
 /// In-process appliances on ring ports.
 #[cfg(feature = "dpdk")]
 pub mod ring_wire;

@@ -1,5 +1,6 @@
-//! In-process DPDK tests over a ring port (`dpdk::RingPort`): the node config of a two-worker
-//! appliance on one ring port, and feeding frames to its RX rings.
+//! In-process DPDK tests over a ring port (`dpdk::RingPort`): the node config of an appliance
+//! on one ring port (the tests' two-worker one, and bench/steering.rs's), and feeding frames
+//! to its RX rings.
 
 use std::path::Path;
 use std::time::Instant;
@@ -7,16 +8,34 @@ use std::time::Instant;
 use shake::dpdk::{Burst, Mempool, Producer};
 use shake::node_config::NodeConfig;
 
-/// A node (10.0.0.2) on one port `net_ring_<port>` with two worker lcores floating over the
-/// machine's first two CPUs (main, worker 0, worker 1), no huge pages, its own file prefix.
-pub fn two_worker_config(
-    prefix: &str,
-    port: &str,
-    handoff_ring: u32,
-    telemetry: bool,
-) -> NodeConfig {
-    let text = format!(
-        r#"
+/// A node (10.0.0.2) on one ring port `net_ring_<port>`, no huge pages, its own file prefix;
+/// the lcore layout, memory, hand-off rings and idle naps as set. bench/steering.rs runs its
+/// nodes from it too.
+pub struct RingNode<'a> {
+    pub prefix: &'a str,
+    pub port: &'a str,
+    /// The EAL's `--lcores`: the main lcore, then one per worker.
+    pub lcores: &'a str,
+    pub memory_mb: u32,
+    pub handoff_ring: u32,
+    pub idle_sleep_us: u64,
+    pub telemetry: bool,
+}
+
+impl RingNode<'_> {
+    /// The node's `node.toml`.
+    pub fn text(&self) -> String {
+        let RingNode {
+            prefix,
+            port,
+            lcores,
+            memory_mb,
+            handoff_ring,
+            idle_sleep_us,
+            telemetry,
+        } = self;
+        format!(
+            r#"
 [node]
 index = 0
 count = 1
@@ -30,15 +49,15 @@ token_key = "unused.key"
 claim_key = "unused.key"
 
 [dpdk]
-lcores = "(0-2)@(0-1)"
+lcores = "{lcores}"
 main_lcore = 0
-memory_mb = 256
+memory_mb = {memory_mb}
 huge = false
 telemetry = {telemetry}
 file_prefix = "{prefix}"
 log_level = "error"
 handoff_ring = {handoff_ring}
-idle_sleep_us = 20
+idle_sleep_us = {idle_sleep_us}
 
 [[port]]
 name = "net_ring_{port}"
@@ -46,8 +65,33 @@ rx_desc = 256
 tx_desc = 256
 mempool_cache = 32
 "#
-    );
-    NodeConfig::parse(Path::new("/nonexistent/node.toml"), &text).expect("test config parses")
+        )
+    }
+
+    pub fn config(&self) -> NodeConfig {
+        NodeConfig::parse(Path::new("/nonexistent/node.toml"), &self.text())
+            .expect("ring node config parses")
+    }
+}
+
+/// A [`RingNode`] with two worker lcores floating over the machine's first two CPUs (main,
+/// worker 0, worker 1), 256 MB, idle naps of 20 us.
+pub fn two_worker_config(
+    prefix: &str,
+    port: &str,
+    handoff_ring: u32,
+    telemetry: bool,
+) -> NodeConfig {
+    RingNode {
+        prefix,
+        port,
+        lcores: "(0-2)@(0-1)",
+        memory_mb: 256,
+        handoff_ring,
+        idle_sleep_us: 20,
+        telemetry,
+    }
+    .config()
 }
 
 /// Puts `frames` on an RX ring, one mbuf each from `pool`, retrying while the ring is full;
