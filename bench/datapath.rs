@@ -19,11 +19,14 @@
 //! - `burst32_<U>_users_nic_checked`: the same frames from a NIC that verified the IPv4 and
 //!   UDP checksums on receive ([`RxChecked`]) and fills the answer's UDP checksum on transmit,
 //!   as most server NICs do;
-//! - `burst32_<U>_users_ipv6`: the same users over IPv6 (126-byte frames), in software.
+//! - `burst32_<U>_users_ipv6`: the same users over IPv6 (126-byte frames), in software;
+//! - `burst32_<U>_users_nic_checked_scalar_tokens`: the NIC-checked run with each token
+//!   checked on its own, as on a CPU without AVX2, beside the burst's tokens computed in
+//!   vector lanes (`TokenBatch`) of the others.
 //!
 //! `<U>` is the population: 10M by default, `SHAKE_BENCH_USERS` sets it (the cost curve,
-//! bench/cost_curve.sh). `SHAKE_BENCH_FAMILY=ipv4|ipv6` and `SHAKE_BENCH_CHECKSUMS=software|nic`
-//! set up only the benchmarks they name, so that callgrind's instructions per frame are those
+//! bench/cost_curve.sh). `SHAKE_BENCH_FAMILY=ipv4|ipv6`, `SHAKE_BENCH_CHECKSUMS=software|nic`
+//! and `SHAKE_BENCH_TOKENS=lanes|scalar` set up only the benchmarks they name, so that callgrind's instructions per frame are those
 //! of one. The staged prefetch of the next burst runs in [`stage_next_burst`], which the
 //! callgrind recipe counts with `process_burst_checked`.
 
@@ -55,16 +58,20 @@ enum Family {
 fn datapath(c: &mut Criterion) {
     let family = std::env::var("SHAKE_BENCH_FAMILY").ok();
     let checksums = std::env::var("SHAKE_BENCH_CHECKSUMS").ok();
-    let wanted = |f: &str, k: &str| {
-        family.as_deref().map_or(true, |o| o == f) && checksums.as_deref().map_or(true, |o| o == k)
+    let tokens = std::env::var("SHAKE_BENCH_TOKENS").ok();
+    let wanted = |f: &str, k: &str, t: &str| {
+        family.as_deref().map_or(true, |o| o == f)
+            && checksums.as_deref().map_or(true, |o| o == k)
+            && tokens.as_deref().map_or(true, |o| o == t)
     };
-    for (fam, f, nic, k) in [
-        (Family::V4, "ipv4", false, "software"),
-        (Family::V4, "ipv4", true, "nic"),
-        (Family::V6, "ipv6", false, "software"),
+    for (fam, f, nic, k, lanes, t) in [
+        (Family::V4, "ipv4", false, "software", true, "lanes"),
+        (Family::V4, "ipv4", true, "nic", true, "lanes"),
+        (Family::V4, "ipv4", true, "nic", false, "scalar"),
+        (Family::V6, "ipv6", false, "software", true, "lanes"),
     ] {
-        if wanted(f, k) {
-            datapath_of(c, fam, nic);
+        if wanted(f, k, t) {
+            datapath_of(c, fam, nic, lanes);
         }
     }
 }
@@ -87,7 +94,7 @@ fn stage_next_burst(worker: &Worker<MemorySource, MemoryJournal>, next: &[[u8; F
     }
 }
 
-fn datapath_of(c: &mut Criterion, family: Family, nic: bool) {
+fn datapath_of(c: &mut Criterion, family: Family, nic: bool, lanes: bool) {
     // SHAKE_BENCH_USERS overrides the population, e.g. to see the cost without cache misses.
     let users: u64 = std::env::var("SHAKE_BENCH_USERS")
         .ok()
@@ -139,7 +146,7 @@ greeting_probability = 0.3
     let planned = plan::plan(&activity, 1, 1, 1);
     let records = plan::shard_records(&planned, 0);
     let n = records.len();
-    let mut worker = Worker::new(
+    let worker = Worker::new(
         live,
         UserTable::new(users as usize, 0),
         WinnerTable::with_capacity(n),
@@ -147,6 +154,11 @@ greeting_probability = 0.3
         MemoryJournal::with_capacity(n),
         7,
     );
+    let mut worker = if lanes {
+        worker
+    } else {
+        worker.without_lanes()
+    };
     let flow = Flow {
         src_mac: [2, 0, 0, 0, 0, 2],
         dst_mac: [2, 0, 0, 0, 0, 1],
@@ -229,7 +241,7 @@ greeting_probability = 0.3
             (Family::V4, true) => "_nic_checked",
             (Family::V6, _) => "_ipv6",
         }
-    );
+    ) + if lanes { "" } else { "_scalar_tokens" };
     g.bench_function(&name, |b| {
         b.iter(|| {
             now += 1;

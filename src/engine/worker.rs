@@ -7,7 +7,10 @@
 //!
 //! Order of checks, cheapest refusal first: shedding (no hashing at all), token (one SipHash),
 //! owner node, user throttle (one table probe), round, blacklist, then the draw. Only a drawn
-//! win touches the seeds, the winner table and the journal.
+//! win touches the seeds, the winner table and the journal. The frame layer computes a
+//! burst's token MACs together in vector lanes before deciding it
+//! ([`TokenBatch`](crate::mac::TokenBatch)) and hands each request its own: the check is the
+//! same, its SipHash is just done earlier, and never for a burst the worker sheds.
 
 use std::sync::Arc;
 
@@ -16,6 +19,7 @@ use crate::engine::config::{Live, RoundAt};
 use crate::engine::users::{Admit, TableClock, UserTable};
 use crate::engine::winners::{WinCheck, WinnerTable};
 use crate::journal::{Claim, ClaimSink};
+use crate::mac::{Lanes, TokenMac};
 use crate::rng::Rng;
 use crate::seed::SeedSource;
 use crate::wire::shake::{self, Outcome, ShakeAnswerRepr, ShakeRequest};
@@ -74,6 +78,8 @@ pub struct Worker<S: SeedSource, J: ClaimSink> {
     /// The active round's id, 0 between rounds: what every answer says (SPEC section 2;
     /// CLOSED says the next round's instead).
     active_round_id: u32,
+    /// The vector unit the frame layer computes a burst's token MACs in, if any.
+    lanes: Lanes,
 }
 
 /// What the checks of a shake need of the time, derived once per burst.
@@ -115,6 +121,7 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             load: Load::default(),
             clock: BurstClock::default(),
             active_round_id: 0,
+            lanes: Lanes::detect(),
         };
         w.load.interval_ms = w.live.throttle.floor_ms;
         w.set_clock();
@@ -220,6 +227,25 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         self.load.tick_start_ms = now_ms;
     }
 
+    /// The vector unit for a burst's token MACs ([`crate::mac::TokenBatch`]).
+    pub fn lanes(&self) -> Lanes {
+        self.lanes
+    }
+
+    /// Checks tokens one at a time from now on, as on a CPU without AVX2 (tests compare the
+    /// two ways).
+    pub fn without_lanes(mut self) -> Self {
+        self.lanes = Lanes::scalar();
+        self
+    }
+
+    /// Whether the next `requests` shakes are all fully decided, none shed: then computing
+    /// their token MACs ahead, together, wastes none. A shedding worker hashes nothing.
+    #[inline]
+    pub fn decides_all(&self, requests: usize) -> bool {
+        self.load.budget as usize >= requests
+    }
+
     /// Hints that a shake of `user_id` is about to be decided: touches its table bucket.
     #[inline]
     pub fn prefetch_user(&self, user_id: u64) {
@@ -241,6 +267,18 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
     pub fn shake_payload(
         &mut self,
         payload: &mut [u8; shake::PAYLOAD_LEN],
+    ) -> Result<Outcome, Dropped> {
+        self.shake_payload_with(payload, None)
+    }
+
+    /// [`shake_payload`](Self::shake_payload) with the request's token MAC computed ahead
+    /// (in a burst's batch), if it was: used only if it is for this request's user id and
+    /// expiry ([`TokenMac::mac_for`]).
+    #[inline]
+    pub fn shake_payload_with(
+        &mut self,
+        payload: &mut [u8; shake::PAYLOAD_LEN],
+        mac: Option<&TokenMac>,
     ) -> Result<Outcome, Dropped> {
         // Magic, version and kind are the payload's first word: a request that has them
         // right and at least one shake passes on two compares; any other is refused out of
@@ -279,7 +317,7 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             config_version: live.config_version,
             round_id: self.active_round_id,
         };
-        a.outcome = self.decide(&mut a, expiry, token);
+        a.outcome = self.decide(&mut a, expiry, token, mac);
         // Checked after the decision, which needs every register the token's MAC can get:
         // the request's config version is read again here (nothing has written it yet).
         if a.config_version > req.config_version() {
@@ -311,7 +349,13 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
     }
 
     #[inline]
-    fn decide(&mut self, a: &mut ShakeAnswerRepr, expiry: u32, token: u64) -> Outcome {
+    fn decide(
+        &mut self,
+        a: &mut ShakeAnswerRepr,
+        expiry: u32,
+        token: u64,
+        mac: Option<&TokenMac>,
+    ) -> Outcome {
         let live = &*self.live;
         let user_id = a.user_id;
         if self.load.budget == 0 {
@@ -322,8 +366,12 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         self.load.budget -= 1;
         self.load.decided += 1;
 
+        // The MAC from the burst's batch if it is this request's, else computed here.
         if u64::from(expiry) < self.clock.expired_below_s
-            || live.identity.token_key.token(user_id, expiry) != token
+            || mac
+                .and_then(|m| m.mac_for(user_id, expiry))
+                .unwrap_or_else(|| live.identity.token_key.token(user_id, expiry))
+                != token
         {
             return Outcome::Denied;
         }
