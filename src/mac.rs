@@ -218,10 +218,13 @@ impl TokenMac {
 /// The token MACs of up to [`TOKEN_BATCH`] requests, computed together: SipHash-2-4 in four
 /// 64-bit lanes of AVX2 registers, the same rounds as [`MacKey::token`] on four messages at
 /// once. A token alone is a chain of dependent additions, rotations and xors (about 120
-/// instructions); in lanes it costs about 42. On the stack, 776 bytes; nothing is allocated.
+/// instructions); in lanes it costs about 42. On the stack, 784 bytes; nothing is allocated.
 pub struct TokenBatch {
     entries: [TokenMac; TOKEN_BATCH],
     len: usize,
+    /// Entries whose MAC is computed for their inputs: `len` after [`compute`](Self::compute),
+    /// 0 after any change of the inputs, so a MAC of earlier inputs is never handed out.
+    computed: usize,
 }
 
 impl Default for TokenBatch {
@@ -234,6 +237,7 @@ impl Default for TokenBatch {
         TokenBatch {
             entries: [EMPTY; TOKEN_BATCH],
             len: 0,
+            computed: 0,
         }
     }
 }
@@ -243,6 +247,7 @@ impl TokenBatch {
     #[inline]
     pub fn clear(&mut self) {
         self.len = 0;
+        self.computed = 0;
     }
 
     /// Adds the inputs of the next request; `false` (and nothing added) when full.
@@ -253,6 +258,7 @@ impl TokenBatch {
         };
         (t.user_id, t.expiry) = (user_id, expiry);
         self.len += 1;
+        self.computed = 0;
         true
     }
 
@@ -266,6 +272,7 @@ impl TokenBatch {
             n += 1;
         }
         self.len = n;
+        self.computed = 0;
     }
 
     pub fn len(&self) -> usize {
@@ -289,18 +296,21 @@ impl TokenBatch {
                 #[inline(always)]
                 move || job.run(v3),
             );
+            self.computed = self.len;
             return;
         }
         let _ = lanes;
         for t in &mut self.entries[..self.len] {
             t.mac = key.token(t.user_id, t.expiry);
         }
+        self.computed = self.len;
     }
 
-    /// The `i`th request's MAC with its inputs, after [`compute`](Self::compute).
+    /// The `i`th request's MAC with its inputs, once [`compute`](Self::compute) has run on
+    /// the inputs as they are.
     #[inline(always)]
     pub fn get(&self, i: usize) -> Option<&TokenMac> {
-        self.entries[..self.len].get(i)
+        self.entries[..self.computed].get(i)
     }
 }
 
@@ -575,6 +585,24 @@ mod test {
         assert_eq!(m.mac_for(2, 0x7000_0000), None);
         assert_eq!(m.mac_for(1, 0x7000_0001), None);
         assert_ne!(other.token(1, 0x7000_0000), 0xfde4d5f5c2fb608a);
+    }
+
+    #[test]
+    fn new_inputs_hand_out_no_mac_until_computed() {
+        let k = key(0);
+        let mut b = TokenBatch::default();
+        b.fill([(1, 0x7000_0000)].into_iter());
+        assert_eq!(b.get(0), None);
+        b.compute(&k, Lanes::detect());
+        let m = b.get(0).and_then(|m| m.mac_for(1, 0x7000_0000));
+        assert_eq!(m, Some(0xfde4d5f5c2fb608a));
+        // Other inputs in the same slot, not computed: the old MAC must not serve them.
+        b.fill([(2, 0x7000_0000)].into_iter());
+        assert_eq!(b.get(0), None);
+        b.compute(&k, Lanes::scalar());
+        assert!(b.get(0).is_some());
+        b.push(3, 1);
+        assert_eq!(b.get(0), None);
     }
 
     proptest::proptest! {
