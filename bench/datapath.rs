@@ -14,7 +14,7 @@
 //! and the clock moves 1 ms a burst, so a user is THROTTLED only when it comes back within
 //! the same burst (1.6% of answers at 1,000 users, none at 10M).
 //!
-//! Three benchmarks, side by side, each with its own worker and pool:
+//! Four benchmarks, side by side, each with its own worker and pool:
 //! - `burst32_<U>_users`: IPv4 requests (106-byte frames), every checksum summed in software;
 //! - `burst32_<U>_users_nic_checked`: the same frames from a NIC that verified the IPv4 and
 //!   UDP checksums on receive ([`RxChecked`]) and fills the answer's UDP checksum on transmit,

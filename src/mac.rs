@@ -223,7 +223,8 @@ pub struct TokenBatch {
     entries: [TokenMac; TOKEN_BATCH],
     len: usize,
     /// Entries whose MAC is computed for their inputs: `len` after [`compute`](Self::compute),
-    /// 0 after any change of the inputs, so a MAC of earlier inputs is never handed out.
+    /// 0 after any change of the inputs ([`fill`](Self::fill), [`clear`](Self::clear)), so a
+    /// MAC of earlier inputs is never handed out.
     computed: usize,
 }
 
@@ -250,24 +251,12 @@ impl TokenBatch {
         self.computed = 0;
     }
 
-    /// Adds the inputs of the next request; `false` (and nothing added) when full.
-    #[inline(always)]
-    pub fn push(&mut self, user_id: u64, expiry: u32) -> bool {
-        let Some(t) = self.entries.get_mut(self.len) else {
-            return false;
-        };
-        (t.user_id, t.expiry) = (user_id, expiry);
-        self.len += 1;
-        self.computed = 0;
-        true
-    }
-
     /// Starts a new batch with the inputs of up to [`TOKEN_BATCH`] requests (any more are
     /// left out).
     #[inline(always)]
-    pub fn fill(&mut self, inputs: impl Iterator<Item = (u64, u32)>) {
+    pub fn fill(&mut self, inputs: impl IntoIterator<Item = (u64, u32)>) {
         let mut n = 0;
-        for ((u, e), t) in inputs.zip(self.entries.iter_mut()) {
+        for ((u, e), t) in inputs.into_iter().zip(self.entries.iter_mut()) {
             (t.user_id, t.expiry) = (u, e);
             n += 1;
         }
@@ -275,15 +264,7 @@ impl TokenBatch {
         self.computed = 0;
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Computes every pushed request's token MAC under `key`.
+    /// Computes the token MAC of every request in the batch under `key`.
     pub fn compute(&mut self, key: &MacKey, lanes: Lanes) {
         #[cfg(target_arch = "x86_64")]
         if let Some(v3) = lanes.v3 {
@@ -555,21 +536,22 @@ mod test {
     }
 
     #[test]
-    fn a_batch_holds_a_burst_and_says_when_full() {
+    fn a_batch_holds_a_burst_and_leaves_out_the_rest() {
+        let k = key(0);
         let mut b = TokenBatch::default();
-        for i in 0..TOKEN_BATCH {
-            assert!(b.push(i as u64, 1));
-        }
-        assert!(!b.push(99, 1));
-        assert_eq!(b.len(), TOKEN_BATCH);
         b.fill((0..TOKEN_BATCH as u64 + 5).map(|u| (u, 2)));
-        assert_eq!(b.len(), TOKEN_BATCH);
-        b.fill((0..3).map(|u| (u, 2)));
-        assert_eq!(b.len(), 3);
-        assert_eq!(b.get(3), None);
+        b.compute(&k, Lanes::detect());
+        let last = TOKEN_BATCH as u64 - 1;
+        assert_eq!(
+            b.get(TOKEN_BATCH - 1).and_then(|m| m.mac_for(last, 2)),
+            Some(k.token(last, 2))
+        );
         assert_eq!(b.get(TOKEN_BATCH), None);
+        b.fill((0..3).map(|u| (u, 2)));
+        b.compute(&k, Lanes::detect());
+        assert!(b.get(2).is_some());
+        assert_eq!(b.get(3), None);
         b.clear();
-        assert!(b.is_empty());
         assert_eq!(b.get(0), None);
     }
 
@@ -577,7 +559,7 @@ mod test {
     fn a_batch_mac_serves_only_its_own_inputs() {
         let (k, other) = (key(0), key(1));
         let mut b = TokenBatch::default();
-        b.push(1, 0x7000_0000);
+        b.fill([(1, 0x7000_0000)]);
         b.compute(&k, Lanes::detect());
         let m = b.get(0).unwrap();
         assert_eq!(m.mac_for(1, 0x7000_0000), Some(0xfde4d5f5c2fb608a));
@@ -591,17 +573,17 @@ mod test {
     fn new_inputs_hand_out_no_mac_until_computed() {
         let k = key(0);
         let mut b = TokenBatch::default();
-        b.fill([(1, 0x7000_0000)].into_iter());
+        b.fill([(1, 0x7000_0000)]);
         assert_eq!(b.get(0), None);
         b.compute(&k, Lanes::detect());
         let m = b.get(0).and_then(|m| m.mac_for(1, 0x7000_0000));
         assert_eq!(m, Some(0xfde4d5f5c2fb608a));
         // Other inputs in the same slot, not computed: the old MAC must not serve them.
-        b.fill([(2, 0x7000_0000)].into_iter());
+        b.fill([(2, 0x7000_0000)]);
         assert_eq!(b.get(0), None);
         b.compute(&k, Lanes::scalar());
         assert!(b.get(0).is_some());
-        b.push(3, 1);
+        b.clear();
         assert_eq!(b.get(0), None);
     }
 
@@ -616,9 +598,7 @@ mod test {
             let key = MacKey::from_bytes(k);
             for lanes in [Lanes::detect(), Lanes::scalar()] {
                 let mut b = TokenBatch::default();
-                for &(u, e) in &inputs {
-                    proptest::prop_assert!(b.push(u, e));
-                }
+                b.fill(inputs.iter().copied());
                 b.compute(&key, lanes);
                 for (i, &(u, e)) in inputs.iter().enumerate() {
                     let m = b.get(i).unwrap();
