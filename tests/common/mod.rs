@@ -332,20 +332,22 @@ pub fn reconcile(dir: &Path) -> String {
 /// `bin` exists and is newer than every source it is built from (the shake package's
 /// sources, the DPDK shim, the manifests and the lock file, and `more`).
 fn is_newer_than_sources(bin: &Path, workspace: &Path, more: &[&str]) -> bool {
+    // Files only: a directory's own time moves whenever anything makes and removes an entry
+    // in it (`cargo doc` does, in dpdk-shim/), and taking it for a newer source had the tests
+    // build their binaries a second time with other features, and the workspace then once more.
     fn newest(p: &Path) -> std::time::SystemTime {
         let Ok(meta) = std::fs::metadata(p) else {
             return std::time::SystemTime::UNIX_EPOCH;
         };
-        let own = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
         if !meta.is_dir() {
-            return own;
+            return meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
         }
         std::fs::read_dir(p)
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| newest(&e.path()))
-            .fold(own, std::cmp::max)
+            .fold(std::time::SystemTime::UNIX_EPOCH, std::cmp::max)
     }
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
         return false;
