@@ -298,12 +298,13 @@ fn answer_other<S: SeedSource, J: ClaimSink>(
 }
 
 /// Starts loading the table bucket of the frame's user for a burst that is decided on a
-/// later pass. The DPDK worker calls it on every frame it receives, one pass before it
-/// decides them: [`process_burst`] prefetches only `PREFETCH_AHEAD` frames ahead, which
-/// leaves the first frames of a burst too little time when the table is far larger than the
-/// caches. It does not replace the prefetch inside the burst: without that one the
-/// benchmark measured slower than with neither (2.37 against 2.07 us a burst at 10M users),
-/// with both 1.6-1.8 us. Only a hint: nothing is validated.
+/// later pass. The DPDK worker calls it on the first [`STAGED_FRAMES`] of each burst it
+/// receives, one pass before it decides them: [`process_burst`] prefetches only
+/// `PREFETCH_AHEAD` frames ahead, which leaves the first frames of a burst too little time
+/// when the table is far larger than the caches. It does not replace the prefetch inside
+/// the burst: without that one the benchmark measured slower than with neither (2.37
+/// against 2.07 us a burst at 10M users, every frame staged), with both 1.6-1.8 us. Only a
+/// hint: nothing is validated.
 #[inline]
 pub fn prefetch_user<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, frame: &[u8]) {
     prefetch_user_of(worker, frame);
@@ -311,6 +312,12 @@ pub fn prefetch_user<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, frame: 
 
 /// Frames between a bucket's prefetch and its use.
 const PREFETCH_AHEAD: usize = 8;
+
+/// The frames at the head of a burst that the worker loop prefetches with [`prefetch_user`]
+/// one pass before deciding them: those that [`process_burst`]'s own prefetch,
+/// `PREFETCH_AHEAD` frames ahead, reaches too late. The rest of the burst is prefetched in
+/// time by that one.
+pub const STAGED_FRAMES: usize = PREFETCH_AHEAD;
 
 /// Where a frame's SHAKE/1 payload starts, if it looks like one (no checksum checks): for
 /// prefetching and for steering a frame to the worker that owns its user.

@@ -8,7 +8,7 @@ use crossbeam::channel::Receiver;
 use crate::counters::Counters;
 use crate::engine::config::Live;
 use crate::engine::Worker;
-pub use crate::frame::{peek_user, RxChecked, Verdict};
+pub use crate::frame::{peek_user, RxChecked, Verdict, STAGED_FRAMES};
 use crate::frame::{prefetch_user, process_burst, process_burst_checked, FrameConfig, Ipv6Addrs};
 use crate::journal::ClaimSink;
 use crate::node_config::NodeSection;

@@ -16,8 +16,10 @@
 //! its TX backlogs a bounded time to leave before it counts what is left as lost.
 //!
 //! A received burst is decided one pass later, a software pipeline of two stages: the pass
-//! that receives it starts loading its users' table buckets, then decides the burst the
-//! previous pass staged. With 10 million users the table is far larger than the caches, and
+//! that receives it starts loading the table buckets of the users of its first frames
+//! ([`STAGED_FRAMES`]; the burst's own prefetch, a few frames ahead, reaches the rest in time,
+//! and prefetching all of them here cost 20 instructions a request for no time that the
+//! benchmark could see), then decides the burst the previous pass staged. With 10 million users the table is far larger than the caches, and
 //! prefetching only a few frames ahead inside a burst left the first frames of every burst
 //! waiting on memory (the datapath benchmark: 61-65 ns a request without the stage, 50
 //! with it; 45 when the table is in cache). A burst waits for one more poll at most,
@@ -36,7 +38,7 @@ use super::backlog::TxBacklog;
 use super::clock::TscClock;
 use super::mbuf::{Burst, BURST};
 use super::port::{RxQueue, TxQueue};
-use super::processor::{peek_user, BurstProcessor, RxChecked, Verdict};
+use super::processor::{peek_user, BurstProcessor, RxChecked, Verdict, STAGED_FRAMES};
 use super::ring::{Consumer, Producer};
 use crate::counters::{bump, Counters, DropReason, Reply};
 use crate::engine::config::owner_worker;
@@ -284,7 +286,7 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
         backlog: &mut TxBacklog<'eal>,
         counters: &Counters,
     ) {
-        for m in incoming.iter() {
+        for m in incoming.iter().take(STAGED_FRAMES) {
             self.processor.prefetch(m.data());
         }
         if !staged.is_empty() {
