@@ -4,9 +4,10 @@
 //! queue) and its answer
 //! leaves on that worker's TX queue, trimmed to the length the processor chose. Non-SHAKE
 //! frames are answered where they arrived; dropped frames and leftovers are freed (the test
-//! pool is whole again at the end). Every frame a worker received on its own queue and kept
-//! was handed to the processor's prefetch hook before it was decided (the loop stages a
-//! burst for one pass). `/shake/stats` answers on the telemetry socket.
+//! pool is whole again at the end). A burst a worker received on its own queue is staged
+//! for one pass: the users of its first `STAGED_FRAMES` frames, and only those, go to the
+//! processor's prefetch hook before the burst is decided as staged; frames handed over are
+//! decided as not staged. `/shake/stats` answers on the telemetry socket.
 //!
 //! One EAL per process, so this file has one test. Safe on a shared machine: `--no-pci`,
 //! `--no-huge`, its own `--file-prefix`, no device but the rings it creates; every loop is
@@ -29,6 +30,7 @@ use shake::counters::{Counters, DropReason, Reply};
 use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mempool, RingPort, Verdict};
 use shake::engine::config::owner_worker;
 use shake::frame::shake_payload;
+use shake::frame::{RxChecked, STAGED_FRAMES};
 
 const USERS: u64 = 3000;
 const ARPS_PER_QUEUE: usize = 16;
@@ -47,6 +49,10 @@ struct Echo {
     counters: Arc<Counters>,
     users: Vec<u64>,
     prefetched: RefCell<Vec<u64>>,
+    /// The users of the first `STAGED_FRAMES` frames of each burst decided as staged.
+    staged_heads: Vec<u64>,
+    /// The users of the bursts decided as not staged.
+    unstaged: Vec<u64>,
     now_ms: u64,
 }
 
@@ -59,6 +65,31 @@ impl BurstProcessor for Echo {
         if let Some(user) = dpdk::peek_user(frame) {
             self.prefetched.borrow_mut().push(user);
         }
+    }
+
+    fn process_staged(
+        &mut self,
+        port: usize,
+        frames: &mut [&mut [u8]],
+        _checked: &[RxChecked],
+        verdicts: &mut [Verdict],
+    ) {
+        let heads = frames.iter().take(STAGED_FRAMES);
+        self.staged_heads
+            .extend(heads.filter_map(|f| dpdk::peek_user(f)));
+        self.process(port, frames, verdicts);
+    }
+
+    fn process_checked(
+        &mut self,
+        port: usize,
+        frames: &mut [&mut [u8]],
+        _checked: &[RxChecked],
+        verdicts: &mut [Verdict],
+    ) {
+        self.unstaged
+            .extend(frames.iter().filter_map(|f| dpdk::peek_user(f)));
+        self.process(port, frames, verdicts);
     }
 
     fn process(&mut self, port: usize, frames: &mut [&mut [u8]], verdicts: &mut [Verdict]) {
@@ -199,6 +230,8 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
                 counters: Arc::default(),
                 users: Vec::new(),
                 prefetched: RefCell::default(),
+                staged_heads: Vec::new(),
+                unstaged: Vec::new(),
                 now_ms: 0,
             })
             .collect()
@@ -311,16 +344,31 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
         processors.iter().map(|p| p.users.len() as u64).sum::<u64>(),
         USERS
     );
-    // Staged: users that arrived on their owner's queue were prefetched, a pass before the
-    // owner decided them; handed-over users were not.
+    // Staged: the users at the head of each burst that arrived on its owner's queue were
+    // prefetched, a pass before the owner decided the burst as staged, and no others were;
+    // handed-over users were decided as not staged.
     for (w, p) in processors.iter().enumerate() {
         let decided: HashSet<u64> = p.users.iter().copied().collect();
         let prefetched = p.prefetched.borrow();
-        let want: Vec<u64> = (1..=USERS)
+        let own: HashSet<u64> = (1..=USERS)
             .filter(|&u| owner(u) == w && u % 2 == w as u64)
             .collect();
-        assert_eq!(*prefetched, want, "worker {w} prefetched its own arrivals");
-        assert!(prefetched.iter().all(|u| decided.contains(u)));
+        assert!(!prefetched.is_empty(), "worker {w} prefetched");
+        assert_eq!(
+            *prefetched, p.staged_heads,
+            "worker {w} prefetched the heads of its staged bursts"
+        );
+        assert!(prefetched
+            .iter()
+            .all(|u| own.contains(u) && decided.contains(u)));
+        let handed: HashSet<u64> = (1..=USERS)
+            .filter(|&u| owner(u) == w && u % 2 != w as u64)
+            .collect();
+        assert!(!handed.is_empty());
+        assert!(
+            handed.iter().all(|u| p.unstaged.contains(u)),
+            "worker {w} decided what was handed over as not staged"
+        );
     }
     assert!(
         processors[0].now_ms > 1_600_000_000_000,

@@ -9,7 +9,10 @@ use crate::counters::Counters;
 use crate::engine::config::Live;
 use crate::engine::Worker;
 pub use crate::frame::{peek_user, RxChecked, Verdict, STAGED_FRAMES};
-use crate::frame::{prefetch_user, process_burst, process_burst_checked, FrameConfig, Ipv6Addrs};
+use crate::frame::{
+    prefetch_user, process_burst, process_burst_checked, process_burst_checked_staged, FrameConfig,
+    Ipv6Addrs,
+};
 use crate::journal::ClaimSink;
 use crate::node_config::NodeSection;
 use crate::seed::SeedSource;
@@ -35,6 +38,18 @@ pub trait BurstProcessor {
         verdicts: &mut [Verdict],
     ) {
         self.process(port, frames, verdicts);
+    }
+    /// [`process_checked`](Self::process_checked) for a burst whose first
+    /// [`STAGED_FRAMES`] were given to [`prefetch`](Self::prefetch) on an earlier pass.
+    #[inline]
+    fn process_staged(
+        &mut self,
+        port: usize,
+        frames: &mut [&mut [u8]],
+        checked: &[RxChecked],
+        verdicts: &mut [Verdict],
+    ) {
+        self.process_checked(port, frames, checked, verdicts);
     }
     /// Hints that `frame` is decided on a later pass (the worker loop stages each burst for
     /// one pass): start loading what deciding it will touch. Nothing by default.
@@ -100,6 +115,23 @@ impl<S: SeedSource, J: ClaimSink> BurstProcessor for FrameProcessor<S, J> {
         verdicts: &mut [Verdict],
     ) {
         process_burst_checked(
+            &mut self.worker,
+            &self.frame[port],
+            frames,
+            checked,
+            verdicts,
+        );
+    }
+
+    #[inline]
+    fn process_staged(
+        &mut self,
+        port: usize,
+        frames: &mut [&mut [u8]],
+        checked: &[RxChecked],
+        verdicts: &mut [Verdict],
+    ) {
+        process_burst_checked_staged(
             &mut self.worker,
             &self.frame[port],
             frames,

@@ -157,7 +157,14 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
         let now_ms = self.clock.ms_at(TscClock::tsc());
         for p in 0..self.ports.len() {
             if !s.staged[p].is_empty() {
-                self.answer(p, now_ms, &mut s.staged[p], &mut s.backlog[p], &counters);
+                self.answer(
+                    p,
+                    now_ms,
+                    &mut s.staged[p],
+                    &mut s.backlog[p],
+                    &counters,
+                    true,
+                );
             }
         }
         drop(to);
@@ -211,7 +218,14 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
             if s.staged[p].is_empty() {
                 return resent;
             }
-            self.answer(p, now_ms, &mut s.staged[p], &mut s.backlog[p], counters);
+            self.answer(
+                p,
+                now_ms,
+                &mut s.staged[p],
+                &mut s.backlog[p],
+                counters,
+                true,
+            );
             return true;
         }
         bump(&counters.rx, n as u64);
@@ -270,7 +284,14 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
                 counters,
             );
         } else if !s.staged[p].is_empty() {
-            self.answer(p, now_ms, &mut s.staged[p], &mut s.backlog[p], counters);
+            self.answer(
+                p,
+                now_ms,
+                &mut s.staged[p],
+                &mut s.backlog[p],
+                counters,
+                true,
+            );
         }
         true
     }
@@ -290,7 +311,7 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
             self.processor.prefetch(m.data());
         }
         if !staged.is_empty() {
-            self.answer(p, now_ms, staged, backlog, counters);
+            self.answer(p, now_ms, staged, backlog, counters, true);
         }
         std::mem::swap(incoming, staged);
     }
@@ -321,7 +342,14 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
         }
         for p in 0..self.ports.len() {
             if !s.by_port[p].is_empty() {
-                self.answer(p, now_ms, &mut s.by_port[p], &mut s.backlog[p], counters);
+                self.answer(
+                    p,
+                    now_ms,
+                    &mut s.by_port[p],
+                    &mut s.backlog[p],
+                    counters,
+                    false,
+                );
             }
         }
         true
@@ -329,6 +357,8 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
 
     /// Decides `burst` (frames of port `p`) and transmits the answers on this worker's
     /// queue of that port, behind whatever waits in its backlog. Leaves `burst` empty.
+    /// `staged`: the burst went through [`stage`](Self::stage) (its first frames are
+    /// prefetched).
     fn answer(
         &mut self,
         p: usize,
@@ -336,6 +366,7 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
         burst: &mut Burst,
         backlog: &mut TxBacklog<'eal>,
         counters: &Counters,
+        staged: bool,
     ) {
         // A chained mbuf (jumbo frame) is never a request, and answers are written in the
         // first segment only.
@@ -356,8 +387,12 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
                 *f = m.data_mut();
             }
             self.processor.begin(now_ms);
-            self.processor
-                .process_checked(p, &mut frames[..n], &checked[..n], &mut verdicts[..n]);
+            let (frames, checked, verdicts) = (&mut frames[..n], &checked[..n], &mut verdicts[..n]);
+            if staged {
+                self.processor.process_staged(p, frames, checked, verdicts);
+            } else {
+                self.processor.process_checked(p, frames, checked, verdicts);
+            }
         }
         let port = self.ports[p];
         let mut tx = Burst::new();
