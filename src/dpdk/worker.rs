@@ -157,14 +157,7 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
         let now_ms = self.clock.ms_at(TscClock::tsc());
         for p in 0..self.ports.len() {
             if !s.staged[p].is_empty() {
-                self.answer(
-                    p,
-                    now_ms,
-                    &mut s.staged[p],
-                    &mut s.backlog[p],
-                    &counters,
-                    true,
-                );
+                self.answer_staged(p, now_ms, &mut s, &counters);
             }
         }
         drop(to);
@@ -218,14 +211,7 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
             if s.staged[p].is_empty() {
                 return resent;
             }
-            self.answer(
-                p,
-                now_ms,
-                &mut s.staged[p],
-                &mut s.backlog[p],
-                counters,
-                true,
-            );
+            self.answer_staged(p, now_ms, s, counters);
             return true;
         }
         bump(&counters.rx, n as u64);
@@ -284,14 +270,7 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
                 counters,
             );
         } else if !s.staged[p].is_empty() {
-            self.answer(
-                p,
-                now_ms,
-                &mut s.staged[p],
-                &mut s.backlog[p],
-                counters,
-                true,
-            );
+            self.answer_staged(p, now_ms, s, counters);
         }
         true
     }
@@ -353,6 +332,18 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
             }
         }
         true
+    }
+
+    /// [`answer`](Self::answer) for the burst staged on port `p`.
+    fn answer_staged(&mut self, p: usize, now_ms: u64, s: &mut Scratch<'eal>, counters: &Counters) {
+        self.answer(
+            p,
+            now_ms,
+            &mut s.staged[p],
+            &mut s.backlog[p],
+            counters,
+            true,
+        );
     }
 
     /// Decides `burst` (frames of port `p`) and transmits the answers on this worker's
