@@ -6,8 +6,8 @@
 //! 1M-frame pool into the burst buffers (the datapath rewrites them in place) and decides
 //! them; the copy is part of the measured time, so the figure slightly overstates the
 //! datapath. As the DPDK worker loop does, the users of the next burst's first frames are
-//! prefetched before the current one is decided (the loop stages every burst for one pass). Report: time per
-//! burst / 32 = ns per request.
+//! prefetched before the current one is decided (the loop stages every burst for one pass).
+//! Report: time per burst / 32 = ns per request.
 //!
 //! Every request is a full decision (token, user table, round, draw), the load of the real
 //! event, where phones wait the retry_after_ms they are given: the throttle floor is 1 ms

@@ -19,8 +19,8 @@
 //! that receives it starts loading the table buckets of the users of its first frames
 //! ([`STAGED_FRAMES`]; the burst's own prefetch, a few frames ahead, reaches the rest in time,
 //! and prefetching all of them here cost 20 instructions a request for no time that the
-//! benchmark could see), then decides the burst the previous pass staged. With 10 million users the table is far larger than the caches, and
-//! prefetching only a few frames ahead inside a burst left the first frames of every burst
+//! benchmark could see), then decides the burst the previous pass staged. With 10 million
+//! users the table is far larger than the caches, and prefetching only a few frames ahead inside a burst left the first frames of every burst
 //! waiting on memory (the datapath benchmark: 61-65 ns a request without the stage, 50
 //! with it; 45 when the table is in cache). A burst waits for one more poll at most,
 //! about 50 ns when the queue is idle; at the stop the loop decides what it staged.
