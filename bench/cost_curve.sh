@@ -111,8 +111,14 @@ pop() { # 1000 -> 1K, 10000000 -> 10M (as the benchmark names its population)
 }
 # Figures from a run's log: the peak RSS (kB) `peak` printed, the benchmark's rx.
 rss_of() { sed -n 's/^maxrss_kb=\([0-9]*\).*/\1/p' "$1"; }
+# Exactly one benchmark's outcome line: callgrind's count is of everything that ran, so a log
+# with two (e.g. the scalar-token benchmark beside the lanes one) would divide two benchmarks'
+# instructions by one's requests.
 rx_of() {
-  grep -o ' rx=[0-9]*' "$1" | tail -1 | cut -d= -f2
+  local n
+  n=$(grep -c ' rx=[0-9]*' "$1" || true)
+  [ "$n" = 1 ] || { echo "bench-curve: $1 has $n benchmarks' outcomes, not 1" >&2; return 1; }
+  grep -o ' rx=[0-9]*' "$1" | cut -d= -f2
 }
 
 if [ "$SKIP_NS" != 1 ]; then
@@ -125,7 +131,7 @@ if [ "$SKIP_NS" != 1 ]; then
       fits "$u" || continue
       log=$OUT/ns-$u-run$run.log
       echo "bench-curve: criterion, $u users, run $run ($(cut -d' ' -f1 /proc/loadavg) load)"
-      SHAKE_BENCH_USERS=$u SHAKE_BENCH_FAMILY=ipv4 \
+      SHAKE_BENCH_USERS=$u SHAKE_BENCH_FAMILY=ipv4 SHAKE_BENCH_TOKENS=lanes \
         logged "$log" peak "$DATAPATH" --bench --measurement-time "$MEASURE_S"
       p=$(pop "$u")
       for mode in software nic; do
@@ -149,7 +155,7 @@ if [ "$SKIP_CALLGRIND" != 1 ]; then
     for mode in software nic; do
       log=$OUT/callgrind-$u-$mode.log
       echo "bench-curve: callgrind, $u users, $mode checksums"
-      SHAKE_BENCH_USERS=$u SHAKE_BENCH_FAMILY=ipv4 SHAKE_BENCH_CHECKSUMS=$mode \
+      SHAKE_BENCH_USERS=$u SHAKE_BENCH_FAMILY=ipv4 SHAKE_BENCH_CHECKSUMS=$mode SHAKE_BENCH_TOKENS=lanes \
         logged "$log" valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind-$u-$mode.out" \
         --toggle-collect='*process_burst_checked*' --toggle-collect='*stage_next_burst*' \
         "$DATAPATH" --bench --profile-time "$PROFILE_S"
