@@ -87,8 +87,8 @@ fn population(users: u64) -> String {
 }
 
 /// Starts loading the table buckets of the users of the next burst's first
-/// [`STAGED_FRAMES`](shake::frame::STAGED_FRAMES), as the DPDK worker loop does for the burst
-/// it stages. Its own symbol, for callgrind.
+/// [`STAGED_FRAMES`](shake::frame::STAGED_FRAMES) (all of them), as the DPDK worker loop does
+/// for the burst it stages. Its own symbol, for callgrind.
 #[inline(never)]
 fn stage_next_burst(worker: &Worker<MemorySource, MemoryJournal>, next: &[[u8; FRAME]]) {
     for f in next.iter().take(shake::frame::STAGED_FRAMES) {

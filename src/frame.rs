@@ -224,7 +224,9 @@ fn decide_burst<S: SeedSource, J: ClaimSink>(
 ) {
     // Prefetch each user's table bucket PREFETCH_AHEAD frames before deciding it, as DPDK's
     // l3fwd does: enough ahead to hide a miss, few enough in flight that the core's miss
-    // buffers do not overflow (prefetching all 32 first measured slower).
+    // buffers do not overflow (prefetching all 32 first measured slower). A staged burst's
+    // first PREFETCH_AHEAD were prefetched a pass before; the rest get this second one too
+    // (see STAGED_FRAMES).
     let n = frames.len().min(verdicts.len());
     if !staged {
         for f in frames.iter().take(PREFETCH_AHEAD) {
@@ -342,10 +344,17 @@ pub fn prefetch_user<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, frame: 
 const PREFETCH_AHEAD: usize = 8;
 
 /// The frames at the head of a burst that the worker loop prefetches with [`prefetch_user`]
-/// one pass before deciding them: those that [`process_burst`]'s own prefetch,
-/// `PREFETCH_AHEAD` frames ahead, reaches too late. The rest of the burst is prefetched in
-/// time by that one.
-pub const STAGED_FRAMES: usize = PREFETCH_AHEAD;
+/// one pass before deciding them: the whole burst (32, the DPDK loop's `BURST`).
+///
+/// Not only the first `PREFETCH_AHEAD`, which [`process_burst`]'s own prefetch reaches too
+/// late: staging only those (0812099) saved 20 instructions a request and doubled the time at
+/// 100 million users (the datapath benchmark, 2.5 GB table: 6.0-6.2 us a burst against
+/// 2.6-3.4 us with the whole burst staged, interleaved runs on one host). In a VM the miss on a
+/// random bucket of a table that large includes a page walk under nested paging, and
+/// `PREFETCH_AHEAD` frames (~0.5 us) do not cover it; one pass does. The frames after the
+/// first `PREFETCH_AHEAD` are prefetched again inside the burst: dropping that second prefetch
+/// saved 25 instructions and cost ~10% at 10M users.
+pub const STAGED_FRAMES: usize = 32;
 
 /// Where a frame's SHAKE/1 payload starts, if it looks like one (no checksum checks): for
 /// prefetching and for steering a frame to the worker that owns its user.
