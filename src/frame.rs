@@ -200,8 +200,9 @@ pub fn process_burst_checked<S: SeedSource, J: ClaimSink>(
 }
 
 /// [`process_burst_checked`] for a burst whose first [`STAGED_FRAMES`] were given to
-/// [`prefetch_user`] on an earlier pass (the DPDK worker loop's staged bursts): their buckets
-/// are not prefetched again (7.5 instructions a request, measured).
+/// [`prefetch_user`] on an earlier pass (the DPDK worker loop's staged bursts): the buckets of
+/// the first `PREFETCH_AHEAD`, which the prefetch inside the burst would reach with no lead,
+/// are not prefetched again (7.5 instructions a request, measured); the rest are.
 #[inline(never)]
 pub fn process_burst_checked_staged<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
