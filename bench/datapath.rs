@@ -5,8 +5,8 @@
 //! their throttle and get full decisions. Each iteration copies 32 request frames from a
 //! 1M-frame pool into the burst buffers (the datapath rewrites them in place) and decides
 //! them; the copy is part of the measured time, so the figure slightly overstates the
-//! datapath. As the DPDK worker loop does, the users of the next burst's first frames are
-//! prefetched before the current one is decided (the loop stages every burst for one pass).
+//! datapath. As the DPDK worker loop does, the users of the next burst are prefetched
+//! before the current one is decided (the loop stages every burst for one pass).
 //! Report: time per burst / 32 = ns per request.
 //!
 //! Every request is a full decision (token, user table, round, draw), the load of the real
@@ -86,12 +86,11 @@ fn population(users: u64) -> String {
     }
 }
 
-/// Starts loading the table buckets of the users of the next burst's first
-/// [`STAGED_FRAMES`](shake::frame::STAGED_FRAMES) (all of them), as the DPDK worker loop does
+/// Starts loading the table buckets of the next burst's users, as the DPDK worker loop does
 /// for the burst it stages. Its own symbol, for callgrind.
 #[inline(never)]
 fn stage_next_burst(worker: &Worker<MemorySource, MemoryJournal>, next: &[[u8; FRAME]]) {
-    for f in next.iter().take(shake::frame::STAGED_FRAMES) {
+    for f in next {
         shake::frame::prefetch_user(worker, f);
     }
 }

@@ -199,10 +199,10 @@ pub fn process_burst_checked<S: SeedSource, J: ClaimSink>(
     decide_burst(worker, cfg, frames, checked, verdicts, false);
 }
 
-/// [`process_burst_checked`] for a burst whose first [`STAGED_FRAMES`] were given to
-/// [`prefetch_user`] on an earlier pass (the DPDK worker loop's staged bursts): the buckets of
-/// the first `PREFETCH_AHEAD`, which the prefetch inside the burst would reach with no lead,
-/// are not prefetched again (7.5 instructions a request, measured); the rest are.
+/// [`process_burst_checked`] for a burst whose frames were all given to [`prefetch_user`] on
+/// an earlier pass (the DPDK worker loop's staged bursts): the buckets of the first
+/// `PREFETCH_AHEAD`, which the prefetch inside the burst would reach with no lead, are not
+/// prefetched again (7.5 instructions a request, measured); the rest are.
 #[inline(never)]
 pub fn process_burst_checked_staged<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
@@ -227,7 +227,7 @@ fn decide_burst<S: SeedSource, J: ClaimSink>(
     // l3fwd does: enough ahead to hide a miss, few enough in flight that the core's miss
     // buffers do not overflow (prefetching all 32 first measured slower). A staged burst's
     // first PREFETCH_AHEAD were prefetched a pass before; the rest get this second one too
-    // (see STAGED_FRAMES).
+    // (see prefetch_user).
     let n = frames.len().min(verdicts.len());
     if !staged {
         for f in frames.iter().take(PREFETCH_AHEAD) {
@@ -329,13 +329,21 @@ fn answer_other<S: SeedSource, J: ClaimSink>(
 }
 
 /// Starts loading the table bucket of the frame's user for a burst that is decided on a
-/// later pass. The DPDK worker calls it on the first [`STAGED_FRAMES`] of each burst it
-/// receives, one pass before it decides them: [`process_burst`] prefetches only
-/// `PREFETCH_AHEAD` frames ahead, which leaves the first frames of a burst too little time
-/// when the table is far larger than the caches. It does not replace the prefetch inside
-/// the burst: without that one the benchmark measured slower than with neither (2.37
-/// against 2.07 us a burst at 10M users, every frame staged), with both 1.6-1.8 us. Only a
-/// hint: nothing is validated.
+/// later pass. The DPDK worker calls it on every frame it receives, one pass before it
+/// decides them: [`process_burst`] prefetches only `PREFETCH_AHEAD` frames ahead, which
+/// leaves the first frames of a burst too little time when the table is far larger than the
+/// caches. It does not replace the prefetch inside the burst: without that one the
+/// benchmark measured slower than with neither (2.37 against 2.07 us a burst at 10M users),
+/// with both 1.6-1.8 us. Only a hint: nothing is validated.
+///
+/// Every frame, not only the first `PREFETCH_AHEAD`: staging only those (0812099) saved 20
+/// instructions a request and doubled the time at 100 million users (the datapath
+/// benchmark, 2.5 GB table: 6.0-6.2 us a burst against 2.6-3.4 us with the whole burst
+/// staged, interleaved runs on one host). In a VM the miss on a random bucket of a table that
+/// large includes a page walk under nested paging, and `PREFETCH_AHEAD` frames (~0.5 us) do
+/// not cover it; one pass does. [`process_burst_checked_staged`] still prefetches the frames
+/// after the first `PREFETCH_AHEAD` again: dropping that second prefetch saved 25
+/// instructions and cost ~10% at 10M users.
 #[inline]
 pub fn prefetch_user<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, frame: &[u8]) {
     prefetch_user_of(worker, frame);
@@ -343,19 +351,6 @@ pub fn prefetch_user<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, frame: 
 
 /// Frames between a bucket's prefetch and its use.
 const PREFETCH_AHEAD: usize = 8;
-
-/// The frames at the head of a burst that the worker loop prefetches with [`prefetch_user`]
-/// one pass before deciding them: the whole burst (32, the DPDK loop's `BURST`).
-///
-/// Not only the first `PREFETCH_AHEAD`, which [`process_burst`]'s own prefetch reaches too
-/// late: staging only those (0812099) saved 20 instructions a request and doubled the time at
-/// 100 million users (the datapath benchmark, 2.5 GB table: 6.0-6.2 us a burst against
-/// 2.6-3.4 us with the whole burst staged, interleaved runs on one host). In a VM the miss on a
-/// random bucket of a table that large includes a page walk under nested paging, and
-/// `PREFETCH_AHEAD` frames (~0.5 us) do not cover it; one pass does. The frames after the
-/// first `PREFETCH_AHEAD` are prefetched again inside the burst: dropping that second prefetch
-/// saved 25 instructions and cost ~10% at 10M users.
-pub const STAGED_FRAMES: usize = 32;
 
 /// Where a frame's SHAKE/1 payload starts, if it looks like one (no checksum checks): for
 /// prefetching and for steering a frame to the worker that owns its user.

@@ -5,9 +5,9 @@
 //! leaves on that worker's TX queue, trimmed to the length the processor chose. Non-SHAKE
 //! frames are answered where they arrived; dropped frames and leftovers are freed (the test
 //! pool is whole again at the end). A burst a worker received on its own queue is staged
-//! for one pass: the users of its first `STAGED_FRAMES` frames, and only those, go to the
-//! processor's prefetch hook before the burst is decided as staged; frames handed over are
-//! decided as not staged. `/shake/stats` answers on the telemetry socket.
+//! for one pass: the users of all its frames, and only those, go to the processor's
+//! prefetch hook before the burst is decided as staged; frames handed over are decided as
+//! not staged. `/shake/stats` answers on the telemetry socket.
 //!
 //! One EAL per process, so this file has one test. Safe on a shared machine: `--no-pci`,
 //! `--no-huge`, its own `--file-prefix`, no device but the rings it creates; every loop is
@@ -30,7 +30,7 @@ use shake::counters::{Counters, DropReason, Reply};
 use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mempool, RingPort, Verdict};
 use shake::engine::config::owner_worker;
 use shake::frame::shake_payload;
-use shake::frame::{RxChecked, STAGED_FRAMES};
+use shake::frame::RxChecked;
 
 const USERS: u64 = 3000;
 const ARPS_PER_QUEUE: usize = 16;
@@ -49,8 +49,8 @@ struct Echo {
     counters: Arc<Counters>,
     users: Vec<u64>,
     prefetched: RefCell<Vec<u64>>,
-    /// The users of the first `STAGED_FRAMES` frames of each burst decided as staged.
-    staged_heads: Vec<u64>,
+    /// The users of the bursts decided as staged.
+    staged: Vec<u64>,
     /// The users of the bursts decided as not staged.
     unstaged: Vec<u64>,
     now_ms: u64,
@@ -74,9 +74,8 @@ impl BurstProcessor for Echo {
         _checked: &[RxChecked],
         verdicts: &mut [Verdict],
     ) {
-        let heads = frames.iter().take(STAGED_FRAMES);
-        self.staged_heads
-            .extend(heads.filter_map(|f| dpdk::peek_user(f)));
+        self.staged
+            .extend(frames.iter().filter_map(|f| dpdk::peek_user(f)));
         self.process(port, frames, verdicts);
     }
 
@@ -230,7 +229,7 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
                 counters: Arc::default(),
                 users: Vec::new(),
                 prefetched: RefCell::default(),
-                staged_heads: Vec::new(),
+                staged: Vec::new(),
                 unstaged: Vec::new(),
                 now_ms: 0,
             })
@@ -344,8 +343,8 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
         processors.iter().map(|p| p.users.len() as u64).sum::<u64>(),
         USERS
     );
-    // Staged: the users at the head of each burst that arrived on its owner's queue were
-    // prefetched, a pass before the owner decided the burst as staged, and no others were;
+    // Staged: the users of each burst that arrived on its owner's queue were prefetched, a
+    // pass before the owner decided the burst as staged, and no others were;
     // handed-over users were decided as not staged.
     for (w, p) in processors.iter().enumerate() {
         let decided: HashSet<u64> = p.users.iter().copied().collect();
@@ -355,8 +354,8 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
             .collect();
         assert!(!prefetched.is_empty(), "worker {w} prefetched");
         assert_eq!(
-            *prefetched, p.staged_heads,
-            "worker {w} prefetched the heads of its staged bursts"
+            *prefetched, p.staged,
+            "worker {w} prefetched the users of its staged bursts"
         );
         assert!(prefetched
             .iter()

@@ -8,7 +8,7 @@ use crossbeam::channel::Receiver;
 use crate::counters::Counters;
 use crate::engine::config::Live;
 use crate::engine::Worker;
-pub use crate::frame::{peek_user, RxChecked, Verdict, STAGED_FRAMES};
+pub use crate::frame::{peek_user, RxChecked, Verdict};
 use crate::frame::{
     prefetch_user, process_burst, process_burst_checked, process_burst_checked_staged, FrameConfig,
     Ipv6Addrs,
@@ -39,8 +39,8 @@ pub trait BurstProcessor {
     ) {
         self.process(port, frames, verdicts);
     }
-    /// [`process_checked`](Self::process_checked) for a burst whose first
-    /// [`STAGED_FRAMES`] were given to [`prefetch`](Self::prefetch) on an earlier pass.
+    /// [`process_checked`](Self::process_checked) for a burst whose frames were all given to
+    /// [`prefetch`](Self::prefetch) on an earlier pass.
     #[inline]
     fn process_staged(
         &mut self,

@@ -16,13 +16,13 @@
 //! its TX backlogs a bounded time to leave before it counts what is left as lost.
 //!
 //! A received burst is decided one pass later, a software pipeline of two stages: the pass
-//! that receives it starts loading the table buckets of the users of all its frames
-//! ([`STAGED_FRAMES`]), then decides the burst the previous pass staged. With 10 million
+//! that receives it starts loading the table buckets of the users of all its frames, then
+//! decides the burst the previous pass staged. With 10 million
 //! users the table is far larger than the caches, and prefetching only a few frames ahead
 //! inside a burst left the first frames of every burst waiting on memory (the datapath
 //! benchmark: 61-65 ns a request without the stage, 50 with it; 45 when the table is in
 //! cache). Staging only the first few frames saved instructions and doubled the time at 100
-//! million users (see [`STAGED_FRAMES`]). A burst waits for one more poll at most, about 50
+//! million users (see [`crate::frame::prefetch_user`]). A burst waits for one more poll at most, about 50
 //! ns when the queue is idle; at the stop the loop decides what it staged.
 //!
 //! The one TSC read a pass also splits the loop's cycles into passes that moved frames and
@@ -38,16 +38,13 @@ use super::backlog::TxBacklog;
 use super::clock::TscClock;
 use super::mbuf::{Burst, BURST};
 use super::port::{RxQueue, TxQueue};
-use super::processor::{peek_user, BurstProcessor, RxChecked, Verdict, STAGED_FRAMES};
+use super::processor::{peek_user, BurstProcessor, RxChecked, Verdict};
 use super::ring::{Consumer, Producer};
 use crate::counters::{bump, Counters, DropReason, Reply};
 use crate::engine::config::owner_worker;
 
 /// Milliseconds between calls of [`BurstProcessor::tick`] (the engine's load tick).
 pub const TICK_MS: u64 = 100;
-
-// The loop stages whole bursts: a frame left out waits on memory at 100M users.
-const _: () = assert!(STAGED_FRAMES >= BURST);
 
 /// At the stop: how long a worker waits for the others to stop handing frames over (they
 /// stop within one pass of seeing the flag; this only bounds a worker that died).
@@ -289,7 +286,8 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
         backlog: &mut TxBacklog<'eal>,
         counters: &Counters,
     ) {
-        for m in incoming.iter().take(STAGED_FRAMES) {
+        // Every frame: one left out waits on memory at 100M users.
+        for m in incoming.iter() {
             self.processor.prefetch(m.data());
         }
         if !staged.is_empty() {
