@@ -27,7 +27,9 @@
 //! steps, about 120 instructions a token alone, 42 in lanes. The decision takes a MAC from
 //! the batch only if it was computed for that request's own user id and expiry, so the
 //! pass needs no validation of its own. On a CPU without AVX2 there is no pass and each
-//! token is hashed in its decision.
+//! token is hashed in its decision. The DPDK worker loop's bursts skip that pass: the loop
+//! stages each burst one pass ahead ([`Staged`]), and the stage, which reads every user id
+//! to prefetch its table bucket, keeps the token inputs and the bucket for the decision.
 //!
 //! Counting: every drop is counted once, where it is decided (here, or in the engine for the
 //! payload checks), by [`Counters::count_drop`], the only maker of the [`Dropped`] that a
@@ -44,6 +46,7 @@
 //! ([`DropReason::ArpConflict`]), counted, never answered.
 
 use crate::counters::{Counters, DropReason, Dropped, Reply};
+use crate::engine::users::Home;
 use crate::engine::Worker;
 use crate::journal::ClaimSink;
 use crate::mac::{TokenBatch, TokenMac, TOKEN_BATCH};
@@ -196,22 +199,116 @@ pub fn process_burst_checked<S: SeedSource, J: ClaimSink>(
     checked: &[RxChecked],
     verdicts: &mut [Verdict],
 ) {
-    decide_burst(worker, cfg, frames, checked, verdicts, false);
+    decide_burst(worker, cfg, frames, checked, verdicts, None);
 }
 
-/// [`process_burst_checked`] for a burst whose frames were all given to [`prefetch_user`] on
-/// an earlier pass (the DPDK worker loop's staged bursts): the buckets of the first
-/// `PREFETCH_AHEAD`, which the prefetch inside the burst would reach with no lead, are not
-/// prefetched again (7.5 instructions a request, measured); the rest are.
+/// [`process_burst_checked`] for a burst that [`Staged::stage`] staged on an earlier pass (the DPDK worker loop's staged bursts): what that
+/// pass read is used, not read again (see [`Staged`]). Leaves `staged` empty. A `staged`
+/// that does not hold as many frames as the burst is not used: the burst is decided as by
+/// [`process_burst_checked`].
 #[inline(never)]
 pub fn process_burst_checked_staged<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
     cfg: &FrameConfig,
     frames: &mut [&mut [u8]],
     checked: &[RxChecked],
+    staged: &mut Staged,
     verdicts: &mut [Verdict],
 ) {
-    decide_burst(worker, cfg, frames, checked, verdicts, true);
+    decide_burst(worker, cfg, frames, checked, verdicts, Some(staged));
+}
+
+/// What the pass that receives a burst reads of its frames for their decision one pass
+/// later (the DPDK worker loop's software pipeline): each frame's user's table bucket,
+/// whose load [`stage`](Self::stage) starts, and each common request's user id and token
+/// expiry, the inputs of the burst's token MACs.
+///
+/// Why a stage: [`process_burst`] prefetches only `PREFETCH_AHEAD` frames ahead, which leaves
+/// the first frames of a burst too little time when the table is far larger than the caches.
+/// The stage does not replace the prefetch inside the burst: without that one the benchmark
+/// measured slower than with neither (2.37 against 2.07 us a burst at 10M users), with both
+/// 1.6-1.8 us. The second prefetch, of the frames from `PREFETCH_AHEAD` on, uses the bucket
+/// the stage found; dropping it saved 25 instructions and cost ~10% at 10M users.
+///
+/// Every frame is staged, not only the first `PREFETCH_AHEAD`: staging only those (0812099)
+/// saved 20 instructions a request and doubled the time at 100 million users (the datapath
+/// benchmark, 2.5 GB table: 6.0-6.2 us a burst against 2.6-3.4 us with the whole burst
+/// staged, interleaved runs on one host). In a VM the miss on a random bucket of a table that
+/// large includes a page walk under nested paging, and `PREFETCH_AHEAD` frames (~0.5 us) do
+/// not cover it; one pass does.
+///
+/// Before the stage kept what it read, the burst's decision read each frame's user id twice
+/// more (for the token batch, and for the second prefetch, which hashed it again): the
+/// stage saves 30 instructions a request (bench/results/cost_curve.txt).
+///
+/// All of it is a hint. The decision hashes the user id of the request itself for its
+/// lookup, and takes a MAC only if it was computed for the request's own user id and expiry
+/// ([`TokenMac::mac_for`]), so a `Staged` of other frames, or of none, costs time and never
+/// changes a verdict.
+pub struct Staged {
+    tokens: TokenBatch,
+    homes: [Home; TOKEN_BATCH],
+    len: usize,
+}
+
+impl Default for Staged {
+    fn default() -> Self {
+        Staged {
+            tokens: TokenBatch::default(),
+            homes: [Home::NONE; TOKEN_BATCH],
+            len: 0,
+        }
+    }
+}
+
+impl Staged {
+    /// Frames staged.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no frame is staged.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets what was staged.
+    #[inline]
+    pub fn clear(&mut self) {
+        self.tokens.clear();
+        self.len = 0;
+    }
+
+    /// Stages a burst: starts loading the table bucket of each frame's user and keeps the
+    /// token inputs of each, forgetting what was staged before. Of a burst of more than
+    /// [`TOKEN_BATCH`] frames only the buckets are loaded: it is decided unstaged. Nothing is
+    /// validated.
+    #[inline]
+    pub fn stage<'a, S: SeedSource, J: ClaimSink>(
+        &mut self,
+        worker: &Worker<S, J>,
+        frames: impl IntoIterator<Item = &'a [u8]>,
+    ) {
+        let mut frames = frames.into_iter();
+        let homes = &mut self.homes;
+        let mut n = 0;
+        // The count and the slot in locals: through `self` every store reloaded them.
+        self.tokens.fill(frames.by_ref().map(|f| {
+            let (home, user, expiry) = stage_frame(worker, f);
+            if let Some(h) = homes.get_mut(n) {
+                *h = home;
+            }
+            n += 1;
+            (user, expiry)
+        }));
+        for f in frames {
+            let _ = stage_frame(worker, f);
+            n += 1;
+        }
+        self.len = n;
+    }
 }
 
 #[inline(always)]
@@ -221,18 +318,26 @@ fn decide_burst<S: SeedSource, J: ClaimSink>(
     frames: &mut [&mut [u8]],
     checked: &[RxChecked],
     verdicts: &mut [Verdict],
-    staged: bool,
+    staged: Option<&mut Staged>,
 ) {
     // Prefetch each user's table bucket PREFETCH_AHEAD frames before deciding it, as DPDK's
     // l3fwd does: enough ahead to hide a miss, few enough in flight that the core's miss
     // buffers do not overflow (prefetching all 32 first measured slower). A staged burst's
-    // first PREFETCH_AHEAD were prefetched a pass before; the rest get this second one too
-    // (see prefetch_user).
+    // buckets were all prefetched a pass before; those from PREFETCH_AHEAD on get this second
+    // one too, from the stage's hint (see Staged).
     let n = frames.len().min(verdicts.len());
-    if !staged {
-        for f in frames.iter().take(PREFETCH_AHEAD) {
-            prefetch_user_of(worker, f);
+    if let Some(s) = staged {
+        let used = s.len == n && n <= TOKEN_BATCH;
+        if used {
+            decide_staged(worker, cfg, frames, checked, verdicts, s);
         }
+        s.clear();
+        if used {
+            return;
+        }
+    }
+    for f in frames.iter().take(PREFETCH_AHEAD) {
+        prefetch_user_of(worker, f);
     }
     let mut batch = TokenBatch::default();
     let mut start = 0;
@@ -249,6 +354,31 @@ fn decide_burst<S: SeedSource, J: ClaimSink>(
             decide_into(worker, cfg, frames[i], rx, mac, &mut verdicts[i]);
         }
         start = end;
+    }
+}
+
+/// [`decide_burst`] for a burst of at most [`TOKEN_BATCH`] frames that `s` staged, in order.
+#[inline(always)]
+fn decide_staged<S: SeedSource, J: ClaimSink>(
+    worker: &mut Worker<S, J>,
+    cfg: &FrameConfig,
+    frames: &mut [&mut [u8]],
+    checked: &[RxChecked],
+    verdicts: &mut [Verdict],
+    s: &mut Staged,
+) {
+    let n = s.len;
+    if worker.lanes().is_vector() && worker.decides_all(n) {
+        s.tokens
+            .compute(&worker.live().identity.token_key, worker.lanes());
+    }
+    let homes = &s.homes[..n];
+    for (i, (f, v)) in frames.iter_mut().zip(verdicts.iter_mut()).enumerate() {
+        if let Some(&h) = homes.get(i + PREFETCH_AHEAD) {
+            worker.prefetch_home(h);
+        }
+        let rx = checked.get(i).copied().unwrap_or_default();
+        decide_into(worker, cfg, f, rx, s.tokens.get(i), v);
     }
 }
 
@@ -328,25 +458,57 @@ fn answer_other<S: SeedSource, J: ClaimSink>(
     *out = answer_any(worker, cfg, frame).unwrap_or_else(Verdict::from);
 }
 
-/// Starts loading the table bucket of the frame's user for a burst that is decided on a
-/// later pass. The DPDK worker calls it on every frame it receives, one pass before it
-/// decides them: [`process_burst`] prefetches only `PREFETCH_AHEAD` frames ahead, which
-/// leaves the first frames of a burst too little time when the table is far larger than the
-/// caches. It does not replace the prefetch inside the burst: without that one the
-/// benchmark measured slower than with neither (2.37 against 2.07 us a burst at 10M users),
-/// with both 1.6-1.8 us. Only a hint: nothing is validated.
-///
-/// Every frame, not only the first `PREFETCH_AHEAD`: staging only those (0812099) saved 20
-/// instructions a request and doubled the time at 100 million users (the datapath
-/// benchmark, 2.5 GB table: 6.0-6.2 us a burst against 2.6-3.4 us with the whole burst
-/// staged, interleaved runs on one host). In a VM the miss on a random bucket of a table that
-/// large includes a page walk under nested paging, and `PREFETCH_AHEAD` frames (~0.5 us) do
-/// not cover it; one pass does. [`process_burst_checked_staged`] still prefetches the frames
-/// after the first `PREFETCH_AHEAD` again: dropping that second prefetch saved 25
-/// instructions and cost ~10% at 10M users.
-#[inline]
-pub fn prefetch_user<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, frame: &[u8]) {
-    prefetch_user_of(worker, frame);
+/// [`prefetch_user_of`] for [`Staged::stage`]: also returns the bucket, and the user id and
+/// token expiry of a common IPv4 or IPv6 request (zeros for any other frame, as
+/// [`token_inputs`] reads them).
+#[inline(always)]
+fn stage_frame<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]) -> (Home, u64, u32) {
+    const USER: usize = shake::req::USER_ID.start;
+    const EXPIRY: usize = shake::req::TOKEN_EXPIRY.start;
+    /// Ethertype IPv4 and version 4 with IHL 5, as one word (byte 15, the TOS, masked off).
+    const MASK: u32 = u32::from_ne_bytes([0xff, 0xff, 0xff, 0]);
+    const WANT: u32 = u32::from_ne_bytes([0x08, 0x00, 0x45, 0]);
+    /// The user id and expiry of a payload at `at`, and the user's bucket, touched.
+    #[inline(always)]
+    fn request<S: SeedSource, J: ClaimSink, const N: usize>(
+        worker: &Worker<S, J>,
+        h: &[u8; N],
+        at: usize,
+    ) -> (Home, u64, u32) {
+        let user = u64::from_be_bytes(
+            h[at + USER..at + USER + 8]
+                .try_into()
+                .expect("fixed layout"),
+        );
+        let expiry = u32::from_be_bytes(
+            h[at + EXPIRY..at + EXPIRY + 4]
+                .try_into()
+                .expect("fixed layout"),
+        );
+        (worker.prefetch_user(user), user, expiry)
+    }
+    if let Some(h) = f.get(..COMMON_LEN) {
+        let h: &[u8; COMMON_LEN] = h.try_into().expect("sliced to length");
+        let head = u32::from_ne_bytes(h[12..16].try_into().expect("fixed layout"));
+        if head & MASK == WANT && h[23] == ipv4::PROTOCOL_UDP {
+            return request(worker, h, common::PAYLOAD);
+        }
+    }
+    if let Some(h) = f.get(..COMMON6_LEN) {
+        let h: &[u8; COMMON6_LEN] = h.try_into().expect("sliced to length");
+        if h[12..14] == ethernet::ETHERTYPE_IPV6.to_be_bytes()
+            && h[common6::IP + 6] == ipv6::NEXT_UDP
+        {
+            return request(worker, h, common6::PAYLOAD);
+        }
+    }
+    (stage_other(worker, f), 0, 0)
+}
+
+/// [`stage_frame`] for the frames it does not read by fixed offsets; out of line.
+#[inline(never)]
+fn stage_other<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]) -> Home {
+    peek_user(f).map_or(Home::NONE, |user| worker.prefetch_user(user))
 }
 
 /// Frames between a bucket's prefetch and its use.
@@ -394,7 +556,7 @@ fn prefetch_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]
         let h: &[u8; AT + 8] = h.try_into().expect("sliced to length");
         let head = u32::from_ne_bytes(h[12..16].try_into().expect("fixed layout"));
         if head & MASK == WANT && h[23] == ipv4::PROTOCOL_UDP {
-            worker.prefetch_user(u64::from_be_bytes(
+            let _ = worker.prefetch_user(u64::from_be_bytes(
                 h[AT..].try_into().expect("fixed layout"),
             ));
             return;
@@ -407,7 +569,7 @@ fn prefetch_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]
         if h[12..14] == ethernet::ETHERTYPE_IPV6.to_be_bytes()
             && h[common6::IP + 6] == ipv6::NEXT_UDP
         {
-            worker.prefetch_user(u64::from_be_bytes(
+            let _ = worker.prefetch_user(u64::from_be_bytes(
                 h[AT6..].try_into().expect("fixed layout"),
             ));
             return;
@@ -420,7 +582,7 @@ fn prefetch_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]
 #[inline(never)]
 fn prefetch_other_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]) {
     if let Some(user) = peek_user(f) {
-        worker.prefetch_user(user);
+        let _ = worker.prefetch_user(user);
     }
 }
 
@@ -544,7 +706,7 @@ const fn be16(v: u16) -> u16 {
 /// addresses and `udp` the whole UDP header. The UDP checksum covers the addresses (pseudo
 /// header), the UDP header and the payload; the answer swaps addresses and ports, which leaves
 /// their part of the sum as it was.
-#[inline]
+#[inline(always)]
 fn answer_common<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
     cfg: &FrameConfig,
@@ -2253,7 +2415,8 @@ greeting_probability = {greet}
                     let mut va = [Verdict::Drop(DropReason::Truncated)];
                     let mut vb = va;
                     process_burst(&mut a, &cfg, &mut [&mut x[..]], &mut va);
-                    // The staged variant differs only in what it prefetches.
+                    // The staged variant differs only in what it prefetches and where the
+                    // token inputs come from.
                     if user % 2 == 0 {
                         process_burst_checked(
                             &mut b,
@@ -2263,13 +2426,17 @@ greeting_probability = {greet}
                             &mut vb,
                         );
                     } else {
+                        let mut staged = Staged::default();
+                        staged.stage(&b, [&y[..]]);
                         process_burst_checked_staged(
                             &mut b,
                             &cfg,
                             &mut [&mut y[..]],
                             &[RxChecked::all()],
+                            &mut staged,
                             &mut vb,
                         );
+                        assert!(staged.is_empty());
                     }
                     assert_eq!(va, vb);
                     assert!(va[0].tx_len().is_some(), "{va:?}");
@@ -2989,6 +3156,86 @@ greeting_probability = {greet}
             (v, bufs)
         }
 
+        /// [`run_burst`] as the DPDK worker loop decides a staged burst: `stage_of` is staged
+        /// a pass before (the burst itself, or other frames).
+        fn run_staged(
+            w: &mut W,
+            frames: &[Vec<u8>],
+            stage_of: &[Vec<u8>],
+        ) -> (Vec<Verdict>, Vec<Vec<u8>>) {
+            let mut staged = Staged::default();
+            staged.stage(w, stage_of.iter().map(|f| &f[..]));
+            assert_eq!(staged.len(), stage_of.len());
+            let mut bufs = frames.to_vec();
+            let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+            let mut v = vec![Verdict::Drop(DropReason::Internal); refs.len()];
+            w.begin_burst(MID);
+            process_burst_checked_staged(w, &cfg6(), &mut refs, &[], &mut staged, &mut v);
+            assert!(staged.is_empty(), "the decision leaves the stage empty");
+            (v, bufs)
+        }
+
+        #[test]
+        fn a_staged_burst_computes_the_macs_of_its_requests() {
+            let w = worker(setup());
+            let kinds = [
+                Kind::Valid,
+                Kind::Ipv6,
+                Kind::Arp,
+                Kind::Expired,
+                Kind::Valid,
+            ];
+            let frames: Vec<Vec<u8>> = kinds
+                .iter()
+                .enumerate()
+                .map(|(i, &k)| frame(i as u64 + 1, k))
+                .collect();
+            let mut staged = Staged::default();
+            staged.stage(&w, frames.iter().map(|f| &f[..]));
+            let mut w = w;
+            w.begin_burst(MID);
+            let mut bufs = frames.clone();
+            let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+            let mut v = vec![Verdict::Drop(DropReason::Internal); refs.len()];
+            decide_staged(&mut w, &cfg6(), &mut refs, &[], &mut v, &mut staged);
+            if !w.lanes().is_vector() {
+                return;
+            }
+            // Every request's MAC was computed from what the stage read, the frame that is
+            // not a request has none it could use.
+            for (i, k) in kinds.iter().enumerate() {
+                let user = i as u64 + 1;
+                let expiry = if matches!(k, Kind::Expired) {
+                    1_000
+                } else {
+                    LATER
+                };
+                let mac = staged.tokens.get(i).and_then(|m| m.mac_for(user, expiry));
+                if matches!(k, Kind::Arp) {
+                    assert_eq!(mac, None, "frame {i}");
+                } else {
+                    assert_eq!(mac, Some(TOKEN.token(user, expiry)), "frame {i}");
+                }
+            }
+        }
+
+        #[test]
+        fn a_stage_of_another_burst_size_is_not_used() {
+            // Three frames staged, two decided: decided unstaged, the stage emptied.
+            let frames: Vec<Vec<u8>> = (1..=3).map(|u| frame(u, Kind::Valid)).collect();
+            let mut w = worker(setup());
+            let mut staged = Staged::default();
+            staged.stage(&w, frames.iter().map(|f| &f[..]));
+            let mut bufs = frames[..2].to_vec();
+            let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+            let mut v = vec![Verdict::Drop(DropReason::Internal); 2];
+            w.begin_burst(MID);
+            process_burst_checked_staged(&mut w, &cfg6(), &mut refs, &[], &mut staged, &mut v);
+            assert!(staged.is_empty());
+            let (expected, _) = run_burst(&mut worker(setup()), &frames[..2]);
+            assert_eq!(v, expected);
+        }
+
         fn setup() -> Setup {
             Setup {
                 win: 0.2,
@@ -3040,6 +3287,39 @@ greeting_probability = {greet}
                 proptest::prop_assert_eq!(
                     batched.counters().snapshot(),
                     single.counters().snapshot()
+                );
+            }
+
+            /// A staged burst decides as an unstaged one, whatever was staged: the burst
+            /// itself, or other frames (the stage is only hints).
+            #[test]
+            fn staged_equals_unstaged(
+                burst in proptest::collection::vec((0u64..40, kind()), 0..40),
+                other in proptest::collection::vec((0u64..40, kind()), 0..40),
+                capacity in proptest::prop_oneof![proptest::strategy::Just(0u32), 0u32..400],
+                same_size in proptest::bool::ANY,
+            ) {
+                let frames: Vec<Vec<u8>> = burst.iter().map(|&(u, k)| frame(u, k)).collect();
+                let mut others: Vec<Vec<u8>> = other.iter().map(|&(u, k)| frame(u, k)).collect();
+                if same_size {
+                    others.resize(frames.len(), frame(1, Kind::Valid));
+                }
+                let s = || Setup { capacity, ..setup() };
+                let (mut plain, mut own, mut foreign) = (worker(s()), worker(s()), worker(s()));
+                // Twice: the second burst finds the users throttled.
+                for _ in 0..2 {
+                    let (v1, f1) = run_burst(&mut plain, &frames);
+                    let (v2, f2) = run_staged(&mut own, &frames, &frames);
+                    let (v3, f3) = run_staged(&mut foreign, &frames, &others);
+                    proptest::prop_assert_eq!(&v1, &v2);
+                    proptest::prop_assert_eq!(&f1, &f2);
+                    proptest::prop_assert_eq!(&v1, &v3);
+                    proptest::prop_assert_eq!(&f1, &f3);
+                }
+                proptest::prop_assert_eq!(plain.counters().snapshot(), own.counters().snapshot());
+                proptest::prop_assert_eq!(
+                    plain.counters().snapshot(),
+                    foreign.counters().snapshot()
                 );
             }
         }

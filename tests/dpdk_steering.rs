@@ -5,9 +5,9 @@
 //! leaves on that worker's TX queue, trimmed to the length the processor chose. Non-SHAKE
 //! frames are answered where they arrived; dropped frames and leftovers are freed (the test
 //! pool is whole again at the end). A burst a worker received on its own queue is staged
-//! for one pass: the users of all its frames, and only those, go to the processor's
-//! prefetch hook before the burst is decided as staged; frames handed over are decided as
-//! not staged. `/shake/stats` answers on the telemetry socket.
+//! for one pass: all its frames, and only those, go to the processor's stage hook before
+//! the burst is decided as staged, with the stage they filled; frames handed over are
+//! decided as not staged. `/shake/stats` answers on the telemetry socket.
 //!
 //! One EAL per process, so this file has one test. Safe on a shared machine: `--no-pci`,
 //! `--no-huge`, its own `--file-prefix`, no device but the rings it creates; every loop is
@@ -26,11 +26,18 @@ use std::time::{Duration, Instant};
 
 use common::appliance::{file_prefix, RuntimeDir};
 use common::ring_wire::{feed, two_worker_config};
+use shake::activity::Activity;
 use shake::counters::{Counters, DropReason, Reply};
 use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mempool, RingPort, Verdict};
 use shake::engine::config::owner_worker;
+use shake::engine::users::UserTable;
+use shake::engine::winners::WinnerTable;
+use shake::engine::{Identity, Live, Throttle, Worker};
 use shake::frame::shake_payload;
-use shake::frame::RxChecked;
+use shake::frame::{RxChecked, Staged};
+use shake::journal::MemoryJournal;
+use shake::mac::MacKey;
+use shake::seed::MemorySource;
 
 const USERS: u64 = 3000;
 const ARPS_PER_QUEUE: usize = 16;
@@ -49,6 +56,10 @@ struct Echo {
     counters: Arc<Counters>,
     users: Vec<u64>,
     prefetched: RefCell<Vec<u64>>,
+    /// A real engine worker, only to stage with ([`Staged::stage`] needs its table).
+    stager: Worker<MemorySource, MemoryJournal>,
+    /// Per burst decided as staged: how many frames it had, and how many its stage held.
+    stage_sizes: Vec<(usize, usize)>,
     /// The users of the bursts decided as staged.
     staged: Vec<u64>,
     /// The users of the bursts decided as not staged.
@@ -61,10 +72,12 @@ impl BurstProcessor for Echo {
         self.now_ms = now_ms;
     }
 
-    fn prefetch(&self, frame: &[u8]) {
-        if let Some(user) = dpdk::peek_user(frame) {
-            self.prefetched.borrow_mut().push(user);
-        }
+    fn stage<'a>(&self, frames: impl Iterator<Item = &'a [u8]>, staged: &mut Staged) {
+        let frames: Vec<&[u8]> = frames.collect();
+        self.prefetched
+            .borrow_mut()
+            .extend(frames.iter().filter_map(|f| dpdk::peek_user(f)));
+        staged.stage(&self.stager, frames);
     }
 
     fn process_staged(
@@ -72,8 +85,11 @@ impl BurstProcessor for Echo {
         port: usize,
         frames: &mut [&mut [u8]],
         _checked: &[RxChecked],
+        staged: &mut Staged,
         verdicts: &mut [Verdict],
     ) {
+        self.stage_sizes.push((frames.len(), staged.len()));
+        staged.clear();
         self.staged
             .extend(frames.iter().filter_map(|f| dpdk::peek_user(f)));
         self.process(port, frames, verdicts);
@@ -127,6 +143,41 @@ impl BurstProcessor for Echo {
     fn counters(&self) -> &Arc<Counters> {
         &self.counters
     }
+}
+
+/// An engine worker of a one-sponsor activity, for [`Staged::stage`].
+fn stager() -> Worker<MemorySource, MemoryJournal> {
+    let a = Activity::parse(
+        Path::new("steer.toml"),
+        "[activity]\nid = 1\nname = \"steer\"\nepoch = 1000\n[limits]\nper_user = 1\n\
+         per_sponsor = 1\n[[sponsor]]\nid = 1\nbudget_cents = 100\npackets = 1\n\
+         [[round]]\nid = 1\nstart_s = 0\nduration_s = 10\nwin_probability = 0.5\n\
+         greeting_probability = 0.1\n",
+    )
+    .expect("activity");
+    let identity = Identity {
+        node_index: 0,
+        node_count: 1,
+        token_key: MacKey::from_bytes([1; 16]),
+        claim_key: MacKey::from_bytes([2; 16]),
+    };
+    let live = Live::new(
+        &a,
+        identity,
+        Throttle::default(),
+        None,
+        0,
+        Default::default(),
+        1,
+    );
+    Worker::new(
+        live,
+        UserTable::new(USERS as usize, 0),
+        WinnerTable::with_capacity(1),
+        MemorySource::new(Vec::new(), a.rounds.len()),
+        MemoryJournal::with_capacity(1),
+        1,
+    )
 }
 
 /// Users divisible by 3 shake over IPv6.
@@ -229,6 +280,8 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
                 counters: Arc::default(),
                 users: Vec::new(),
                 prefetched: RefCell::default(),
+                stager: stager(),
+                stage_sizes: Vec::new(),
                 staged: Vec::new(),
                 unstaged: Vec::new(),
                 now_ms: 0,
@@ -353,6 +406,14 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
             .filter(|&u| owner(u) == w && u % 2 == w as u64)
             .collect();
         assert!(!prefetched.is_empty(), "worker {w} prefetched");
+        // Each staged burst came with its own stage: the loop swaps them together.
+        assert!(
+            p.stage_sizes
+                .iter()
+                .all(|&(frames, staged)| frames == staged),
+            "worker {w} decided each burst with its own stage: {:?}",
+            p.stage_sizes
+        );
         assert_eq!(
             *prefetched, p.staged,
             "worker {w} prefetched the users of its staged bursts"

@@ -8,10 +8,9 @@ use crossbeam::channel::Receiver;
 use crate::counters::Counters;
 use crate::engine::config::Live;
 use crate::engine::Worker;
-pub use crate::frame::{peek_user, RxChecked, Verdict};
+pub use crate::frame::{peek_user, RxChecked, Staged, Verdict};
 use crate::frame::{
-    prefetch_user, process_burst, process_burst_checked, process_burst_checked_staged, FrameConfig,
-    Ipv6Addrs,
+    process_burst, process_burst_checked, process_burst_checked_staged, FrameConfig, Ipv6Addrs,
 };
 use crate::journal::ClaimSink;
 use crate::node_config::NodeSection;
@@ -39,22 +38,26 @@ pub trait BurstProcessor {
     ) {
         self.process(port, frames, verdicts);
     }
-    /// [`process_checked`](Self::process_checked) for a burst whose frames were all given to
-    /// [`prefetch`](Self::prefetch) on an earlier pass.
+    /// [`process_checked`](Self::process_checked) for a burst whose frames were all given, in
+    /// order, to [`stage`](Self::stage) with `staged` on an earlier pass. Leaves `staged`
+    /// empty.
     #[inline]
     fn process_staged(
         &mut self,
         port: usize,
         frames: &mut [&mut [u8]],
         checked: &[RxChecked],
+        staged: &mut Staged,
         verdicts: &mut [Verdict],
     ) {
+        staged.clear();
         self.process_checked(port, frames, checked, verdicts);
     }
-    /// Hints that `frame` is decided on a later pass (the worker loop stages each burst for
-    /// one pass): start loading what deciding it will touch. Nothing by default.
+    /// Stages a burst into `staged`: it is decided on a later pass (the worker loop stages
+    /// each burst for one pass), so start loading what deciding it will touch, and keep what
+    /// is read for it. Nothing by default.
     #[inline]
-    fn prefetch(&self, _frame: &[u8]) {}
+    fn stage<'a>(&self, _frames: impl Iterator<Item = &'a [u8]>, _staged: &mut Staged) {}
     /// Periodic work off the per-packet path, about every 100 ms (config reload).
     fn tick(&mut self, now_ms: u64);
     /// The worker's counters; the poll loop adds `rx`, the answers TX takes, and its own
@@ -129,6 +132,7 @@ impl<S: SeedSource, J: ClaimSink> BurstProcessor for FrameProcessor<S, J> {
         port: usize,
         frames: &mut [&mut [u8]],
         checked: &[RxChecked],
+        staged: &mut Staged,
         verdicts: &mut [Verdict],
     ) {
         process_burst_checked_staged(
@@ -136,13 +140,14 @@ impl<S: SeedSource, J: ClaimSink> BurstProcessor for FrameProcessor<S, J> {
             &self.frame[port],
             frames,
             checked,
+            staged,
             verdicts,
         );
     }
 
     #[inline]
-    fn prefetch(&self, frame: &[u8]) {
-        prefetch_user(&self.worker, frame);
+    fn stage<'a>(&self, frames: impl Iterator<Item = &'a [u8]>, staged: &mut Staged) {
+        staged.stage(&self.worker, frames);
     }
 
     fn tick(&mut self, _now_ms: u64) {

@@ -16,14 +16,15 @@
 //! its TX backlogs a bounded time to leave before it counts what is left as lost.
 //!
 //! A received burst is decided one pass later, a software pipeline of two stages: the pass
-//! that receives it starts loading the table buckets of the users of all its frames, then
-//! decides the burst the previous pass staged. With 10 million
-//! users the table is far larger than the caches, and prefetching only a few frames ahead
-//! inside a burst left the first frames of every burst waiting on memory (the datapath
-//! benchmark: 61-65 ns a request without the stage, 50 with it; 45 when the table is in
-//! cache). Staging only the first few frames saved instructions and doubled the time at 100
-//! million users (see [`crate::frame::prefetch_user`]). A burst waits for one more poll at most, about 50
-//! ns when the queue is idle; at the stop the loop decides what it staged.
+//! that receives it starts loading the table buckets of the users of all its frames, and
+//! keeps what it read of them for the decision (a [`Staged`], which swaps with the burst),
+//! then decides the burst the previous pass staged. With 10 million users the table is far
+//! larger than the caches, and prefetching only a few frames ahead inside a burst left the
+//! first frames of every burst waiting on memory (the datapath benchmark: 61-65 ns a request
+//! without the stage, 50 with it; 45 when the table is in cache). Staging only the first few
+//! frames saved instructions and doubled the time at 100 million users (see [`Staged`]). A
+//! burst waits for one more poll at most, about 50 ns when the queue is idle; at the stop the
+//! loop decides what it staged.
 //!
 //! The one TSC read a pass also splits the loop's cycles into passes that moved frames and
 //! passes that found every queue empty. A polling lcore is always 100% CPU, so that split
@@ -38,7 +39,7 @@ use super::backlog::TxBacklog;
 use super::clock::TscClock;
 use super::mbuf::{Burst, BURST};
 use super::port::{RxQueue, TxQueue};
-use super::processor::{peek_user, BurstProcessor, RxChecked, Verdict};
+use super::processor::{peek_user, BurstProcessor, RxChecked, Staged, Verdict};
 use super::ring::{Consumer, Producer};
 use crate::counters::{bump, Counters, DropReason, Reply};
 use crate::engine::config::owner_worker;
@@ -52,6 +53,15 @@ const HANDOFF_DRAIN_MS: u64 = 1000;
 
 /// At the stop: how long answers that still wait in a TX backlog get to leave.
 const TX_DRAIN_MS: u64 = 100;
+
+/// Which of the loop's bursts [`WorkerLoop::stage`] takes its frames from.
+#[derive(Clone, Copy)]
+enum Incoming {
+    /// As received (one worker: nothing is handed over).
+    Rx,
+    /// The frames of this worker's users.
+    Local,
+}
 
 /// A port as one worker sees it.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +108,11 @@ struct Scratch<'eal> {
     by_port: Vec<Burst>,
     /// Per port: received on the last pass, decided on this one.
     staged: Vec<Burst>,
+    /// What staging read of the frames being received, and per port of `staged`'s. Boxed:
+    /// they swap with the bursts every pass, a pointer each instead of 1 KB.
+    staging: Box<Staged>,
+    #[allow(clippy::vec_box)]
+    stage: Vec<Box<Staged>>,
     /// Per port: answers TX did not take yet, on this worker's queue.
     backlog: Vec<TxBacklog<'eal>>,
 }
@@ -115,6 +130,8 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
             outbound: (0..self.workers).map(|_| Burst::new()).collect(),
             by_port: (0..self.ports.len()).map(|_| Burst::new()).collect(),
             staged: (0..self.ports.len()).map(|_| Burst::new()).collect(),
+            staging: Box::default(),
+            stage: (0..self.ports.len()).map(|_| Box::default()).collect(),
             backlog: std::mem::take(&mut self.tx)
                 .into_iter()
                 .map(TxBacklog::new)
@@ -219,14 +236,7 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
             m.prefetch();
         }
         if self.workers == 1 {
-            self.stage(
-                p,
-                now_ms,
-                &mut s.rx,
-                &mut s.staged[p],
-                &mut s.backlog[p],
-                counters,
-            );
+            self.stage(p, now_ms, Incoming::Rx, s, counters);
             return true;
         }
         for mut m in s.rx.take() {
@@ -261,14 +271,7 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
             }
         }
         if !s.local.is_empty() {
-            self.stage(
-                p,
-                now_ms,
-                &mut s.local,
-                &mut s.staged[p],
-                &mut s.backlog[p],
-                counters,
-            );
+            self.stage(p, now_ms, Incoming::Local, s, counters);
         } else if !s.staged[p].is_empty() {
             self.answer_staged(p, now_ms, s, counters);
         }
@@ -281,19 +284,29 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
         &mut self,
         p: usize,
         now_ms: u64,
-        incoming: &mut Burst,
-        staged: &mut Burst,
-        backlog: &mut TxBacklog<'eal>,
+        incoming: Incoming,
+        s: &mut Scratch<'eal>,
         counters: &Counters,
     ) {
+        let incoming = match incoming {
+            Incoming::Rx => &mut s.rx,
+            Incoming::Local => &mut s.local,
+        };
         // Every frame: one left out waits on memory at 100M users.
-        for m in incoming.iter() {
-            self.processor.prefetch(m.data());
+        self.processor
+            .stage(incoming.iter().map(|m| m.data()), &mut s.staging);
+        if !s.staged[p].is_empty() {
+            self.answer(
+                p,
+                now_ms,
+                &mut s.staged[p],
+                &mut s.backlog[p],
+                counters,
+                Some(&mut s.stage[p]),
+            );
         }
-        if !staged.is_empty() {
-            self.answer(p, now_ms, staged, backlog, counters, true);
-        }
-        std::mem::swap(incoming, staged);
+        std::mem::swap(incoming, &mut s.staged[p]);
+        std::mem::swap(&mut s.staging, &mut s.stage[p]);
     }
 
     /// Frames another worker handed over: decide and answer them on their ports.
@@ -328,7 +341,7 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
                     &mut s.by_port[p],
                     &mut s.backlog[p],
                     counters,
-                    false,
+                    None,
                 );
             }
         }
@@ -343,14 +356,14 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
             &mut s.staged[p],
             &mut s.backlog[p],
             counters,
-            true,
+            Some(&mut s.stage[p]),
         );
     }
 
     /// Decides `burst` (frames of port `p`) and transmits the answers on this worker's
     /// queue of that port, behind whatever waits in its backlog. Leaves `burst` empty.
-    /// `staged`: the burst went through [`stage`](Self::stage) (its first frames are
-    /// prefetched).
+    /// `staged`: what [`stage`](Self::stage) read of the burst's frames on the last pass,
+    /// left empty.
     fn answer(
         &mut self,
         p: usize,
@@ -358,7 +371,7 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
         burst: &mut Burst,
         backlog: &mut TxBacklog<'eal>,
         counters: &Counters,
-        staged: bool,
+        staged: Option<&mut Staged>,
     ) {
         // A chained mbuf (jumbo frame) is never a request, and answers are written in the
         // first segment only.
@@ -380,10 +393,11 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
             }
             self.processor.begin(now_ms);
             let (frames, checked, verdicts) = (&mut frames[..n], &checked[..n], &mut verdicts[..n]);
-            if staged {
-                self.processor.process_staged(p, frames, checked, verdicts);
-            } else {
-                self.processor.process_checked(p, frames, checked, verdicts);
+            match staged {
+                Some(s) => self
+                    .processor
+                    .process_staged(p, frames, checked, s, verdicts),
+                None => self.processor.process_checked(p, frames, checked, verdicts),
             }
         }
         let port = self.ports[p];

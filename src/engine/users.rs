@@ -54,6 +54,16 @@ pub enum Admit {
     Full,
 }
 
+/// A user's home bucket as [`UserTable::touch`] found it: a prefetch hint for a lookup to
+/// come, never an input of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Home(usize);
+
+impl Home {
+    /// No bucket: touching it does nothing.
+    pub const NONE: Home = Home(usize::MAX);
+}
+
 #[derive(Debug)]
 pub struct UserTable {
     /// In a huge-page-advised mapping: probes are random over the whole table.
@@ -127,10 +137,21 @@ impl UserTable {
     }
 
     /// Touches the user's home bucket so a later [`admit`](Self::admit) finds it in cache.
-    /// Issued for a whole burst first, so the core overlaps the cache misses.
+    /// Issued for a whole burst first, so the core overlaps the cache misses. Returns the
+    /// bucket, to touch it again later without hashing ([`touch_home`](Self::touch_home)).
     #[inline]
-    pub fn touch(&self, user_id: u64) {
-        self.buckets.prefetch(self.home(user_id));
+    pub fn touch(&self, user_id: u64) -> Home {
+        let h = self.home(user_id);
+        self.buckets.prefetch(h);
+        Home(h)
+    }
+
+    /// Touches a bucket [`touch`](Self::touch) returned again. Only a hint: a `Home` of
+    /// another table, or [`Home::NONE`], touches nothing or some other bucket, and changes
+    /// no lookup (lookups always hash the user id).
+    #[inline]
+    pub fn touch_home(&self, home: Home) {
+        self.buckets.prefetch(home.0);
     }
 
     /// The table's view of a time and throttle interval, for [`admit_at`](Self::admit_at):

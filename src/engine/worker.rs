@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::counters::{Counters, DropReason, Dropped, Event};
 use crate::engine::config::{Live, RoundAt};
-use crate::engine::users::{Admit, TableClock, UserTable};
+use crate::engine::users::{Admit, Home, TableClock, UserTable};
 use crate::engine::winners::{WinCheck, WinnerTable};
 use crate::journal::{Claim, ClaimSink};
 use crate::mac::{Lanes, TokenMac};
@@ -246,10 +246,18 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         self.load.budget as usize >= requests
     }
 
-    /// Hints that a shake of `user_id` is about to be decided: touches its table bucket.
+    /// Hints that a shake of `user_id` is about to be decided: touches its table bucket, and
+    /// returns it for [`prefetch_home`](Self::prefetch_home).
     #[inline]
-    pub fn prefetch_user(&self, user_id: u64) {
-        self.users.touch(user_id);
+    pub fn prefetch_user(&self, user_id: u64) -> Home {
+        self.users.touch(user_id)
+    }
+
+    /// Touches a bucket [`prefetch_user`](Self::prefetch_user) returned again, without
+    /// hashing the user id: only a hint (see [`UserTable::touch_home`]).
+    #[inline]
+    pub fn prefetch_home(&self, home: Home) {
+        self.users.touch_home(home);
     }
 
     /// Decides one SHAKE/1 request and rewrites `payload` into its answer, or says why it is
