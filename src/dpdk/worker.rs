@@ -288,23 +288,20 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
         s: &mut Scratch<'eal>,
         counters: &Counters,
     ) {
+        let frames = match incoming {
+            Incoming::Rx => &s.rx,
+            Incoming::Local => &s.local,
+        };
+        // Every frame: one left out waits on memory at 100M users.
+        self.processor
+            .stage(frames.iter().map(|m| m.data()), &mut s.staging);
+        if !s.staged[p].is_empty() {
+            self.answer_staged(p, now_ms, s, counters);
+        }
         let incoming = match incoming {
             Incoming::Rx => &mut s.rx,
             Incoming::Local => &mut s.local,
         };
-        // Every frame: one left out waits on memory at 100M users.
-        self.processor
-            .stage(incoming.iter().map(|m| m.data()), &mut s.staging);
-        if !s.staged[p].is_empty() {
-            self.answer(
-                p,
-                now_ms,
-                &mut s.staged[p],
-                &mut s.backlog[p],
-                counters,
-                Some(&mut s.stage[p]),
-            );
-        }
         std::mem::swap(incoming, &mut s.staged[p]);
         std::mem::swap(&mut s.staging, &mut s.stage[p]);
     }
