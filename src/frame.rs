@@ -202,10 +202,10 @@ pub fn process_burst_checked<S: SeedSource, J: ClaimSink>(
     decide_burst(worker, cfg, frames, checked, verdicts, None);
 }
 
-/// [`process_burst_checked`] for a burst that [`Staged::stage`] staged on an earlier pass (the DPDK worker loop's staged bursts): what that
-/// pass read is used, not read again (see [`Staged`]). Leaves `staged` empty. A `staged`
-/// that does not hold as many frames as the burst is not used: the burst is decided as by
-/// [`process_burst_checked`].
+/// [`process_burst_checked`] for a burst that [`Staged::stage`] staged on an earlier pass
+/// (the DPDK worker loop's staged bursts): what that pass read is used, not read again (see
+/// [`Staged`]). Leaves `staged` empty. A `staged` that does not hold as many frames as the
+/// burst is not used: the burst is decided as by [`process_burst_checked`].
 #[inline(never)]
 pub fn process_burst_checked_staged<S: SeedSource, J: ClaimSink>(
     worker: &mut Worker<S, J>,
@@ -458,9 +458,11 @@ fn answer_other<S: SeedSource, J: ClaimSink>(
     *out = answer_any(worker, cfg, frame).unwrap_or_else(Verdict::from);
 }
 
-/// [`prefetch_user_of`] for [`Staged::stage`]: also returns the bucket, and the user id and
-/// token expiry of a common IPv4 or IPv6 request (zeros for any other frame, as
-/// [`token_inputs`] reads them).
+/// Prefetches the table bucket of the frame's user, if it is a SHAKE/1 frame, and returns
+/// it, with the user id and token expiry of a common IPv4 or IPv6 request (zeros for any
+/// other frame, as [`token_inputs`] reads them). The common requests (untagged, IPv4 without
+/// options or IPv6 with UDP right after the fixed header) are read by fixed offsets; anything
+/// else goes through [`peek_user`], out of line. Nothing is validated.
 #[inline(always)]
 fn stage_frame<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]) -> (Home, u64, u32) {
     const USER: usize = shake::req::USER_ID.start;
@@ -543,47 +545,11 @@ pub fn shake_payload(frame: &[u8]) -> Option<usize> {
     (u.len() as usize == udp::HEADER_LEN + PAYLOAD_LEN).then_some(l4 + udp::HEADER_LEN)
 }
 
-/// Prefetches the table bucket of the frame's user, if it is a SHAKE/1 frame. The common
-/// frame (untagged, IPv4 without options, UDP) is read by fixed offsets; anything else goes
-/// through [`peek_user`]. Only a hint: nothing is validated.
+/// Prefetches the table bucket of the frame's user, if it is a SHAKE/1 frame: what
+/// [`stage_frame`] does, its other results unused. Only a hint: nothing is validated.
 #[inline(always)]
 fn prefetch_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]) {
-    const AT: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + 8;
-    /// Ethertype IPv4 and version 4 with IHL 5, as one word (byte 15, the TOS, masked off).
-    const MASK: u32 = u32::from_ne_bytes([0xff, 0xff, 0xff, 0]);
-    const WANT: u32 = u32::from_ne_bytes([0x08, 0x00, 0x45, 0]);
-    if let Some(h) = f.get(..AT + 8) {
-        let h: &[u8; AT + 8] = h.try_into().expect("sliced to length");
-        let head = u32::from_ne_bytes(h[12..16].try_into().expect("fixed layout"));
-        if head & MASK == WANT && h[23] == ipv4::PROTOCOL_UDP {
-            let _ = worker.prefetch_user(u64::from_be_bytes(
-                h[AT..].try_into().expect("fixed layout"),
-            ));
-            return;
-        }
-    }
-    // The common IPv6 request (untagged, UDP right after the fixed header), as inline.
-    const AT6: usize = common6::PAYLOAD + 8;
-    if let Some(h) = f.get(..AT6 + 8) {
-        let h: &[u8; AT6 + 8] = h.try_into().expect("sliced to length");
-        if h[12..14] == ethernet::ETHERTYPE_IPV6.to_be_bytes()
-            && h[common6::IP + 6] == ipv6::NEXT_UDP
-        {
-            let _ = worker.prefetch_user(u64::from_be_bytes(
-                h[AT6..].try_into().expect("fixed layout"),
-            ));
-            return;
-        }
-    }
-    prefetch_other_user_of(worker, f);
-}
-
-/// [`prefetch_user_of`] for the frames it does not read by fixed offsets; out of line.
-#[inline(never)]
-fn prefetch_other_user_of<S: SeedSource, J: ClaimSink>(worker: &Worker<S, J>, f: &[u8]) {
-    if let Some(user) = peek_user(f) {
-        let _ = worker.prefetch_user(user);
-    }
+    let _ = stage_frame(worker, f);
 }
 
 /// The user id of a SHAKE/1 frame, for steering.
