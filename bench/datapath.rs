@@ -194,6 +194,7 @@ greeting_probability = 0.3
         mac: [2, 0, 0, 0, 0, 1],
         udp_port: 7000,
         tx_udp_offload: nic,
+        tx_ipv4_offload: nic,
     };
     let checked = [if nic {
         RxChecked::all()

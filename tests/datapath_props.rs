@@ -125,6 +125,7 @@ fn cfg() -> FrameConfig {
         mac: MAC,
         udp_port: 7000,
         tx_udp_offload: false,
+        tx_ipv4_offload: false,
     }
 }
 

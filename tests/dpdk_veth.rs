@@ -29,7 +29,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::appliance::{dpdk_sections, file_prefix, final_counters, Appliance};
-use common::netns::{client_mode, ip, mac_text, sysctl, Namespace, Netns};
+use common::netns::{client_mode, ip, mac_text, run_client_in, sysctl, Namespace, Netns};
 use common::{run_ok, udp_client, NodeDir, NodeToml};
 use shake::wire::ipv6::link_local_from_mac;
 
@@ -281,4 +281,49 @@ fn ipv6_port_lists_its_solicited_node_groups_where_the_device_takes_a_list() {
         );
         assert!(line.contains(&want), "{line}\nwant {want}");
     }
+}
+
+/// net_tap fills IPv4 header and UDP checksums on TX (in software, as a NIC does in
+/// hardware), and says so: a node on it leaves both to the port (issue 13), and a kernel UDP
+/// client on the tap interface, whose stack drops a datagram with either checksum wrong, is
+/// answered. The node and the client share a namespace of their own; the tap interface is the
+/// client's link to the node.
+#[test]
+fn kernel_udp_client_over_tap_is_answered_with_checksums_the_port_filled() {
+    const TEST: &str = "kernel_udp_client_over_tap_is_answered_with_checksums_the_port_filled";
+    const NODE: &str = "10.99.7.1";
+    if client_mode(USERS) {
+        return;
+    }
+    let pid = std::process::id();
+    let ns = Namespace::add(format!("shkO{pid}"));
+    let tap = format!("shko{pid}");
+    let node = NodeDir::with_activity(udp_client::ACTIVITY);
+    let prefix = file_prefix("tap-offload-node");
+    let config = NodeToml::new(NODE, 10_000)
+        .activity(r#"epoch = "now""#)
+        .extra(&dpdk_sections(
+            &prefix,
+            &format!("net_tap0,iface={tap}"),
+            256,
+            32,
+            50,
+        ))
+        .write(node.path());
+    let app = Appliance::start(&config, &prefix, Some(ns.name()), false);
+    let line = port_line(&app, "net_tap0");
+    assert!(
+        line.contains(", IPv4 header checksum offload, UDP checksum offload,"),
+        "{line}"
+    );
+    ip(&["-n", ns.name(), "addr", "add", "10.99.7.2/24", "dev", &tap]);
+    ip(&["-n", ns.name(), "link", "set", &tap, "up"]);
+    let summary = run_client_in(ns.name(), TEST, &format!("{NODE}:7000"), &app);
+    let (status, lines) = app.stop(Duration::from_secs(15));
+    assert!(status.success(), "exit {status}");
+    let c = final_counters(&lines);
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+    assert!(get("arp_reply") >= 1, "{c:?}");
+    assert!(get("answered") > USERS, "{c:?}");
+    eprintln!("tap: {summary} {c:?}");
 }

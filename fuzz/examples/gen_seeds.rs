@@ -197,6 +197,7 @@ fn neighbor_solicit(src: [u8; 16], target: [u8; 16], opts: &[u8]) -> Vec<u8> {
 fn burst(frames: Vec<Vec<u8>>, now_ms: u64) -> Burst {
     Burst {
         udp_offload: false,
+        ipv4_offload: false,
         repair: false,
         node_count: 1,
         bursts: 1,
@@ -233,9 +234,17 @@ fn frame_seeds(dir: &Path) {
     };
     let vlan = request(&tagged, 1004, expiry, 100);
     let opts = with_option(&vlan, 18);
-    let mut b = burst(vec![vlan, opts], mid);
+    let mut b = burst(vec![vlan.clone(), opts.clone()], mid);
     b.repair = true;
     total += frame_seed(dir, "vlan-options", &b);
+    // The IPv4 header checksum left to the NIC, alone and with the UDP checksum, on the
+    // common frame and on the general path (a VLAN tag, options).
+    let mut b = burst(vec![one.clone(), vlan, opts], mid);
+    b.repair = true;
+    b.ipv4_offload = true;
+    total += frame_seed(dir, "ipv4-offload", &b);
+    b.udp_offload = true;
+    total += frame_seed(dir, "ipv4-and-udp-offload", &b);
     tagged.vlan = None;
     tagged.dst_mac = [0xff; 6];
     let bcast = request(&tagged, 1005, expiry, 100);

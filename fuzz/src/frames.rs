@@ -25,7 +25,7 @@ use shake::counters::{DropReason, Reply};
 use shake::engine::users::UserTable;
 use shake::engine::winners::WinnerTable;
 use shake::engine::{Identity, Live, Throttle, Worker};
-use shake::frame::{process_burst, FrameConfig, Ipv6Addrs, Verdict};
+use shake::frame::{process_burst, FrameConfig, Ipv6Addrs, TxOffload, Verdict};
 use shake::journal::MemoryJournal;
 use shake::mac::MacKey;
 use shake::seed::{plan, MemorySource, SeedRecord};
@@ -84,6 +84,8 @@ greeting_probability = 0.25
 #[derive(Debug, Clone)]
 pub struct Burst {
     pub udp_offload: bool,
+    /// The IPv4 header checksum left to the NIC (flags bit 5).
+    pub ipv4_offload: bool,
     pub repair: bool,
     /// 1 or 2: with 2, half the users belong to the other node (REDIRECT).
     pub node_count: u32,
@@ -116,6 +118,7 @@ impl Burst {
         }
         Burst {
             udp_offload: flags & 1 != 0,
+            ipv4_offload: flags & 0x20 != 0,
             repair: flags & 2 != 0,
             node_count: 1 + ((flags >> 2) & 1) as u32,
             bursts: 1 + ((flags >> 3) & 3) as u32,
@@ -128,6 +131,7 @@ impl Burst {
     /// for writing seeds.
     pub fn to_bytes(&self) -> Vec<u8> {
         let flags = self.udp_offload as u8
+            | (self.ipv4_offload as u8) << 5
             | (self.repair as u8) << 1
             | ((self.node_count == 2) as u8) << 2
             | ((self.bursts.clamp(1, 4) - 1) as u8) << 3;
@@ -421,6 +425,7 @@ pub fn run_and_check(b: &Burst) -> Summary {
         mac: OUR_MAC,
         udp_port: OUR_PORT,
         tx_udp_offload: b.udp_offload,
+        tx_ipv4_offload: b.ipv4_offload,
     };
     let mut w = worker(b.node_count);
     let mut paid = Paid::default();
@@ -498,13 +503,23 @@ fn check_answer(
     assert_eq!(h.ihl(), 5, "options are never echoed");
     // Verified over the header's bytes (RFC 1071: the sum with the checksum is all ones):
     // etherparse's own header type has no field for the reserved flag bit, so recomputing
-    // from it would not cover every header the datapath may echo.
-    assert_eq!(
-        fold(sum16(h.slice())),
-        0xffff,
-        "IPv4 header checksum {:#06x}",
-        h.header_checksum()
-    );
+    // from it would not cover every header the datapath may echo. Left to the NIC, the
+    // field is zero.
+    match v {
+        Verdict::AnswerOffload { offload, .. } if offload.contains(TxOffload::IPV4_CKSUM) => {
+            assert_eq!(
+                h.header_checksum(),
+                0,
+                "the IPv4 header checksum for the NIC"
+            )
+        }
+        _ => assert_eq!(
+            fold(sum16(h.slice())),
+            0xffff,
+            "IPv4 header checksum {:#06x}",
+            h.header_checksum()
+        ),
+    }
     assert_eq!(
         h.source(),
         req[rl3 + 16..rl3 + 20],
@@ -526,10 +541,20 @@ fn check_answer(
     let rl4 = rl3 + rihl;
     match &sliced.transport {
         Some(TransportSlice::Udp(u)) => {
-            assert!(matches!(
-                v,
-                Verdict::Answer { .. } | Verdict::AnswerUdpOffload { .. }
-            ));
+            let offload = match v {
+                Verdict::AnswerOffload {
+                    l2_len,
+                    l3_len,
+                    offload,
+                    ..
+                } => {
+                    assert_eq!((*l2_len as usize, *l3_len), (l2, 20));
+                    assert!(!offload.contains(TxOffload::IPV6), "{offload:?}");
+                    *offload
+                }
+                Verdict::Answer { .. } => TxOffload::empty(),
+                _ => panic!("{v:?} for a transmitted answer"),
+            };
             assert_eq!(
                 (u.source_port(), u.destination_port()),
                 (be16(&req[rl4 + 2..]), be16(&req[rl4..])),
@@ -539,25 +564,16 @@ fn check_answer(
             assert_eq!(u.length() as usize, 8 + 64, "UDP length");
             let src = h.source();
             let dst = h.destination();
-            match v {
-                Verdict::AnswerUdpOffload {
-                    l2_len,
-                    l3_len,
-                    ipv6,
-                    ..
-                } => {
-                    assert_eq!((*l2_len as usize, *l3_len, *ipv6), (l2, 20, false));
-                    let pseudo = sum16(&src) + sum16(&dst) + 17 + u.length() as u64;
-                    assert_eq!(u.checksum(), fold(pseudo), "pseudo-header sum for the NIC");
-                }
-                _ => {
-                    let want = u
-                        .to_header()
-                        .calc_checksum_ipv4_raw(src, dst, u.payload())
-                        .expect("checksum");
-                    assert_ne!(u.checksum(), 0, "answers carry a UDP checksum");
-                    assert_eq!(u.checksum(), want, "UDP checksum");
-                }
+            if offload.contains(TxOffload::UDP_CKSUM) {
+                let pseudo = sum16(&src) + sum16(&dst) + 17 + u.length() as u64;
+                assert_eq!(u.checksum(), fold(pseudo), "pseudo-header sum for the NIC");
+            } else {
+                let want = u
+                    .to_header()
+                    .calc_checksum_ipv4_raw(src, dst, u.payload())
+                    .expect("checksum");
+                assert_ne!(u.checksum(), 0, "answers carry a UDP checksum");
+                assert_eq!(u.checksum(), want, "UDP checksum");
             }
             check_payload(&req[rl4 + 8..rl4 + 8 + 64], u.payload(), paid);
             summary.outcomes[u.payload()[4] as usize] += 1;
@@ -654,10 +670,24 @@ fn check_ipv6(
         Some(TransportSlice::Udp(u)) => {
             assert!(!never_a_source6(&r.src), "answered a source it must not");
             check_swapped6(req, ans, &r, src, h.hop_limit());
-            assert!(matches!(
-                v,
-                Verdict::Answer { .. } | Verdict::AnswerUdpOffload { .. }
-            ));
+            let offload = match v {
+                Verdict::AnswerOffload {
+                    l2_len,
+                    l3_len,
+                    offload,
+                    ..
+                } => {
+                    assert_eq!((*l2_len as usize, *l3_len), (l2, 40));
+                    assert_eq!(
+                        *offload - TxOffload::UDP_CKSUM,
+                        TxOffload::IPV6,
+                        "only the UDP checksum is left to the NIC"
+                    );
+                    *offload
+                }
+                Verdict::Answer { .. } => TxOffload::IPV6,
+                _ => panic!("{v:?} for a transmitted answer"),
+            };
             let rl4 = r.l4;
             assert_eq!(r.proto, 17, "UDP answers UDP");
             assert_eq!(
@@ -668,25 +698,16 @@ fn check_ipv6(
             assert_eq!(u.source_port(), OUR_PORT);
             assert_ne!(u.destination_port(), 0, "source port 0 is never answered");
             assert_eq!(u.length() as usize, 8 + 64, "UDP length");
-            match v {
-                Verdict::AnswerUdpOffload {
-                    l2_len,
-                    l3_len,
-                    ipv6,
-                    ..
-                } => {
-                    assert_eq!((*l2_len as usize, *l3_len, *ipv6), (l2, 40, true));
-                    let pseudo = sum16(&src) + sum16(&dst) + 17 + u.length() as u64;
-                    assert_eq!(u.checksum(), fold(pseudo), "pseudo-header sum for the NIC");
-                }
-                _ => {
-                    let want = u
-                        .to_header()
-                        .calc_checksum_ipv6_raw(src, dst, u.payload())
-                        .expect("checksum");
-                    assert_ne!(u.checksum(), 0, "the UDP checksum is mandatory over IPv6");
-                    assert_eq!(u.checksum(), want, "UDP checksum");
-                }
+            if offload.contains(TxOffload::UDP_CKSUM) {
+                let pseudo = sum16(&src) + sum16(&dst) + 17 + u.length() as u64;
+                assert_eq!(u.checksum(), fold(pseudo), "pseudo-header sum for the NIC");
+            } else {
+                let want = u
+                    .to_header()
+                    .calc_checksum_ipv6_raw(src, dst, u.payload())
+                    .expect("checksum");
+                assert_ne!(u.checksum(), 0, "the UDP checksum is mandatory over IPv6");
+                assert_eq!(u.checksum(), want, "UDP checksum");
             }
             check_payload(&req[rl4 + 8..rl4 + 8 + 64], u.payload(), paid);
             summary.outcomes[u.payload()[4] as usize] += 1;

@@ -22,6 +22,7 @@ use super::eal::Eal;
 use super::error::DpdkError;
 use super::multicast::{ndp_groups, Multicast};
 use super::port::{Port, PortInfo, RxQueue, TxQueue};
+use super::processor::TxOffload;
 use super::processor::{port_ipv6, BurstProcessor};
 use super::ring::{Consumer, Producer, Ring};
 use super::worker::{WorkerLoop, WorkerPort};
@@ -111,9 +112,11 @@ impl<'eal> Opened<'eal> {
         let ports_of_worker: Vec<WorkerPort> = self
             .infos
             .iter()
-            .map(|i| WorkerPort {
-                id: i.id,
-                tx_udp_cksum: i.tx_udp_cksum,
+            .map(|i| {
+                let mut tx_cksum = TxOffload::empty();
+                tx_cksum.set(TxOffload::IPV4_CKSUM, i.tx_ipv4_cksum);
+                tx_cksum.set(TxOffload::UDP_CKSUM, i.tx_udp_cksum);
+                WorkerPort { id: i.id, tx_cksum }
             })
             .collect();
         let mut app = Appliance {
@@ -363,8 +366,9 @@ pub fn open<'eal>(eal: &'eal Eal, config: &NodeConfig) -> Result<Opened<'eal>, D
     })
 }
 
-/// A started port's start-up line: "shake: port NAME (id N): MAC, Q queue pairs, RSS, UDP
-/// checksum offload, RX checksums checked by the NIC, NDP multicast list ..., LINK" (tests read the MAC after "): ").
+/// A started port's start-up line: "shake: port NAME (id N): MAC, Q queue pairs, RSS, IPv4
+/// header checksum offload, UDP checksum offload, RX checksums checked by the NIC, NDP
+/// multicast list ..., LINK" (tests read the MAC after "): ").
 pub fn describe(info: &PortInfo, link: &str) -> String {
     let m = info.mac;
     let ipv6 = info.multicast != Multicast::Unchanged;
@@ -375,12 +379,13 @@ pub fn describe(info: &PortInfo, link: &str) -> String {
         (true, _) => ", RSS",
     };
     format!(
-        "shake: port {} (id {}): {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {} queue pairs{}{}{}{}, {}",
+        "shake: port {} (id {}): {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {} queue pairs{}{}{}{}{}, {}",
         info.name,
         info.id,
         m[0], m[1], m[2], m[3], m[4], m[5],
         info.queues,
         rss,
+        if info.tx_ipv4_cksum { ", IPv4 header checksum offload" } else { "" },
         if info.tx_udp_cksum { ", UDP checksum offload" } else { "" },
         if info.rx_cksum { ", RX checksums checked by the NIC" } else { "" },
         info.multicast.describe(),
@@ -432,6 +437,17 @@ mod test {
             describe(&info(true, false, Multicast::Unchanged), "Link up"),
             "shake: port net_af_packet0 (id 3): 02:00:5e:12:34:56, 2 queue pairs, RSS, \
              UDP checksum offload, Link up"
+        );
+    }
+
+    #[test]
+    fn a_port_that_fills_ipv4_header_checksums_says_so() {
+        let mut i = info(true, false, Multicast::Unchanged);
+        i.tx_ipv4_cksum = true;
+        assert_eq!(
+            describe(&i, "Link up"),
+            "shake: port net_af_packet0 (id 3): 02:00:5e:12:34:56, 2 queue pairs, RSS, \
+             IPv4 header checksum offload, UDP checksum offload, Link up"
         );
     }
 

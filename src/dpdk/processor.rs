@@ -8,7 +8,7 @@ use crossbeam::channel::Receiver;
 use crate::counters::Counters;
 use crate::engine::config::Live;
 use crate::engine::Worker;
-pub use crate::frame::{peek_user, RxChecked, Staged, Verdict};
+pub use crate::frame::{peek_user, RxChecked, Staged, TxOffload, Verdict};
 use crate::frame::{
     process_burst, process_burst_checked, process_burst_checked_staged, FrameConfig, Ipv6Addrs,
 };
@@ -76,7 +76,7 @@ pub struct FrameProcessor<S: SeedSource, J: ClaimSink> {
 
 /// The frame configs, per port, of a node answering on its addresses and UDP port: each
 /// port's own MAC for ARP and NDP replies (and its link-local address, derived from the MAC
-/// unless the config gives one), and its UDP checksum offload where the device has it.
+/// unless the config gives one), and its UDP and IPv4 header checksum offloads where the device has them.
 pub fn frame_configs(node: &NodeSection, ports: &[super::PortInfo]) -> Vec<FrameConfig> {
     let (ipv4, udp_port) = (node.ipv4, node.port);
     ports
@@ -87,6 +87,7 @@ pub fn frame_configs(node: &NodeSection, ports: &[super::PortInfo]) -> Vec<Frame
             mac: p.mac,
             udp_port,
             tx_udp_offload: p.tx_udp_cksum,
+            tx_ipv4_offload: p.tx_ipv4_cksum,
         })
         .collect()
 }

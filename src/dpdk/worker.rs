@@ -39,7 +39,7 @@ use super::backlog::TxBacklog;
 use super::clock::TscClock;
 use super::mbuf::{Burst, BURST};
 use super::port::{RxQueue, TxQueue};
-use super::processor::{peek_user, BurstProcessor, RxChecked, Staged, Verdict};
+use super::processor::{peek_user, BurstProcessor, RxChecked, Staged, TxOffload, Verdict};
 use super::ring::{Consumer, Producer};
 use crate::counters::{bump, Counters, DropReason, Reply};
 use crate::engine::config::owner_worker;
@@ -68,8 +68,19 @@ enum Incoming {
 pub struct WorkerPort {
     /// DPDK port id.
     pub id: u16,
-    /// The port can checksum UDP on TX.
-    pub tx_udp_cksum: bool,
+    /// The checksums the port fills on TX ([`TxOffload::IPV4_CKSUM`],
+    /// [`TxOffload::UDP_CKSUM`]).
+    pub tx_cksum: TxOffload,
+}
+
+impl WorkerPort {
+    /// Whether the port can send an answer that leaves `offload` to it: every checksum it
+    /// asks for, and no IPv4 header checksum on an IPv6 answer.
+    #[inline]
+    fn can_offload(&self, offload: TxOffload) -> bool {
+        self.tx_cksum.contains(offload - TxOffload::IPV6)
+            && !offload.contains(TxOffload::IPV6 | TxOffload::IPV4_CKSUM)
+    }
 }
 
 /// Everything one worker lcore owns. Built by the appliance only: the queues it polls are
@@ -406,19 +417,19 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
                     m.set_tx_offload(0, 0, 0);
                     (m.set_len(len), reply)
                 }
-                Verdict::AnswerUdpOffload {
+                Verdict::AnswerOffload {
                     len,
                     l2_len,
                     l3_len,
-                    ipv6,
+                    offload,
                     reply,
-                } if port.tx_udp_cksum => {
-                    m.set_tx_offload(udp_offload_flags(ipv6), l2_len, l3_len);
+                } if port.can_offload(offload) => {
+                    m.set_tx_offload(offload_flags(offload), l2_len, l3_len);
                     (m.set_len(len), reply)
                 }
                 // The processor asked for an offload this port lacks: a bug, never sent
                 // with a wrong checksum.
-                Verdict::AnswerUdpOffload { reply, .. } => (false, reply),
+                Verdict::AnswerOffload { reply, .. } => (false, reply),
                 Verdict::Drop(_) => continue,
             };
             if !ok {
@@ -432,17 +443,23 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
     }
 }
 
-/// The mbuf flags that have the NIC fill the UDP checksum of an answer: the checksum
-/// offload, and the IP version, which tells the NIC where the pseudo-header's addresses are
-/// (an IPv6 answer flagged IPv4 would leave with a wrong checksum).
+/// The mbuf flags that have the NIC fill an answer's checksums: the offloads, and the IP
+/// version, which tells the NIC where the pseudo-header's addresses are (an IPv6 answer
+/// flagged IPv4 would leave with a wrong checksum).
 #[inline]
-fn udp_offload_flags(ipv6: bool) -> u64 {
-    let ip = if ipv6 {
+fn offload_flags(offload: TxOffload) -> u64 {
+    let mut flags = if offload.contains(TxOffload::IPV6) {
         dpdk_sys::RTE_MBUF_F_TX_IPV6
     } else {
         dpdk_sys::RTE_MBUF_F_TX_IPV4
     };
-    ip | dpdk_sys::RTE_MBUF_F_TX_UDP_CKSUM
+    if offload.contains(TxOffload::IPV4_CKSUM) {
+        flags |= dpdk_sys::RTE_MBUF_F_TX_IP_CKSUM;
+    }
+    if offload.contains(TxOffload::UDP_CKSUM) {
+        flags |= dpdk_sys::RTE_MBUF_F_TX_UDP_CKSUM;
+    }
+    flags
 }
 
 /// Drops the chained mbufs of `burst`, counted, keeping the others in order (rare).
@@ -471,21 +488,47 @@ fn count_n(c: &Counters, reason: DropReason, n: usize) {
 #[cfg(test)]
 mod test {
     use super::*;
-    use dpdk_sys::{RTE_MBUF_F_TX_IPV4, RTE_MBUF_F_TX_IPV6, RTE_MBUF_F_TX_UDP_CKSUM};
+    use dpdk_sys::{
+        RTE_MBUF_F_TX_IPV4, RTE_MBUF_F_TX_IPV6, RTE_MBUF_F_TX_IP_CKSUM, RTE_MBUF_F_TX_UDP_CKSUM,
+    };
 
     #[test]
-    fn udp_offload_flags_name_the_answers_ip_version() {
-        let v4 = udp_offload_flags(false);
-        let v6 = udp_offload_flags(true);
-        assert_eq!(v4, RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_UDP_CKSUM);
-        assert_eq!(v6, RTE_MBUF_F_TX_IPV6 | RTE_MBUF_F_TX_UDP_CKSUM);
-        // Never both IP flags, and never the IPv4 header checksum (the frame layer sums it).
-        for flags in [v4, v6] {
-            assert_ne!(
-                flags & RTE_MBUF_F_TX_IPV4 == 0,
-                flags & RTE_MBUF_F_TX_IPV6 == 0
-            );
-            assert_eq!(flags & dpdk_sys::RTE_MBUF_F_TX_IP_CKSUM, 0);
+    fn offload_flags_name_the_answers_ip_version_and_its_checksums() {
+        let (v4, v6) = (TxOffload::empty(), TxOffload::IPV6);
+        let (ip, udp) = (TxOffload::IPV4_CKSUM, TxOffload::UDP_CKSUM);
+        let cases = [
+            (v4 | udp, RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_UDP_CKSUM),
+            (v6 | udp, RTE_MBUF_F_TX_IPV6 | RTE_MBUF_F_TX_UDP_CKSUM),
+            (v4 | ip, RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM),
+            (
+                v4 | ip | udp,
+                RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_UDP_CKSUM,
+            ),
+        ];
+        for (offload, want) in cases {
+            assert_eq!(offload_flags(offload), want, "{offload:?}");
+        }
+    }
+
+    /// An answer is sent with an offload only if its port has every checksum it asks for;
+    /// the IPv4 header checksum of an IPv6 answer is never asked of a NIC.
+    #[test]
+    fn a_port_offloads_only_the_checksums_it_has() {
+        let (ip, udp, v6) = (TxOffload::IPV4_CKSUM, TxOffload::UDP_CKSUM, TxOffload::IPV6);
+        let port = |tx_cksum| WorkerPort { id: 0, tx_cksum };
+        for (has, asks, ok) in [
+            (udp, udp, true),
+            (udp, v6 | udp, true),
+            (udp, ip, false),
+            (udp, ip | udp, false),
+            (ip, ip, true),
+            (ip, ip | udp, false),
+            (ip | udp, ip | udp, true),
+            (ip | udp, v6 | udp, true),
+            (ip | udp, v6 | ip, false),
+            (TxOffload::empty(), udp, false),
+        ] {
+            assert_eq!(port(has).can_offload(asks), ok, "{has:?} asked {asks:?}");
         }
     }
 }

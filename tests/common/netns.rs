@@ -243,32 +243,36 @@ impl Netns {
     /// `server` (`ADDR:PORT`, see [`client_mode`]); panics with its output and the node's
     /// stderr unless it succeeds and says CLIENT OK. Returns its CLIENT OK line.
     pub fn run_client(&self, test: &str, server: &str, app: &Appliance) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", self.client()])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", test, "--nocapture", "--test-threads=1"])
-            .env(CLIENT_ENV, server)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success() && stdout.contains("CLIENT OK"),
-            "the client of {server} in {} failed:\n{stdout}\n{}\nnode stderr:\n{}",
-            self.client(),
-            String::from_utf8_lossy(&out.stderr),
-            app.stderr()
-        );
-        stdout
-            .lines()
-            .find(|l| l.contains("CLIENT OK"))
-            .unwrap_or_default()
-            .to_owned()
+        run_client_in(self.client(), test, server, app)
     }
 
     /// The client namespace's neighbour entry for `addr`.
     pub fn neighbour(&self, addr: &str) -> String {
         run_ok(Command::new("ip").args(["-n", self.client(), "neigh", "show", addr]))
     }
+}
+
+/// [`Netns::run_client`] in namespace `ns`.
+pub fn run_client_in(ns: &str, test: &str, server: &str, app: &Appliance) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CLIENT_ENV, server)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("CLIENT OK"),
+        "the client of {server} in {ns} failed:\n{stdout}\n{}\nnode stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        app.stderr()
+    );
+    stdout
+        .lines()
+        .find(|l| l.contains("CLIENT OK"))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// In the test binary run as the client ([`CLIENT_ENV`] set): every one of `users` shakes
