@@ -830,10 +830,18 @@ fn answer_common<S: SeedSource, J: ClaimSink, const TX: u8>(
     f[IP + 10..IP + 12].copy_from_slice(&ck.to_ne_bytes());
     let ports = ne32::<UDP>(f).rotate_left(16);
     f[UDP..UDP + 4].copy_from_slice(&ports.to_ne_bytes());
-    let pseudo = NativeSum::default().add_word(addrs).add_word(PSEUDO_REST);
     let ck = if offload.contains(TxOffload::UDP_CKSUM) {
-        pseudo.fold()
+        // The answer's pseudo-header sum: its destination, the request's source, and the
+        // rest, which is the port's own (its address, UDP, the length) and hoisted out of the
+        // burst loop. 15 instructions summed whole, 8 so.
+        let [a, b, c, d, ..] = addrs.to_ne_bytes();
+        let ours = NativeSum::default()
+            .add_word(u64::from(ours))
+            .add_word(PSEUDO_REST)
+            .fold();
+        checksum::add16(checksum::fold32(u32::from_ne_bytes([a, b, c, d])), ours)
     } else {
+        let pseudo = NativeSum::default().add_word(addrs).add_word(PSEUDO_REST);
         let ck = !pseudo.add_word(udp & !UDP_CK).add_bytes(payload(f)).fold();
         // Zero on the wire means "no checksum" (and reads zero in either byte order).
         if ck == 0 {

@@ -115,6 +115,21 @@ fn sum_native(data: &[u8]) -> u32 {
     u32::from(u16::from_be(native))
 }
 
+/// The ones'-complement sum of the two 16-bit halves of `v`, end-around carry included: the
+/// upper half of `v + v.rotate_left(16)`. Zero only for zero. In either byte order, as the
+/// sums (RFC 1071 2.B).
+#[inline(always)]
+pub fn fold32(v: u32) -> u16 {
+    (v.wrapping_add(v.rotate_left(16)) >> 16) as u16
+}
+
+/// The ones'-complement sum of two 16-bit words. Zero only if both are.
+#[inline(always)]
+pub fn add16(a: u16, b: u16) -> u16 {
+    let s = u32::from(a) + u32::from(b);
+    ((s & 0xffff) + (s >> 16)) as u16
+}
+
 /// Fold the carries of a 32-bit ones-complement accumulator into 16 bits (not complemented).
 #[inline]
 pub fn fold(mut sum: u32) -> u16 {
@@ -169,6 +184,19 @@ pub fn update(old_checksum: u16, old_word: u16, new_word: u16) -> u16 {
 
 #[cfg(test)]
 mod test {
+    proptest::proptest! {
+        /// fold32 and add16 give what the general sum gives, of any words.
+        #[test]
+        fn fold32_and_add16_equal_the_general_sum(v in proptest::prelude::any::<u32>(), w in proptest::prelude::any::<u16>()) {
+            let general = |words: &[u16]| fold(words.iter().map(|&x| u32::from(x)).sum());
+            proptest::prop_assert_eq!(super::fold32(v), general(&[v as u16, (v >> 16) as u16]));
+            proptest::prop_assert_eq!(
+                super::add16(super::fold32(v), w),
+                general(&[v as u16, (v >> 16) as u16, w])
+            );
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 
