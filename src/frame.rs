@@ -438,12 +438,13 @@ fn decide_staged<S: SeedSource, J: ClaimSink, const TX: u8>(
             .compute(&worker.live().identity.token_key, worker.lanes());
     }
     let homes = &s.homes[..n];
+    let macs = s.tokens.computed();
     for (i, (f, v)) in frames.iter_mut().zip(verdicts.iter_mut()).enumerate() {
         if let Some(&h) = homes.get(i + PREFETCH_AHEAD) {
             worker.prefetch_home(h);
         }
         let rx = checked.get(i).copied().unwrap_or_default();
-        decide_into::<S, J, TX>(worker, cfg, f, rx, s.tokens.get(i), v);
+        decide_into::<S, J, TX>(worker, cfg, f, rx, macs.get(i), v);
     }
 }
 

@@ -309,7 +309,6 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         let user_id = req.user_id();
         let expiry = req.token_expiry();
         let token = req.token();
-        let live = &*self.live;
         let mut a = ShakeAnswerRepr {
             outcome: Outcome::Nothing,
             flags: 0,
@@ -322,10 +321,13 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             amount_cents: 0,
             sponsor_id: 0,
             claim_mac: 0,
-            config_version: live.config_version,
+            // Set after the decision, like the stale flag: read before it, the version held a
+            // register through the whole decision (2 instructions a request).
+            config_version: 0,
             round_id: self.active_round_id,
         };
         a.outcome = self.decide(&mut a, expiry, token, mac);
+        a.config_version = self.live.config_version;
         // Checked after the decision, which needs every register the token's MAC can get:
         // the request's config version is read again here (nothing has written it yet).
         if a.config_version > req.config_version() {
