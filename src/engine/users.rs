@@ -147,8 +147,8 @@ impl UserTable {
     }
 
     /// Touches a bucket [`touch`](Self::touch) returned again. Only a hint: a `Home` of
-    /// another table, or [`Home::NONE`], touches nothing or some other bucket, and changes
-    /// no lookup (lookups always hash the user id).
+    /// another table, or [`Home::NONE`], touches some other address (a prefetch never
+    /// faults), and changes no lookup (lookups always hash the user id).
     #[inline]
     pub fn touch_home(&self, home: Home) {
         self.buckets.prefetch(home.0);
