@@ -53,16 +53,7 @@ fn kernel_udp_client_in_a_netns_resolves_and_is_answered() {
     let node = NodeDir::with_activity(udp_client::ACTIVITY);
     let p = node.path();
     let prefix = file_prefix("veth-node");
-    let config = NodeToml::new(NODE_IP, 10_000)
-        .activity(r#"epoch = "now""#)
-        .extra(&dpdk_sections(
-            &prefix,
-            &format!("net_af_packet0,iface={iface}"),
-            256,
-            32,
-            50,
-        ))
-        .write(p);
+    let config = node_toml(NODE_IP, &prefix, &format!("net_af_packet0,iface={iface}")).write(p);
     // Dropped before `ns`: the appliance is gone before its namespace.
     let app = Appliance::start(&config, &prefix, Some(ns.node()), false);
     let mac = app.port_mac("net_af_packet0");
@@ -89,13 +80,18 @@ fn kernel_udp_client_in_a_netns_resolves_and_is_answered() {
     eprintln!("veth: {summary} {c:?}");
 }
 
+/// The config of a node at `ipv4` on DPDK virtual device `vdev` (one worker), serving the
+/// client's activity from now.
+fn node_toml(ipv4: &str, prefix: &str, vdev: &str) -> NodeToml {
+    NodeToml::new(ipv4, 10_000)
+        .activity(r#"epoch = "now""#)
+        .extra(&dpdk_sections(prefix, vdev, 256, 32, 50))
+}
+
 /// Writes the config of a node on DPDK virtual device `vdev` (one worker) with IPv6 address
 /// `ipv6`, if any; returns its path.
 fn node_config(dir: &Path, prefix: &str, vdev: &str, ipv6: Option<&str>) -> PathBuf {
-    let toml = NodeToml::new(NODE_IP_OF_V6, 10_000)
-        .activity(r#"epoch = "now""#)
-        .extra(&dpdk_sections(prefix, vdev, 256, 32, 50))
-        .text();
+    let toml = node_toml(NODE_IP_OF_V6, prefix, vdev).text();
     let ipv4_line = format!("ipv4 = \"{NODE_IP_OF_V6}\"");
     assert!(toml.contains(&ipv4_line));
     let toml = match ipv6 {
@@ -300,16 +296,7 @@ fn kernel_udp_client_over_tap_is_answered_with_checksums_the_port_filled() {
     let tap = format!("shko{pid}");
     let node = NodeDir::with_activity(udp_client::ACTIVITY);
     let prefix = file_prefix("tap-offload-node");
-    let config = NodeToml::new(NODE, 10_000)
-        .activity(r#"epoch = "now""#)
-        .extra(&dpdk_sections(
-            &prefix,
-            &format!("net_tap0,iface={tap}"),
-            256,
-            32,
-            50,
-        ))
-        .write(node.path());
+    let config = node_toml(NODE, &prefix, &format!("net_tap0,iface={tap}")).write(node.path());
     let app = Appliance::start(&config, &prefix, Some(ns.name()), false);
     let line = port_line(&app, "net_tap0");
     assert!(
