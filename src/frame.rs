@@ -4,8 +4,8 @@
 //! Every I/O layer that sees whole frames (DPDK ports, pcap replays, tests) calls
 //! [`process_burst`]. A frame is parsed once, layer by layer, through the zero-copy views;
 //! answers reuse the request's buffer: MAC, IP and port swap, the IPv4 checksum updated
-//! incrementally (the address swap leaves it unchanged, only the TTL moves), and the UDP
-//! checksum set over the new payload (or left to the NIC). Nothing here allocates, locks,
+//! incrementally (the address swap leaves it unchanged, only the TTL moves) or left to the
+//! NIC, and the UDP checksum set over the new payload or left to the NIC ([`TxOffload`]). Nothing here allocates, locks,
 //! logs or makes a system call.
 //!
 //! Answers never grow: IPv4 options of a request are not echoed (they are source routes and
@@ -3248,11 +3248,20 @@ greeting_probability = {greet}
         }
 
         fn run_burst(w: &mut W, frames: &[Vec<u8>]) -> (Vec<Verdict>, Vec<Vec<u8>>) {
+            run_burst_with(w, &cfg6(), frames)
+        }
+
+        /// [`run_burst`] under `cfg` (its offloads).
+        fn run_burst_with(
+            w: &mut W,
+            cfg: &FrameConfig,
+            frames: &[Vec<u8>],
+        ) -> (Vec<Verdict>, Vec<Vec<u8>>) {
             let mut bufs = frames.to_vec();
             let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
             let mut v = vec![Verdict::Drop(DropReason::Internal); refs.len()];
             w.begin_burst(MID);
-            process_burst(w, &cfg6(), &mut refs, &mut v);
+            process_burst(w, cfg, &mut refs, &mut v);
             (v, bufs)
         }
 
@@ -3260,6 +3269,7 @@ greeting_probability = {greet}
         /// a pass before (the burst itself, or other frames).
         fn run_staged(
             w: &mut W,
+            cfg: &FrameConfig,
             frames: &[Vec<u8>],
             stage_of: &[Vec<u8>],
         ) -> (Vec<Verdict>, Vec<Vec<u8>>) {
@@ -3270,7 +3280,7 @@ greeting_probability = {greet}
             let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
             let mut v = vec![Verdict::Drop(DropReason::Internal); refs.len()];
             w.begin_burst(MID);
-            process_burst_checked_staged(w, &cfg6(), &mut refs, &[], &mut staged, &mut v);
+            process_burst_checked_staged(w, cfg, &mut refs, &[], &mut staged, &mut v);
             assert!(staged.is_empty(), "the decision leaves the stage empty");
             (v, bufs)
         }
@@ -3394,14 +3404,21 @@ greeting_probability = {greet}
             }
 
             /// A staged burst decides as an unstaged one, whatever was staged: the burst
-            /// itself, or other frames (the stage is only hints).
+            /// itself, or other frames (the stage is only hints); under each combination
+            /// of the transmit offloads (the burst loop is compiled once for each).
             #[test]
             fn staged_equals_unstaged(
                 burst in proptest::collection::vec((0u64..40, kind()), 0..40),
                 other in proptest::collection::vec((0u64..40, kind()), 0..40),
                 capacity in proptest::prop_oneof![proptest::strategy::Just(0u32), 0u32..400],
                 same_size in proptest::bool::ANY,
+                (ip_offload, udp_offload) in (proptest::bool::ANY, proptest::bool::ANY),
             ) {
+                let c = FrameConfig {
+                    tx_ipv4_offload: ip_offload,
+                    tx_udp_offload: udp_offload,
+                    ..cfg6()
+                };
                 let frames: Vec<Vec<u8>> = burst.iter().map(|&(u, k)| frame(u, k)).collect();
                 let mut others: Vec<Vec<u8>> = other.iter().map(|&(u, k)| frame(u, k)).collect();
                 if same_size {
@@ -3411,9 +3428,9 @@ greeting_probability = {greet}
                 let (mut plain, mut own, mut foreign) = (worker(s()), worker(s()), worker(s()));
                 // Twice: the second burst finds the users throttled.
                 for _ in 0..2 {
-                    let (v1, f1) = run_burst(&mut plain, &frames);
-                    let (v2, f2) = run_staged(&mut own, &frames, &frames);
-                    let (v3, f3) = run_staged(&mut foreign, &frames, &others);
+                    let (v1, f1) = run_burst_with(&mut plain, &c, &frames);
+                    let (v2, f2) = run_staged(&mut own, &c, &frames, &frames);
+                    let (v3, f3) = run_staged(&mut foreign, &c, &frames, &others);
                     proptest::prop_assert_eq!(&v1, &v2);
                     proptest::prop_assert_eq!(&f1, &f2);
                     proptest::prop_assert_eq!(&v1, &v3);

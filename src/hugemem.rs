@@ -135,9 +135,9 @@ impl<T: Zeroable + Copy> HugeArray<T> {
     ///
     /// An `i` past the end is not checked: its address is computed with wrapping arithmetic
     /// (no pointer is formed past the mapping), and a prefetch of any address reads nothing
-    /// architecturally and cannot fault. Callers hash into the table, so their `i` is in it;
-    /// the check cost 4 instructions a request on the datapath (the stage and the second
-    /// prefetch of a burst).
+    /// architecturally and cannot fault. Callers hash into the table, so their `i` is in it,
+    /// or pass `usize::MAX` for none (the user table's `Home::NONE`); the check cost 4
+    /// instructions a request on the datapath (the stage and the second prefetch of a burst).
     #[inline]
     pub fn prefetch(&self, i: usize) {
         #[cfg(target_arch = "x86_64")]

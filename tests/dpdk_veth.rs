@@ -282,8 +282,11 @@ fn ipv6_port_lists_its_solicited_node_groups_where_the_device_takes_a_list() {
 /// net_tap fills IPv4 header and UDP checksums on TX (in software, as a NIC does in
 /// hardware), and says so: a node on it leaves both to the port (issue 13), and a kernel UDP
 /// client on the tap interface, whose stack drops a datagram with either checksum wrong, is
-/// answered. The node and the client share a namespace of their own; the tap interface is the
-/// client's link to the node.
+/// answered. net_tap computes both sums whole, so this checks what the DPDK layer asks of
+/// the port (the mbuf flags and lengths: without `RTE_MBUF_F_TX_IP_CKSUM` every answer is
+/// dropped), not the fields the frame layer leaves (zero, the pseudo-header sum), which its
+/// tests check. The node and the client share a namespace of their own; the tap interface is
+/// the client's link to the node.
 #[test]
 fn kernel_udp_client_over_tap_is_answered_with_checksums_the_port_filled() {
     const TEST: &str = "kernel_udp_client_over_tap_is_answered_with_checksums_the_port_filled";

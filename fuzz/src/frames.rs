@@ -444,9 +444,20 @@ pub fn run_and_check(b: &Burst) -> Summary {
             drops,
             "every dropped frame is counted once, under one reason"
         );
+        // The checksums the port leaves to the NIC: a UDP answer asks for exactly these.
+        let mut enabled = TxOffload::empty();
+        enabled.set(TxOffload::IPV4_CKSUM, b.ipv4_offload);
+        enabled.set(TxOffload::UDP_CKSUM, b.udp_offload);
         for (i, v) in verdicts.iter().enumerate() {
             match v.tx_len() {
-                Some(len) => check_answer(&b.frames[i], &bufs[i], len, v, &mut paid, &mut summary),
+                Some(len) => check_answer(
+                    &b.frames[i],
+                    &bufs[i],
+                    len,
+                    (v, enabled),
+                    &mut paid,
+                    &mut summary,
+                ),
                 None => summary.dropped += 1,
             }
         }
@@ -458,7 +469,7 @@ fn check_answer(
     req: &[u8],
     buf: &[u8],
     len: usize,
-    v: &Verdict,
+    (v, enabled): (&Verdict, TxOffload),
     paid: &mut Paid,
     summary: &mut Summary,
 ) {
@@ -477,7 +488,7 @@ fn check_answer(
         return check_arp(req, ans, l2);
     }
     if be16(&req[l2 - 2..]) == 0x86dd {
-        return check_ipv6(req, ans, l2, v, paid, summary);
+        return check_ipv6(req, ans, l2, (v, enabled), paid, summary);
     }
     // Ethernet: back to the sender, from the address it was sent to unless that was a
     // group address.
@@ -555,6 +566,7 @@ fn check_answer(
                 Verdict::Answer { .. } => TxOffload::empty(),
                 _ => panic!("{v:?} for a transmitted answer"),
             };
+            assert_eq!(offload, enabled, "the port's offloads, no more, no fewer");
             assert_eq!(
                 (u.source_port(), u.destination_port()),
                 (be16(&req[rl4 + 2..]), be16(&req[rl4..])),
@@ -636,7 +648,7 @@ fn check_ipv6(
     req: &[u8],
     ans: &[u8],
     l2: usize,
-    v: &Verdict,
+    (v, enabled): (&Verdict, TxOffload),
     paid: &mut Paid,
     summary: &mut Summary,
 ) {
@@ -688,6 +700,11 @@ fn check_ipv6(
                 Verdict::Answer { .. } => TxOffload::IPV6,
                 _ => panic!("{v:?} for a transmitted answer"),
             };
+            assert_eq!(
+                offload - TxOffload::IPV6,
+                enabled & TxOffload::UDP_CKSUM,
+                "the port's UDP offload, no more, no fewer"
+            );
             let rl4 = r.l4;
             assert_eq!(r.proto, 17, "UDP answers UDP");
             assert_eq!(

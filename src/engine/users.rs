@@ -60,7 +60,8 @@ pub enum Admit {
 pub struct Home(usize);
 
 impl Home {
-    /// No bucket: touching it does nothing.
+    /// No bucket: touching it prefetches an address outside the table, a hint that reads
+    /// nothing and cannot fault.
     pub const NONE: Home = Home(usize::MAX);
 }
 
