@@ -73,13 +73,17 @@ fn populate(addr: usize, len: usize, cancel: &AtomicBool) {
 }
 
 impl<T: Zeroable + Copy> HugeArray<T> {
-    /// `len` zeroed elements. The huge-page hint is best effort: a kernel that refuses it
-    /// still gives working (small-page) memory.
+    /// `len` zeroed elements, at least one (a `len` of 0 gives one: [`index_of_hash`]
+    /// relies on it). The huge-page hint is best effort: a kernel that refuses it still gives
+    /// working (small-page) memory.
+    ///
+    /// [`index_of_hash`]: Self::index_of_hash
     ///
     /// A `len` whose size in bytes does not fit a slice (over `isize::MAX`, or past
     /// `usize::MAX` where an unchecked product would wrap to a small mapping that `deref`
     /// then overruns) is an `InvalidInput` error.
     pub fn zeroed(len: usize) -> std::io::Result<Self> {
+        let len = len.max(1);
         let bytes = len
             .checked_mul(std::mem::size_of::<T>())
             .filter(|&b| b <= isize::MAX as usize)
@@ -127,6 +131,21 @@ impl<T: Zeroable + Copy> HugeArray<T> {
 
     pub fn bytes(&self) -> usize {
         self.len * std::mem::size_of::<T>()
+    }
+
+    /// The index a 64-bit hash picks: its value scaled to the length (the high half of
+    /// `hash * len`, Lemire's multiply-shift), which is always below the length. The compiler
+    /// is told so, so indexing with it needs no bounds check (2 instructions a lookup on the
+    /// datapath).
+    #[inline]
+    pub fn index_of_hash(&self, hash: u64) -> usize {
+        let i = ((u128::from(hash) * self.len as u128) >> 64) as usize;
+        if i >= self.len {
+            // SAFETY: unreachable: hash < 2^64, so hash * len / 2^64 < len, as len >= 1
+            // (`zeroed`, the only constructor, makes at least one element).
+            unsafe { std::hint::unreachable_unchecked() }
+        }
+        i
     }
 
     /// Asks the CPU to bring element `i` into the cache; a hint that never faults. Lookups
@@ -198,6 +217,24 @@ mod test {
     #[derive(Clone, Copy, Debug, PartialEq, Zeroable)]
     #[repr(C, align(64))]
     struct Line([u64; 8]);
+
+    /// Every hash picks an index in the array, the extremes included, and in proportion:
+    /// the high half of `hash * len`. A zero length gives one element, so there always is one.
+    #[test]
+    fn a_hash_picks_an_index_in_bounds() {
+        let one = HugeArray::<Line>::zeroed(0).unwrap();
+        assert_eq!(one.len(), 1);
+        for len in [1usize, 2, 3, 1000, 4097] {
+            let a = HugeArray::<Line>::zeroed(len).unwrap();
+            for h in [0, 1, u64::MAX / 2, u64::MAX / 2 + 1, u64::MAX - 1, u64::MAX] {
+                let i = a.index_of_hash(h);
+                assert!(i < len, "{h} in {len}: {i}");
+                assert_eq!(i as u128, (u128::from(h) * len as u128) >> 64);
+            }
+            assert_eq!(a.index_of_hash(u64::MAX), len - 1);
+            assert_eq!(a.index_of_hash(0), 0);
+        }
+    }
 
     /// A prefetch past the end, even of an index whose address wraps around, neither faults
     /// nor changes anything.

@@ -143,7 +143,7 @@ impl UserTable {
 
     #[inline]
     fn home(&self, user_id: u64) -> usize {
-        ((mix(user_id) as u128 * self.buckets.len() as u128) >> 64) as usize
+        self.buckets.index_of_hash(mix(user_id))
     }
 
     #[inline]

@@ -51,7 +51,9 @@ struct Load {
     tick_start_ms: u64,
     /// Full decisions left in this tick before shedding.
     budget: u32,
-    decided: u32,
+    /// `budget` when the tick began: the decisions made in it are the difference (counting
+    /// them too was one more store per request).
+    tick_budget: u32,
     /// retry_after_ms currently told to clients.
     interval_ms: u32,
 }
@@ -219,11 +221,12 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
         self.load.interval_ms = if per_tick == 0 {
             t.floor_ms
         } else {
-            let used = (self.load.decided as u64).min(per_tick as u64);
+            let decided = self.load.tick_budget - self.load.budget;
+            let used = u64::from(decided).min(per_tick as u64);
             t.floor_ms + (span * used / per_tick as u64) as u32
         };
         self.load.budget = if per_tick == 0 { u32::MAX } else { per_tick };
-        self.load.decided = 0;
+        self.load.tick_budget = self.load.budget;
         self.load.tick_start_ms = now_ms;
     }
 
@@ -374,7 +377,6 @@ impl<S: SeedSource, J: ClaimSink> Worker<S, J> {
             return Outcome::Throttled;
         }
         self.load.budget -= 1;
-        self.load.decided += 1;
 
         // The MAC from the burst's batch if it is this request's, else computed here.
         if u64::from(expiry) < self.clock.expired_below_s
