@@ -5,8 +5,8 @@
 //! [`process_burst`]. A frame is parsed once, layer by layer, through the zero-copy views;
 //! answers reuse the request's buffer: MAC, IP and port swap, the IPv4 checksum updated
 //! incrementally (the address swap leaves it unchanged, only the TTL moves) or left to the
-//! NIC, and the UDP checksum set over the new payload or left to the NIC ([`TxOffload`]). Nothing here allocates, locks,
-//! logs or makes a system call.
+//! NIC, and the UDP checksum set over the new payload or left to the NIC ([`TxOffload`]).
+//! Nothing here allocates, locks, logs or makes a system call.
 //!
 //! Answers never grow: IPv4 options of a request are not echoed (they are source routes and
 //! timestamps meant for the forward path), so an answer with options stripped is shorter;
@@ -838,11 +838,14 @@ fn answer_common<S: SeedSource, J: ClaimSink, const TX: u8>(
         // rest, which is the port's own (its address, UDP, the length) and hoisted out of the
         // burst loop. 15 instructions summed whole, 8 so.
         let [a, b, c, d, ..] = addrs.to_ne_bytes();
-        let ours = NativeSum::default()
+        let port_part = NativeSum::default()
             .add_word(u64::from(ours))
             .add_word(PSEUDO_REST)
             .fold();
-        checksum::add16(checksum::fold32(u32::from_ne_bytes([a, b, c, d])), ours)
+        checksum::add16(
+            checksum::fold32(u32::from_ne_bytes([a, b, c, d])),
+            port_part,
+        )
     } else {
         let pseudo = NativeSum::default().add_word(addrs).add_word(PSEUDO_REST);
         let ck = !pseudo.add_word(udp & !UDP_CK).add_bytes(payload(f)).fold();

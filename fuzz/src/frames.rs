@@ -552,21 +552,7 @@ fn check_answer(
     let rl4 = rl3 + rihl;
     match &sliced.transport {
         Some(TransportSlice::Udp(u)) => {
-            let offload = match v {
-                Verdict::AnswerOffload {
-                    l2_len,
-                    l3_len,
-                    offload,
-                    ..
-                } => {
-                    assert_eq!((*l2_len as usize, *l3_len), (l2, 20));
-                    assert!(!offload.contains(TxOffload::IPV6), "{offload:?}");
-                    *offload
-                }
-                Verdict::Answer { .. } => TxOffload::empty(),
-                _ => panic!("{v:?} for a transmitted answer"),
-            };
-            assert_eq!(offload, enabled, "the port's offloads, no more, no fewer");
+            let offload = udp_offloads(v, (l2, 20), enabled);
             assert_eq!(
                 (u.source_port(), u.destination_port()),
                 (be16(&req[rl4 + 2..]), be16(&req[rl4..])),
@@ -574,19 +560,10 @@ fn check_answer(
             );
             assert_eq!(u.source_port(), OUR_PORT);
             assert_eq!(u.length() as usize, 8 + 64, "UDP length");
-            let src = h.source();
-            let dst = h.destination();
-            if offload.contains(TxOffload::UDP_CKSUM) {
-                let pseudo = sum16(&src) + sum16(&dst) + 17 + u.length() as u64;
-                assert_eq!(u.checksum(), fold(pseudo), "pseudo-header sum for the NIC");
-            } else {
-                let want = u
-                    .to_header()
-                    .calc_checksum_ipv4_raw(src, dst, u.payload())
-                    .expect("checksum");
-                assert_ne!(u.checksum(), 0, "answers carry a UDP checksum");
-                assert_eq!(u.checksum(), want, "UDP checksum");
-            }
+            let (src, dst) = (h.source(), h.destination());
+            check_udp_checksum(u, offload, (&src, &dst), || {
+                u.to_header().calc_checksum_ipv4_raw(src, dst, u.payload())
+            });
             check_payload(&req[rl4 + 8..rl4 + 8 + 64], u.payload(), paid);
             summary.outcomes[u.payload()[4] as usize] += 1;
         }
@@ -642,6 +619,45 @@ fn source_ll_options(mut opts: &[u8]) -> Vec<[u8; 6]> {
     macs
 }
 
+/// The checksums a UDP answer's verdict `v` leaves to the NIC, checked: the layer lengths
+/// (`l2`, `l3`) it gives the NIC, and exactly `want`, the port's offloads for the answer's IP
+/// version (a plain answer leaves none).
+fn udp_offloads(v: &Verdict, (l2, l3): (usize, u16), want: TxOffload) -> TxOffload {
+    let offload = match v {
+        Verdict::AnswerOffload {
+            l2_len,
+            l3_len,
+            offload,
+            ..
+        } => {
+            assert_eq!((*l2_len as usize, *l3_len), (l2, l3));
+            *offload
+        }
+        Verdict::Answer { .. } => want & TxOffload::IPV6,
+        _ => panic!("{v:?} for a transmitted answer"),
+    };
+    assert_eq!(offload, want, "the port's offloads, no more, no fewer");
+    offload
+}
+
+/// A UDP answer's checksum: the pseudo-header sum of `addrs` (source, destination) where
+/// `offload` leaves it to the NIC, else the whole checksum, `whole`, never zero (over IPv4
+/// zero would mean none; over IPv6 it is wrong).
+fn check_udp_checksum(
+    u: &etherparse::UdpSlice,
+    offload: TxOffload,
+    (src, dst): (&[u8], &[u8]),
+    whole: impl FnOnce() -> Result<u16, etherparse::err::ValueTooBigError<usize>>,
+) {
+    if offload.contains(TxOffload::UDP_CKSUM) {
+        let pseudo = sum16(src) + sum16(dst) + 17 + u.length() as u64;
+        assert_eq!(u.checksum(), fold(pseudo), "pseudo-header sum for the NIC");
+    } else {
+        assert_ne!(u.checksum(), 0, "answers carry a UDP checksum");
+        assert_eq!(u.checksum(), whole().expect("checksum"), "UDP checksum");
+    }
+}
+
 /// An answer to an IPv6 request: SHAKE/1 over UDP, an ICMPv6 echo reply or a Neighbor
 /// Advertisement, decoded by etherparse.
 fn check_ipv6(
@@ -682,29 +698,9 @@ fn check_ipv6(
         Some(TransportSlice::Udp(u)) => {
             assert!(!never_a_source6(&r.src), "answered a source it must not");
             check_swapped6(req, ans, &r, src, h.hop_limit());
-            let offload = match v {
-                Verdict::AnswerOffload {
-                    l2_len,
-                    l3_len,
-                    offload,
-                    ..
-                } => {
-                    assert_eq!((*l2_len as usize, *l3_len), (l2, 40));
-                    assert_eq!(
-                        *offload - TxOffload::UDP_CKSUM,
-                        TxOffload::IPV6,
-                        "only the UDP checksum is left to the NIC"
-                    );
-                    *offload
-                }
-                Verdict::Answer { .. } => TxOffload::IPV6,
-                _ => panic!("{v:?} for a transmitted answer"),
-            };
-            assert_eq!(
-                offload - TxOffload::IPV6,
-                enabled & TxOffload::UDP_CKSUM,
-                "the port's UDP offload, no more, no fewer"
-            );
+            // Only the UDP checksum is ever left to the NIC over IPv6.
+            let want = TxOffload::IPV6 | (enabled & TxOffload::UDP_CKSUM);
+            let offload = udp_offloads(v, (l2, 40), want);
             let rl4 = r.l4;
             assert_eq!(r.proto, 17, "UDP answers UDP");
             assert_eq!(
@@ -715,17 +711,9 @@ fn check_ipv6(
             assert_eq!(u.source_port(), OUR_PORT);
             assert_ne!(u.destination_port(), 0, "source port 0 is never answered");
             assert_eq!(u.length() as usize, 8 + 64, "UDP length");
-            if offload.contains(TxOffload::UDP_CKSUM) {
-                let pseudo = sum16(&src) + sum16(&dst) + 17 + u.length() as u64;
-                assert_eq!(u.checksum(), fold(pseudo), "pseudo-header sum for the NIC");
-            } else {
-                let want = u
-                    .to_header()
-                    .calc_checksum_ipv6_raw(src, dst, u.payload())
-                    .expect("checksum");
-                assert_ne!(u.checksum(), 0, "the UDP checksum is mandatory over IPv6");
-                assert_eq!(u.checksum(), want, "UDP checksum");
-            }
+            check_udp_checksum(u, offload, (&src, &dst), || {
+                u.to_header().calc_checksum_ipv6_raw(src, dst, u.payload())
+            });
             check_payload(&req[rl4 + 8..rl4 + 8 + 64], u.payload(), paid);
             summary.outcomes[u.payload()[4] as usize] += 1;
             summary.shake6 += 1;

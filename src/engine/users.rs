@@ -80,8 +80,9 @@ pub struct UserTable {
 /// differ only in their high bits land apart. No xor-shift after the multiply: it changed
 /// only the low 32 bits, which move a bucket chosen by the high ones by at most one, for
 /// fewer than n / 2^32 of the users; without it the same ids fill the same windows (a
-/// simulation of every progression in the test below, and of random ids), in 3 instructions
-/// less a hash, twice a request.
+/// simulation of random ids and of every progression of the test
+/// `progressions_of_a_nodes_users_fill_no_window_of_any_worker`), in 3 instructions less a
+/// hash, twice a request.
 ///
 /// Not a bare multiply (Fibonacci hashing, 2 instructions less again):
 /// [`owner_worker`](crate::engine::config::owner_worker) picks a user's worker from the high

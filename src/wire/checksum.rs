@@ -101,9 +101,7 @@ impl NativeSum {
 #[inline(always)]
 fn fold64(x: u64) -> u16 {
     let t = x.wrapping_add(x.rotate_left(32));
-    let y = (t >> 32) as u32;
-    let t = y.wrapping_add(y.rotate_left(16));
-    (t >> 16) as u16
+    fold32((t >> 32) as u32)
 }
 
 #[inline(always)]
@@ -123,7 +121,8 @@ pub fn fold32(v: u32) -> u16 {
     (v.wrapping_add(v.rotate_left(16)) >> 16) as u16
 }
 
-/// The ones'-complement sum of two 16-bit words. Zero only if both are.
+/// The ones'-complement sum of two 16-bit words. Zero only if both are. One fold where
+/// [`fold`] takes two: the sum of two words is at most 17 bits.
 #[inline(always)]
 pub fn add16(a: u16, b: u16) -> u16 {
     let s = u32::from(a) + u32::from(b);
