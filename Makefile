@@ -14,7 +14,7 @@ APT_PACKAGES := dpdk dpdk-dev libdpdk-dev pkg-config libclang-dev clang libbpf-d
 	protobuf-compiler etcd-server nats-server prometheus tshark dpkg-dev
 BUILD := build
 
-.PHONY: all deps build release test lint fmt-check demo demo-fleet bench bench-datapath bench-seeds bench-fleet bench-afxdp bench-steering xdp-filter hugepages clean \
+.PHONY: all deps build release test lint fmt-check demo demo-fleet bench bench-datapath bench-seeds bench-fleet bench-afxdp bench-steering bench-worker-ir xdp-filter hugepages clean \
 	fuzz fuzz-deps fuzz-build fuzz-smoke fuzz-seeds
 
 all: build
@@ -170,6 +170,13 @@ bench-ipv6: deps
 bench-curve: deps
 	bash bench/cost_curve.sh
 
+# Instructions per frame of the whole DPDK worker (PMD, worker loop, decisions) beside
+# dpdk-testpmd 5tswap, both on net_pcap under callgrind (bench/worker_ir.sh, ~2 min): the
+# end-to-end phase counted instead of timed; results in build/bench-worker-ir/result.txt.
+.PHONY: bench-worker-ir
+bench-worker-ir: deps
+	bash bench/worker_ir.sh
+
 # AF_XDP beside the socket backend on one veth, driven by the same generator from a network
 # namespace (bench/afxdp.sh): answers/s of each and the ratio per round; results in
 # bench/results/afxdp.txt.
@@ -195,7 +202,7 @@ xdp-filter: deps
 # Everything, in one run: the micro-benchmarks, then the end-to-end phases, whose table takes
 # (d) from the datapath run just made.
 bench: bench-datapath bench-seeds bench-fleet bench-ship bench-ipv6 bench-curve bench-afxdp \
-	bench-steering
+	bench-steering bench-worker-ir
 	SKIP_MICRO=1 bash bench/e2e.sh
 
 # --- Soak (bench/soak.sh, not in `make test`): SOAK_SECONDS (300) of phones obeying
