@@ -17,6 +17,9 @@
 # --separate-threads); frames are the net_pcap receive function's calls times 32 (it always
 # fills a burst from the replayed ring; checked against shake's decision count).
 #
+# WARM_S, MEASURE_S (20 s each), SKIP_TESTPMD=1 (shake alone, to compare two builds) and
+# CALLGRIND_OPTS (say --dump-instr=yes, to read a function's instructions afterwards).
+#
 # Safety: --no-pci, --no-huge, a --file-prefix of this run's own; every process is stopped by
 # its PID and bounded by timeout.
 set -euo pipefail
@@ -85,7 +88,8 @@ TOML
 profile() { # name, then the command and its callgrind options first
   local name=$1; shift
   rm -f "$OUT/$name.out"*
-  timeout $((WARM_S + MEASURE_S + 120)) valgrind --tool=callgrind \
+  # shellcheck disable=SC2086 # CALLGRIND_OPTS: extra options, word-split on purpose
+  timeout $((WARM_S + MEASURE_S + 120)) valgrind --tool=callgrind ${CALLGRIND_OPTS:-} \
     --callgrind-out-file="$OUT/$name.out" "$@" >"$OUT/$name.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
@@ -105,7 +109,8 @@ profile() { # name, then the command and its callgrind options first
 
 echo "bench-worker-ir: shake serve --io dpdk under callgrind (${WARM_S}s + ${MEASURE_S}s)"
 profile shake --toggle-collect='*run_task*' "$B" serve --config "$OUT/node.toml" -- --no-shconf --no-huge
-if [ -n "$TESTPMD" ]; then
+rm -f "$OUT"/testpmd.out*
+if [ -n "$TESTPMD" ] && [ "${SKIP_TESTPMD:-0}" != 1 ]; then
   echo "bench-worker-ir: dpdk-testpmd 5tswap under callgrind (${WARM_S}s + ${MEASURE_S}s)"
   profile testpmd --separate-threads=yes "$TESTPMD" -l 0,1 --main-lcore 0 -m 1024 --no-pci \
     --no-huge --no-shconf --file-prefix "$PREFIX-tpmd" --log-level notice --vdev "$VDEV" \

@@ -228,6 +228,28 @@ pub struct TokenBatch {
     computed: usize,
 }
 
+/// A [`TokenBatch`] being filled ([`TokenBatch::refill`]).
+pub struct Refill<'a> {
+    entries: &'a mut [TokenMac; TOKEN_BATCH],
+    len: &'a mut usize,
+}
+
+impl Refill<'_> {
+    /// Sets the inputs of the `i`th request (none past [`TOKEN_BATCH`]).
+    #[inline(always)]
+    pub fn put(&mut self, i: usize, user_id: u64, expiry: u32) {
+        if let Some(t) = self.entries.get_mut(i) {
+            (t.user_id, t.expiry) = (user_id, expiry);
+        }
+    }
+
+    /// The batch is the first `n` requests set (at most [`TOKEN_BATCH`]).
+    #[inline(always)]
+    pub fn finish(self, n: usize) {
+        *self.len = n.min(TOKEN_BATCH);
+    }
+}
+
 impl Default for TokenBatch {
     fn default() -> Self {
         const EMPTY: TokenMac = TokenMac {
@@ -249,6 +271,20 @@ impl TokenBatch {
     pub fn clear(&mut self) {
         self.len = 0;
         self.computed = 0;
+    }
+
+    /// Starts a new batch whose inputs the caller sets one request at a time, in a loop of
+    /// its own ([`fill`](Self::fill) takes them from an iterator). The batch is empty until
+    /// [`Refill::finish`]; while the `Refill` lives nothing else can touch the batch, so no
+    /// MAC of earlier inputs is handed out for new ones.
+    #[inline(always)]
+    pub fn refill(&mut self) -> Refill<'_> {
+        self.len = 0;
+        self.computed = 0;
+        Refill {
+            entries: &mut self.entries,
+            len: &mut self.len,
+        }
     }
 
     /// Starts a new batch with the inputs of up to [`TOKEN_BATCH`] requests (any more are
@@ -592,6 +628,22 @@ mod test {
         b.compute(&k, Lanes::scalar());
         assert!(b.get(0).is_some());
         b.clear();
+        assert_eq!(b.get(0), None);
+        // Filled a request at a time: likewise, and only the requests set count.
+        b.fill([(1, 0x7000_0000), (3, 0x7000_0000)]);
+        b.compute(&k, Lanes::detect());
+        let mut r = b.refill();
+        r.put(0, 2, 0x7000_0000);
+        r.put(TOKEN_BATCH, 9, 9);
+        r.finish(1);
+        assert_eq!(b.get(0), None);
+        b.compute(&k, Lanes::detect());
+        assert_eq!(b.computed().len(), 1);
+        let m = b.get(0).and_then(|m| m.mac_for(2, 0x7000_0000));
+        assert_eq!(m, Some(k.token(2, 0x7000_0000)));
+        // A refill never finished leaves the batch empty.
+        let _ = b.refill();
+        b.compute(&k, Lanes::detect());
         assert_eq!(b.get(0), None);
     }
 

@@ -7,7 +7,9 @@
 //! pool is whole again at the end). A burst a worker received on its own queue is staged
 //! for one pass: all its frames, and only those, go to the processor's stage hook before
 //! the burst is decided as staged, with the stage they filled; frames handed over are
-//! decided as not staged. `/shake/stats` answers on the telemetry socket.
+//! decided as not staged. `/shake/stats` answers on the telemetry socket. The frames of one
+//! queue come flagged as if a NIC had verified their checksums: a ring port has no RX
+//! checksum offload, so the processor is told of none (every sum is checked in software).
 //!
 //! One EAL per process, so this file has one test. Safe on a shared machine: `--no-pci`,
 //! `--no-huge`, its own `--file-prefix`, no device but the rings it creates; every loop is
@@ -25,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::appliance::{file_prefix, RuntimeDir};
-use common::ring_wire::{feed, two_worker_config};
+use common::ring_wire::{feed_flagged, two_worker_config};
 use shake::activity::Activity;
 use shake::counters::{Counters, DropReason, Reply};
 use shake::dpdk::{self, Burst, BurstProcessor, Eal, Mempool, RingPort, Verdict};
@@ -64,6 +66,8 @@ struct Echo {
     staged: Vec<u64>,
     /// The users of the bursts decided as not staged.
     unstaged: Vec<u64>,
+    /// Frames the processor was told the NIC had verified a checksum of.
+    told_verified: usize,
     now_ms: u64,
 }
 
@@ -84,10 +88,11 @@ impl BurstProcessor for Echo {
         &mut self,
         port: usize,
         frames: &mut [&mut [u8]],
-        _checked: &[RxChecked],
+        checked: &[RxChecked],
         staged: &mut Staged,
         verdicts: &mut [Verdict],
     ) {
+        self.told_verified += checked.iter().filter(|c| !c.is_empty()).count();
         self.stage_sizes.push((frames.len(), staged.len()));
         staged.clear();
         self.staged
@@ -99,9 +104,10 @@ impl BurstProcessor for Echo {
         &mut self,
         port: usize,
         frames: &mut [&mut [u8]],
-        _checked: &[RxChecked],
+        checked: &[RxChecked],
         verdicts: &mut [Verdict],
     ) {
+        self.told_verified += checked.iter().filter(|c| !c.is_empty()).count();
         self.unstaged
             .extend(frames.iter().filter_map(|f| dpdk::peek_user(f)));
         self.process(port, frames, verdicts);
@@ -284,6 +290,7 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
                 stage_sizes: Vec::new(),
                 staged: Vec::new(),
                 unstaged: Vec::new(),
+                told_verified: 0,
                 now_ms: 0,
             })
             .collect()
@@ -300,7 +307,12 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
             .chain((0..ARPS_PER_QUEUE).map(|_| arp_frame()))
             .collect::<Vec<_>>()
             .into_iter();
-        feed(&pool, &mut wire.rx[q as usize], frames, deadline);
+        // Queue 1's mbufs say a NIC verified both checksums; the port never enabled that.
+        let flags = match q {
+            0 => RxChecked::empty(),
+            _ => RxChecked::all(),
+        };
+        feed_flagged(&pool, &mut wire.rx[q as usize], frames, flags, deadline);
     }
 
     let owner = |u: u64| owner_worker(u, 1, 2) as usize;
@@ -390,6 +402,10 @@ fn two_workers_steer_users_and_answer_on_their_queues() {
         assert!(
             p.users.iter().all(|&u| owner(u) == w),
             "worker {w} decided only its users"
+        );
+        assert_eq!(
+            p.told_verified, 0,
+            "worker {w} read RX checksum flags of a port without the offload"
         );
     }
     assert_eq!(

@@ -116,7 +116,11 @@ impl<'eal> Opened<'eal> {
                 let mut tx_cksum = TxOffload::empty();
                 tx_cksum.set(TxOffload::IPV4_CKSUM, i.tx_ipv4_cksum);
                 tx_cksum.set(TxOffload::UDP_CKSUM, i.tx_udp_cksum);
-                WorkerPort { id: i.id, tx_cksum }
+                WorkerPort {
+                    id: i.id,
+                    tx_cksum,
+                    rx_cksum: i.rx_cksum,
+                }
             })
             .collect();
         let mut app = Appliance {

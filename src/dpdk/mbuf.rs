@@ -94,10 +94,18 @@ impl Mbuf {
     #[inline]
     fn mtod(&self) -> *mut u8 {
         // SAFETY: self owns a valid mbuf, whose data starts data_off bytes into its buffer.
-        unsafe {
+        let data = unsafe {
             let m = &*self.as_ptr();
             m.buf_addr.cast::<u8>().add(usize::from(m.data_off))
+        };
+        if data.is_null() {
+            // SAFETY: unreachable: a valid mbuf's buffer is memory of its pool (mempools
+            // never hand out address 0) and data_off lies within it. Told so, the compiler
+            // drops the null test an iterator over the burst's frames made of every frame
+            // (an `Option<&[u8]>` is None when null; 2 instructions a frame in the stage).
+            unsafe { std::hint::unreachable_unchecked() }
         }
+        data
     }
 
     #[inline]
@@ -117,7 +125,9 @@ impl Mbuf {
     /// the buffer is refused (false); the new bytes are whatever the buffer held.
     #[inline]
     pub fn set_len(&mut self, len: usize) -> bool {
-        if len > self.data_len() + self.tailroom() {
+        // An answer is never longer than its request: the room after the data is looked at
+        // only past it.
+        if len > self.data_len() && len > self.data_len() + self.tailroom() {
             return false;
         }
         // SAFETY: self owns a valid mbuf; len fits its buffer (checked above) and so u16.
@@ -152,6 +162,20 @@ impl Mbuf {
     pub fn rx_checked(&self) -> RxChecked {
         // SAFETY: self owns a valid mbuf; a plain field load.
         rx_checked_of(unsafe { (*self.as_ptr()).ol_flags })
+    }
+
+    /// Sets the receive checksum flags as a NIC that verified `checked` would (the others
+    /// unknown), keeping the rest of `ol_flags`: for a port that checks in software, and for
+    /// tests of what a worker does with the flags.
+    #[inline]
+    pub fn set_rx_checked(&mut self, checked: RxChecked) {
+        const MASK: u64 =
+            dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_MASK | dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_MASK;
+        // SAFETY: self owns a valid mbuf; a plain field store (the checksum bits only).
+        unsafe {
+            let m = &mut *self.as_ptr();
+            m.ol_flags = (m.ol_flags & !MASK) | rx_flags_of(checked);
+        }
     }
 
     /// Starts loading the frame's first cache line.
@@ -200,6 +224,26 @@ pub(crate) fn rx_checked_of(ol_flags: u64) -> RxChecked {
         ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK == RTE_MBUF_F_RX_L4_CKSUM_GOOD,
     );
     c
+}
+
+/// The receive flags that say `checked` (GOOD for what it holds, UNKNOWN otherwise): the
+/// inverse of [`rx_checked_of`].
+fn rx_flags_of(checked: RxChecked) -> u64 {
+    use dpdk_sys::{
+        RTE_MBUF_F_RX_IP_CKSUM_GOOD, RTE_MBUF_F_RX_IP_CKSUM_UNKNOWN, RTE_MBUF_F_RX_L4_CKSUM_GOOD,
+        RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN,
+    };
+    let ip = if checked.contains(RxChecked::IPV4) {
+        RTE_MBUF_F_RX_IP_CKSUM_GOOD
+    } else {
+        RTE_MBUF_F_RX_IP_CKSUM_UNKNOWN
+    };
+    let l4 = if checked.contains(RxChecked::L4) {
+        RTE_MBUF_F_RX_L4_CKSUM_GOOD
+    } else {
+        RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN
+    };
+    ip | l4
 }
 
 /// rte_mbuf's tx_offload with only l2_len and l3_len set, packed as
@@ -408,6 +452,14 @@ impl Drop for Drain<'_> {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn receive_flags_set_read_back() {
+        for bits in 0..4 {
+            let c = RxChecked::from_bits_truncate(bits);
+            assert_eq!(rx_checked_of(rx_flags_of(c)), c, "{c:?}");
+        }
+    }
 
     #[test]
     fn only_a_good_receive_verdict_spares_a_sum() {

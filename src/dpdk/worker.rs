@@ -71,6 +71,10 @@ pub struct WorkerPort {
     /// The checksums the port fills on TX ([`TxOffload::IPV4_CKSUM`],
     /// [`TxOffload::UDP_CKSUM`]).
     pub tx_cksum: TxOffload,
+    /// The port verifies IPv4 and UDP checksums on RX (the offload is enabled): its mbufs'
+    /// flags are read. Without it they are not, and every sum is checked in software, whatever
+    /// a driver may have set.
+    pub rx_cksum: bool,
 }
 
 impl WorkerPort {
@@ -381,23 +385,32 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
         counters: &Counters,
         staged: Option<&mut Staged>,
     ) {
-        // A chained mbuf (jumbo frame) is never a request, and answers are written in the
-        // first segment only.
-        if burst.iter().any(|m| m.pkt_len() != m.data_len()) {
-            drop_multi_segment(burst, counters);
-        }
-        let n = burst.len();
+        let port = self.ports[p];
         let mut verdicts = [Verdict::Drop(DropReason::Internal); BURST];
+        let n = burst.len();
         {
             let mut frames: [&mut [u8]; BURST] = Default::default();
             let mut checked = [RxChecked::empty(); BURST];
+            // One pass over the mbufs: their frames, what the NIC verified (read only where
+            // the port has the offload enabled) and whether any is chained.
+            let mut chained = false;
             for ((f, c), m) in frames
                 .iter_mut()
                 .zip(checked.iter_mut())
                 .zip(burst.as_mut_slice())
             {
-                *c = m.rx_checked();
+                chained |= m.pkt_len() != m.data_len();
+                if port.rx_cksum {
+                    *c = m.rx_checked();
+                }
                 *f = m.data_mut();
+            }
+            if chained {
+                // A chained mbuf (jumbo frame) is never a request, and answers are written in
+                // the first segment only: dropped, counted, and the rest answered (rare; the
+                // stage's hints no longer line up, which costs time only, see `Staged`).
+                drop_multi_segment(burst, counters);
+                return self.answer(p, now_ms, burst, backlog, counters, staged);
             }
             self.processor.begin(now_ms);
             let (frames, checked, verdicts) = (&mut frames[..n], &checked[..n], &mut verdicts[..n]);
@@ -408,7 +421,6 @@ impl<'eal, P: BurstProcessor> WorkerLoop<'eal, P> {
                 None => self.processor.process_checked(p, frames, checked, verdicts),
             }
         }
-        let port = self.ports[p];
         let mut tx = Burst::new();
         let mut replies = [Reply::ARP; BURST];
         for (mut m, v) in burst.take().zip(verdicts) {
@@ -515,7 +527,11 @@ mod test {
     #[test]
     fn a_port_offloads_only_the_checksums_it_has() {
         let (ip, udp, v6) = (TxOffload::IPV4_CKSUM, TxOffload::UDP_CKSUM, TxOffload::IPV6);
-        let port = |tx_cksum| WorkerPort { id: 0, tx_cksum };
+        let port = |tx_cksum| WorkerPort {
+            id: 0,
+            tx_cksum,
+            rx_cksum: false,
+        };
         for (has, asks, ok) in [
             (udp, udp, true),
             (udp, v6 | udp, true),

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use shake::dpdk::{Burst, Mempool, Producer};
+use shake::frame::RxChecked;
 use shake::node_config::NodeConfig;
 
 /// A node (10.0.0.2) on one ring port `net_ring_<port>`, no huge pages, its own file prefix;
@@ -102,6 +103,17 @@ pub fn feed(
     frames: impl IntoIterator<Item = Vec<u8>>,
     deadline: Instant,
 ) {
+    feed_flagged(pool, ring, frames, RxChecked::empty(), deadline);
+}
+
+/// [`feed`], each mbuf flagged as a NIC that verified `checked` of its frame would flag it.
+pub fn feed_flagged(
+    pool: &Mempool,
+    ring: &mut Producer,
+    frames: impl IntoIterator<Item = Vec<u8>>,
+    checked: RxChecked,
+    deadline: Instant,
+) {
     let mut burst = Burst::new();
     let mut frames = frames.into_iter().peekable();
     while frames.peek().is_some() || !burst.is_empty() {
@@ -111,6 +123,7 @@ pub fn feed(
             let mut m = pool.alloc().expect("test pool has room");
             assert!(m.set_len(frame.len()));
             m.data_mut().copy_from_slice(&frame);
+            m.set_rx_checked(checked);
             burst.push(m).expect("room checked");
         }
         ring.enqueue(&mut burst);
