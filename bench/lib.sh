@@ -30,3 +30,27 @@ claim_key = "$ROOT/nic-config/keys/demo-claim.key"
 
 TOML
 }
+
+# The [dpdk] and [[port]] sections of a node with one worker lcore (CPU 1) on one net_pcap port
+# replaying a pcap forever: huge pages (true/false), file prefix, the vdev, mbufs.
+pcap_node_dpdk() {
+  cat <<TOML
+[dpdk]
+lcores = "0@0,1@1"
+main_lcore = 0
+memory_mb = 1024
+huge = $1
+file_prefix = "$2"
+vdevs = ["$3"]
+log_level = "notice"
+telemetry = false
+idle_sleep_us = 0
+
+[[port]]
+name = "net_pcap0"
+rx_desc = 1024
+tx_desc = 1024
+rss = false
+mbufs = $4
+TOML
+}

@@ -48,24 +48,9 @@ config() { # file, family (pcap file suffix)
 [stats]
 interval_s = 1
 
-[dpdk]
-lcores = "0@0,1@1"
-main_lcore = 0
-memory_mb = 1024
-huge = $HUGE
-file_prefix = "shake-bench6-$2-$TAG"
-vdevs = ["net_pcap0,rx_pcap=$OUT/requests-$2.pcap,infinite_rx=1"]
-log_level = "notice"
-telemetry = false
-idle_sleep_us = 0
-
-[[port]]
-name = "net_pcap0"
-rx_desc = 1024
-tx_desc = 1024
-rss = false
-mbufs = $MBUFS
 TOML
+    pcap_node_dpdk "$HUGE" "shake-bench6-$2-$TAG" \
+      "net_pcap0,rx_pcap=$OUT/requests-$2.pcap,infinite_rx=1" "$MBUFS"
   } >"$1"
 }
 

@@ -62,24 +62,8 @@ interval_s = 1
 [throttle]
 floor_ms = 1
 
-[dpdk]
-lcores = "0@0,1@1"
-main_lcore = 0
-memory_mb = 1024
-huge = false
-file_prefix = "$PREFIX"
-vdevs = ["$VDEV"]
-log_level = "notice"
-telemetry = false
-idle_sleep_us = 0
-
-[[port]]
-name = "net_pcap0"
-rx_desc = 1024
-tx_desc = 1024
-rss = false
-mbufs = $MBUFS
 TOML
+  pcap_node_dpdk false "$PREFIX" "$VDEV" "$MBUFS"
 } >"$OUT/node.toml"
 "$G" --io none --node-config "$OUT/node.toml" --users "$FRAMES" --bad-share 0.01 \
   --count "$FRAMES" --pcap-out "$OUT/requests.pcap" --quiet >/dev/null
