@@ -121,24 +121,8 @@ floor_ms = ${6:-5000}
 [socket]
 workers = 1
 
-[dpdk]
-lcores = "0@0,1@1"
-main_lcore = 0
-memory_mb = ${4:-512}
-huge = $HUGE
-file_prefix = "$2"
-vdevs = ["$3"]
-log_level = "notice"
-telemetry = false
-idle_sleep_us = 0
-
-[[port]]
-name = "${3%%,*}"
-rx_desc = 1024
-tx_desc = 1024
-rss = false
-${5:-}
 TOML
+    one_worker_dpdk "$HUGE" "$2" "$3" "${4:-512}" "${5:-}"
   } >"$1"
 }
 

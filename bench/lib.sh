@@ -31,14 +31,15 @@ claim_key = "$ROOT/nic-config/keys/demo-claim.key"
 TOML
 }
 
-# The [dpdk] and [[port]] sections of a node with one worker lcore (CPU 1) on one net_pcap port
-# replaying a pcap forever: huge pages (true/false), file prefix, the vdev, mbufs.
-pcap_node_dpdk() {
+# The [dpdk] and [[port]] sections of a node with one worker lcore (CPU 1) on one virtual
+# device, the port named as the vdev: huge pages (true/false), file prefix, the vdev, memory
+# in MB, then any more [[port]] lines (mbufs = N).
+one_worker_dpdk() {
   cat <<TOML
 [dpdk]
 lcores = "0@0,1@1"
 main_lcore = 0
-memory_mb = 1024
+memory_mb = $4
 huge = $1
 file_prefix = "$2"
 vdevs = ["$3"]
@@ -47,10 +48,10 @@ telemetry = false
 idle_sleep_us = 0
 
 [[port]]
-name = "net_pcap0"
+name = "${3%%,*}"
 rx_desc = 1024
 tx_desc = 1024
 rss = false
-mbufs = $4
+${5:-}
 TOML
 }

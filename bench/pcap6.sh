@@ -49,8 +49,8 @@ config() { # file, family (pcap file suffix)
 interval_s = 1
 
 TOML
-    pcap_node_dpdk "$HUGE" "shake-bench6-$2-$TAG" \
-      "net_pcap0,rx_pcap=$OUT/requests-$2.pcap,infinite_rx=1" "$MBUFS"
+    one_worker_dpdk "$HUGE" "shake-bench6-$2-$TAG" \
+      "net_pcap0,rx_pcap=$OUT/requests-$2.pcap,infinite_rx=1" 1024 "mbufs = $MBUFS"
   } >"$1"
 }
 

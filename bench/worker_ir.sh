@@ -63,7 +63,7 @@ interval_s = 1
 floor_ms = 1
 
 TOML
-  pcap_node_dpdk false "$PREFIX" "$VDEV" "$MBUFS"
+  one_worker_dpdk false "$PREFIX" "$VDEV" 1024 "mbufs = $MBUFS"
 } >"$OUT/node.toml"
 "$G" --io none --node-config "$OUT/node.toml" --users "$FRAMES" --bad-share 0.01 \
   --count "$FRAMES" --pcap-out "$OUT/requests.pcap" --quiet >/dev/null
