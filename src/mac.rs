@@ -223,8 +223,8 @@ pub struct TokenBatch {
     entries: [TokenMac; TOKEN_BATCH],
     len: usize,
     /// Entries whose MAC is computed for their inputs: `len` after [`compute`](Self::compute),
-    /// 0 after any change of the inputs ([`fill`](Self::fill), [`clear`](Self::clear)), so a
-    /// MAC of earlier inputs is never handed out.
+    /// 0 after any change of the inputs ([`fill`](Self::fill), [`refill`](Self::refill),
+    /// [`clear`](Self::clear)), so a MAC of earlier inputs is never handed out.
     computed: usize,
 }
 
