@@ -41,8 +41,14 @@ TESTPMD=$(command -v dpdk-testpmd || true)
 
 PIDS=()
 cleanup() {
+  # Each PID is a `timeout` whose child is valgrind: on the way out (an error, a signal)
+  # nothing it would still write is wanted, and under valgrind a node takes long to stop.
+  local p c
   for p in "${PIDS[@]}"; do
-    if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null || true; fi
+    kill -0 "$p" 2>/dev/null || continue
+    for c in $(cat "/proc/$p/task/$p/children" 2>/dev/null); do kill -KILL "$c" 2>/dev/null || true; done
+    kill -TERM "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
   done
   rm -rf "/var/run/dpdk/$PREFIX" "/var/run/dpdk/$PREFIX-tpmd"
 }
