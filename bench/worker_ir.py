@@ -59,18 +59,20 @@ def parse(path):
     return self_cost, edges
 
 
-def pcap_rx_calls(edges):
-    """Calls of net_pcap's receive function: of the PMD's functions called from outside it,
-    the one whose calls cost the most (receive copies each frame; transmit only frees)."""
+def frames_received(edges):
+    """Frames the process received: calls of net_pcap's receive function (of the PMD's
+    functions called from outside it, the one whose calls cost the most: receive copies each
+    frame, transmit only frees) times the burst, which it always fills from the replayed
+    ring."""
     into = collections.defaultdict(lambda: [0, 0])
     for (caller, callee), (calls, cost) in edges.items():
         if "net_pcap" in (callee[0] or "") and "net_pcap" not in (caller[0] or ""):
             into[callee][0] += calls
             into[callee][1] += cost
     if not into:
-        return None, 0
-    callee, (calls, _) = max(into.items(), key=lambda kv: kv[1][1])
-    return callee, calls
+        return 0
+    calls, _ = max(into.values(), key=lambda v: v[1])
+    return calls * BURST
 
 
 def group(obj, fn):
@@ -87,15 +89,19 @@ def group(obj, fn):
     return "worker loop (staging, mbufs, counters, backlog)"
 
 
-def report(name, path, tid_file=None):
+def measure(path):
+    """A dump's self cost per function, call edges and frames received."""
     self_cost, edges = parse(path)
-    total = sum(self_cost.values())
-    rx_fn, rx_calls = pcap_rx_calls(edges)
-    frames = rx_calls * BURST
+    return self_cost, edges, frames_received(edges)
+
+
+def report(name, path, measured):
+    self_cost, edges, frames = measured
     if not frames:
         print(f"{name}: no frames received in {path}")
         return None
-    decided = sum(c for (caller, callee), (c, _) in edges.items() if callee[1] and "shake_payload_with" in callee[1])
+    total = sum(self_cost.values())
+    decided = sum(c for (_, callee), (c, _) in edges.items() if callee[1] and "shake_payload_with" in callee[1])
     by_group = collections.Counter()
     by_fn = collections.Counter()
     for (obj, fn), cost in self_cost.items():
@@ -114,17 +120,14 @@ def report(name, path, tid_file=None):
 
 def main():
     out = sys.argv[1]
-    shake = report("shake serve --io dpdk, every request a full decision", os.path.join(out, "shake.out.1"))
-    # testpmd: the forwarding lcore is the thread that received frames.
+    path = os.path.join(out, "shake.out.1")
+    shake = report("shake serve --io dpdk, every request a full decision", path, measure(path))
+    # testpmd: one dump per thread; the forwarding lcore is the one that received frames.
+    threads = [(p, measure(p)) for p in sorted(glob.glob(os.path.join(out, "testpmd.out.1-*")))]
     tpmd = None
-    best = None
-    for path in sorted(glob.glob(os.path.join(out, "testpmd.out.1-*"))):
-        _, edges = parse(path)
-        _, calls = pcap_rx_calls(edges)
-        if calls and (best is None or calls > best[1]):
-            best = (path, calls)
-    if best:
-        tpmd = report("dpdk-testpmd 5tswap", best[0])
+    if threads:
+        path, measured = max(threads, key=lambda t: t[1][2])
+        tpmd = report("dpdk-testpmd 5tswap", path, measured)
     if shake and tpmd:
         print(f"testpmd / shake, instructions a frame: {tpmd / shake:.2f}")
 
