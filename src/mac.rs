@@ -291,13 +291,13 @@ impl TokenBatch {
     /// left out).
     #[inline(always)]
     pub fn fill(&mut self, inputs: impl IntoIterator<Item = (u64, u32)>) {
+        let mut batch = self.refill();
         let mut n = 0;
-        for ((u, e), t) in inputs.into_iter().zip(self.entries.iter_mut()) {
-            (t.user_id, t.expiry) = (u, e);
+        for (u, e) in inputs.into_iter().take(TOKEN_BATCH) {
+            batch.put(n, u, e);
             n += 1;
         }
-        self.len = n;
-        self.computed = 0;
+        batch.finish(n);
     }
 
     /// Computes the token MAC of every request in the batch under `key`.

@@ -165,8 +165,8 @@ impl Mbuf {
     }
 
     /// Sets the receive checksum flags as a NIC that verified `checked` would (the others
-    /// unknown), keeping the rest of `ol_flags`: for a port that checks in software, and for
-    /// tests of what a worker does with the flags.
+    /// unknown), keeping the rest of `ol_flags`: for tests of what a worker does with the
+    /// flags (virtual devices and rings set none).
     #[inline]
     pub fn set_rx_checked(&mut self, checked: RxChecked) {
         const MASK: u64 =
