@@ -14,7 +14,7 @@ APT_PACKAGES := dpdk dpdk-dev libdpdk-dev pkg-config libclang-dev clang libbpf-d
 	protobuf-compiler etcd-server nats-server prometheus tshark dpkg-dev
 BUILD := build
 
-.PHONY: all deps build release test lint fmt-check demo demo-fleet bench bench-datapath bench-seeds bench-fleet bench-afxdp bench-steering bench-worker-ir xdp-filter hugepages clean \
+.PHONY: all deps build release test lint fmt-check demo demo-fleet bench bench-datapath bench-seeds bench-fleet bench-afxdp bench-steering bench-worker-ir bench-page-walk xdp-filter hugepages clean \
 	fuzz fuzz-deps fuzz-build fuzz-smoke fuzz-seeds
 
 all: build
@@ -169,6 +169,13 @@ bench-ipv6: deps
 .PHONY: bench-curve
 bench-curve: deps
 	bash bench/cost_curve.sh
+
+# What address translation costs this host (bench/page_walk.rs, ~30 s, part of bench-curve):
+# dependent loads one per 4 KiB page against the same lines packed, up to the 100M-user
+# table's span; its verdict says whether the guest's huge pages reach the TLB.
+.PHONY: bench-page-walk
+bench-page-walk: deps
+	$(CARGO) bench --bench page_walk
 
 # Instructions per frame of the whole DPDK worker (PMD, worker loop, decisions) beside
 # dpdk-testpmd 5tswap, both on net_pcap under callgrind (bench/worker_ir.sh, ~2 min): the

@@ -9,6 +9,11 @@
 #   - instructions per request: callgrind, counting process_burst_checked and the staged
 #     prefetch (stage_next_burst), for each checksum mode: Collected / rx (rx also counts the
 #     warm-up bursts, which are collected too, so both sides count the same frames);
+#   - what address translation costs this host (bench/page_walk.rs, `make bench-page-walk`):
+#     dependent loads over lines one per 4 KiB page against the same lines packed, up to the
+#     largest population's table; it tells whether the growth below is the datapath's or the
+#     host's (a VM whose host backs the guest's huge pages with 4 KiB pages walks page tables
+#     on every random access past the TLB's reach);
 #   - memory: the user table's bytes per user (the only per-user structure: the winner table
 #     and the journals grow with claims, the seeds with packets) and the peak resident memory
 #     of the benchmark process, whose growth from 1M to 100M users is what a user costs all in.
@@ -30,6 +35,7 @@ CLAIMS=${CURVE_CLAIMS:-1000000 10000000 100000000}
 SKIP_NS=${SKIP_NS:-0}
 SKIP_CALLGRIND=${SKIP_CALLGRIND:-0}
 SKIP_STARTUP=${SKIP_STARTUP:-0}
+SKIP_PAGE_WALK=${SKIP_PAGE_WALK:-0}
 TMP=${TMPDIR:-/tmp}
 mkdir -p "$OUT"
 cd "$ROOT"
@@ -54,7 +60,9 @@ exe_of() { # bench name -> its executable
 }
 DATAPATH=$(exe_of datapath)
 STARTUP=$(exe_of seeds_startup)
-[ -x "$DATAPATH" ] && [ -x "$STARTUP" ] || { echo "bench-curve: build failed" >&2; exit 1; }
+PAGE_WALK=$(exe_of page_walk)
+[ -x "$DATAPATH" ] && [ -x "$STARTUP" ] && [ -x "$PAGE_WALK" ] ||
+  { echo "bench-curve: build failed" >&2; exit 1; }
 
 avail_kb() { awk '/^MemAvailable:/ {print $2}' /proc/meminfo; }
 # The user table's bytes for a population, as src/engine/users.rs sizes it: BYTES_PER_USER
@@ -67,7 +75,7 @@ table_bytes() {
 }
 
 # One tab-separated line per figure (kind users mode run value), a file per phase: a phase
-# skipped (SKIP_NS, SKIP_CALLGRIND, SKIP_STARTUP) keeps its figures from the last run
+# skipped (SKIP_NS, SKIP_CALLGRIND, SKIP_STARTUP, SKIP_PAGE_WALK) keeps its figures from the last run
 # that made them, so a phase can be repeated alone.
 {
   cpu=$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)
@@ -204,6 +212,18 @@ if [ "$SKIP_STARTUP" != 1 ]; then
   done
 fi
 
+if [ "$SKIP_PAGE_WALK" != 1 ]; then
+  # Spans up to the largest population's table (256 MiB at 10M users, 2.5 GiB at 100M).
+  largest=0
+  for u in $USERS; do
+    [ "$(avail_kb)" -gt $(($(table_bytes "$u") / 1024 + 512 * 1024)) ] && [ "$u" -gt "$largest" ] &&
+      largest=$u
+  done
+  echo "bench-curve: page walk probe, up to the table of $largest users"
+  SHAKE_PAGE_WALK_MAX_MB=$(($(table_bytes "$largest") / 1048576 + 1)) \
+    logged "$OUT/page_walk.txt" "$PAGE_WALK" --bench
+fi
+
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/header.txt"
 {
   cat "$OUT/header.txt"
@@ -324,5 +344,9 @@ if claims:
               f"({min(start[c]) * 1e9 / c:.0f} ns a claim against "
               f"{min(start[base]) * 1e9 / base:.0f})")
 PY
+  if [ -s "$OUT/page_walk.txt" ]; then
+    echo
+    cat "$OUT/page_walk.txt"
+  fi
 } | tee "$OUT/result.txt"
 echo "bench-curve: results in $OUT/result.txt"

@@ -1,0 +1,141 @@
+//! `make bench-page-walk` (and part of `make bench-curve`): what a random access to a large
+//! table costs in address translation alone on this host.
+//!
+//! The datapath's time at 10M and 100M users is not its instructions: under `perf record -e
+//! cpu-clock` most of the stage's samples (the 32 table-bucket prefetches of the next burst,
+//! 5% of the datapath's instructions and about 30% of its time at 10M users) fall on the
+//! prefetch instruction, which holds retirement while its address is translated. A node's
+//! table is mapped with huge pages (`src/hugemem.rs`), so on bare metal a 2.5 GB table needs
+//! about 1250 TLB entries of 2 MiB and the walk of a miss hits the caches. In a virtual
+//! machine the host's pages count too: a guest huge page backed by 4 KiB host pages is cached
+//! in the TLB as 4 KiB pieces, and each miss walks both the guest's and the host's tables.
+//!
+//! The probe separates translation from data: a chain of dependent loads over `n` cache lines
+//! in a huge-page table ([`HugeArray`], the user table's allocator), laid out two ways:
+//! - packed: the `n` lines next to each other;
+//! - one per page: each line in a 4 KiB page of its own (the table spans `n` x 4 KiB), at
+//!   varying offsets in the page so that they spread over the cache's sets.
+//!
+//! The same `n` lines of data either way, so what one-per-page costs over packed is the
+//! translation of `n` distinct 4 KiB pages. With 2 MiB translations they lie in `n / 512`
+//! huge pages, and the two layouts cost about the same until the data leaves the caches;
+//! with 4 KiB translations one-per-page costs a page walk per load once `n` passes the TLB
+//! (a few thousand entries). Not a criterion benchmark: one pass of `LOADS` loads a layout.
+//!
+//! `SHAKE_PAGE_WALK_MAX_MB` caps the largest span (default: the 100M-user table's, 2.5 GB).
+
+use std::time::Instant;
+
+use shake::engine::users::BYTES_PER_USER;
+use shake::hugemem::HugeArray;
+use shake::rng::Rng;
+
+/// u64 elements in a 64-byte line and in a 4 KiB page.
+const LINE: usize = 8;
+const PAGE: usize = 512;
+/// Loads timed for each layout (after one untimed lap of the chain).
+const LOADS: usize = 2_000_000;
+
+/// Where line `k` of `n` lies in each layout, in u64 elements.
+fn packed(k: usize) -> usize {
+    k * LINE
+}
+
+fn one_per_page(k: usize) -> usize {
+    k * PAGE + (k % (PAGE / LINE)) * LINE
+}
+
+/// Mean ns of a dependent load over `n` lines at `at(k)`, visited in one random cycle, and
+/// the MB of huge pages the process had while the table was mapped.
+fn chase(n: usize, at: fn(usize) -> usize, rng: &mut Rng) -> (f64, u64) {
+    let len = at(n - 1) + LINE;
+    let mut table = HugeArray::<u64>::zeroed(len).expect("map the table");
+    table.wait_populated();
+    // Sattolo's shuffle: one cycle through all n lines, so the chain visits each once a lap.
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.below(i as u64) as usize;
+        order.swap(i, j);
+    }
+    for w in 0..n {
+        table[at(order[w])] = at(order[(w + 1) % n]) as u64;
+    }
+    let mut i = at(order[0]);
+    for _ in 0..n {
+        i = table[i] as usize;
+    }
+    let t = Instant::now();
+    for _ in 0..LOADS {
+        i = table[i] as usize;
+    }
+    let ns = t.elapsed().as_secs_f64() * 1e9 / LOADS as f64;
+    std::hint::black_box(i);
+    (ns, anon_huge_mb())
+}
+
+/// Huge pages backing this process's anonymous memory (the tables ask for them).
+fn anon_huge_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/smaps_rollup")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("AnonHugePages:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; ignore arguments.
+    let max_mb: usize = std::env::var("SHAKE_PAGE_WALK_MAX_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
+    let mut rng = Rng::new(13);
+    println!("page walk probe: dependent loads, n lines one per 4 KiB page against the same n lines packed");
+    println!(
+        "{:>8} {:>10} {:>14} {:>10} {:>8} {:>11}  the span of",
+        "lines", "span MiB", "one/page ns", "packed ns", "ratio", "huge MiB"
+    );
+    // 1024 lines: 4 MiB, 1024 small pages, within a second-level TLB's reach either way;
+    // 4096: 16 MiB, 8 huge pages but 4096 small ones, past it with 4 KiB translations; then
+    // the spans of the user tables of 1M, 10M and 100M users (the cost curve's populations).
+    let mut in_reach = None;
+    let tables = [1_000_000u64, 10_000_000, 100_000_000].map(|u| {
+        (
+            (u as usize * BYTES_PER_USER) >> 12,
+            format!("{}M users", u / 1_000_000),
+        )
+    });
+    let rows = [(1024, String::new()), (4096, String::new())]
+        .into_iter()
+        .chain(tables);
+    for (n, what) in rows {
+        let span_mb = (n * PAGE * 8) >> 20;
+        if span_mb > max_mb {
+            break;
+        }
+        let (spread, huge) = chase(n, one_per_page, &mut rng);
+        let (dense, _) = chase(n, packed, &mut rng);
+        println!(
+            "{n:>8} {span_mb:>10} {spread:>14.1} {dense:>10.1} {:>8.1} {huge:>11}  {what}",
+            spread / dense
+        );
+        if n == 4096 {
+            in_reach = Some((spread, dense, huge));
+        }
+    }
+    // 4096 lines of data fit the L2 cache; in 8 huge pages they need no page walk. Twice the
+    // packed time means each load walked: the host translates the guest's huge pages in 4 KiB
+    // pieces.
+    if let Some((spread, dense, huge)) = in_reach {
+        let verdict = if huge < 16 {
+            "the kernel gave no huge pages (transparent_hugepage off?): 4 KiB translations"
+        } else if spread > 2.0 * dense {
+            "4 KiB translations under huge pages: the host backs this guest's memory with small pages, so every random table access past the TLB's reach pays a page walk"
+        } else {
+            "2 MiB translations: huge pages reach the TLB"
+        };
+        println!(
+            "verdict (4096 lines in 8 huge pages, {spread:.1} against {dense:.1} ns): {verdict}"
+        );
+    }
+}
