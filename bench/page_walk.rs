@@ -6,21 +6,25 @@
 //! 5% of the datapath's instructions and about 30% of its time at 10M users) fall on the
 //! prefetch instruction, which holds retirement while its address is translated. A node's
 //! table is mapped with huge pages (`src/hugemem.rs`), so on bare metal a 2.5 GB table needs
-//! about 1250 TLB entries of 2 MiB and the walk of a miss hits the caches. In a virtual
+//! 1193 TLB entries of 2 MiB and the walk of a miss hits the caches. In a virtual
 //! machine the host's pages count too: a guest huge page backed by 4 KiB host pages is cached
 //! in the TLB as 4 KiB pieces, and each miss walks both the guest's and the host's tables.
 //!
 //! The probe separates translation from data: a chain of dependent loads over `n` cache lines
 //! in a huge-page table ([`HugeArray`], the user table's allocator), laid out two ways:
 //! - packed: the `n` lines next to each other;
-//! - one per page: each line in a 4 KiB page of its own (the table spans `n` x 4 KiB), at
-//!   varying offsets in the page so that they spread over the cache's sets.
+//! - one per page: each line in a 4 KiB page of its own (the table spans `n` x 4 KiB), at a
+//!   random offset in its page. An offset that followed the page number (`k % 64`) would put
+//!   the lines of physically contiguous pages into 64 of the L2 cache's sets, and one per page
+//!   would then miss the L2 where packed hits it, on exactly the hosts with huge pages.
 //!
 //! The same `n` lines of data either way, so what one-per-page costs over packed is the
 //! translation of `n` distinct 4 KiB pages. With 2 MiB translations they lie in `n / 512`
 //! huge pages, and the two layouts cost about the same until the data leaves the caches;
 //! with 4 KiB translations one-per-page costs a page walk per load once `n` passes the TLB
-//! (a few thousand entries). Not a criterion benchmark: one pass of `LOADS` loads a layout.
+//! (a few thousand entries). Packed needs walks too once its own span passes the TLB's reach
+//! in 4 KiB pieces (8 MiB with 2048 entries): past that the difference is a lower bound. Not
+//! a criterion benchmark: one pass of `LOADS` loads a layout.
 //!
 //! `SHAKE_PAGE_WALK_MAX_MB` caps the largest span (default: the 100M-user table's, 2.5 GB).
 
@@ -36,19 +40,27 @@ const PAGE: usize = 512;
 /// Loads timed for each layout (after one untimed lap of the chain).
 const LOADS: usize = 2_000_000;
 
-/// Where line `k` of `n` lies in each layout, in u64 elements.
-fn packed(k: usize) -> usize {
-    k * LINE
+/// The two layouts of `n` lines: where each lies, in u64 elements, in ascending order.
+#[derive(Clone, Copy)]
+enum Layout {
+    Packed,
+    OnePerPage,
 }
 
-fn one_per_page(k: usize) -> usize {
-    k * PAGE + (k % (PAGE / LINE)) * LINE
+fn lines(layout: Layout, n: usize, rng: &mut Rng) -> Vec<usize> {
+    match layout {
+        Layout::Packed => (0..n).map(|k| k * LINE).collect(),
+        Layout::OnePerPage => (0..n)
+            .map(|k| k * PAGE + rng.below((PAGE / LINE) as u64) as usize * LINE)
+            .collect(),
+    }
 }
 
-/// Mean ns of a dependent load over `n` lines at `at(k)`, visited in one random cycle, and
-/// the MB of huge pages the process had while the table was mapped.
-fn chase(n: usize, at: fn(usize) -> usize, rng: &mut Rng) -> (f64, u64) {
-    let len = at(n - 1) + LINE;
+/// Mean ns of a dependent load over `n` lines laid out as `layout`, visited in one random
+/// cycle, and the MiB of huge pages the process had while the table was mapped.
+fn chase(n: usize, layout: Layout, rng: &mut Rng) -> (f64, u64) {
+    let at = lines(layout, n, rng);
+    let len = at[n - 1] + LINE;
     let mut table = HugeArray::<u64>::zeroed(len).expect("map the table");
     table.wait_populated();
     // Sattolo's shuffle: one cycle through all n lines, so the chain visits each once a lap.
@@ -58,9 +70,9 @@ fn chase(n: usize, at: fn(usize) -> usize, rng: &mut Rng) -> (f64, u64) {
         order.swap(i, j);
     }
     for w in 0..n {
-        table[at(order[w])] = at(order[(w + 1) % n]) as u64;
+        table[at[order[w]]] = at[order[(w + 1) % n]] as u64;
     }
-    let mut i = at(order[0]);
+    let mut i = at[order[0]];
     for _ in 0..n {
         i = table[i] as usize;
     }
@@ -113,8 +125,8 @@ fn main() {
         if span_mb > max_mb {
             break;
         }
-        let (spread, huge) = chase(n, one_per_page, &mut rng);
-        let (dense, _) = chase(n, packed, &mut rng);
+        let (spread, huge) = chase(n, Layout::OnePerPage, &mut rng);
+        let (dense, _) = chase(n, Layout::Packed, &mut rng);
         println!(
             "{n:>8} {span_mb:>10} {spread:>14.1} {dense:>10.1} {:>8.1} {huge:>11}  {what}",
             spread / dense
@@ -127,7 +139,8 @@ fn main() {
     // packed time means each load walked: the host translates the guest's huge pages in 4 KiB
     // pieces.
     if let Some((spread, dense, huge)) = in_reach {
-        let verdict = if huge < 16 {
+        // 16 MiB hold 7 huge pages when the mapping does not start on a 2 MiB boundary.
+        let verdict = if huge < 14 {
             "the kernel gave no huge pages (transparent_hugepage off?): 4 KiB translations"
         } else if spread > 2.0 * dense {
             "4 KiB translations under huge pages: the host backs this guest's memory with small pages, so every random table access past the TLB's reach pays a page walk"
