@@ -34,6 +34,9 @@ use shake::engine::users::BYTES_PER_USER;
 use shake::hugemem::HugeArray;
 use shake::rng::Rng;
 
+#[path = "mem_stats.rs"]
+mod mem_stats;
+
 /// u64 elements in a 64-byte line and in a 4 KiB page.
 const LINE: usize = 8;
 const PAGE: usize = 512;
@@ -82,17 +85,7 @@ fn chase(n: usize, layout: Layout, rng: &mut Rng) -> (f64, u64) {
     }
     let ns = t.elapsed().as_secs_f64() * 1e9 / LOADS as f64;
     std::hint::black_box(i);
-    (ns, anon_huge_mb())
-}
-
-/// Huge pages backing this process's anonymous memory (the tables ask for them).
-fn anon_huge_mb() -> u64 {
-    std::fs::read_to_string("/proc/self/smaps_rollup")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("AnonHugePages:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
+    (ns, mem_stats::anon_huge_bytes() >> 20)
 }
 
 fn main() {

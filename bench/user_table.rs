@@ -9,6 +9,10 @@ use std::time::Instant;
 
 use shake::engine::users::{Admit, UserTable};
 
+#[path = "mem_stats.rs"]
+mod mem_stats;
+use mem_stats::anon_huge_bytes;
+
 fn rss_bytes() -> u64 {
     // /proc/self/statm: size resident shared ... in pages.
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -18,16 +22,6 @@ fn rss_bytes() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     pages * 4096
-}
-
-/// Huge pages backing anonymous memory (the user table asks for them).
-fn anon_huge_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/smaps_rollup")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("AnonHugePages:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn main() {
