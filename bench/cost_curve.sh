@@ -75,8 +75,8 @@ table_bytes() {
 }
 
 # One tab-separated line per figure (kind users mode run value), a file per phase: a phase
-# skipped (SKIP_NS, SKIP_CALLGRIND, SKIP_STARTUP, SKIP_PAGE_WALK) keeps its figures from the last run
-# that made them, so a phase can be repeated alone.
+# skipped (SKIP_NS, SKIP_CALLGRIND, SKIP_STARTUP, SKIP_PAGE_WALK) keeps its figures from the
+# last run that made them, so a phase can be repeated alone.
 {
   cpu=$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)
   echo "# bench-curve $(date -u +%FT%TZ) on $(nproc) CPUs $cpu, $(uname -r)"
