@@ -26,11 +26,12 @@
 //!   vector lanes (`TokenBatch`) of the others.
 //!
 //! `<U>` is the population: 10M by default, `SHAKE_BENCH_USERS` sets it (the cost curve,
-//! bench/cost_curve.sh). `SHAKE_BENCH_FAMILY=ipv4|ipv6`, `SHAKE_BENCH_CHECKSUMS=software|nic`
-//! and `SHAKE_BENCH_TOKENS=lanes|scalar` set up only the benchmarks they name, so that callgrind's instructions per frame are those
-//! of one. The staged prefetch of the next burst runs in [`stage_next_burst`], which the
-//! callgrind recipe counts with `process_burst_checked_staged` (its pattern,
-//! `*process_burst_checked*`, matches both).
+//! bench/cost_curve.sh); `SHAKE_BENCH_POOL` sets the frames in the pool ([`POOL_DEFAULT`]).
+//! `SHAKE_BENCH_FAMILY=ipv4|ipv6`, `SHAKE_BENCH_CHECKSUMS=software|nic` and
+//! `SHAKE_BENCH_TOKENS=lanes|scalar` set up only the benchmarks they name, so that
+//! callgrind's instructions per frame are those of one. The staged prefetch of the next burst
+//! runs in [`stage_next_burst`], which the callgrind recipe counts with
+//! `process_burst_checked_staged` (its pattern, `*process_burst_checked*`, matches both).
 
 use std::path::Path;
 
@@ -48,7 +49,11 @@ use shake::mac::MacKey;
 use shake::seed::{plan, MemorySource};
 
 const USERS_DEFAULT: u64 = 10_000_000;
-const POOL: usize = 1 << 20;
+/// Request frames in the pool the bursts are copied from (128 MiB of them): larger than the
+/// caches, so each burst's frames come from memory (a NIC's DMA may leave them in the
+/// last-level cache instead). `SHAKE_BENCH_POOL` sets it (a power of two, at least a burst),
+/// e.g. 16384 frames (2 MiB) for a pool the caches hold.
+const POOL_DEFAULT: usize = 1 << 20;
 const BURST: usize = 32;
 /// Room for either family's request frame (106 bytes over IPv4, 126 over IPv6).
 const FRAME: usize = 128;
@@ -81,6 +86,21 @@ fn datapath(c: &mut Criterion) {
 }
 
 /// 1000 -> "1K", 10_000_000 -> "10M".
+/// The pool's length: [`POOL_DEFAULT`], or `SHAKE_BENCH_POOL`'s if that is a power of two of
+/// at least a burst (the index wraps by a mask, and a staged burst never straddles the end).
+fn pool_len() -> usize {
+    let Ok(v) = std::env::var("SHAKE_BENCH_POOL") else {
+        return POOL_DEFAULT;
+    };
+    match v.parse::<usize>() {
+        Ok(n) if n.is_power_of_two() && n >= BURST => n,
+        _ => {
+            eprintln!("SHAKE_BENCH_POOL={v}: want a power of two of at least {BURST} frames");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn population(users: u64) -> String {
     match users {
         u if u >= 1_000_000 && u % 1_000_000 == 0 => format!("{}M", u / 1_000_000),
@@ -202,7 +222,8 @@ greeting_probability = 0.3
         RxChecked::empty()
     }; BURST];
     let mut rng = shake::rng::Rng::new(99);
-    let mut pool = vec![[0u8; FRAME]; POOL];
+    let pool_len = pool_len();
+    let mut pool = vec![[0u8; FRAME]; pool_len];
     for (i, f) in pool.iter_mut().enumerate() {
         let user = rng.below(users);
         let r = client::request(&token, user, i as u32, u32::MAX, i as u64);
@@ -222,10 +243,10 @@ greeting_probability = 0.3
     let mut run_burst = |worker: &mut Worker<MemorySource, MemoryJournal>, now: u64| {
         for b in bufs.iter_mut() {
             *b = pool[at];
-            at = (at + 1) & (POOL - 1);
+            at = (at + 1) & (pool_len - 1);
         }
         // The worker loop has received the next burst by now: its users' buckets start loading
-        // (`at` is a multiple of BURST, and POOL of BURST: the next burst is contiguous).
+        // (`at` is a multiple of BURST, and the pool's length of BURST: the next burst is contiguous).
         let [a, b] = &mut stages;
         let (staged, next) = if odd { (b, a) } else { (a, b) };
         odd = !odd;
@@ -240,7 +261,7 @@ greeting_probability = 0.3
         shake::counters::bump(&worker.counters().rx, BURST as u64);
         std::hint::black_box(&verdicts);
     };
-    for _ in 0..POOL / BURST {
+    for _ in 0..pool_len / BURST {
         now += 1;
         run_burst(&mut worker, now);
     }
