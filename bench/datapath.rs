@@ -85,7 +85,6 @@ fn datapath(c: &mut Criterion) {
     }
 }
 
-/// 1000 -> "1K", 10_000_000 -> "10M".
 /// The pool's length: [`POOL_DEFAULT`], or `SHAKE_BENCH_POOL`'s if that is a power of two of
 /// at least a burst (the index wraps by a mask, and a staged burst never straddles the end).
 fn pool_len() -> usize {
@@ -101,6 +100,7 @@ fn pool_len() -> usize {
     }
 }
 
+/// 1000 -> "1K", 10_000_000 -> "10M".
 fn population(users: u64) -> String {
     match users {
         u if u >= 1_000_000 && u % 1_000_000 == 0 => format!("{}M", u / 1_000_000),
@@ -222,8 +222,8 @@ greeting_probability = 0.3
         RxChecked::empty()
     }; BURST];
     let mut rng = shake::rng::Rng::new(99);
-    let pool_len = pool_len();
-    let mut pool = vec![[0u8; FRAME]; pool_len];
+    let pool_frames = pool_len();
+    let mut pool = vec![[0u8; FRAME]; pool_frames];
     for (i, f) in pool.iter_mut().enumerate() {
         let user = rng.below(users);
         let r = client::request(&token, user, i as u32, u32::MAX, i as u64);
@@ -243,10 +243,11 @@ greeting_probability = 0.3
     let mut run_burst = |worker: &mut Worker<MemorySource, MemoryJournal>, now: u64| {
         for b in bufs.iter_mut() {
             *b = pool[at];
-            at = (at + 1) & (pool_len - 1);
+            at = (at + 1) & (pool_frames - 1);
         }
         // The worker loop has received the next burst by now: its users' buckets start loading
-        // (`at` is a multiple of BURST, and the pool's length of BURST: the next burst is contiguous).
+        // (`at` is a multiple of BURST, and so is the pool's length: the next burst is
+        // contiguous).
         let [a, b] = &mut stages;
         let (staged, next) = if odd { (b, a) } else { (a, b) };
         odd = !odd;
@@ -261,7 +262,7 @@ greeting_probability = 0.3
         shake::counters::bump(&worker.counters().rx, BURST as u64);
         std::hint::black_box(&verdicts);
     };
-    for _ in 0..pool_len / BURST {
+    for _ in 0..pool_frames / BURST {
         now += 1;
         run_burst(&mut worker, now);
     }

@@ -1,10 +1,12 @@
 //! `make bench-page-walk` (and part of `make bench-curve`): what a random access to a large
 //! table costs in address translation alone on this host.
 //!
-//! The datapath's time at 10M and 100M users is not its instructions: under `perf record -e
-//! cpu-clock` most of the stage's samples (the 32 table-bucket prefetches of the next burst,
-//! 5% of the datapath's instructions and about 30% of its time at 10M users) fall on the
-//! prefetch instruction, which holds retirement while its address is translated. A node's
+//! The datapath's growth from 10M to 100M users is not its instructions: under `perf record
+//! -e cpu-clock` most of the stage's samples (the 32 table-bucket prefetches of the next
+//! burst, 5% of the datapath's instructions, a quarter of the samples at 10M users and half
+//! at 100M) fall on the prefetch instruction, which holds retirement while its address is
+//! translated. At 10M the stage still hides most of that wait (a 1K table with the frames in
+//! cache is ~10% faster, bench/results/cost_curve.txt); at 100M it does not. A node's
 //! table is mapped with huge pages (`src/hugemem.rs`), so on bare metal a 2.5 GB table needs
 //! 1193 TLB entries of 2 MiB and the walk of a miss hits the caches. In a virtual
 //! machine the host's pages count too: a guest huge page backed by 4 KiB host pages is cached
